@@ -1,0 +1,164 @@
+"""Completion function: OpenAI-compatible and native completion endpoints, and direct invocation.
+
+Thin on purpose: decode the event, call the gateway core, encode the answer. Errors are mapped to HTTP
+(or to named Step Functions errors) in one place each.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from llm_gateway import api, openai_compat
+from llm_gateway.config import settings
+from llm_gateway.errors import GatewayError, InvalidRequestError
+from llm_gateway.models import CompletionRequest, CompletionResult
+from llm_gateway.runtime import run_sync
+from llm_gateway.service import default_gateway
+
+logger = Logger()
+metrics = Metrics()
+app = APIGatewayRestResolver()
+
+OPENAI_PATH = "/v1/chat/completions"
+
+
+def _complete(
+    request: CompletionRequest, *, tenant: str, request_id: str, remaining_ms: int | None
+) -> CompletionResult:
+    config = settings()
+    ctx = api.request_context_for(
+        tenant=tenant,
+        request_id=request_id,
+        remaining_ms=remaining_ms,
+        margin_s=config.deadline_margin_s,
+        operation="completion",
+        log_prompts=config.log_prompts,
+    )
+    if ctx.log_prompts:
+        logger.info("prompt", messages=[m.model_dump() for m in request.messages])
+    result = run_sync(default_gateway().complete(request, ctx))
+    _observe(result, tenant=tenant)
+    return result
+
+
+def _observe(result: CompletionResult, *, tenant: str) -> None:
+    logger.info(
+        "completion",
+        tenant=tenant,
+        provider=result.provider,
+        model=result.model,
+        input_tokens=result.usage.input_tokens,
+        output_tokens=result.usage.output_tokens,
+        cost_usd=result.cost_usd,
+        latency_ms=result.latency_ms,
+        attempts=len(result.attempts),
+        cached=result.cached,
+    )
+    metrics.add_metric(name="Completions", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=result.cost_usd)
+    metrics.add_metric(name="FallbackAttempts", unit=MetricUnit.Count, value=len(result.attempts) - 1)
+
+
+def _http_call(model: type[Any]) -> tuple[Any, str]:
+    event = app.current_event
+    config = settings()
+    tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
+    data = api.parse_json_body(event.decoded_body, max_bytes=config.max_body_bytes)
+    return api.validate(model, data), tenant
+
+
+def _result_headers(result: CompletionResult) -> dict[str, str]:
+    return {
+        "x-gateway-provider": result.provider,
+        "x-gateway-model": result.model,
+        "x-gateway-cost-usd": f"{result.cost_usd:.10f}",
+        "x-gateway-cache": "hit" if result.cached else "miss",
+        "x-gateway-attempts": str(len(result.attempts)),
+    }
+
+
+def _remaining_ms() -> int | None:
+    context = app.lambda_context
+    return context.get_remaining_time_in_millis() if context is not None else None
+
+
+@app.post(OPENAI_PATH)
+def chat_completions() -> Response[str]:
+    body, tenant = _http_call(openai_compat.ChatCompletionsBody)
+    request = openai_compat.to_gateway_request(body)
+    result = _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms())
+    return _json(200, openai_compat.to_chat_completion(result), _result_headers(result))
+
+
+@app.post("/v1/completions")
+def completions() -> Response[str]:
+    request, tenant = _http_call(CompletionRequest)
+    result = _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms())
+    return _json(200, result.model_dump(mode="json"), _result_headers(result))
+
+
+@app.exception_handler(GatewayError)
+def gateway_error(err: GatewayError) -> Response[str]:
+    if err.http_status >= 500:
+        logger.warning("request failed", code=err.code, error=err.message, attempts=len(err.attempts))
+    openai_style = app.current_event.path.endswith(OPENAI_PATH)
+    body = openai_compat.openai_error_body(err) if openai_style else api.error_body(err)
+    if err.attempts and not openai_style:
+        body["error"]["attempts"] = [a.model_dump(mode="json") for a in err.attempts]
+    headers = {}
+    retry_after = getattr(getattr(err, "last_error", err), "retry_after", None)
+    if retry_after:
+        headers["retry-after"] = str(max(1, round(retry_after)))
+    return _json(err.http_status, body, headers)
+
+
+@app.exception_handler(Exception)
+def unexpected_error(err: Exception) -> Response[str]:
+    logger.exception("unexpected error")
+    return _json(500, {"error": {"code": "internal_error", "message": "internal error", "type": "api_error"}}, {})
+
+
+@app.not_found
+def not_found(_: Exception) -> Response[str]:
+    return _json(404, {"error": {"code": "not_found", "message": f"no route for {app.current_event.path}"}}, {})
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response[str]:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json.dumps(body, separators=(",", ":")),
+        headers={**headers, "x-request-id": _request_id()},
+    )
+
+
+def _request_id() -> str:
+    return str(app.current_event.request_context.request_id or "")
+
+
+def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+    """Step Functions (or any IAM caller) sends the request as plain JSON; errors are raised by name."""
+    try:
+        payload = dict(event)
+        tenant = str(payload.pop("tenant", None) or "stepfunctions")  # IAM-authorised callers name the tenant
+        request = api.validate(CompletionRequest, payload)
+        request_id = getattr(context, "aws_request_id", "") or ""
+        remaining = context.get_remaining_time_in_millis() if context is not None else None
+        return _complete(request, tenant=tenant, request_id=request_id, remaining_ms=remaining).model_dump(mode="json")
+    except GatewayError as err:
+        raise api.named_error(err) from None
+
+
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        raise api.named_error(InvalidRequestError("the event must be a JSON object"))
+    if "httpMethod" in event and "requestContext" in event:
+        return app.resolve(event, context)
+    return _direct_invocation(event, context)

@@ -1,0 +1,76 @@
+"""The model catalog: prices, context windows and capabilities, read once from ``shared/catalog.json``."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from .errors import UnknownModelError
+from .models import Usage
+from .resources import shared_dir
+
+
+class ModelSpec(BaseModel):
+    id: str
+    provider: str
+    provider_model: str = ""
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float = Field(ge=0)
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(gt=0)
+    capabilities: frozenset[str] = frozenset()
+    tiers: frozenset[str] = frozenset()
+
+    @property
+    def wire_model(self) -> str:
+        """The id the provider's API expects."""
+        return self.provider_model or self.id
+
+    def supports(self, capabilities: set[str]) -> bool:
+        # "json" is satisfiable by every model (JSON-in-text), so it never excludes one.
+        return (capabilities - {"json"}) <= self.capabilities
+
+    def cost(self, usage: Usage) -> float:
+        uncached = max(usage.input_tokens - usage.cached_input_tokens, 0)
+        dollars = (
+            uncached * self.input_per_mtok
+            + usage.cached_input_tokens * self.cached_input_per_mtok
+            + usage.output_tokens * self.output_per_mtok
+        ) / 1_000_000
+        return round(dollars, 10)
+
+    def worst_case_cost(self, input_tokens: int, max_output_tokens: int) -> float:
+        return self.cost(Usage(input_tokens=input_tokens, output_tokens=max_output_tokens))
+
+
+class Catalog(BaseModel):
+    version: str
+    models: list[ModelSpec]
+
+    def get(self, model_id: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.id == model_id:
+                return spec
+        raise UnknownModelError(
+            f"model '{model_id}' is not in the catalog", details={"known": [m.id for m in self.models]}
+        )
+
+    def find(self, model_id: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def in_tier(self, tier: str) -> list[ModelSpec]:
+        return [m for m in self.models if tier in m.tiers]
+
+
+def load_catalog(path: Path) -> Catalog:
+    return Catalog.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+@cache
+def default_catalog() -> Catalog:
+    """The bundled catalog, parsed once per process (not at import time)."""
+    return load_catalog(shared_dir() / "catalog.json")

@@ -1,0 +1,36 @@
+"""Provider API keys: environment first, then SSM parameters, then one Secrets Manager JSON secret.
+
+Remote lookups go through Powertools parameters, which caches them (``max_age``) across warm invocations.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .config import Settings
+
+KEY_CACHE_SECONDS = 300
+
+
+def provider_key(settings: Settings, provider: str) -> str | None:
+    if key := settings.api_keys.get(provider):
+        return key
+    if param := settings.key_params.get(provider):
+        from aws_lambda_powertools.utilities import parameters  # lazy: boto3 is heavy
+
+        value = parameters.get_parameter(param, decrypt=True, max_age=KEY_CACHE_SECONDS)
+        return str(value) if value else None
+    if settings.provider_keys_secret:
+        return _secret_keys(settings.provider_keys_secret).get(provider) or None
+    return None
+
+
+def _secret_keys(secret_id: str) -> dict[str, str]:
+    from aws_lambda_powertools.utilities import parameters
+
+    raw: Any = parameters.get_secret(secret_id, max_age=KEY_CACHE_SECONDS)
+    data = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if v}

@@ -1,0 +1,169 @@
+"""One exception tree for the gateway.
+
+Every error the core raises is a :class:`GatewayError`. Each carries a machine-readable ``code``,
+the HTTP status a caller should see, and whether retrying the same call may succeed. Handlers map
+these to HTTP answers (or let them propagate by class name to Step Functions) in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code: str = "gateway_error"
+    http_status: int = 500
+    retryable: bool = False
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.attempts: list[Any] = []  # provider attempts made before the error, when there were any
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+# --- caller errors -------------------------------------------------------------------------------
+
+
+class InvalidRequestError(GatewayError):
+    code = "invalid_request"
+    http_status = 400
+
+
+class UnknownModelError(InvalidRequestError):
+    code = "model_not_found"
+    http_status = 404
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnauthorizedError(GatewayError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class NoEligibleModelError(InvalidRequestError):
+    """No catalog model satisfies the request's size and capability needs."""
+
+    code = "no_eligible_model"
+    http_status = 400
+
+
+# --- provider errors -----------------------------------------------------------------------------
+
+
+class ProviderError(GatewayError):
+    """A provider call failed. ``retryable`` says whether the same call may succeed later."""
+
+    code = "provider_error"
+    http_status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.provider = provider
+        self.model = model
+        self.status_code = status_code
+
+
+class RateLimitedError(ProviderError):
+    code = "rate_limited"
+    http_status = 429
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailableError(ProviderError):
+    """5xx, 503 or 529 overloaded: the provider cannot serve right now."""
+
+    code = "provider_unavailable"
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ProviderTimeoutError(ProviderError):
+    code = "provider_timeout"
+    http_status = 504
+    retryable = True
+
+
+class ProviderConnectionError(ProviderError):
+    code = "provider_connection_error"
+    http_status = 502
+    retryable = True
+
+
+class MalformedResponseError(ProviderError):
+    code = "malformed_response"
+    http_status = 502
+    retryable = True
+
+
+class ProviderBadRequestError(ProviderError):
+    code = "provider_bad_request"
+    http_status = 400
+
+
+class ProviderAuthError(ProviderError):
+    """The gateway's own key for this provider was refused: an operator problem, not the caller's."""
+
+    code = "provider_auth_error"
+    http_status = 502
+
+
+class ContextTooLongError(ProviderError):
+    code = "context_length_exceeded"
+    http_status = 400
+
+
+class ContentFilteredError(ProviderError):
+    code = "content_filtered"
+    http_status = 400
+
+
+# --- outcome of a whole routed call --------------------------------------------------------------
+
+
+class AllProvidersFailedError(GatewayError):
+    """Every candidate was tried and failed. Carries the attempts; status follows the last cause."""
+
+    code = "providers_unavailable"
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, attempts: list[Any], last_error: ProviderError) -> None:
+        super().__init__(message, details={"attempts": len(attempts), "last_error": last_error.code})
+        self.attempts = list(attempts)
+        self.last_error = last_error
+        self.retryable = last_error.retryable
+        if isinstance(last_error, RateLimitedError):
+            self.http_status = 429
+            self.code = "rate_limited"
+        elif not last_error.retryable:
+            self.http_status = last_error.http_status
+            self.code = last_error.code

@@ -1,0 +1,191 @@
+"""Request and response models shared by every function and provider adapter."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["system", "user", "assistant"]
+Tier = Literal["fast", "balanced", "best"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(_Strict):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImagePart(_Strict):
+    """An image given by URL or data URI (``data:image/png;base64,...``)."""
+
+    type: Literal["image_url"] = "image_url"
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+ContentPart = TextPart | ImagePart
+
+
+class Message(_Strict):
+    role: Role
+    content: str | list[ContentPart]
+
+    def text(self) -> str:
+        """The message's text, images left out."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def has_image(self) -> bool:
+        return not isinstance(self.content, str) and any(isinstance(p, ImagePart) for p in self.content)
+
+
+class JsonSchemaFormat(_Strict):
+    """Ask for a JSON answer valid against ``json_schema`` (provider-native mode when available)."""
+
+    type: Literal["json_schema"] = "json_schema"
+    name: str = Field(default="result", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    json_schema: dict[str, Any] = Field(alias="schema")
+    strict: bool = True
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class JsonObjectFormat(_Strict):
+    type: Literal["json_object"] = "json_object"
+
+
+ResponseFormat = JsonSchemaFormat | JsonObjectFormat
+
+
+class CacheControl(_Strict):
+    """Per-request cache controls (honoured by the cache, when one is configured)."""
+
+    no_cache: bool = False  # skip the read
+    no_store: bool = False  # skip the write
+    ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+    namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    force: bool = False  # cache even a non-deterministic request (temperature > 0)
+
+
+class CompletionRequest(_Strict):
+    """The gateway's own request shape (``POST /v1/completions``)."""
+
+    messages: list[Message] = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    tier: Tier | None = None
+    fallback: list[str] | None = Field(default=None, max_length=8)
+    max_tokens: int | None = Field(default=None, ge=1, le=200_000)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: list[str] | None = Field(default=None, max_length=4)
+    seed: int | None = None
+    response_format: ResponseFormat | None = Field(default=None, discriminator="type")
+    capabilities: list[str] = Field(default_factory=list, max_length=8)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    cache: CacheControl | None = None
+    prompt_version: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _model_or_tier(self) -> CompletionRequest:
+        if self.model is not None and self.tier is not None:
+            raise ValueError("give either 'model' or 'tier', not both")
+        return self
+
+    @field_validator("messages")
+    @classmethod
+    def _not_all_empty(cls, messages: list[Message]) -> list[Message]:
+        if not any(m.text().strip() or m.has_image() for m in messages):
+            raise ValueError("messages must contain some text")
+        return messages
+
+    def required_capabilities(self) -> set[str]:
+        needed = set(self.capabilities)
+        if any(m.has_image() for m in self.messages):
+            needed.add("vision")
+        if isinstance(self.response_format, JsonSchemaFormat):
+            needed.add("json")  # any model can do JSON-in-text; native schema is preferred, not required
+        return needed
+
+    def is_deterministic(self) -> bool:
+        return self.temperature == 0.0
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+        )
+
+
+class ProviderRequest(BaseModel):
+    """What an adapter receives: one concrete model, parameters already resolved."""
+
+    model: str  # the provider's own model id
+    messages: list[Message]
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    response_format: ResponseFormat | None = None
+    native_structured: bool = False  # use the provider's structured-output mode for response_format
+
+
+class ProviderResponse(BaseModel):
+    """What an adapter returns: provider-neutral."""
+
+    content: str
+    finish_reason: FinishReason
+    usage: Usage
+    provider_request_id: str | None = None
+    raw_model: str | None = None
+
+
+Outcome = Literal["success", "error", "skipped"]
+
+
+class Attempt(BaseModel):
+    """One provider call (or a decision not to call), as reported to the caller and the ledger."""
+
+    provider: str
+    model: str
+    outcome: Outcome
+    error_class: str | None = None
+    error_code: str | None = None
+    status_code: int | None = None
+    duration_ms: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+
+
+class CompletionResult(BaseModel):
+    id: str = Field(default_factory=lambda: f"gw-{uuid.uuid4().hex}")
+    created: int = Field(default_factory=lambda: int(time.time()))
+    content: str
+    provider: str
+    model: str
+    finish_reason: FinishReason
+    usage: Usage
+    cost_usd: float
+    latency_ms: float
+    attempts: list[Attempt]
+    cached: bool = False
+    metadata: dict[str, str] = Field(default_factory=dict)

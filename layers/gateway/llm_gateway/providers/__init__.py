@@ -1,0 +1,29 @@
+"""Provider adapters, imported only when first used (cold start pays only for what it calls)."""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import Provider, WireRequest
+
+_ADAPTERS = {
+    "openai": ("openai", "OpenAIProvider"),
+    "openai_compatible": ("openai", "OpenAICompatibleProvider"),
+    "anthropic": ("anthropic", "AnthropicProvider"),
+    "gemini": ("gemini", "GeminiProvider"),
+}
+
+PROVIDER_NAMES = tuple(_ADAPTERS)
+
+
+def adapter_class(provider: str) -> type[Provider]:
+    try:
+        module_name, class_name = _ADAPTERS[provider]
+    except KeyError:
+        raise ValueError(f"no adapter for provider '{provider}'") from None
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    cls: type[Provider] = getattr(module, class_name)
+    return cls
+
+
+__all__ = ["PROVIDER_NAMES", "Provider", "WireRequest", "adapter_class"]

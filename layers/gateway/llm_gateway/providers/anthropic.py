@@ -1,0 +1,129 @@
+"""Anthropic Messages API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import (
+    ContentFilteredError,
+    ContextTooLongError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from ..models import FinishReason, ImagePart, JsonSchemaFormat, Message, ProviderRequest, ProviderResponse, Usage
+from .base import Provider, WireRequest, with_json_instruction
+
+API_VERSION = "2023-06-01"
+
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",  # only forced structured-output tools are sent, so a tool call is the answer
+    "max_tokens": "length",
+    "pause_turn": "stop",
+}
+
+_ERROR_TYPES: dict[str, type[ProviderError]] = {
+    "rate_limit_error": RateLimitedError,
+    "overloaded_error": ProviderUnavailableError,
+    "api_error": ProviderUnavailableError,
+    "authentication_error": ProviderAuthError,
+    "permission_error": ProviderAuthError,
+    "request_too_large": ContextTooLongError,
+}
+
+
+def _image_block(part: ImagePart) -> dict[str, Any]:
+    if part.url.startswith("data:"):
+        header, _, data = part.url.partition(",")
+        media_type = header[5:].split(";")[0] or "image/png"
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": part.url}}
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    if isinstance(message.content, str):
+        return [{"type": "text", "text": message.content}]
+    return [_image_block(p) if isinstance(p, ImagePart) else {"type": "text", "text": p.text} for p in message.content]
+
+
+def _conversation(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
+    """System text apart; consecutive same-role turns merged, as the API wants alternation."""
+    system = "\n\n".join(m.text() for m in messages if m.role == "system")
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        if turns and turns[-1]["role"] == message.role:
+            turns[-1]["content"].extend(_blocks(message))
+        else:
+            turns.append({"role": message.role, "content": _blocks(message)})
+    if turns and turns[0]["role"] == "assistant":
+        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": "(continue)"}]})
+    return system, turns
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+
+    def build_request(self, request: ProviderRequest) -> WireRequest:
+        system, turns = _conversation(with_json_instruction(request))
+        body: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens, "messages": turns}
+        if system:
+            body["system"] = system
+        if request.temperature is not None:
+            body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop_sequences"] = request.stop
+        fmt = request.response_format
+        if isinstance(fmt, JsonSchemaFormat) and request.native_structured:
+            # Forced tool use: the tool's input schema is the answer's schema.
+            body["tools"] = [
+                {"name": fmt.name, "description": "Record the structured result.", "input_schema": fmt.json_schema}
+            ]
+            body["tool_choice"] = {"type": "tool", "name": fmt.name}
+        headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        return WireRequest(url=f"{self.base_url}/v1/messages", headers=headers, body=body)
+
+    def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
+        stop_reason = str(data.get("stop_reason"))
+        if stop_reason == "refusal":
+            raise ContentFilteredError(f"{self.name} refused the request", provider=self.name, model=request.model)
+        blocks = data["content"]
+        tool_inputs = [b["input"] for b in blocks if b.get("type") == "tool_use"]
+        if tool_inputs:
+            content = json.dumps(tool_inputs[0], ensure_ascii=False)
+        else:
+            content = "".join(b["text"] for b in blocks if b.get("type") == "text")
+        usage = data.get("usage") or {}
+        cache_read = int(usage.get("cache_read_input_tokens") or 0)
+        cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+        return ProviderResponse(
+            content=content,
+            finish_reason=_FINISH.get(stop_reason, "stop"),
+            usage=Usage(
+                # Anthropic's input_tokens excludes cache reads and writes; ours counts all input.
+                input_tokens=int(usage["input_tokens"]) + cache_read + cache_write,
+                output_tokens=int(usage["output_tokens"]),
+                cached_input_tokens=cache_read,
+            ),
+            provider_request_id=data.get("id"),
+            raw_model=data.get("model"),
+        )
+
+    def error_message(self, body: Any) -> tuple[str, str]:
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            return str(body["error"].get("message", "")), str(body["error"].get("type", ""))
+        return "", ""
+
+    def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
+        if error_type == "invalid_request_error" and "prompt is too long" in message:
+            return ContextTooLongError
+        return _ERROR_TYPES.get(error_type)

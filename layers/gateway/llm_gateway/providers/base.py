@@ -1,0 +1,178 @@
+"""The provider interface.
+
+``Provider.complete`` owns the policy every adapter shares: one HTTP call with an explicit timeout,
+transport failures and status codes mapped onto the gateway's exception tree, malformed bodies caught.
+An adapter implements three small hooks: build the wire request, parse a success body, classify an error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import (
+    MalformedResponseError,
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from ..models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
+
+MAX_RETRY_AFTER_S = 3600.0
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class Provider(ABC):
+    """One upstream API. Instances are cheap; the HTTP client is shared and passed in."""
+
+    name: str = ""
+
+    def __init__(self, *, base_url: str, api_key: str | None, connect_timeout_s: float = 3.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.connect_timeout_s = connect_timeout_s
+
+    async def complete(
+        self, request: ProviderRequest, *, client: httpx.AsyncClient, timeout_s: float
+    ) -> ProviderResponse:
+        wire = self.build_request(request)
+        timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
+        model = request.model
+        try:
+            response = await client.post(wire.url, headers=wire.headers, json=wire.body, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeoutError(
+                f"{self.name} did not answer within {timeout_s:.1f}s", provider=self.name, model=model
+            ) from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:  # connect errors, dropped sockets
+            raise ProviderConnectionError(
+                f"{self.name} connection failed: {type(exc).__name__}", provider=self.name, model=model
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response, model)
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MalformedResponseError(
+                f"{self.name} answered with a body that is not JSON",
+                provider=self.name,
+                model=model,
+                status_code=response.status_code,
+            ) from exc
+        try:
+            return self.parse_response(data, request)
+        except ProviderError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedResponseError(
+                f"{self.name} answered with an unexpected shape: {type(exc).__name__}: {exc}",
+                provider=self.name,
+                model=model,
+                status_code=response.status_code,
+            ) from exc
+
+    # --- hooks ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def build_request(self, request: ProviderRequest) -> WireRequest: ...
+
+    @abstractmethod
+    def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse: ...
+
+    def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
+        """Provider-specific refinements; return None to fall back to the status-code mapping."""
+        return None
+
+    def error_message(self, body: Any) -> tuple[str, str]:
+        """(message, type) from an error body; adapters override for their shapes."""
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            return str(err.get("message", "")), str(err.get("type") or err.get("code") or err.get("status") or "")
+        return "", ""
+
+    # --- shared machinery -----------------------------------------------------------------------
+
+    def _error(self, response: httpx.Response, model: str) -> ProviderError:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        message, error_type = self.error_message(body)
+        status = response.status_code
+        cls = self.classify_error(status, message, error_type, body) or _by_status(status)
+        text = f"{self.name} {status}: {message or response.reason_phrase}"
+        kwargs: dict[str, Any] = {"provider": self.name, "model": model, "status_code": status}
+        if cls in (RateLimitedError, ProviderUnavailableError):
+            kwargs["retry_after"] = retry_after_seconds(response.headers)
+        return cls(text[:500], **kwargs)
+
+
+def _by_status(status: int) -> type[ProviderError]:
+    if status == 429:
+        return RateLimitedError
+    if status in (401, 403):
+        return ProviderAuthError
+    if status == 408:
+        return ProviderTimeoutError
+    if status == 409 or status >= 500:
+        return ProviderUnavailableError
+    return ProviderBadRequestError
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return min(max(float(ms) / 1000.0, 0.0), MAX_RETRY_AFTER_S)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return min(max(float(raw), 0.0), MAX_RETRY_AFTER_S)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
+
+
+def json_instruction(request: ProviderRequest) -> str | None:
+    """The system instruction used when a JSON answer is wanted but the native mode is not used."""
+    fmt = request.response_format
+    if fmt is None or request.native_structured:
+        return None
+    if isinstance(fmt, JsonSchemaFormat):
+        schema = json.dumps(fmt.json_schema, separators=(",", ":"))
+        return (
+            "Answer with a single JSON object that is valid against this JSON Schema, and nothing else "
+            f"(no prose, no code fences):\n{schema}"
+        )
+    return "Answer with a single JSON object and nothing else (no prose, no code fences)."
+
+
+def with_json_instruction(request: ProviderRequest) -> list[Message]:
+    """Messages with the JSON instruction prepended as a system message, when one is needed."""
+    instruction = json_instruction(request)
+    if instruction is None:
+        return request.messages
+    return [Message(role="system", content=instruction), *request.messages]

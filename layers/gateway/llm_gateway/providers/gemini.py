@@ -1,0 +1,181 @@
+"""Google Gemini ``generateContent`` (Generative Language API)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import (
+    ContentFilteredError,
+    ContextTooLongError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from ..models import (
+    FinishReason,
+    ImagePart,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    Message,
+    ProviderRequest,
+    ProviderResponse,
+    Usage,
+)
+from .base import Provider, WireRequest, with_json_instruction
+
+_BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
+_FINISH: dict[str, FinishReason] = {"STOP": "stop", "MAX_TOKENS": "length"}
+_STATUS: dict[str, type[ProviderError]] = {
+    "RESOURCE_EXHAUSTED": RateLimitedError,
+    "UNAVAILABLE": ProviderUnavailableError,
+    "INTERNAL": ProviderUnavailableError,
+    "DEADLINE_EXCEEDED": ProviderTimeoutError,
+    "UNAUTHENTICATED": ProviderAuthError,
+    "PERMISSION_DENIED": ProviderAuthError,
+}
+# The subset of JSON Schema that Gemini's responseSchema (an OpenAPI schema object) accepts.
+_SCHEMA_KEYS = {
+    "type",
+    "format",
+    "description",
+    "nullable",
+    "enum",
+    "items",
+    "properties",
+    "required",
+    "minItems",
+    "maxItems",
+    "minimum",
+    "maximum",
+    "anyOf",
+    "propertyOrdering",
+    "title",
+}
+
+
+def gemini_schema(schema: Any, defs: dict[str, Any] | None = None) -> Any:
+    """Translate a JSON Schema to Gemini's dialect: inline ``$ref``s, ``type: [x, "null"]`` to nullable."""
+    if not isinstance(schema, dict):
+        return schema
+    defs = defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return gemini_schema(defs.get(name, {}), defs)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key not in _SCHEMA_KEYS and key != "oneOf":
+            continue
+        if key == "type" and isinstance(value, list):
+            kinds = [v for v in value if v != "null"]
+            out["type"] = kinds[0] if kinds else "string"
+            if "null" in value:
+                out["nullable"] = True
+        elif key == "properties":
+            out["properties"] = {k: gemini_schema(v, defs) for k, v in value.items()}
+        elif key == "items":
+            out["items"] = gemini_schema(value, defs)
+        elif key in ("anyOf", "oneOf"):
+            out["anyOf"] = [gemini_schema(v, defs) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _parts(message: Message) -> list[dict[str, Any]]:
+    if isinstance(message.content, str):
+        return [{"text": message.content}]
+    parts: list[dict[str, Any]] = []
+    for part in message.content:
+        if isinstance(part, ImagePart):
+            if part.url.startswith("data:"):
+                header, _, data = part.url.partition(",")
+                mime = header[5:].split(";")[0] or "image/png"
+                parts.append({"inline_data": {"mime_type": mime, "data": data}})
+            else:
+                parts.append({"file_data": {"file_uri": part.url, "mime_type": "image/*"}})
+        else:
+            parts.append({"text": part.text})
+    return parts
+
+
+class GeminiProvider(Provider):
+    name = "gemini"
+
+    def build_request(self, request: ProviderRequest) -> WireRequest:
+        messages = with_json_instruction(request)
+        system = "\n\n".join(m.text() for m in messages if m.role == "system")
+        contents = [
+            {"role": "model" if m.role == "assistant" else "user", "parts": _parts(m)}
+            for m in messages
+            if m.role != "system"
+        ]
+        config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
+        if request.temperature is not None:
+            config["temperature"] = request.temperature
+        if request.top_p is not None:
+            config["topP"] = request.top_p
+        if request.stop:
+            config["stopSequences"] = request.stop
+        if request.seed is not None:
+            config["seed"] = request.seed
+        fmt = request.response_format
+        if request.native_structured and isinstance(fmt, JsonSchemaFormat | JsonObjectFormat):
+            config["responseMimeType"] = "application/json"
+            if isinstance(fmt, JsonSchemaFormat):
+                config["responseSchema"] = gemini_schema(fmt.json_schema)
+        body: dict[str, Any] = {"contents": contents, "generationConfig": config}
+        if system:
+            body["systemInstruction"] = {"parts": [{"text": system}]}
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["x-goog-api-key"] = self.api_key
+        url = f"{self.base_url}/v1beta/models/{request.model}:generateContent"
+        return WireRequest(url=url, headers=headers, body=body)
+
+    def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
+        feedback = data.get("promptFeedback") or {}
+        candidates = data.get("candidates") or []
+        if feedback.get("blockReason") or not candidates:
+            if feedback.get("blockReason"):
+                raise ContentFilteredError(
+                    f"{self.name} blocked the prompt: {feedback['blockReason']}",
+                    provider=self.name,
+                    model=request.model,
+                )
+            raise ValueError("no candidates in the answer")
+        candidate = candidates[0]
+        reason = str(candidate.get("finishReason", "STOP"))
+        if reason in _BLOCKED:
+            raise ContentFilteredError(
+                f"{self.name} blocked the answer: {reason}", provider=self.name, model=request.model
+            )
+        parts = (candidate.get("content") or {}).get("parts") or []
+        content = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+        usage = data.get("usageMetadata") or {}
+        return ProviderResponse(
+            content=content,
+            finish_reason=_FINISH.get(reason, "stop"),
+            usage=Usage(
+                input_tokens=int(usage.get("promptTokenCount", 0)),
+                # Thinking tokens are billed as output.
+                output_tokens=int(usage.get("candidatesTokenCount", 0)) + int(usage.get("thoughtsTokenCount", 0)),
+                cached_input_tokens=int(usage.get("cachedContentTokenCount", 0)),
+            ),
+            provider_request_id=data.get("responseId"),
+            raw_model=data.get("modelVersion"),
+        )
+
+    def error_message(self, body: Any) -> tuple[str, str]:
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            return str(body["error"].get("message", "")), str(body["error"].get("status", ""))
+        return "", ""
+
+    def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
+        if "exceeds the maximum number of tokens" in message or "input token count" in message:
+            return ContextTooLongError
+        if "API key not valid" in message or "API_KEY_INVALID" in json.dumps(body or {}):
+            return ProviderAuthError
+        return _STATUS.get(error_type)

@@ -1,0 +1,112 @@
+"""OpenAI Chat Completions, and any server that speaks it (vLLM, Ollama, llama.cpp server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ContentFilteredError, ContextTooLongError, ProviderAuthError, ProviderError
+from ..models import (
+    FinishReason,
+    ImagePart,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    Message,
+    ProviderRequest,
+    ProviderResponse,
+    Usage,
+)
+from .base import Provider, WireRequest, with_json_instruction
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    if isinstance(message.content, str):
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = []
+    for part in message.content:
+        if isinstance(part, ImagePart):
+            image: dict[str, Any] = {"url": part.url}
+            if part.detail:
+                image["detail"] = part.detail
+            parts.append({"type": "image_url", "image_url": image})
+        else:
+            parts.append({"type": "text", "text": part.text})
+    return {"role": message.role, "content": parts}
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    max_tokens_field = "max_completion_tokens"
+
+    def build_request(self, request: ProviderRequest) -> WireRequest:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": [_wire_message(m) for m in with_json_instruction(request)],
+            self.max_tokens_field: request.max_tokens,
+        }
+        for key in ("temperature", "top_p", "stop", "seed"):
+            if (value := getattr(request, key)) is not None:
+                body[key] = value
+        fmt = request.response_format
+        if isinstance(fmt, JsonSchemaFormat) and request.native_structured:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": fmt.name, "schema": fmt.json_schema, "strict": fmt.strict},
+            }
+        elif isinstance(fmt, JsonObjectFormat) and request.native_structured:
+            body["response_format"] = {"type": "json_object"}
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return WireRequest(url=f"{self.base_url}/chat/completions", headers=headers, body=body)
+
+    def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
+        choice = data["choices"][0]
+        message = choice["message"]
+        finish = _FINISH.get(str(choice.get("finish_reason")), "stop")
+        if message.get("refusal") or (finish == "content_filter" and not message.get("content")):
+            raise ContentFilteredError(
+                f"{self.name} refused or filtered the answer", provider=self.name, model=request.model
+            )
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise ValueError("message.content is not a string")
+        usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return ProviderResponse(
+            content=content,
+            finish_reason=finish,
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+                cached_input_tokens=int(details.get("cached_tokens") or 0),
+            ),
+            provider_request_id=data.get("id"),
+            raw_model=data.get("model"),
+        )
+
+    def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
+        code = ""
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            code = str(body["error"].get("code") or "")
+        if code == "context_length_exceeded" or "maximum context length" in message:
+            return ContextTooLongError
+        if status == 429 and code == "insufficient_quota":
+            return ProviderAuthError  # billing, not load: waiting will not help, another provider may
+        if code == "content_filter" or code == "content_policy_violation":
+            return ContentFilteredError
+        return None
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """Any OpenAI-compatible server; most still expect the older ``max_tokens`` field."""
+
+    name = "openai_compatible"
+    max_tokens_field = "max_tokens"

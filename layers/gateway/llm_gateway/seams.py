@@ -1,0 +1,51 @@
+"""The interfaces the gateway calls around each request, each optional.
+
+The cache, the usage ledger, budgets and the circuit breaker plug in here; the gateway works without
+any of them (a plain deployment, a unit test). Implementations live in their own modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .deadline import Deadline
+from .models import Attempt, CompletionRequest, CompletionResult
+
+
+@dataclass
+class RequestContext:
+    """Who is asking and how long we have. The tenant always comes from the platform, never the body."""
+
+    tenant: str
+    request_id: str
+    deadline: Deadline
+    operation: str = "completion"
+    log_prompts: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class ResponseCache(Protocol):
+    async def lookup(self, ctx: RequestContext, request: CompletionRequest) -> CompletionResult | None: ...
+
+    async def store(self, ctx: RequestContext, request: CompletionRequest, result: CompletionResult) -> None: ...
+
+
+class UsageRecorder(Protocol):
+    async def record(self, ctx: RequestContext, attempt: Attempt) -> None: ...
+
+
+class Reservation(Protocol):
+    amount_usd: float
+
+
+class BudgetGuard(Protocol):
+    async def reserve(self, ctx: RequestContext, amount_usd: float) -> Reservation: ...
+
+    async def settle(self, ctx: RequestContext, reservation: Reservation, actual_usd: float) -> None: ...
+
+
+class CircuitBreaker(Protocol):
+    async def allow(self, provider: str, model: str) -> bool: ...
+
+    async def record(self, provider: str, model: str, *, ok: bool) -> None: ...
