@@ -164,6 +164,9 @@ class AllProvidersFailedError(GatewayError):
         if isinstance(last_error, RateLimitedError):
             self.http_status = 429
             self.code = "rate_limited"
+        elif isinstance(last_error, ProviderTimeoutError):
+            self.http_status = 504
+            self.code = "provider_timeout"
         elif not last_error.retryable:
             self.http_status = last_error.http_status
             self.code = last_error.code
