@@ -144,9 +144,17 @@ def test_content_filter_is_not_retried_or_fallen_back(simulator):
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.0-flash"])
 def test_native_structured_output_reaches_the_wire(simulator, model):
-    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+        "required": ["name"],
+        "additionalProperties": False,
+    }
     result = complete(
-        gateway_for(simulator), model=model, fallback=[], temperature=0,
+        gateway_for(simulator),
+        model=model,
+        fallback=[],
+        temperature=0,
         response_format={"type": "json_schema", "name": "person", "schema": schema},
     )
     import json

@@ -33,7 +33,9 @@ class ScriptedProvider:
             outcome = self.outcomes.pop(0)
             if isinstance(outcome, Exception):
                 raise outcome
-        return ProviderResponse(content=f"{self.name} says hi", finish_reason="stop", usage=Usage(input_tokens=1000, output_tokens=100))
+        return ProviderResponse(
+            content=f"{self.name} says hi", finish_reason="stop", usage=Usage(input_tokens=1000, output_tokens=100)
+        )
 
 
 async def _no_sleep(_):
@@ -44,7 +46,10 @@ def make(providers, **router_kw):
     catalog = default_catalog()
     router = Router(catalog, providers.keys(), **router_kw)
     return Gateway(
-        catalog=catalog, router=router, providers=providers, client=lambda: None,
+        catalog=catalog,
+        router=router,
+        providers=providers,
+        client=lambda: None,
         retry=RetryPolicy(max_attempts=2, sleep=_no_sleep, rng=random.Random(0)),
     )
 
@@ -92,7 +97,8 @@ def test_context_too_long_moves_only_to_larger_windows():
     gemini = ScriptedProvider("gemini")
     result = complete(
         make({"openai": openai, "anthropic": anthropic, "gemini": gemini}),
-        model="gpt-4o-mini", fallback=["gpt-4o", "claude-3-5-haiku-latest"],
+        model="gpt-4o-mini",
+        fallback=["gpt-4o", "claude-3-5-haiku-latest"],
     )
     # gpt-4o has the same 128k window as gpt-4o-mini, so it is skipped; claude's 200k is larger.
     assert result.model == "claude-3-5-haiku-latest"

@@ -34,7 +34,13 @@ def test_capabilities_follow_content():
     request = CompletionRequest.model_validate(
         {
             "messages": [
-                {"role": "user", "content": [{"type": "text", "text": "what is this"}, {"type": "image_url", "url": "data:image/png;base64,AA"}]}
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this"},
+                        {"type": "image_url", "url": "data:image/png;base64,AA"},
+                    ],
+                }
             ],
             "response_format": {"type": "json_schema", "schema": {"type": "object"}},
         }
@@ -50,7 +56,14 @@ def test_usage_adds_up():
 
 def test_message_text_skips_images():
     message = Message.model_validate(
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "url": "x"}, {"type": "text", "text": "b"}]}
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "a"},
+                {"type": "image_url", "url": "x"},
+                {"type": "text", "text": "b"},
+            ],
+        }
     )
     assert message.text() == "a\nb"
     assert message.has_image()

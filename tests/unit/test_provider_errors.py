@@ -1,4 +1,4 @@
-"""Each adapter maps wire errors onto the one exception tree (in-memory transport; the simulator tests do it over sockets)."""
+"""Each adapter maps wire errors onto the one exception tree (in-memory transport; see the simulator tests)."""
 
 import asyncio
 import json
@@ -31,9 +31,16 @@ def respond(status, body, headers=None):
     return handler
 
 
-OPENAI_ERR = lambda code, type_="invalid_request_error": {"error": {"message": "m", "type": type_, "param": None, "code": code}}  # noqa: E731
-ANTHROPIC_ERR = lambda type_, msg="m": {"type": "error", "error": {"type": type_, "message": msg}}  # noqa: E731
-GEMINI_ERR = lambda code, status, msg="m": {"error": {"code": code, "message": msg, "status": status}}  # noqa: E731
+def OPENAI_ERR(code, type_="invalid_request_error"):
+    return {"error": {"message": "m", "type": type_, "param": None, "code": code}}
+
+
+def ANTHROPIC_ERR(type_, msg="m"):
+    return {"type": "error", "error": {"type": type_, "message": msg}}
+
+
+def GEMINI_ERR(code, status, msg="m"):
+    return {"error": {"code": code, "message": msg, "status": status}}
 
 
 @pytest.mark.parametrize(
@@ -48,13 +55,32 @@ GEMINI_ERR = lambda code, status, msg="m": {"error": {"code": code, "message": m
         ("openai", 503, OPENAI_ERR(None, "server_error"), errors.ProviderUnavailableError),
         ("anthropic", 429, ANTHROPIC_ERR("rate_limit_error"), errors.RateLimitedError),
         ("anthropic", 529, ANTHROPIC_ERR("overloaded_error"), errors.ProviderUnavailableError),
-        ("anthropic", 400, ANTHROPIC_ERR("invalid_request_error", "prompt is too long: 300000 tokens > 200000 maximum"), errors.ContextTooLongError),
+        (
+            "anthropic",
+            400,
+            ANTHROPIC_ERR("invalid_request_error", "prompt is too long: 300000 tokens > 200000 maximum"),
+            errors.ContextTooLongError,
+        ),
         ("anthropic", 400, ANTHROPIC_ERR("invalid_request_error"), errors.ProviderBadRequestError),
         ("anthropic", 401, ANTHROPIC_ERR("authentication_error"), errors.ProviderAuthError),
         ("gemini", 429, GEMINI_ERR(429, "RESOURCE_EXHAUSTED"), errors.RateLimitedError),
         ("gemini", 503, GEMINI_ERR(503, "UNAVAILABLE"), errors.ProviderUnavailableError),
-        ("gemini", 400, GEMINI_ERR(400, "INVALID_ARGUMENT", "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576)."), errors.ContextTooLongError),
-        ("gemini", 400, GEMINI_ERR(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."), errors.ProviderAuthError),
+        (
+            "gemini",
+            400,
+            GEMINI_ERR(
+                400,
+                "INVALID_ARGUMENT",
+                "The input token count (2000000) exceeds the maximum number of tokens allowed (1048576).",
+            ),
+            errors.ContextTooLongError,
+        ),
+        (
+            "gemini",
+            400,
+            GEMINI_ERR(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."),
+            errors.ProviderAuthError,
+        ),
         ("gemini", 400, GEMINI_ERR(400, "INVALID_ARGUMENT"), errors.ProviderBadRequestError),
     ],
 )
@@ -66,12 +92,24 @@ def test_error_mapping(provider, status, body, expected):
     assert info.value.provider == provider
 
 
-@pytest.mark.parametrize("cls", [errors.ProviderAuthError, errors.ProviderBadRequestError, errors.ContextTooLongError, errors.ContentFilteredError])
+@pytest.mark.parametrize(
+    "cls",
+    [errors.ProviderAuthError, errors.ProviderBadRequestError, errors.ContextTooLongError, errors.ContentFilteredError],
+)
 def test_caller_and_operator_errors_are_not_retryable(cls):
     assert cls("x").retryable is False
 
 
-@pytest.mark.parametrize("cls", [errors.RateLimitedError, errors.ProviderUnavailableError, errors.ProviderTimeoutError, errors.ProviderConnectionError, errors.MalformedResponseError])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        errors.RateLimitedError,
+        errors.ProviderUnavailableError,
+        errors.ProviderTimeoutError,
+        errors.ProviderConnectionError,
+        errors.MalformedResponseError,
+    ],
+)
 def test_transient_errors_are_retryable(cls):
     assert cls("x").retryable is True
 
@@ -109,18 +147,43 @@ def test_transport_failures():
 
 def test_content_filter():
     with pytest.raises(errors.ContentFilteredError):
-        call("anthropic", respond(200, {"id": "m", "content": [], "stop_reason": "refusal", "usage": {"input_tokens": 1, "output_tokens": 0}}))
+        call(
+            "anthropic",
+            respond(
+                200,
+                {"id": "m", "content": [], "stop_reason": "refusal", "usage": {"input_tokens": 1, "output_tokens": 0}},
+            ),
+        )
     with pytest.raises(errors.ContentFilteredError):
         call("gemini", respond(200, {"promptFeedback": {"blockReason": "SAFETY"}}))
     with pytest.raises(errors.ContentFilteredError):
-        call("openai", respond(200, {"choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "content_filter"}]}))
+        call(
+            "openai",
+            respond(
+                200,
+                {"choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "content_filter"}]},
+            ),
+        )
 
 
 def test_anthropic_usage_counts_cache_reads_as_input():
     body = {
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "stop_reason": "end_turn",
         "content": [{"type": "text", "text": "hi"}],
-        "usage": {"input_tokens": 10, "output_tokens": 3, "cache_read_input_tokens": 90, "cache_creation_input_tokens": 0},
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 3,
+            "cache_read_input_tokens": 90,
+            "cache_creation_input_tokens": 0,
+        },
     }
     response = call("anthropic", respond(200, body))
-    assert (response.usage.input_tokens, response.usage.cached_input_tokens, response.usage.output_tokens) == (100, 90, 3)
+    assert (response.usage.input_tokens, response.usage.cached_input_tokens, response.usage.output_tokens) == (
+        100,
+        90,
+        3,
+    )

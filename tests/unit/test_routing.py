@@ -10,8 +10,15 @@ ALL = {"openai", "anthropic", "gemini"}
 
 def spec(id, provider, price_in, price_out, window=100_000, tiers=("fast",), caps=("json_schema",)):
     return ModelSpec(
-        id=id, provider=provider, input_per_mtok=price_in, output_per_mtok=price_out, cached_input_per_mtok=price_in / 2,
-        context_window=window, max_output_tokens=4096, capabilities=frozenset(caps), tiers=frozenset(tiers),
+        id=id,
+        provider=provider,
+        input_per_mtok=price_in,
+        output_per_mtok=price_out,
+        cached_input_per_mtok=price_in / 2,
+        context_window=window,
+        max_output_tokens=4096,
+        capabilities=frozenset(caps),
+        tiers=frozenset(tiers),
     )
 
 
@@ -64,7 +71,9 @@ def test_unknown_model_is_a_404():
 
 
 def test_capabilities_filter():
-    image = [{"role": "user", "content": [{"type": "image_url", "url": "https://x/y.png"}, {"type": "text", "text": "?"}]}]
+    image = [
+        {"role": "user", "content": [{"type": "image_url", "url": "https://x/y.png"}, {"type": "text", "text": "?"}]}
+    ]
     plan = Router(CATALOG, {"a", "b", "c"}).plan(req(tier="fast", messages=image))
     assert [c.spec.id for c in plan.candidates] == ["mid-b"]
     with pytest.raises(NoEligibleModelError):
@@ -73,7 +82,9 @@ def test_capabilities_filter():
 
 def test_long_prompt_moves_to_a_larger_window():
     long_text = "word " * 40_000  # ~50k tokens: too big for cheap-a (8k)
-    plan = Router(CATALOG, {"a", "b", "c"}).plan(req(model="cheap-a", fallback=[], messages=[{"role": "user", "content": long_text}]))
+    plan = Router(CATALOG, {"a", "b", "c"}).plan(
+        req(model="cheap-a", fallback=[], messages=[{"role": "user", "content": long_text}])
+    )
     ids = [c.spec.id for c in plan.candidates]
     assert "cheap-a" not in ids
     assert ids[0] in {"cheap-a2", "mid-b"}

@@ -1,0 +1,92 @@
+# llm-gateway developer tasks (GNU make).
+# Needs only python3 >= 3.11, make and git; everything else is installed from PyPI into .venv.
+# Override the interpreter with e.g. `make test PYTHON=python3.12`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LAYER_DIR := .build/layer
+# `make build WITH_MOMENTO=1` also bundles the momento SDK (~21 MB with grpcio/protobuf).
+WITH_MOMENTO ?=
+# `make invoke FUNCTION=completion EVENT=events/completion.json`
+FUNCTION ?=
+EVENT ?=
+
+.PHONY: help install run test lint build deploy require-sam invoke clean distclean
+# Later: bench (cold start / latency, reuses local/build_layer.py), eval, usage, redrive (DLQ -> queue).
+
+help:
+	@echo "make install   create $(VENV) and install the project with its dev extras"
+	@echo "make run       start the local stack (prints the URL, a dev API key and a curl line)"
+	@echo "make test      lint, then run the test suite"
+	@echo "make lint      ruff, mypy, cfn-lint"
+	@echo "make build     build the Lambda layer into $(LAYER_DIR) (WITH_MOMENTO=1 to add momento)"
+	@echo "make deploy    build, then sam deploy --guided (needs the AWS SAM CLI)"
+	@echo "make invoke    FUNCTION=<name> EVENT=<file>: run one handler locally on an event"
+	@echo "make clean     remove build output and caches (distclean also removes $(VENV))"
+
+# --------------------------------------------------------------------------- environment
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "error: Python >= 3.11 is required, but '$(PYTHON)' is: $$($(PYTHON) -V 2>/dev/null || echo 'not found')" >&2; \
+	  echo "       Install a newer Python or point make at one: make <target> PYTHON=python3.12" >&2; \
+	  exit 1; }
+	@if ! "$(PY)" -m pip --version >/dev/null 2>&1; then \
+	  echo "creating $(VENV) with $$($(PYTHON) -V)"; \
+	  rm -rf $(VENV); \
+	  $(PYTHON) -m venv $(VENV) || { \
+	    echo "error: '$(PYTHON) -m venv' failed; install your distribution's venv package (e.g. python3-venv)" >&2; \
+	    rm -rf $(VENV); exit 1; }; \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	@touch $@
+
+# --------------------------------------------------------------------------- local development
+run: $(STAMP)
+	$(PY) -m local.run
+
+invoke: $(STAMP)
+	@if [ -z "$(FUNCTION)" ] || [ -z "$(EVENT)" ]; then \
+	  echo "usage: make invoke FUNCTION=completion EVENT=events/<file>.json" >&2; exit 2; fi
+	$(PY) -m local.invoke --function $(FUNCTION) --event $(EVENT)
+
+# --------------------------------------------------------------------------- quality
+lint: $(STAMP)
+	$(VENV)/bin/ruff check layers functions local tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/cfn-lint template.yaml
+
+test: $(STAMP) lint
+	$(PY) -m pytest
+
+# --------------------------------------------------------------------------- build and deploy
+build: $(STAMP)
+	$(PY) -m local.build_layer --out $(LAYER_DIR) $(if $(filter 1 true yes,$(WITH_MOMENTO)),--with-momento)
+	@du -sh $(LAYER_DIR)
+
+# Check for the SAM CLI before spending time on the build.
+require-sam:
+	@command -v sam >/dev/null 2>&1 || { \
+	  echo "error: the AWS SAM CLI ('sam') is not on PATH." >&2; \
+	  echo "       Install it, e.g. 'pip install aws-sam-cli' (in a separate venv or with pipx), then re-run 'make deploy'." >&2; \
+	  exit 1; }
+
+# Explicit --template-file: never pick up a stale .aws-sam/build/template.yaml.
+deploy: require-sam build
+	sam deploy --guided --template-file template.yaml
+
+# --------------------------------------------------------------------------- housekeeping
+clean:
+	rm -rf .build .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

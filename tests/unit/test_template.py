@@ -1,0 +1,394 @@
+"""Security and structure properties of template.yaml (offline: parses the file, runs cfn-lint)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+
+FUNCTIONS = {
+    "CompletionFunction": "functions/completion/",
+    "ExtractionFunction": "functions/extraction/",
+    "SummarizationFunction": "functions/summarization/",
+}
+API_ROUTES = {
+    ("post", "/v1/chat/completions"): "CompletionFunction",
+    ("post", "/v1/completions"): "CompletionFunction",
+    ("post", "/v1/extractions"): "ExtractionFunction",
+    ("post", "/v1/summaries"): "SummarizationFunction",
+}
+S3_PREFIXES = {"ExtractionFunction": "incoming/extract/", "SummarizationFunction": "incoming/summarize/"}
+
+# Allow statements whose actions AWS only authorizes on Resource "*". Nothing in the template needs
+# one today (X-Ray write access comes from the AWS managed policy SAM attaches for `Tracing: Active`);
+# add an action here only with a reason.
+WILDCARD_RESOURCE_ACTIONS = frozenset(
+    {
+        "xray:PutTraceSegments",  # X-Ray has no resource-level permissions
+        "xray:PutTelemetryRecords",
+        "xray:GetSamplingRules",
+        "xray:GetSamplingTargets",
+    }
+)
+
+# Pseudo-parameter form of the documents bucket name (see DocumentsBucket in template.yaml).
+BUCKET_NAME_SUB = "${AWS::StackName}-documents-${AWS::AccountId}-${AWS::Region}"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    loaded = cfn_yaml.load(str(TEMPLATE_PATH))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    res = template["Resources"]
+    assert isinstance(res, dict)
+    return res
+
+
+def props(resources: dict[str, Any], logical_id: str) -> dict[str, Any]:
+    p = resources[logical_id].get("Properties", {})
+    assert isinstance(p, dict)
+    return p
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def references(node: Any) -> set[str]:
+    """Logical IDs referenced through Ref, Fn::GetAtt or Fn::Sub anywhere under ``node``."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                target = value[0] if isinstance(value, list) else str(value).split(".")[0]
+                found.add(str(target))
+            elif key == "Fn::Sub":
+                text = value[0] if isinstance(value, list) else value
+                if isinstance(text, str):
+                    found |= {m.split(".")[0] for m in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+                if isinstance(value, list) and len(value) > 1:
+                    found |= references(value[1])
+            else:
+                found |= references(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= references(item)
+    return {f for f in found if not f.startswith("AWS::")}
+
+
+def policy_documents(resources: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every identity-based policy document in the template, with its owner's logical id."""
+    for logical_id, resource in resources.items():
+        rtype = resource.get("Type")
+        p = resource.get("Properties", {})
+        if rtype in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            yield logical_id, p["PolicyDocument"]
+        elif rtype == "AWS::IAM::Role":
+            for policy in p.get("Policies", []):
+                yield logical_id, policy["PolicyDocument"]
+        elif rtype == "AWS::Serverless::Function":
+            for entry in as_list(p.get("Policies", [])):
+                if isinstance(entry, dict) and "Statement" in entry:
+                    yield logical_id, entry
+
+
+def allow_statements(resources: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for owner, document in policy_documents(resources):
+        for statement in as_list(document["Statement"]):
+            if statement.get("Effect") == "Allow":
+                yield owner, statement
+
+
+def test_template_parses_with_sam_transform(template: dict[str, Any]) -> None:
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+
+
+# ---------------------------------------------------------------------------- functions and API
+
+
+def test_functions_declared_with_code_and_handler(resources: dict[str, Any]) -> None:
+    for logical_id, code_uri in FUNCTIONS.items():
+        assert resources[logical_id]["Type"] == "AWS::Serverless::Function"
+        p = props(resources, logical_id)
+        assert p["CodeUri"] == code_uri
+        assert p["Handler"] == "app.lambda_handler"
+
+
+def test_every_function_uses_python312_x86_and_the_layer(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    globals_fn = template.get("Globals", {}).get("Function", {})
+    functions = [lid for lid, r in resources.items() if r["Type"] == "AWS::Serverless::Function"]
+    assert set(FUNCTIONS) <= set(functions)
+    for logical_id in functions:
+        p = props(resources, logical_id)
+        assert p.get("Runtime", globals_fn.get("Runtime")) == "python3.12", logical_id
+        assert p.get("Architectures", globals_fn.get("Architectures")) == ["x86_64"], logical_id
+        # SAM appends function-level Layers to the global ones.
+        layers = [*globals_fn.get("Layers", []), *p.get("Layers", [])]
+        assert {"Ref": "GatewayLayer"} in layers, logical_id
+        assert p.get("Tracing", globals_fn.get("Tracing")) == "Active", logical_id
+    # The harness and the Lambda timeout / queue visibility relation rely on these globals.
+    assert globals_fn["Timeout"] == 60
+    assert globals_fn["MemorySize"] == 1024
+
+
+def test_layer_is_prebuilt_for_python312(resources: dict[str, Any]) -> None:
+    layer = resources["GatewayLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["ContentUri"] == ".build/layer"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["x86_64"]
+    assert "BuildMethod" not in layer.get("Metadata", {})
+
+
+def test_global_environment(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["POWERTOOLS_SERVICE_NAME"] == "llm-gateway"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "LLMGateway"
+    assert env["CACHE_TABLE"] == {"Ref": "CacheTable"}
+    assert env["USAGE_TABLE"] == {"Ref": "UsageTable"}
+    assert env["RETRY_QUEUE_URL"] == {"Ref": "RetryQueue"}
+    assert env["PROVIDER_KEYS_SECRET"] == {"Ref": "ProviderKeysSecret"}
+    assert env["DOCUMENTS_BUCKET"] == {"Fn::Sub": BUCKET_NAME_SUB}
+    assert env["GATEWAY_SHARED_DIR"] == "/opt/python/llm_gateway/_shared"
+
+
+def test_api_requires_api_keys_with_a_usage_plan(resources: dict[str, Any]) -> None:
+    api = props(resources, "GatewayApi")
+    assert resources["GatewayApi"]["Type"] == "AWS::Serverless::Api"
+    assert api["Auth"]["ApiKeyRequired"] is True
+    plan = api["Auth"]["UsagePlan"]
+    assert plan["CreateUsagePlan"] == "PER_API"
+    assert plan["Throttle"]["RateLimit"] > 0
+    assert plan["Quota"]["Limit"] > 0
+    assert api["TracingEnabled"] is True
+    assert all(s.get("ThrottlingRateLimit", 0) > 0 for s in api["MethodSettings"])
+
+
+def test_api_routes_map_to_functions_and_keep_api_keys(resources: dict[str, Any]) -> None:
+    routes: dict[tuple[str, str], str] = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] != "Api":
+                continue
+            ep = event["Properties"]
+            # Without RestApiId SAM would create an implicit API with no API key requirement.
+            assert ep.get("RestApiId") == {"Ref": "GatewayApi"}, logical_id
+            assert ep.get("Auth", {}).get("ApiKeyRequired", True) is True, logical_id
+            routes[(ep["Method"].lower(), ep["Path"])] = logical_id
+    assert routes == API_ROUTES
+
+
+def test_s3_events_use_prefixes_outside_results(resources: dict[str, Any]) -> None:
+    for logical_id, prefix in S3_PREFIXES.items():
+        events = [e for e in props(resources, logical_id)["Events"].values() if e["Type"] == "S3"]
+        assert len(events) == 1
+        ep = events[0]["Properties"]
+        assert ep["Bucket"] == {"Ref": "DocumentsBucket"}
+        rules = ep["Filter"]["S3Key"]["Rules"]
+        assert {"Name": "prefix", "Value": prefix} in rules
+        # Outputs go to results/: a trigger there would make the functions call themselves.
+        assert not prefix.startswith("results/")
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def test_documents_bucket_is_private_encrypted_and_versioned(resources: dict[str, Any]) -> None:
+    bucket = props(resources, "DocumentsBucket")
+    block = bucket["PublicAccessBlockConfiguration"]
+    for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        assert block[flag] is True, flag
+    rules = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rules
+    assert all(r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms") for r in rules)
+    assert bucket["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    assert bucket["BucketName"] == {"Fn::Sub": BUCKET_NAME_SUB}
+
+
+def test_documents_bucket_policy_denies_insecure_transport(resources: dict[str, Any]) -> None:
+    policy = props(resources, "DocumentsBucketPolicy")
+    assert policy["Bucket"] == {"Ref": "DocumentsBucket"}
+    denies = [
+        s
+        for s in as_list(policy["PolicyDocument"]["Statement"])
+        if s["Effect"] == "Deny"
+        and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)
+    ]
+    assert len(denies) == 1
+    deny = denies[0]
+    assert deny["Principal"] in ("*", {"AWS": "*"})
+    assert as_list(deny["Action"]) in (["s3:*"], ["*"])
+    assert {"Fn::GetAtt": ["DocumentsBucket", "Arn"]} in as_list(deny["Resource"])
+    assert {"Fn::Sub": "${DocumentsBucket.Arn}/*"} in as_list(deny["Resource"])
+
+
+def test_tables_are_encrypted_on_demand_with_ttl(resources: dict[str, Any]) -> None:
+    for logical_id in ("CacheTable", "UsageTable"):
+        table = props(resources, logical_id)
+        assert table["SSESpecification"]["SSEEnabled"] is True, logical_id
+        assert table["BillingMode"] == "PAY_PER_REQUEST", logical_id
+        assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    cache = props(resources, "CacheTable")
+    assert cache["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    usage = props(resources, "UsageTable")
+    assert usage["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert usage["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+def test_retry_queue_redrives_to_the_dead_letter_queue(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    queue = props(resources, "RetryQueue")
+    dlq = props(resources, "RetryDeadLetterQueue")
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetryDeadLetterQueue", "Arn"]}
+    assert 1 <= queue["RedrivePolicy"]["maxReceiveCount"] <= 10
+    assert queue["VisibilityTimeout"] >= 6 * template["Globals"]["Function"]["Timeout"]
+    assert queue["SqsManagedSseEnabled"] is True
+    assert dlq["SqsManagedSseEnabled"] is True
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+
+
+def test_provider_keys_secret_is_a_placeholder(resources: dict[str, Any]) -> None:
+    secret = props(resources, "ProviderKeysSecret")
+    assert resources["ProviderKeysSecret"]["Type"] == "AWS::SecretsManager::Secret"
+    assert secret["SecretString"] == '{"openai":"","anthropic":"","gemini":""}'
+    assert secret["Description"]
+
+
+# ---------------------------------------------------------------------------- IAM
+
+
+def test_no_wildcard_actions_in_allow_statements(resources: dict[str, Any]) -> None:
+    statements = list(allow_statements(resources))
+    assert statements, "expected IAM statements in the template"
+    for owner, statement in statements:
+        assert "NotAction" not in statement, owner
+        for action in as_list(statement["Action"]):
+            assert isinstance(action, str), (owner, action)
+            assert action != "*" and not action.endswith(":*"), (owner, statement.get("Sid"), action)
+
+
+def test_no_wildcard_resources_in_allow_statements(resources: dict[str, Any]) -> None:
+    for owner, statement in allow_statements(resources):
+        assert "NotResource" not in statement, owner
+        for resource in as_list(statement["Resource"]):
+            if resource == "*":
+                actions = set(as_list(statement["Action"]))
+                assert actions <= WILDCARD_RESOURCE_ACTIONS, (owner, statement.get("Sid"), actions)
+            else:
+                # A trailing "/*" under a named path is fine (objects under a prefix); any other
+                # wildcard (a whole service, every bucket, every table) is not.
+                text = resource.get("Fn::Sub", resource) if isinstance(resource, dict) else resource
+                if isinstance(text, list):
+                    text = text[0]
+                if isinstance(text, str):
+                    assert "*" not in text.removesuffix("/*"), (owner, resource)
+                    assert not text.endswith(":::/*"), (owner, resource)
+
+
+def test_function_policies_are_scoped_to_this_stack(resources: dict[str, Any]) -> None:
+    managed = {lid for lid, r in resources.items() if r["Type"] == "AWS::IAM::ManagedPolicy"}
+    for logical_id in FUNCTIONS:
+        for entry in as_list(props(resources, logical_id).get("Policies", [])):
+            # Only this template's managed policies or inline statements: no AWS managed policies
+            # (e.g. AmazonDynamoDBFullAccess) and no unscoped SAM policy templates.
+            if isinstance(entry, dict) and set(entry) == {"Ref"}:
+                assert entry["Ref"] in managed, (logical_id, entry)
+            else:
+                assert isinstance(entry, dict) and "Statement" in entry, (logical_id, entry)
+
+
+def _function_grants(resources: dict[str, Any], logical_id: str) -> list[dict[str, Any]]:
+    grants: list[dict[str, Any]] = []
+    for entry in as_list(props(resources, logical_id).get("Policies", [])):
+        document = props(resources, entry["Ref"])["PolicyDocument"] if "Ref" in entry else entry
+        grants += [s for s in as_list(document["Statement"]) if s["Effect"] == "Allow"]
+    return grants
+
+
+def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> None:
+    for logical_id in FUNCTIONS:
+        grants = _function_grants(resources, logical_id)
+        targets = {
+            action: references(statement["Resource"]) for statement in grants for action in as_list(statement["Action"])
+        }
+        assert references([s["Resource"] for s in grants if "dynamodb" in str(s["Action"])]) == {
+            "CacheTable",
+            "UsageTable",
+        }
+        assert targets["sqs:SendMessage"] == {"RetryQueue"}
+        assert targets["secretsmanager:GetSecretValue"] == {"ProviderKeysSecret"}
+        assert not any(a.startswith("dynamodb:") and "Scan" in a for a in targets), logical_id
+        s3 = [s for s in grants if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+        if logical_id == "CompletionFunction":
+            assert not s3
+            continue
+        by_action = {a: as_list(s["Resource"]) for s in s3 for a in as_list(s["Action"])}
+        assert set(by_action) == {"s3:GetObject", "s3:PutObject"}, logical_id
+        bucket_arn = "arn:${AWS::Partition}:s3:::" + BUCKET_NAME_SUB
+        assert by_action["s3:GetObject"] == [{"Fn::Sub": bucket_arn + "/incoming/*"}]
+        assert by_action["s3:PutObject"] == [{"Fn::Sub": bucket_arn + "/results/*"}]
+
+
+def test_no_circular_dependency_through_the_documents_bucket(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """The bucket's notifications depend on the functions (SAM adds them and the invoke permissions),
+    so nothing a function depends on may reference DocumentsBucket: they use its fixed name."""
+    assert "DocumentsBucket" not in references(template["Globals"])
+    for logical_id in FUNCTIONS:
+        p = props(resources, logical_id)
+        # The S3 event's own `Bucket: !Ref DocumentsBucket` is what SAM turns into the notification.
+        depends = {k: v for k, v in p.items() if k != "Events"}
+        depends["ApiEvents"] = [e for e in p.get("Events", {}).values() if e["Type"] != "S3"]
+        depends["DependsOn"] = resources[logical_id].get("DependsOn", [])
+        refs = references(depends) | set(as_list(depends["DependsOn"]))
+        assert "DocumentsBucket" not in refs, logical_id
+        for dep in refs & set(resources):
+            assert "DocumentsBucket" not in references(resources[dep]), (logical_id, dep)
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert outputs["ApiUrl"]["Value"] == {
+        "Fn::Sub": "https://${GatewayApi}.execute-api.${AWS::Region}.amazonaws.com/${Stage}"
+    }
+    # Logical id SAM gives the key it creates for `CreateUsagePlan: PER_API` on GatewayApi.
+    assert outputs["ApiKeyId"]["Value"] == {"Ref": "GatewayApiApiKey"}
+    for name in ("CacheTableName", "UsageTableName", "RetryQueueUrl", "DocumentsBucketName"):
+        assert name in outputs
+
+
+# ---------------------------------------------------------------------------- cfn-lint
+
+
+def test_cfn_lint_reports_no_errors() -> None:
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    cmd = [str(cfn_lint)] if cfn_lint.exists() else [sys.executable, "-m", "cfnlint"]
+    proc = subprocess.run(
+        [*cmd, str(TEMPLATE_PATH)], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, check=False
+    )
+    # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational; 1 is a usage/fatal
+    # error. Warnings are tolerated (justify them in template.yaml); errors are not.
+    assert proc.returncode & 0b11 == 0, proc.stdout + proc.stderr
