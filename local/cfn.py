@@ -1,0 +1,539 @@
+"""Read the SAM template for the local harness: resources, event sources, routes and environment.
+
+Everything the harness does is derived from ``template.yaml`` so that new tables, queues, routes or
+functions work locally without touching ``local/``. Only the subset of CloudFormation that a local
+run needs is modelled; unsupported intrinsics raise ``TemplateError`` with the offending value.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FUNCTION_TYPES = ("AWS::Serverless::Function",)
+API_TYPES = ("AWS::Serverless::Api",)
+IMPLICIT_API = "ServerlessRestApi"  # the API SAM creates for Api events without RestApiId
+DEFAULT_TIMEOUT_S = 3  # SAM's default when neither the function nor Globals set one
+DEFAULT_MEMORY_MB = 128
+
+
+class TemplateError(ValueError):
+    """The template uses something the local harness cannot interpret."""
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short-form tags into their long-form dicts."""
+
+
+def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:  # pragma: no cover - yaml has no other node kinds
+        raise TemplateError(f"unsupported node for !{suffix}")
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)  # !GetAtt Res.Attr.Sub -> ["Res", "Attr.Sub"]
+    return {f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a CloudFormation/SAM template (YAML or JSON) into plain data."""
+    with open(path, encoding="utf-8") as handle:
+        doc = yaml.load(handle, Loader=_CfnLoader)  # a SafeLoader subclass: no arbitrary objects
+    if not isinstance(doc, dict) or not isinstance(doc.get("Resources"), dict):
+        raise TemplateError(f"{path}: not a CloudFormation template (no Resources)")
+    return doc
+
+
+# --------------------------------------------------------------------------- event sources
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    function_id: str
+    event_name: str
+    method: str  # upper case, or "ANY"
+    path: str  # as declared, e.g. /v1/jobs/{id}
+    api_id: str  # logical id of the REST API (IMPLICIT_API when none is named)
+    api_key_required: bool
+
+
+@dataclass(frozen=True)
+class S3EventSource:
+    function_id: str
+    event_name: str
+    bucket_id: str  # logical id of the bucket
+    events: tuple[str, ...]  # e.g. ("s3:ObjectCreated:*",)
+    prefix: str | None = None
+    suffix: str | None = None
+
+    def matches(self, event_name: str, key: str) -> bool:
+        """``event_name`` as in a record (``ObjectCreated:Put``); ``key`` already URL-decoded."""
+        full = event_name if event_name.startswith("s3:") else f"s3:{event_name}"
+        wanted = any(full == e or (e.endswith("*") and full.startswith(e[:-1])) for e in self.events)
+        return (
+            wanted
+            and (self.prefix is None or key.startswith(self.prefix))
+            and (self.suffix is None or key.endswith(self.suffix))
+        )
+
+
+@dataclass(frozen=True)
+class SqsEventSource:
+    function_id: str
+    event_name: str
+    queue: str  # logical id when the template references one, else the literal ARN
+    batch_size: int = 10
+    report_batch_item_failures: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    code_uri: Path  # absolute
+    handler: str  # "module.function"
+    timeout_s: int
+    memory_mb: int
+    environment: dict[str, Any]  # Globals merged with the function's own, unresolved
+    events: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dir_name(self) -> str:
+        return self.code_uri.name
+
+
+# --------------------------------------------------------------------------- routes
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    route: ApiRoute
+    path_parameters: dict[str, str]
+
+
+def _route_regex(path: str) -> re.Pattern[str]:
+    """``/v1/jobs/{id}`` -> regex with a named group per parameter; ``{proxy+}`` is greedy."""
+    pattern = ""
+    for index, part in enumerate(re.split(r"(\{[^}]+\})", path)):
+        if index % 2 == 0:
+            pattern += re.escape(part)
+        elif part.endswith("+}"):
+            pattern += f"(?P<p{index}>.+)"
+        else:
+            pattern += f"(?P<p{index}>[^/]+)"
+    return re.compile(f"^{pattern}/?$")
+
+
+def _param_names(path: str) -> dict[str, str]:
+    parts = re.split(r"(\{[^}]+\})", path)
+    return {f"p{i}": part.strip("{}").rstrip("+") for i, part in enumerate(parts) if i % 2 == 1}
+
+
+class RouteTable:
+    """API Gateway style matching: literal paths win over parameterised ones, greedy ones come last."""
+
+    def __init__(self, routes: Iterable[ApiRoute]) -> None:
+        def specificity(route: ApiRoute) -> tuple[int, int, int, int]:
+            params = route.path.count("{")
+            return (int("+}" in route.path), params, -len(route.path), int(route.method == "ANY"))
+
+        self.routes = sorted(routes, key=specificity)
+        self._compiled = [(r, _route_regex(r.path), _param_names(r.path)) for r in self.routes]
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        method = method.upper()
+        for route, regex, names in self._compiled:
+            if route.method not in (method, "ANY"):
+                continue
+            found = regex.match(path)
+            if found:
+                params = {names[group]: value for group, value in found.groupdict().items()}
+                return RouteMatch(route, params)
+        return None
+
+
+# --------------------------------------------------------------------------- template model
+
+
+class Template:
+    """A parsed template with the queries the local harness needs."""
+
+    def __init__(self, doc: dict[str, Any], base_dir: Path) -> None:
+        self.doc = doc
+        self.base_dir = base_dir
+        self.resources: dict[str, dict[str, Any]] = doc["Resources"]
+        self.parameters: dict[str, dict[str, Any]] = doc.get("Parameters") or {}
+        self.conditions: dict[str, Any] = doc.get("Conditions") or {}
+        self.mappings: dict[str, Any] = doc.get("Mappings") or {}
+        self.globals: dict[str, Any] = doc.get("Globals") or {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Template:
+        path = Path(path).resolve()
+        return cls(load_yaml(path), path.parent)
+
+    def properties(self, logical_id: str) -> dict[str, Any]:
+        props = self.resources[logical_id].get("Properties") or {}
+        return props if isinstance(props, dict) else {}
+
+    def resources_of_type(self, *types: str) -> dict[str, dict[str, Any]]:
+        return {lid: res for lid, res in self.resources.items() if res.get("Type") in types}
+
+    def resource_type(self, logical_id: str) -> str | None:
+        res = self.resources.get(logical_id)
+        return res.get("Type") if res else None
+
+    # ---- functions
+
+    def functions(self) -> dict[str, FunctionSpec]:
+        return {lid: self.function(lid) for lid in self.resources_of_type(*FUNCTION_TYPES)}
+
+    def function(self, logical_id: str) -> FunctionSpec:
+        props = self.properties(logical_id)
+        glob = self.globals.get("Function") or {}
+        code_uri = props.get("CodeUri", glob.get("CodeUri"))
+        if not isinstance(code_uri, str):
+            raise TemplateError(f"{logical_id}: CodeUri must be a local path for the local harness")
+        env: dict[str, Any] = {}
+        for source in (glob, props):
+            variables = (source.get("Environment") or {}).get("Variables") or {}
+            env.update(variables)
+        return FunctionSpec(
+            logical_id=logical_id,
+            code_uri=(self.base_dir / code_uri).resolve(),
+            handler=str(props.get("Handler", glob.get("Handler", "app.lambda_handler"))),
+            timeout_s=int(props.get("Timeout", glob.get("Timeout", DEFAULT_TIMEOUT_S))),
+            memory_mb=int(props.get("MemorySize", glob.get("MemorySize", DEFAULT_MEMORY_MB))),
+            environment=env,
+            events=props.get("Events") or {},
+        )
+
+    def _events(self, event_type: str) -> Iterable[tuple[str, str, dict[str, Any]]]:
+        for fid in self.resources_of_type(*FUNCTION_TYPES):
+            for name, event in (self.properties(fid).get("Events") or {}).items():
+                if event.get("Type") == event_type:
+                    yield fid, name, event.get("Properties") or {}
+
+    # ---- API routes
+
+    def api_key_required(self, api_id: str) -> bool:
+        api_auth = (self.globals.get("Api") or {}).get("Auth") or {}
+        if api_id in self.resources:
+            api_auth = {**api_auth, **(self.properties(api_id).get("Auth") or {})}
+        return bool(api_auth.get("ApiKeyRequired", False))
+
+    def api_stage(self, api_id: str, resolve: Callable[[Any], Any]) -> str:
+        stage = self.properties(api_id).get("StageName") if api_id in self.resources else None
+        stage = stage or (self.globals.get("Api") or {}).get("StageName") or "Prod"
+        return str(resolve(stage))
+
+    def api_routes(self) -> list[ApiRoute]:
+        routes = []
+        for fid, name, props in self._events("Api"):
+            api_id = ref_target(props.get("RestApiId")) or IMPLICIT_API
+            required = self.api_key_required(api_id)
+            event_auth = props.get("Auth") or {}
+            if "ApiKeyRequired" in event_auth:  # per-method override
+                required = bool(event_auth["ApiKeyRequired"])
+            method = str(props.get("Method", "ANY")).upper()
+            routes.append(ApiRoute(fid, name, method, str(props["Path"]), api_id, required))
+        return routes
+
+    # ---- S3 and SQS event sources
+
+    def s3_events(self) -> list[S3EventSource]:
+        sources = []
+        for fid, name, props in self._events("S3"):
+            bucket = ref_target(props.get("Bucket"))
+            if bucket is None:
+                raise TemplateError(f"{fid}.{name}: S3 events need Bucket: !Ref <bucket in this template>")
+            events = props.get("Events", [])
+            rules = ((props.get("Filter") or {}).get("S3Key") or {}).get("Rules") or []
+            by_name = {str(rule["Name"]).lower(): str(rule["Value"]) for rule in rules}
+            sources.append(
+                S3EventSource(
+                    function_id=fid,
+                    event_name=name,
+                    bucket_id=bucket,
+                    events=tuple([events] if isinstance(events, str) else events),
+                    prefix=by_name.get("prefix"),
+                    suffix=by_name.get("suffix"),
+                )
+            )
+        return sources
+
+    def sqs_events(self) -> list[SqsEventSource]:
+        sources = []
+        for fid, name, props in self._events("SQS"):
+            queue = props.get("Queue")
+            target = ref_target(queue)
+            if target is None and not isinstance(queue, str):
+                raise TemplateError(f"{fid}.{name}: unsupported Queue {queue!r}")
+            sources.append(
+                SqsEventSource(
+                    function_id=fid,
+                    event_name=name,
+                    queue=target or str(queue),
+                    batch_size=int(props.get("BatchSize", 10)),
+                    report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+                    enabled=bool(props.get("Enabled", True)),
+                )
+            )
+        return sources
+
+    # ---- environment
+
+    def function_environment(self, logical_id: str, resolver: Resolver) -> dict[str, str]:
+        """The function's environment (Globals first, then its own), with intrinsics resolved."""
+        resolved = resolver.resolve(self.function(logical_id).environment)
+        return {str(k): to_env_value(v) for k, v in resolved.items() if v is not NO_VALUE}
+
+
+def ref_target(value: Any) -> str | None:
+    """The logical id behind ``!Ref X`` or ``!GetAtt X.Attr`` (None for anything else)."""
+    if isinstance(value, dict) and len(value) == 1:
+        if "Ref" in value and isinstance(value["Ref"], str):
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            target = value["Fn::GetAtt"]
+            return str(target[0] if isinstance(target, list) else str(target).split(".", 1)[0])
+    return None
+
+
+def to_env_value(value: Any) -> str:
+    """Environment values are strings in Lambda; CloudFormation writes booleans in lower case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def references(value: Any) -> set[str]:
+    """Logical ids referenced anywhere inside ``value`` (Ref, GetAtt, and ${...} in Sub)."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= references(item)
+    elif isinstance(value, dict):
+        if target := ref_target(value):
+            found.add(target)
+        elif "Fn::Sub" in value:
+            sub = value["Fn::Sub"]
+            text = sub[0] if isinstance(sub, list) else sub
+            for name in re.findall(r"\$\{([^!}][^}]*)\}", str(text)):
+                found.add(name.split(".", 1)[0])
+            if isinstance(sub, list) and len(sub) > 1:
+                found |= references(sub[1])
+        else:
+            for item in value.values():
+                found |= references(item)
+    return {name for name in found if not name.startswith("AWS::")}
+
+
+# --------------------------------------------------------------------------- intrinsic functions
+
+
+class _NoValue:
+    def __repr__(self) -> str:
+        return "AWS::NoValue"
+
+
+NO_VALUE: Any = _NoValue()
+
+
+class Resolver:
+    """Evaluates intrinsic functions against local values.
+
+    ``refs`` maps logical ids (resources) to their Ref value; ``attrs`` maps (logical id, attribute) to
+    GetAtt values; ``fallback`` supplies values for resources the harness does not create.
+    """
+
+    def __init__(
+        self,
+        template: Template,
+        *,
+        pseudo: Mapping[str, str],
+        parameters: Mapping[str, str] | None = None,
+        refs: Mapping[str, str] | None = None,
+        attrs: Mapping[tuple[str, str], str] | None = None,
+        fallback: Callable[[str, str | None], str] | None = None,
+    ) -> None:
+        self.template = template
+        self.pseudo = dict(pseudo)
+        self.parameters = self._parameter_values(parameters or {})
+        self.refs = refs if refs is not None else {}
+        self.attrs = attrs if attrs is not None else {}
+        self.fallback = fallback
+        self._fns: dict[str, Callable[[Any], Any]] = {
+            "Ref": self._ref,
+            "Fn::GetAtt": self._get_att,
+            "Fn::Sub": self._sub,
+            "Fn::Join": self._join,
+            "Fn::Select": self._select,
+            "Fn::Split": self._split,
+            "Fn::If": self._if,
+            "Fn::Equals": self._equals,
+            "Fn::Not": lambda v: not self._bool(v[0]),
+            "Fn::And": lambda v: all(self._bool(c) for c in v),
+            "Fn::Or": lambda v: any(self._bool(c) for c in v),
+            "Condition": self.condition,
+            "Fn::FindInMap": self._find_in_map,
+            "Fn::Base64": lambda v: base64.b64encode(str(self.resolve(v)).encode()).decode(),
+            "Fn::GetAZs": lambda v: [f"{self.pseudo['AWS::Region']}{s}" for s in "abc"],
+            "Fn::ToJsonString": lambda v: json.dumps(self.resolve(v), separators=(",", ":")),
+            "Fn::Length": lambda v: len(self.resolve(v)),
+        }
+
+    def _parameter_values(self, overrides: Mapping[str, str]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, spec in self.template.parameters.items():
+            if name in overrides:
+                value: Any = overrides[name]
+            elif "Default" in spec:
+                value = spec["Default"]
+            else:
+                continue  # referenced later -> error with the parameter's name
+            if str(spec.get("Type", "")).startswith("CommaDelimitedList") or str(spec.get("Type", "")).startswith(
+                "List<"
+            ):
+                value = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else value
+            values[name] = value
+        return values
+
+    # ---- entry points
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            items = [self.resolve(v) for v in value]
+            return [v for v in items if v is not NO_VALUE]
+        if isinstance(value, dict):
+            if len(value) == 1:
+                ((key, arg),) = value.items()
+                if key in self._fns:
+                    return self._fns[key](arg)
+            out = {k: self.resolve(v) for k, v in value.items()}
+            return {k: v for k, v in out.items() if v is not NO_VALUE}
+        return value
+
+    def condition(self, name: str) -> bool:
+        if name not in self.template.conditions:
+            raise TemplateError(f"unknown condition {name!r}")
+        return self._bool(self.template.conditions[name])
+
+    # ---- functions
+
+    def _bool(self, value: Any) -> bool:
+        resolved = self.resolve(value)
+        if isinstance(resolved, str):
+            return resolved.lower() == "true"
+        return bool(resolved)
+
+    def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.template.parameters:
+            raise TemplateError(f"parameter {name!r} has no Default; pass it in parameters")
+        if name in self.refs:
+            return self.refs[name]
+        if name in self.template.resources and self.fallback:
+            return self.fallback(name, None)
+        raise TemplateError(f"!Ref {name}: unknown or not yet created")
+
+    def _get_att(self, arg: Any) -> Any:
+        parts = self.resolve(arg)
+        name, attr = (parts if isinstance(parts, list) else str(parts).split(".", 1))[:2]
+        if (name, attr) in self.attrs:
+            return self.attrs[(name, attr)]
+        if name in self.template.resources and self.fallback:
+            return self.fallback(name, attr)
+        raise TemplateError(f"!GetAtt {name}.{attr}: unknown or not yet created")
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg[0], self.resolve(arg[1]) if len(arg) > 1 else {}) if isinstance(arg, list) else (arg, {})
+
+        def replace(found: re.Match[str]) -> str:
+            name = found.group(1)
+            if name.startswith("!"):  # ${!Literal} is an escaped literal
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return to_env_value(variables[name])
+            if "." in name and not name.startswith("AWS::"):
+                return to_env_value(self._get_att(name.split(".", 1)))
+            return to_env_value(self._ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, str(text))
+
+    def _join(self, arg: list[Any]) -> str:
+        delimiter, items = arg
+        return str(delimiter).join(to_env_value(v) for v in self.resolve(items))
+
+    def _select(self, arg: list[Any]) -> Any:
+        index, items = self.resolve(arg)
+        return items[int(index)]
+
+    def _split(self, arg: list[Any]) -> list[str]:
+        delimiter, text = self.resolve(arg)
+        return str(text).split(str(delimiter))
+
+    def _if(self, arg: list[Any]) -> Any:
+        name, when_true, when_false = arg
+        return self.resolve(when_true if self.condition(name) else when_false)
+
+    def _equals(self, arg: list[Any]) -> bool:
+        left, right = self.resolve(arg)
+        return to_env_value(left) == to_env_value(right)
+
+    def _find_in_map(self, arg: list[Any]) -> Any:
+        name, top, second = self.resolve(arg)
+        try:
+            return self.template.mappings[name][top][second]
+        except KeyError as exc:
+            raise TemplateError(f"Fn::FindInMap {name}/{top}/{second}: not found") from exc
+
+
+def dependency_order(template: Template, logical_ids: Iterable[str]) -> list[str]:
+    """Order ``logical_ids`` so that each comes after the ones it references (cycles keep file order)."""
+    pending = list(logical_ids)
+    wanted = set(pending)
+    deps = {
+        lid: (references(template.resources[lid].get("Properties")) | set(_depends_on(template, lid))) & wanted
+        for lid in pending
+    }
+    ordered: list[str] = []
+    while pending:
+        ready = [lid for lid in pending if not (deps[lid] - set(ordered))]
+        batch = ready or pending[:1]  # a cycle: break it at the first one
+        for lid in batch:
+            ordered.append(lid)
+            pending.remove(lid)
+    return ordered
+
+
+def _depends_on(template: Template, logical_id: str) -> list[str]:
+    value = template.resources[logical_id].get("DependsOn") or []
+    return [value] if isinstance(value, str) else list(value)

@@ -1,0 +1,57 @@
+"""Invoke one handler locally on an event: ``python -m local.invoke --function completion --event FILE``.
+
+Starts moto and the provider simulator (no HTTP bridge), runs the handler in-process and prints its
+response as JSON on stdout. Handler logs go to stderr. A raised error prints
+``{"errorType": ..., "errorMessage": ...}`` (as Lambda reports it) and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from local.stack import DEFAULT_TEMPLATE, LocalStack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.invoke", description=__doc__)
+    parser.add_argument("--function", required=True, help="logical id (CompletionFunction) or directory (completion)")
+    parser.add_argument("--event", required=True, help="event JSON file, or - for stdin")
+    parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE)
+    parser.add_argument("--simulate", action="store_true", help="simulate every provider, even with real keys")
+    args = parser.parse_args(argv)
+    try:
+        event = _read_event(args.event)
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot read the event: {exc}")
+
+    out = sys.stdout
+    # stdout carries only the response: the stack's and the handler's output go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        stack = LocalStack(args.template, bridge=False, event_sources=False, simulate=True if args.simulate else None)
+        try:
+            stack.start()
+            stack.function_id(args.function)  # fail early on a typo, before the handler runs
+            result = stack.invoke(args.function, event)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            print(json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}), file=out)
+            return 1
+        finally:
+            stack.stop()
+    print(json.dumps(result, indent=2, default=str), file=out)
+    return 0
+
+
+def _read_event(source: str) -> Any:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    return json.loads(text) if text.strip() else {}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
