@@ -17,8 +17,8 @@ WITH_MOMENTO ?=
 FUNCTION ?=
 EVENT ?=
 
-.PHONY: help install run test lint build deploy require-sam invoke clean distclean
-# Later: bench (cold start / latency, reuses local/build_layer.py), eval, usage, redrive (DLQ -> queue).
+.PHONY: help install run test lint build deploy require-sam invoke usage budget redrive eval bench-summarize bench-cache clean distclean
+# Later: bench (cold start / latency, reuses local/build_layer.py), usage, redrive (DLQ -> queue).
 
 help:
 	@echo "make install   create $(VENV) and install the project with its dev extras"
@@ -28,6 +28,12 @@ help:
 	@echo "make build     build the Lambda layer into $(LAYER_DIR) (WITH_MOMENTO=1 to add momento)"
 	@echo "make deploy    build, then sam deploy --guided (needs the AWS SAM CLI)"
 	@echo "make invoke    FUNCTION=<name> EVENT=<file>: run one handler locally on an event"
+	@echo "make eval      extraction precision/recall on tests/golden/extraction (real providers if keys are set)"
+	@echo "make usage     TENANT=<id> [FROM=YYYY-MM-DD TO=YYYY-MM-DD]: usage table (requests, cache hits, tokens, cost)"
+	@echo "make budget    TENANT=<id> [LIMIT=<usd> WINDOW=day|month]: set (or show) a tenant's budget"
+	@echo "make redrive   [STACK=<name>] [REDRIVE_ARGS=...]: move retry dead-letter messages back to the retry queue"
+	@echo "make bench-summarize  parallel map-reduce summarization vs sequential over the simulator"
+	@echo "make bench-cache      cache hit vs miss over the HTTP bridge, DynamoDB calls per hit and miss"
 	@echo "make clean     remove build output and caches (distclean also removes $(VENV))"
 
 # --------------------------------------------------------------------------- environment
@@ -52,6 +58,48 @@ $(STAMP): pyproject.toml
 # --------------------------------------------------------------------------- local development
 run: $(STAMP)
 	$(PY) -m local.run
+
+# Usage report and budgets: against moto when AWS_ENDPOINT_URL points at `make run`'s, else real AWS.
+TENANT ?=
+FROM ?=
+TO ?=
+LIMIT ?=
+WINDOW ?= day
+
+usage: $(STAMP)
+	@if [ -z "$(TENANT)" ]; then echo "usage: make usage TENANT=<id> [FROM=YYYY-MM-DD] [TO=YYYY-MM-DD]" >&2; exit 2; fi
+	$(PY) -m local.usage_cli --tenant "$(TENANT)" $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
+
+budget: $(STAMP)
+	@if [ -z "$(TENANT)" ]; then echo "usage: make budget TENANT=<id> [LIMIT=<usd>] [WINDOW=day|month]" >&2; exit 2; fi
+	$(PY) -m local.budget_cli --tenant "$(TENANT)" $(if $(LIMIT),--limit "$(LIMIT)" --window "$(WINDOW)")
+
+# Dead-letter queue -> retry queue. Queues from STACK's outputs, or RETRY_QUEUE_URL / RETRY_DLQ_URL;
+# locally: AWS_ENDPOINT_URL=<moto URL from make run> RETRY_QUEUE_URL=... RETRY_DLQ_URL=... make redrive
+# REDRIVE_ARGS: --dry-run, --max N, --include-poison (see local/redrive.py).
+STACK ?=
+REDRIVE_ARGS ?=
+
+redrive: $(STAMP)
+	$(PY) -m local.redrive $(if $(STACK),--stack-name "$(STACK)") $(REDRIVE_ARGS)
+
+# Extraction quality on the golden set. Simulator unless OPENAI/ANTHROPIC/GEMINI_API_KEY is set;
+# EVAL_ARGS: --model <id> | --tier <tier>, --schema <name>, --fields, --json, --simulate (see local/eval.py).
+EVAL_ARGS ?=
+
+eval: $(STAMP)
+	$(PY) -m local.eval $(EVAL_ARGS)
+
+# Parallel map-reduce vs sequential over the simulator with a fixed delay (also part of `make bench`).
+# BENCH_SUMMARIZE_ARGS: --delay-ms 100 --chunks 64 --concurrency 16 --json
+BENCH_SUMMARIZE_ARGS ?=
+
+# Cache hit vs miss through the local stack's HTTP bridge (0 and 300 ms simulated provider latency).
+bench-cache: $(STAMP)
+	$(PY) -m bench.cache_latency
+
+bench-summarize: $(STAMP)
+	$(PY) -m bench.summarize_bench $(BENCH_SUMMARIZE_ARGS)
 
 invoke: $(STAMP)
 	@if [ -z "$(FUNCTION)" ] || [ -z "$(EVENT)" ]; then \

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped,unused-ignore]  # stubs: types-PyYAML
 
 FUNCTION_TYPES = ("AWS::Serverless::Function",)
 API_TYPES = ("AWS::Serverless::Api",)
@@ -31,7 +31,7 @@ class TemplateError(ValueError):
 # --------------------------------------------------------------------------- YAML loading
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]
     """SafeLoader that turns CloudFormation short-form tags into their long-form dicts."""
 
 

@@ -1,7 +1,13 @@
 """Invoke one handler locally on an event: ``python -m local.invoke --function completion --event FILE``.
 
 Starts moto and the provider simulator (no HTTP bridge), runs the handler in-process and prints its
-response as JSON on stdout. Handler logs go to stderr. A raised error prints
+response as JSON on stdout. Handler logs go to stderr. For S3 events, ``--put KEY=FILE`` uploads a
+local file to the template's documents bucket first (the stack starts empty), e.g.::
+
+    python -m local.invoke --function extraction --event events/extraction-s3-put.json \
+        --put "incoming/extract/entities/2026/11/acme invoice 0042.txt=events/documents/acme-invoice-0042.txt"
+
+ A raised error prints
 ``{"errorType": ..., "errorMessage": ...}`` (as Lambda reports it) and exits with status 1.
 """
 
@@ -24,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event", required=True, help="event JSON file, or - for stdin")
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE)
     parser.add_argument("--simulate", action="store_true", help="simulate every provider, even with real keys")
+    parser.add_argument(
+        "--put", action="append", default=[], metavar="KEY=FILE", help="upload FILE to the bucket first (repeatable)"
+    )
     args = parser.parse_args(argv)
+    uploads = [_parse_put(parser, item) for item in args.put]
     try:
         event = _read_event(args.event)
     except (OSError, ValueError) as exc:
@@ -37,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             stack.start()
             stack.function_id(args.function)  # fail early on a typo, before the handler runs
+            _upload(stack, uploads)
             result = stack.invoke(args.function, event)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
@@ -46,6 +57,24 @@ def main(argv: list[str] | None = None) -> int:
             stack.stop()
     print(json.dumps(result, indent=2, default=str), file=out)
     return 0
+
+
+def _parse_put(parser: argparse.ArgumentParser, item: str) -> tuple[str, Path]:
+    key, sep, file = item.rpartition("=")
+    if not sep or not key or not Path(file).is_file():
+        parser.error(f"--put wants KEY=FILE with an existing file, got {item!r}")
+    return key, Path(file)
+
+
+def _upload(stack: LocalStack, uploads: list[tuple[str, Path]]) -> None:
+    if not uploads:
+        return
+    buckets = list(stack.template.resources_of_type("AWS::S3::Bucket"))
+    if len(buckets) != 1:
+        raise ValueError(f"--put needs exactly one S3 bucket in the template, found {buckets}")
+    s3 = stack.client("s3")
+    for key, file in uploads:
+        s3.put_object(Bucket=stack.physical[buckets[0]], Key=key, Body=file.read_bytes())
 
 
 def _read_event(source: str) -> Any:

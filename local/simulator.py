@@ -1222,6 +1222,9 @@ class ProviderSimulator:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog of 5 resets connections when a client opens many at once
+    # (parallel summarization opens 16): real providers accept such bursts.
+    request_queue_size = 128
     sim: ProviderSimulator
 
 

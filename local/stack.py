@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import importlib.util
 import json
 import logging
@@ -228,7 +229,8 @@ def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
 
 def _gateway_error(status: int, message: str, error_type: str) -> tuple[int, list[tuple[str, str]], bytes]:
     body = json.dumps({"message": message}).encode()
-    return status, [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)], body
+    headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
+    return status, [*headers, ("x-amzn-RequestId", str(uuid.uuid4()))], body
 
 
 # --------------------------------------------------------------------------- the stack
@@ -309,6 +311,7 @@ class LocalStack:
         self._server: _BridgeServer | None = None
         self._server_thread: threading.Thread | None = None
         self._workers: _Workers | None = None
+        self._clients: dict[str, Any] = {}
         self._stop = threading.Event()
         self._pollers: list[threading.Thread] = []
         self._started = False
@@ -325,6 +328,10 @@ class LocalStack:
         if self._started:
             return self
         self._started = True
+        self._stop.clear()  # a stopped stack can be started again
+        self.physical.clear()
+        self._attrs.clear()
+        self.providers.clear()
         try:
             self._start_moto()
             self._create_resources()
@@ -356,6 +363,7 @@ class LocalStack:
             self._workers = None
         if self._moto is not None:
             self._delete_resources()
+            self._clients.clear()
             self._moto.stop()
             self._moto = None
         if self.simulator is not None and self._owns_simulator:
@@ -381,6 +389,12 @@ class LocalStack:
             aws_secret_access_key="testing",
             config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30),
         )
+
+    def _aws(self, service: str) -> Any:
+        """Cached clients for the thread that starts and stops the stack (creating one costs ~0.1 s)."""
+        if service not in self._clients:
+            self._clients[service] = self.client(service)
+        return self._clients[service]
 
     def function_id(self, name: str) -> str:
         """Logical id from a logical id, a CodeUri directory name (``completion``) or a physical name."""
@@ -448,7 +462,7 @@ class LocalStack:
         return True if name is None else self.resolver.condition(str(name))
 
     def _create_table(self, lid: str, props: dict[str, Any]) -> None:
-        ddb = self.client("dynamodb")
+        ddb = self._aws("dynamodb")
         name = str(props.get("TableName") or self._name(lid))
         billing = props.get("BillingMode", "PROVISIONED")
         default_throughput = {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5}
@@ -506,14 +520,14 @@ class LocalStack:
         self._record(lid, url, Arn=arn, QueueName=name, QueueUrl=url)
 
     def _make_queue(self, name: str, attributes: dict[str, str]) -> tuple[str, str]:
-        sqs = self.client("sqs")
+        sqs = self._aws("sqs")
         url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
         self._created.append(("AWS::SQS::Queue", url))
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         return url, arn
 
     def _create_bucket(self, lid: str, props: dict[str, Any]) -> None:
-        s3 = self.client("s3")
+        s3 = self._aws("s3")
         name = str(props.get("BucketName") or self._name(lid).lower())
         s3.create_bucket(Bucket=name)  # us-east-1: no LocationConstraint
         self._created.append(("AWS::S3::Bucket", name))
@@ -536,7 +550,7 @@ class LocalStack:
         args = {"Name": name, "SecretString": to_env_value(value)}
         if description := props.get("Description"):
             args["Description"] = str(description)
-        arn = self.client("secretsmanager").create_secret(**args)["ARN"]
+        arn = self._aws("secretsmanager").create_secret(**args)["ARN"]
         self._created.append(("AWS::SecretsManager::Secret", arn))
         self._record(lid, arn, Id=arn)
 
@@ -547,10 +561,10 @@ class LocalStack:
     def _delete_resources(self) -> None:
         """moto's state is process-wide: leave nothing behind for the next stack or mock_aws test."""
         deleters: dict[str, Callable[[str], None]] = {
-            "AWS::DynamoDB::Table": lambda n: self.client("dynamodb").delete_table(TableName=n),
-            "AWS::SQS::Queue": lambda n: self.client("sqs").delete_queue(QueueUrl=n),
+            "AWS::DynamoDB::Table": lambda n: self._aws("dynamodb").delete_table(TableName=n),
+            "AWS::SQS::Queue": lambda n: self._aws("sqs").delete_queue(QueueUrl=n),
             "AWS::S3::Bucket": self._delete_bucket,
-            "AWS::SecretsManager::Secret": lambda n: self.client("secretsmanager").delete_secret(
+            "AWS::SecretsManager::Secret": lambda n: self._aws("secretsmanager").delete_secret(
                 SecretId=n, ForceDeleteWithoutRecovery=True
             ),
         }
@@ -562,7 +576,7 @@ class LocalStack:
         self._created.clear()
 
     def _delete_bucket(self, name: str) -> None:
-        s3 = self.client("s3")
+        s3 = self._aws("s3")
         for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
             for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
                 s3.delete_object(Bucket=name, Key=item["Key"], VersionId=item["VersionId"])
@@ -677,10 +691,11 @@ class LocalStack:
         module_name = "gateway_fn_" + re.sub(r"\W", "_", spec.dir_name)
         if module_path != "app":
             module_name += "_" + module_path.replace(".", "_")
+        path = spec.code_uri / (module_path.replace(".", "/") + ".py")
         with self._load_lock:
-            module = sys.modules.get(module_name) or _import_file(
-                module_name, spec.code_uri / (module_path.replace(".", "/") + ".py"), spec.code_uri
-            )
+            module = sys.modules.get(module_name)
+            if module is None or Path(getattr(module, "__file__", "") or "") != path:
+                module = _import_file(module_name, path, spec.code_uri)  # first use: a "cold start"
         handler = getattr(module, attr, None)
         if not callable(handler):
             raise AttributeError(f"{lid}: {spec.handler} is not a callable in {spec.code_uri}")
@@ -694,7 +709,7 @@ class LocalStack:
             by_bucket.setdefault(source.bucket_id, []).append(source)
         for bucket_id, sources in by_bucket.items():
             queue_url = self._wire_bucket_notifications(bucket_id, sources)
-            self._spawn_poller(f"s3-{bucket_id}", queue_url, 10, lambda batch, s=sources: self._on_s3(s, batch))
+            self._spawn_poller(f"s3-{bucket_id}", queue_url, 10, functools.partial(self._on_s3, sources))
         for sqs_source in self.template.sqs_events():
             if sqs_source.enabled:
                 url = self._queue_url(sqs_source.queue)
@@ -711,7 +726,7 @@ class LocalStack:
             if rules:
                 config["Filter"] = {"Key": {"FilterRules": rules}}
             configs.append(config)
-        self.client("s3").put_bucket_notification_configuration(
+        self._aws("s3").put_bucket_notification_configuration(
             Bucket=self.physical[bucket_id], NotificationConfiguration={"QueueConfigurations": configs}
         )
         return url
@@ -810,12 +825,12 @@ class LocalStack:
         if queue in self.physical:
             return self.physical[queue]
         name = queue.rsplit(":", 1)[-1]  # a literal ARN
-        return str(self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
+        return str(self._aws("sqs").get_queue_url(QueueName=name)["QueueUrl"])
 
     def _queue_arn(self, queue: str, url: str) -> str:
         if (queue, "Arn") in self._attrs:
             return self._attrs[(queue, "Arn")]
-        attrs = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        attrs = self._aws("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
         return str(attrs["Attributes"]["QueueArn"])
 
     # ---- HTTP bridge
@@ -824,7 +839,9 @@ class LocalStack:
         self._server = _BridgeServer((self.host, self._port), self)
         port = self._server.server_address[1]
         self.api_url = f"http://{self.host}:{port}"
-        self._server_thread = threading.Thread(target=self._server.serve_forever, name="api-bridge", daemon=True)
+        self._server_thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="api-bridge", daemon=True
+        )
         self._server_thread.start()
 
     def _stop_bridge(self) -> None:
@@ -878,6 +895,7 @@ class LocalStack:
         except Exception:
             print(f"{lid} failed (request {request_id}):\n{traceback.format_exc()}", file=sys.stderr)
             status, headers, raw = _gateway_error(502, "Internal server error", "InternalServerErrorException")
+        headers = [(k, v) for k, v in headers if k.lower() != "x-amzn-requestid"]
         return status, [*headers, ("x-amzn-RequestId", request_id)], raw
 
 
@@ -1010,7 +1028,7 @@ class _BridgeHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _read_chunked(self) -> bytes | None:
-        parts = []
+        parts: list[bytes] = []
         total = 0
         while True:
             size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)

@@ -80,7 +80,14 @@ def simulator(_simulator_session: ProviderSimulator) -> Iterator[ProviderSimulat
 def _local_stack_session(_simulator_session: ProviderSimulator) -> Iterator[LocalStack]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOCAL_API_KEYS", TEST_API_KEYS)  # read once, at construction
-        stack = LocalStack(port=0, simulate=True, simulator=_simulator_session)
+        # Circuit breaker state is shared through the usage table: a test that injects provider faults
+        # would open circuits and change later tests' routing. Breaker tests build their own instances.
+        stack = LocalStack(
+            port=0,
+            simulate=True,
+            simulator=_simulator_session,
+            env_overrides={"GATEWAY_BREAKER_BACKEND": "off"},
+        )
     with stack:
         assert os.environ["AWS_ENDPOINT_URL"] == stack.moto_url
         yield stack

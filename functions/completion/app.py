@@ -14,12 +14,14 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import api, openai_compat
+from llm_gateway import api, aws, job_http, openai_compat
+from llm_gateway.cache import cache_control_from_headers
 from llm_gateway.config import settings
-from llm_gateway.errors import GatewayError, InvalidRequestError
+from llm_gateway.errors import GatewayError, InvalidRequestError, NotConfiguredError
 from llm_gateway.models import CompletionRequest, CompletionResult
 from llm_gateway.runtime import run_sync
 from llm_gateway.service import default_gateway
+from llm_gateway.usage import report_range, usage_summary
 
 logger = Logger()
 metrics = Metrics()
@@ -73,6 +75,31 @@ def _http_call(model: type[Any]) -> tuple[Any, str]:
     return api.validate(model, data), tenant
 
 
+def _with_cache_headers(request: CompletionRequest) -> CompletionRequest:
+    """``Cache-Control: no-cache/no-store`` and ``x-gateway-cache-*`` headers, over the body's ``cache``."""
+    control = cache_control_from_headers(app.current_event.headers or {}, request.cache)
+    return request if control is request.cache else request.model_copy(update={"cache": control})
+
+
+def _complete_or_accept(request: CompletionRequest, tenant: str) -> CompletionResult | Response[str]:
+    """The result, or 202 with a job: always with ``Prefer: respond-async``; with ``Prefer:
+    defer-on-failure`` when retries and fallbacks ran out on a retryable error."""
+    event = app.current_event.raw_event
+    job_input = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if job_http.wants_async(event):
+        job = job_http.submit("completion", job_input, tenant=tenant, request_id=_request_id(), deferred=False)
+        return _json(*job_http.accepted(event, job, preference=job_http.RESPOND_ASYNC))
+    try:
+        return _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms())
+    except GatewayError as err:
+        if not job_http.should_defer(event, err):
+            raise
+        job = job_http.submit("completion", job_input, tenant=tenant, request_id=_request_id(), deferred=True)
+        logger.info("completion deferred", tenant=tenant, job_id=job.job_id, code=err.code)
+        metrics.add_metric(name="DeferredCompletions", unit=MetricUnit.Count, value=1)
+        return _json(*job_http.accepted(event, job, preference=job_http.DEFER_ON_FAILURE, cause=err))
+
+
 def _result_headers(result: CompletionResult) -> dict[str, str]:
     return {
         "x-gateway-provider": result.provider,
@@ -91,16 +118,35 @@ def _remaining_ms() -> int | None:
 @app.post(OPENAI_PATH)
 def chat_completions() -> Response[str]:
     body, tenant = _http_call(openai_compat.ChatCompletionsBody)
-    request = openai_compat.to_gateway_request(body)
-    result = _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms())
+    request = _with_cache_headers(openai_compat.to_gateway_request(body))
+    result = _complete_or_accept(request, tenant)
+    if isinstance(result, Response):
+        return result
     return _json(200, openai_compat.to_chat_completion(result), _result_headers(result))
 
 
 @app.post("/v1/completions")
 def completions() -> Response[str]:
     request, tenant = _http_call(CompletionRequest)
-    result = _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms())
+    request = _with_cache_headers(request)
+    result = _complete_or_accept(request, tenant)
+    if isinstance(result, Response):
+        return result
     return _json(200, result.model_dump(mode="json"), _result_headers(result))
+
+
+@app.get("/v1/usage")
+def usage() -> Response[str]:
+    """The caller's own usage between ``from`` and ``to`` (YYYY-MM-DD, inclusive; default the last 7 days)."""
+    tenant = api.tenant_from_request_context(app.current_event.raw_event.get("requestContext"))
+    table = settings().usage_table
+    if not table:
+        raise NotConfiguredError("usage reporting is not configured here (USAGE_TABLE)")
+    params = app.current_event.query_string_parameters or {}
+    first, last = report_range(params.get("from"), params.get("to"))
+    summary = usage_summary(aws.dynamodb(), table, tenant, first, last)
+    metrics.add_metric(name="UsageReports", unit=MetricUnit.Count, value=1)
+    return _json(200, summary, {})
 
 
 @app.exception_handler(GatewayError)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -240,7 +241,7 @@ def test_bridge_base64_encodes_binary_request_bodies(local_stack: LocalStack, ap
     local_stack.handler_overrides["ExtractionFunction"] = recorder
     response = api.post("/v1/extractions", content=b"\xff\xfe\x00", headers={"x-api-key": "key-a"})
     assert response.status_code == 200
-    event = recorder.calls[0][0]
+    (event,) = [e for e, _ in recorder.calls if "httpMethod" in e]  # not an S3 event still in flight
     assert event["isBase64Encoded"] is True
     assert base64.b64decode(event["body"]) == b"\xff\xfe\x00"
 
@@ -297,6 +298,30 @@ def test_invoke_runs_the_real_completion_handler_for_step_functions_payloads(loc
     assert result["content"] and result["provider"]
 
 
+SAMPLE_EVENTS = sorted(p.name for p in (REPO_ROOT / "events").glob("*.json"))
+SAMPLE_DOCUMENTS = {  # the S3 sample events name these objects (keys decoded)
+    "incoming/extract/entities/2026/11/acme invoice 0042.txt": "acme-invoice-0042.txt",
+    "incoming/summarize/reports/q3-board-update.md": "q3-board-update.md",
+}
+
+
+@pytest.mark.parametrize("name", SAMPLE_EVENTS)
+def test_sample_events_run_through_the_real_handlers(
+    local_stack: LocalStack, aws_clients: Callable[[str], Any], name: str
+) -> None:
+    event = json.loads((REPO_ROOT / "events" / name).read_text())
+    for record in event.get("Records", []):
+        key = unquote_plus(record["s3"]["object"]["key"])
+        body = (REPO_ROOT / "events" / "documents" / SAMPLE_DOCUMENTS[key]).read_bytes()
+        assert record["s3"]["object"]["size"] == len(body)
+        aws_clients("s3").put_object(Bucket=record["s3"]["bucket"]["name"], Key=key, Body=body)
+    result = local_stack.invoke(name.split("-", 1)[0], event)
+    if "httpMethod" in event:
+        assert result["statusCode"] == 200, result
+    else:
+        assert "failed" not in result or result["failed"] == 0, result
+
+
 # --------------------------------------------------------------------------- S3 notifications
 
 
@@ -307,22 +332,29 @@ def test_s3_uploads_reach_the_handler_whose_prefix_matches(
     local_stack.handler_overrides["ExtractionFunction"] = extraction
     local_stack.handler_overrides["SummarizationFunction"] = summarization
     bucket = local_stack.physical["DocumentsBucket"]
+    tag = uuid.uuid4().hex[:8]  # events from earlier tests may still be in flight: look for ours only
     s3 = aws_clients("s3")
-    s3.put_object(Bucket=bucket, Key="elsewhere/ignored.txt", Body=b"-")
-    s3.put_object(Bucket=bucket, Key="incoming/extract/entities/a b.txt", Body=b"text")
-    s3.put_object(Bucket=bucket, Key="incoming/summarize/report.md", Body=b"# report")
+    s3.put_object(Bucket=bucket, Key=f"elsewhere/{tag}.txt", Body=b"-")
+    s3.put_object(Bucket=bucket, Key=f"incoming/extract/entities/{tag} b.txt", Body=b"text")
+    s3.put_object(Bucket=bucket, Key=f"incoming/summarize/{tag}.md", Body=b"# report")
 
-    assert extraction.called.wait(15) and summarization.called.wait(15)
+    def records(recorder: Recorder) -> list[tuple[dict[str, Any], Any]]:
+        found = [(e["Records"][0], c) for e, c in recorder.calls]
+        return [(r, c) for r, c in found if tag in r["s3"]["object"]["key"]]
+
+    assert wait_until(lambda: bool(records(extraction)) and bool(records(summarization)))
     time.sleep(0.5)  # anything misrouted would have arrived by now
-    ((event, context),) = extraction.calls
-    (record,) = event["Records"]
+    assert all(len(e["Records"]) == 1 for e, _ in extraction.calls + summarization.calls)
+    ((record, context),) = records(extraction)
     assert record["eventSource"] == "aws:s3" and record["eventName"] == "ObjectCreated:Put"
     assert record["s3"]["bucket"]["name"] == bucket
-    assert record["s3"]["object"]["key"] == "incoming/extract/entities/a+b.txt"  # URL-encoded, as S3 sends
-    assert unquote_plus(record["s3"]["object"]["key"]) == "incoming/extract/entities/a b.txt"
+    assert record["s3"]["object"]["key"] == f"incoming/extract/entities/{tag}+b.txt"  # URL-encoded, as S3 sends
     assert context.function_name.endswith("ExtractionFunction")
-    keys = [unquote_plus(e["Records"][0]["s3"]["object"]["key"]) for e, _ in summarization.calls]
-    assert keys == ["incoming/summarize/report.md"]
+    assert [unquote_plus(r["s3"]["object"]["key"]) for r, _ in records(summarization)] == [
+        f"incoming/summarize/{tag}.md"
+    ]
+    every_key = [unquote_plus(e["Records"][0]["s3"]["object"]["key"]) for e, _ in extraction.calls]
+    assert all(key.startswith("incoming/extract/") for key in every_key)
 
 
 # --------------------------------------------------------------------------- a second, custom template

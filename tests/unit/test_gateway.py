@@ -125,6 +125,9 @@ class RecordingBreaker:
     async def record(self, provider, model, *, ok):
         self.records.append((model, ok))
 
+    async def last_failure_at(self, provider, model):
+        return 0.0
+
 
 def test_breaker_skips_open_circuits_but_always_tries_something():
     gemini = ScriptedProvider("gemini")

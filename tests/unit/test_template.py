@@ -23,20 +23,27 @@ FUNCTIONS = {
 API_ROUTES = {
     ("post", "/v1/chat/completions"): "CompletionFunction",
     ("post", "/v1/completions"): "CompletionFunction",
+    ("get", "/v1/usage"): "CompletionFunction",
     ("post", "/v1/extractions"): "ExtractionFunction",
     ("post", "/v1/summaries"): "SummarizationFunction",
+    ("post", "/v1/jobs"): "JobsFunction",
+    ("get", "/v1/jobs/{job_id}"): "JobsFunction",
 }
+# Functions that queue async jobs (Prefer: respond-async, deferral): JobsSubmitPolicy on JobsTable and jobs/*.
+JOB_SUBMITTERS = {"CompletionFunction", "SummarizationFunction"}
 S3_PREFIXES = {"ExtractionFunction": "incoming/extract/", "SummarizationFunction": "incoming/summarize/"}
 
-# Allow statements whose actions AWS only authorizes on Resource "*". Nothing in the template needs
-# one today (X-Ray write access comes from the AWS managed policy SAM attaches for `Tracing: Active`);
-# add an action here only with a reason.
+# Allow statements whose actions AWS only authorizes on Resource "*" (X-Ray write access comes from
+# the AWS managed policy SAM attaches for `Tracing: Active`, except on RetryWorkerRole, an explicit
+# role); add an action here only with a reason.
 WILDCARD_RESOURCE_ACTIONS = frozenset(
     {
         "xray:PutTraceSegments",  # X-Ray has no resource-level permissions
         "xray:PutTelemetryRecords",
         "xray:GetSamplingRules",
         "xray:GetSamplingTargets",
+        "states:SendTaskSuccess",  # task-token callbacks name no resource (the retry worker)
+        "states:SendTaskFailure",
     }
 )
 
@@ -333,14 +340,17 @@ def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> 
         targets = {
             action: references(statement["Resource"]) for statement in grants for action in as_list(statement["Action"])
         }
-        assert references([s["Resource"] for s in grants if "dynamodb" in str(s["Action"])]) == {
-            "CacheTable",
-            "UsageTable",
-        }
+        tables = {"CacheTable", "UsageTable"} | ({"JobsTable"} if logical_id in JOB_SUBMITTERS else set())
+        assert references([s["Resource"] for s in grants if "dynamodb" in str(s["Action"])]) == tables
         assert targets["sqs:SendMessage"] == {"RetryQueue"}
         assert targets["secretsmanager:GetSecretValue"] == {"ProviderKeysSecret"}
         assert not any(a.startswith("dynamodb:") and "Scan" in a for a in targets), logical_id
         s3 = [s for s in grants if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+        job_bodies = [{"Fn::Sub": "arn:${AWS::Partition}:s3:::" + BUCKET_NAME_SUB + "/jobs/*"}]
+        if logical_id in JOB_SUBMITTERS:  # job inputs too large for a job item: write-only, under jobs/
+            [jobs_s3] = [s for s in s3 if as_list(s["Resource"]) == job_bodies]
+            assert as_list(jobs_s3["Action"]) == ["s3:PutObject"]
+            s3.remove(jobs_s3)
         if logical_id == "CompletionFunction":
             assert not s3
             continue
@@ -348,7 +358,10 @@ def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> 
         assert set(by_action) == {"s3:GetObject", "s3:PutObject"}, logical_id
         bucket_arn = "arn:${AWS::Partition}:s3:::" + BUCKET_NAME_SUB
         assert by_action["s3:GetObject"] == [{"Fn::Sub": bucket_arn + "/incoming/*"}]
-        assert by_action["s3:PutObject"] == [{"Fn::Sub": bucket_arn + "/results/*"}]
+        assert by_action["s3:PutObject"] == [
+            {"Fn::Sub": bucket_arn + "/results/*"},
+            {"Fn::Sub": bucket_arn + "/errors/*"},  # error records next to documents that failed
+        ]
 
 
 def test_no_circular_dependency_through_the_documents_bucket(

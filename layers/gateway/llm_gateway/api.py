@@ -27,6 +27,8 @@ def parse_json_body(body: str | None, *, max_bytes: int) -> Any:
         )
     try:
         return json.loads(body)
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise InvalidRequestError("the request body is nested too deeply", details={"param": "body"}) from None
     except json.JSONDecodeError as exc:
         raise InvalidRequestError(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",

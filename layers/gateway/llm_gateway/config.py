@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import cache
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +45,47 @@ class Settings(BaseModel):
     retry_queue_url: str | None = None
     documents_bucket: str | None = None
 
+    # Response cache (issue 3): DynamoDB on CACHE_TABLE, or Momento when selected.
+    cache_backend: Literal["dynamodb", "momento", "off"] = "dynamodb"
+    cache_ttl_s: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    cache_timeout_s: float = Field(default=0.5, gt=0, le=10)  # slower than this: skipped (fail-open)
+    momento_api_key: str | None = None
+    momento_cache_name: str = "llm-gateway"
+    momento_endpoint: str | None = None  # with a v2 API key, e.g. "cell-1-us-east-1-1.prod.a.momentohq.com"
+    momento_local_endpoint: str | None = None  # "host:port" of a local Momento-protocol server
+    # Budgets: a per-tenant item in the usage table, else this default (None: no budget).
+    default_budget_usd: float | None = Field(default=None, ge=0)
+    budget_window: Literal["day", "month"] = "day"
+    budget_fail_open: bool = False
+    usage_retention_days: int = Field(default=400, ge=1)
+    # Shared circuit breaker (state in the usage table, or Momento when selected).
+    breaker_backend: Literal["dynamodb", "momento", "off"] = "dynamodb"
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_window_s: int = Field(default=60, ge=1)
+    breaker_cooldown_s: int = Field(default=30, ge=1)
+
+    # Summarization (issue 5): chunk size cap, parallel map calls, prompt templates, input size.
+    summary_max_chunk_tokens: int = Field(default=3_000, ge=32, le=200_000)
+    summary_concurrency: int = Field(default=8, ge=1, le=64)
+    summary_prompt_version: str = Field(default="v1", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    summary_max_document_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+
+    # Async jobs and the retry worker (issue 6). JOB_MAX_RECEIVES must equal RetryQueue's maxReceiveCount.
+    jobs_table: str | None = None
+    idempotency_table: str | None = None
+    retry_dlq_url: str | None = None  # poison messages go straight here (kept, never retried)
+    job_max_receives: int = Field(default=5, ge=1, le=1000)
+    job_backoff_base_s: int = Field(default=30, ge=0, le=43_200)  # SQS visibility/delay: whole seconds
+    job_backoff_max_s: int = Field(default=900, ge=0, le=43_200)
+    job_ttl_s: int = Field(default=14 * 86_400, ge=60)  # as long as the dead-letter queue keeps messages
+    job_inline_max_bytes: int = Field(default=250_000, ge=1_024, le=250_000)  # larger: S3 (fits SFN output)
+    job_max_runtime_s: float = Field(default=60.0, gt=0)
+
+    # Extraction (issue 4): bounded reasks on invalid answers, token budget over all asks, input size.
+    extraction_max_reasks: int = Field(default=2, ge=0, le=5)
+    extraction_token_budget: int = Field(default=60_000, ge=1_000, le=2_000_000)
+    extraction_max_document_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -80,6 +122,37 @@ class Settings(BaseModel):
             "usage_table": "USAGE_TABLE",
             "retry_queue_url": "RETRY_QUEUE_URL",
             "documents_bucket": "DOCUMENTS_BUCKET",
+            "cache_backend": "GATEWAY_CACHE_BACKEND",
+            "cache_ttl_s": "GATEWAY_CACHE_TTL",
+            "cache_timeout_s": "GATEWAY_CACHE_TIMEOUT",
+            "momento_api_key": "MOMENTO_API_KEY",
+            "momento_cache_name": "MOMENTO_CACHE_NAME",
+            "momento_endpoint": "MOMENTO_ENDPOINT",
+            "momento_local_endpoint": "MOMENTO_LOCAL_ENDPOINT",
+            "default_budget_usd": "GATEWAY_DEFAULT_BUDGET_USD",
+            "budget_window": "GATEWAY_BUDGET_WINDOW",
+            "budget_fail_open": "GATEWAY_BUDGET_FAIL_OPEN",
+            "usage_retention_days": "GATEWAY_USAGE_RETENTION_DAYS",
+            "breaker_backend": "GATEWAY_BREAKER_BACKEND",
+            "breaker_failures": "GATEWAY_BREAKER_FAILURES",
+            "breaker_window_s": "GATEWAY_BREAKER_WINDOW",
+            "breaker_cooldown_s": "GATEWAY_BREAKER_COOLDOWN",
+            "summary_max_chunk_tokens": "GATEWAY_SUMMARY_MAX_CHUNK_TOKENS",
+            "summary_concurrency": "GATEWAY_SUMMARY_CONCURRENCY",
+            "summary_prompt_version": "GATEWAY_SUMMARY_PROMPT_VERSION",
+            "summary_max_document_bytes": "GATEWAY_SUMMARY_MAX_DOCUMENT_BYTES",
+            "jobs_table": "JOBS_TABLE",
+            "idempotency_table": "IDEMPOTENCY_TABLE",
+            "retry_dlq_url": "RETRY_DLQ_URL",
+            "job_max_receives": "JOB_MAX_RECEIVES",
+            "job_backoff_base_s": "JOB_BACKOFF_BASE",
+            "job_backoff_max_s": "JOB_BACKOFF_MAX",
+            "job_ttl_s": "JOB_TTL_SECONDS",
+            "job_inline_max_bytes": "JOB_INLINE_MAX_BYTES",
+            "job_max_runtime_s": "JOB_MAX_RUNTIME",
+            "extraction_max_reasks": "GATEWAY_EXTRACTION_MAX_REASKS",
+            "extraction_token_budget": "GATEWAY_EXTRACTION_TOKEN_BUDGET",
+            "extraction_max_document_bytes": "GATEWAY_EXTRACTION_MAX_DOCUMENT_BYTES",
         }
         for field, var in simple.items():
             if (raw := env.get(var)) not in (None, ""):

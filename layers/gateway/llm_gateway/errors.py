@@ -60,6 +60,49 @@ class NoEligibleModelError(InvalidRequestError):
     http_status = 400
 
 
+# --- budgets and deployment ---------------------------------------------------------------------
+
+
+class BudgetExceededError(GatewayError):
+    """The tenant's budget for the current window cannot cover this request's worst-case cost."""
+
+    code = "budget_exceeded"
+    http_status = 429
+
+
+class BudgetUnavailableError(GatewayError):
+    """The budget store could not be reached, and budgets fail closed (GATEWAY_BUDGET_FAIL_OPEN=false)."""
+
+    code = "budget_unavailable"
+    http_status = 503
+    retryable = True
+
+
+class NotConfiguredError(GatewayError):
+    """A feature this deployment has not set up (e.g. GET /v1/usage without a usage table)."""
+
+    code = "not_configured"
+    http_status = 501
+
+
+# --- async jobs ----------------------------------------------------------------------------------
+
+
+class JobNotFoundError(InvalidRequestError):
+    """No such job for this tenant (another tenant's job is reported the same way)."""
+
+    code = "job_not_found"
+    http_status = 404
+
+
+class JobsUnavailableError(GatewayError):
+    """The job could not be stored or queued; nothing was accepted, the caller may retry."""
+
+    code = "jobs_unavailable"
+    http_status = 503
+    retryable = True
+
+
 # --- provider errors -----------------------------------------------------------------------------
 
 
@@ -144,6 +187,59 @@ class ContextTooLongError(ProviderError):
 class ContentFilteredError(ProviderError):
     code = "content_filtered"
     http_status = 400
+
+
+# --- documents and structured extraction ------------------------------------------------------------
+
+
+class SchemaError(InvalidRequestError):
+    """A JSON Schema that cannot be used: not valid JSON Schema, too deep, too large, or unsupported."""
+
+    code = "invalid_schema"
+    http_status = 400
+
+
+class SchemaNotFoundError(SchemaError):
+    code = "schema_not_found"
+    http_status = 404
+
+
+class DocumentNotFoundError(InvalidRequestError):
+    code = "document_not_found"
+    http_status = 404
+
+
+class UnsupportedDocumentError(InvalidRequestError):
+    """A document whose format cannot be read as text (e.g. a binary file, a PDF without a text layer)."""
+
+    code = "unsupported_document"
+    http_status = 415
+
+
+class ExtractionFailedError(GatewayError):
+    """The model's answers never validated against the schema within the reask limits.
+
+    ``details["errors"]`` holds the last validation errors; ``attempts`` every provider call made.
+    """
+
+    code = "extraction_failed"
+    http_status = 422
+
+
+# --- long-running work ---------------------------------------------------------------------------
+
+
+class DeadlineExceededError(GatewayError):
+    """The work cannot finish in the time left in this invocation (checked before starting a phase).
+
+    The hand-off signal for long documents: an entry point that can run the same operation
+    asynchronously (the job queue) should defer it; otherwise the caller gets a 504 that is safe to
+    retry (finished calls were cached). ``details``: ``phase``, ``estimated_s``, ``remaining_s``.
+    """
+
+    code = "deadline_exceeded"
+    http_status = 504
+    retryable = True
 
 
 # --- outcome of a whole routed call --------------------------------------------------------------

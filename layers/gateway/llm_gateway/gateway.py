@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -111,12 +112,16 @@ class Gateway:
         """Healthy circuits first; open ones are kept last so that something is always tried."""
         if self.breaker is None:
             return candidates
-        healthy: list[Candidate] = []
-        tripped: list[Candidate] = []
-        for candidate in candidates:
-            allowed = await self.breaker.allow(candidate.spec.provider, candidate.spec.id)
-            (healthy if allowed else tripped).append(candidate)
-        return healthy + tripped[: 1 if not healthy else 0]
+        breaker = self.breaker
+        # Concurrently: each may be a read of shared state (a cached local view on warm instances).
+        allowed = await asyncio.gather(*(breaker.allow(c.spec.provider, c.spec.id) for c in candidates))
+        healthy = [c for c, ok in zip(candidates, allowed, strict=True) if ok]
+        tripped = [c for c, ok in zip(candidates, allowed, strict=True) if not ok]
+        if healthy or not tripped:
+            return healthy
+        # Every circuit is open: still try one, the one that failed least recently, rather than none.
+        last_failed = [await breaker.last_failure_at(c.spec.provider, c.spec.id) for c in tripped]
+        return [tripped[last_failed.index(min(last_failed))]]
 
     async def _call_with_retries(
         self,

@@ -19,12 +19,23 @@ Operation = Callable[[dict[str, Any], RequestContext], Awaitable[dict[str, Any]]
 # name -> "module:function", relative to this package
 _OPERATIONS: dict[str, str] = {
     "completion": "completion_op:run_completion",
+    "extraction": "extraction:run_extraction",
+    "summarization": "summarize:run_summary",
+}
+
+# name -> "module:Model": the pydantic model an operation validates its payload with, so that a job's
+# input is refused when it is submitted rather than failing later in the worker.
+_REQUEST_MODELS: dict[str, str] = {
+    "completion": "models:CompletionRequest",
+    "summarization": "summarize:SummaryRequest",
 }
 
 
-def register(name: str, target: str) -> None:
+def register(name: str, target: str, *, request_model: str | None = None) -> None:
     """Add an operation (``"module:function"`` inside llm_gateway); modules call this for their own."""
     _OPERATIONS[name] = target
+    if request_model is not None:
+        _REQUEST_MODELS[name] = request_model
 
 
 def names() -> list[str]:
@@ -39,6 +50,17 @@ def resolve(name: str) -> Operation:
     module = importlib.import_module(f"{__package__}.{module_name}")
     operation: Operation = getattr(module, func_name)
     return operation
+
+
+def check(name: str, payload: dict[str, Any]) -> None:
+    """Raise InvalidRequestError for an unknown operation or a payload its request model refuses."""
+    if name not in _OPERATIONS:
+        raise InvalidRequestError(f"unknown operation '{name}'", details={"param": "operation", "operations": names()})
+    if target := _REQUEST_MODELS.get(name):
+        from . import api  # api imports nothing from here; local import keeps this module light
+
+        module_name, model_name = target.split(":")
+        api.validate(getattr(importlib.import_module(f"{__package__}.{module_name}"), model_name), payload)
 
 
 async def run(name: str, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:

@@ -48,3 +48,17 @@ def http_client() -> httpx.AsyncClient:
             )
             _clients[loop] = client
         return client
+
+
+def close_thread_resources() -> None:
+    """Close this thread's loop and its HTTP client (local harness threads; Lambda never needs it)."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        return
+    with _clients_lock:
+        client = _clients.pop(loop, None)
+    if client is not None:
+        loop.run_until_complete(client.aclose())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+    _local.loop = None

@@ -7,6 +7,7 @@ from functools import cache
 
 import httpx
 
+from .accounting import build_accounting
 from .catalog import Catalog, default_catalog
 from .config import Settings, settings
 from .credentials import provider_key
@@ -55,6 +56,7 @@ def build_gateway(
         max_delay_s=config.backoff_max_s,
         max_retry_after_s=config.max_retry_after_s,
     )
+    accounting = build_accounting(config, catalog)  # cache, ledger, budgets, breaker: on when configured
     return Gateway(
         catalog=catalog,
         router=router,
@@ -62,6 +64,10 @@ def build_gateway(
         retry=retry,
         client=client,
         request_timeout_s=config.request_timeout_s,
+        cache=accounting.cache,
+        usage=accounting.usage,
+        budget=accounting.budget,
+        breaker=accounting.breaker,
     )
 
 
@@ -73,9 +79,14 @@ def default_gateway() -> Gateway:
 
 def reset() -> None:
     """Forget cached settings and gateway (tests and the local harness change the environment)."""
-    from . import catalog, config, resources
+    import sys
+
+    from . import aws, catalog, config, resources
 
     default_gateway.cache_clear()
     config.settings.cache_clear()
     catalog.default_catalog.cache_clear()
     resources.shared_dir.cache_clear()
+    aws.reset_clients()  # AWS_ENDPOINT_URL and credentials may have changed
+    if (momento := sys.modules.get("llm_gateway.cache.momento")) is not None:
+        momento.reset_clients()

@@ -75,6 +75,9 @@ def gemini_schema(schema: Any, defs: dict[str, Any] | None = None) -> Any:
                 out["nullable"] = True
         elif key == "properties":
             out["properties"] = {k: gemini_schema(v, defs) for k, v in value.items()}
+            # Gemini otherwise answers with keys in alphabetical order; keep the schema author's order.
+            if "propertyOrdering" not in schema:
+                out["propertyOrdering"] = list(value)
         elif key == "items":
             out["items"] = gemini_schema(value, defs)
         elif key in ("anyOf", "oneOf"):

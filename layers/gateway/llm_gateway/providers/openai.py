@@ -15,6 +15,7 @@ from ..models import (
     ProviderResponse,
     Usage,
 )
+from ..schemas import strict_compatible
 from .base import Provider, WireRequest, with_json_instruction
 
 _FINISH: dict[str, FinishReason] = {
@@ -41,6 +42,10 @@ def _wire_message(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": parts}
 
 
+def _strict(fmt: JsonSchemaFormat) -> bool:
+    return fmt.strict and strict_compatible(fmt.json_schema)
+
+
 class OpenAIProvider(Provider):
     name = "openai"
     max_tokens_field = "max_completion_tokens"
@@ -58,7 +63,8 @@ class OpenAIProvider(Provider):
         if isinstance(fmt, JsonSchemaFormat) and request.native_structured:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": fmt.name, "schema": fmt.json_schema, "strict": fmt.strict},
+                # Strict mode refuses schemas outside its subset: those go non-strict (still validated by callers).
+                "json_schema": {"name": fmt.name, "schema": fmt.json_schema, "strict": _strict(fmt)},
             }
         elif isinstance(fmt, JsonObjectFormat) and request.native_structured:
             body["response_format"] = {"type": "json_object"}

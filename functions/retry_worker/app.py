@@ -1,0 +1,59 @@
+"""Retry worker: drains the retry queue (async jobs, deferred requests, usage writes to replay).
+
+Thin on purpose: ``llm_gateway.worker`` decides what each message means. Powertools batch processing
+reports failed messages one by one (``ReportBatchItemFailures``), so a job that must wait never makes
+the batch's finished jobs run again. A message handed back is made visible again after its backoff
+(ChangeMessageVisibility); the queue's redrive policy moves it to the dead-letter queue after
+maxReceiveCount deliveries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from llm_gateway.worker import Delivery, RetryLater, default_worker, hand_back
+
+logger = Logger()
+metrics = Metrics()
+
+OUTCOME_METRICS = {
+    "succeeded": "JobsSucceeded",
+    "failed": "JobsFailed",
+    "duplicate": "DuplicateDeliveries",
+    "poison": "PoisonMessages",
+    "usage": "UsageRecordsReplayed",
+}
+
+
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> str:
+    delivery = Delivery(
+        message_id=record.message_id,
+        body=record.body,
+        receipt_handle=record.receipt_handle,
+        receive_count=int(record.attributes.approximate_receive_count or 1),
+    )
+    try:
+        outcome = default_worker().handle(delivery, lambda_context)
+    except RetryLater as later:
+        logger.info("message handed back", message_id=record.message_id, reason=str(later), delay_s=later.delay_s)
+        if later.delay_s is not None:
+            hand_back(record.event_source_arn, record.receipt_handle, later.delay_s)
+        metrics.add_metric(name="MessagesHandedBack", unit=MetricUnit.Count, value=1)
+        raise
+    metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)
+    return outcome
+
+
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Entire-batch failures are reported item by item too: each message keeps its own backoff.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

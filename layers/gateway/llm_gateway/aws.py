@@ -1,0 +1,114 @@
+"""Lazily created, process-wide boto3 clients with explicit timeouts and bounded retries.
+
+boto3 is imported on first use only (it costs ~0.1 s), clients are cached per service and call profile
+and reused across warm invocations. botocore's own retry (``standard`` mode, a bounded number of
+attempts) is the only retry layer for AWS calls; the provider RetryPolicy never wraps them.
+``AWS_ENDPOINT_URL`` (moto locally) is honoured by boto3 itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CallProfile:
+    """How patient a caller is: a cache read wants to fail fast, a ledger write wants to land."""
+
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 5.0
+    max_attempts: int = 3  # total, counting the first call
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0 or self.max_attempts < 1:
+            raise ValueError(f"invalid AWS call profile: {self}")
+
+
+FAST = CallProfile(connect_timeout_s=0.5, read_timeout_s=1.0, max_attempts=1)  # fail-open paths
+STANDARD = CallProfile()
+# Ledger and budgets: retried, yet bounded (a few seconds at worst) since a request waits on them;
+# a ledger write that still fails goes to the retry queue instead.
+DURABLE = CallProfile(connect_timeout_s=1.0, read_timeout_s=3.0, max_attempts=3)
+
+_clients: dict[tuple[str, CallProfile], Any] = {}
+_session: Any = None  # one boto3 Session for every client: service models are loaded once per process
+_lock = threading.Lock()
+
+
+def client(service: str, profile: CallProfile = STANDARD) -> Any:
+    """A cached boto3 client for ``service`` (thread-safe; boto3 clients may be shared across threads)."""
+    key = (service, profile)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = _new_client(service, profile)
+            _clients[key] = found
+        return found
+
+
+def dynamodb(profile: CallProfile = STANDARD) -> DynamoDBClient:
+    return client("dynamodb", profile)  # type: ignore[no-any-return]
+
+
+def sqs(profile: CallProfile = STANDARD) -> SQSClient:
+    return client("sqs", profile)  # type: ignore[no-any-return]
+
+
+def s3(profile: CallProfile = STANDARD) -> S3Client:
+    return client("s3", profile)  # type: ignore[no-any-return]
+
+
+def reset_clients() -> None:
+    """Forget cached clients (the environment, e.g. AWS_ENDPOINT_URL, changed)."""
+    global _session
+    with _lock:
+        _clients.clear()
+        _session = None
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a blocking boto3 call off the event loop, so parallel operations do not serialize on it."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError (e.g. ``ConditionalCheckFailedException``), else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def _new_client(service: str, profile: CallProfile) -> Any:
+    """Called with ``_lock`` held, which is what makes sharing the (not thread-safe) Session safe."""
+    global _session
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=profile.connect_timeout_s,
+        read_timeout=profile.read_timeout_s,
+        retries={"mode": "standard", "total_max_attempts": profile.max_attempts},
+        tcp_keepalive=True,
+        max_pool_connections=64,  # parallel summarization and concurrent requests share one client
+    )
+    # Not boto3's default session (other code may use it unlocked); one private session, used under
+    # _lock only. A session per client would parse the service model JSON again for each (~0.1 s each).
+    if _session is None:
+        _session = boto3.session.Session()
+    return _session.client(service, config=config)

@@ -1,0 +1,464 @@
+"""The retry worker: one retry-queue message in, one job (or usage record) moved forward.
+
+Messages (``kind`` decides, ``job`` when absent):
+
+* ``{"kind": "job", "job_id", "tenant", "operation"}``: a job submitted through ``jobs.submit``;
+* ``{"kind": "job", "tenant", "operation", "input", "task_token"?}``: a job submitted straight to the
+  queue (e.g. a Step Functions ``sqs:sendMessage.waitForTaskToken`` task); its id is derived from the
+  task token (else the message id), so duplicates of the submission are one job;
+* ``{"kind": "usage", ...}``: a usage record whose write failed, replayed by ``usage.replay_usage_message``
+  (idempotent on its own: the record's put is conditional on its id).
+
+Outcomes: return normally and the message is deleted; raise :class:`RetryLater` and the handler makes
+the message visible again after ``delay_s`` (SQS visibility: the backoff) and reports it as a batch item
+failure. On the last allowed receive the job is marked failed and the message is left to the queue's
+redrive policy, which moves it to the dead-letter queue; a redriven message reopens the job. A poison
+message (not JSON, unknown kind, no such job, another tenant's job) goes straight to the dead-letter
+queue, kept for inspection and never retried.
+
+Effects happen once per job: the operation runs inside Powertools idempotency keyed by the job id (a
+concurrent duplicate gets "in progress", a later one the stored outcome), and every job transition is a
+conditional write. Payloads are never logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from . import aws, operations
+from .config import Settings, settings
+from .deadline import Deadline
+from .errors import GatewayError, InvalidRequestError, JobsUnavailableError
+from .jobs import Job, JobConflictError, JobStore, default_store, derived_job_id, error_record
+from .runtime import run_sync
+from .seams import RequestContext
+from .task_tokens import TaskNotifier
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
+
+log = logging.getLogger("llm_gateway.worker")
+
+MIN_ATTEMPT_S = 5.0  # less time than this left in the invocation: hand the message back untouched
+BOOKKEEPING_S = 2.0  # kept back from an attempt's deadline for the writes that follow it
+MAX_VISIBILITY_S = 43_200  # SQS's limit on a visibility timeout
+
+Outcome = Literal["succeeded", "failed", "duplicate", "poison", "usage"]
+POISON_ATTRIBUTE = "gateway-poison"  # on messages the worker set aside in the dead-letter queue
+
+
+class RetryLater(Exception):
+    """Hand the message back: visible again after ``delay_s`` (None: the queue's visibility timeout)."""
+
+    def __init__(self, reason: str, *, delay_s: int | None) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+class PoisonMessage(Exception):
+    """A message that can never succeed: dropped (deleted) with a logged reason, never retried."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message_id: str
+    body: str
+    receipt_handle: str
+    receive_count: int
+
+
+class JobMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    kind: Literal["job"] = "job"
+    job_id: str | None = Field(default=None, pattern=r"^job_[0-9a-f]{32}$")
+    tenant: str = Field(min_length=1, max_length=256)
+    operation: str | None = Field(default=None, min_length=1, max_length=64)
+    input: dict[str, Any] | None = None
+    task_token: str | None = Field(default=None, min_length=1, max_length=2048)
+
+    @model_validator(mode="after")
+    def _names_a_job(self) -> JobMessage:
+        if self.job_id is None and (self.operation is None or self.input is None):
+            raise ValueError("a job message needs job_id, or operation and input to submit a new job")
+        return self
+
+
+def parse_message(body: str) -> JobMessage | dict[str, Any]:
+    """A job message, or the raw body of a usage message; PoisonMessage for anything else."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        raise PoisonMessage("the message body is not JSON") from None
+    if not isinstance(data, dict):
+        raise PoisonMessage("the message body is not a JSON object")
+    kind = data.get("kind", "job")
+    if kind == "usage":
+        return data
+    if kind != "job":
+        raise PoisonMessage(f"unknown message kind {str(kind)[:32]!r}")
+    try:
+        return JobMessage.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise PoisonMessage(f"invalid job message: {where}: {first['msg']}") from None
+
+
+def backoff_s(
+    receive_count: int, *, base_s: float, cap_s: float, retry_after_s: float | None, rng: random.Random
+) -> int:
+    """Exponential backoff with equal jitter (a recovering herd spreads out), never under Retry-After."""
+    step = min(cap_s, base_s * 2 ** min(max(receive_count - 1, 0), 20))
+    delay = step / 2 + rng.uniform(0, step / 2)
+    if retry_after_s:
+        delay = max(delay, min(retry_after_s, cap_s))
+    return int(min(math.ceil(delay), MAX_VISIBILITY_S))
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        config: Settings,
+        job_persistence: BasePersistenceLayer | None = None,
+        notifier: TaskNotifier | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.job_persistence = job_persistence
+        self.notifier = notifier or TaskNotifier()
+        self.rng = rng or random.Random()
+        self.clock = clock
+
+    def handle(self, delivery: Delivery, lambda_context: Any = None) -> Outcome:
+        try:
+            message = parse_message(delivery.body)
+            if isinstance(message, dict):
+                return self._replay_usage(message, delivery)
+            return self._run_job(message, delivery, lambda_context)
+        except PoisonMessage as poison:
+            self._set_aside(delivery, str(poison))
+            return "poison"
+
+    def _set_aside(self, delivery: Delivery, reason: str) -> None:
+        """Move a poison message to the dead-letter queue (or, without one, drop it with its reason)."""
+        dlq = self.config.retry_dlq_url
+        log.warning(
+            "poison message set aside" if dlq else "poison message dropped (no RETRY_DLQ_URL)",
+            extra={"message_id": delivery.message_id, "reason": reason},
+        )
+        if dlq:
+            try:
+                aws.sqs(aws.DURABLE).send_message(
+                    QueueUrl=dlq,
+                    MessageBody=delivery.body,
+                    MessageAttributes={POISON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:256]}},
+                )
+            except Exception:
+                raise RetryLater("could not move the poison message to the dead-letter queue", delay_s=None) from None
+
+    # ---- jobs
+
+    def _run_job(self, message: JobMessage, delivery: Delivery, lambda_context: Any) -> Outcome:
+        job = self._job_for(message, delivery)
+        if job.terminal and not job.reopenable:
+            self._notify(job, delivery)
+            return "duplicate"
+        remaining = _remaining_s(lambda_context)
+        if remaining is not None and remaining < MIN_ATTEMPT_S + BOOKKEEPING_S:
+            raise RetryLater("too little time left in this invocation", delay_s=1)
+        budget = min(self.config.job_max_runtime_s, (remaining if remaining is not None else 900.0) - BOOKKEEPING_S)
+        try:
+            stored = self._execute(job, budget, lambda_context)
+        except RetryLater:
+            raise
+        except GatewayError as err:
+            return self._on_error(job, err, delivery)
+        except JobConflictError:
+            return self._on_conflict(job, delivery)
+        except Exception as exc:
+            # AWS trouble or a bug: retry with backoff, and end on the dead-letter queue if it persists.
+            log.exception("job attempt crashed", extra={"job_id": job.job_id})
+            return self._on_error(job, JobsUnavailableError(f"internal error ({type(exc).__name__})"), delivery)
+        try:
+            done = self.store.mark_succeeded(job, stored)
+        except JobConflictError:
+            return self._on_conflict(job, delivery)
+        log.info("job succeeded", extra=_log_fields(done))
+        self._notify(done, delivery)
+        return "succeeded"
+
+    def _job_for(self, message: JobMessage, delivery: Delivery) -> Job:
+        if message.job_id is not None:
+            job = self.store.get(message.job_id)
+            if job is None:
+                raise PoisonMessage("no such job (never created, or expired)")
+        else:
+            job = self._submitted_by_message(message, delivery)
+        if job.tenant != message.tenant:
+            raise PoisonMessage("the message's tenant does not own this job")
+        return job
+
+    def _submitted_by_message(self, message: JobMessage, delivery: Delivery) -> Job:
+        assert message.operation is not None and message.input is not None
+        job_id = derived_job_id(message.task_token or delivery.message_id)
+        existing = self.store.get(job_id)
+        if existing is not None:
+            return existing
+        new = self.store.new_job(
+            operation=message.operation,
+            tenant=message.tenant,
+            source="stepfunctions" if message.task_token else "sqs",
+            request_id=delivery.message_id,
+            task_token=message.task_token,
+            job_id=job_id,
+        )
+        try:
+            return self.store.create(new, message.input)
+        except JobConflictError:
+            raise RetryLater("the job is being created by another delivery", delay_s=1) from None
+        except GatewayError as err:  # e.g. an input too large to keep: tell the waiting task, drop the message
+            if message.task_token:
+                self.notifier.fail(message.task_token, code=err.code, cause={"job_id": job_id, **error_record(err)})
+            raise PoisonMessage(f"the job could not be created: {err.code}") from None
+
+    def _execute(self, job: Job, budget_s: float, lambda_context: Any) -> dict[str, Any]:
+        """Claim the job, run its operation, keep its result: at most once per job id at a time, and
+        never again once it has succeeded (the stored outcome is returned instead)."""
+        kept: dict[str, Any] = {}
+
+        def attempt(job_key: dict[str, str]) -> dict[str, Any]:
+            claimed = self.store.claim(job)
+            ctx = RequestContext(
+                tenant=claimed.tenant,
+                request_id=f"{claimed.job_id}#{claimed.attempts}",
+                deadline=Deadline(max(budget_s, 0.0)),
+                operation=claimed.operation,
+                log_prompts=self.config.log_prompts,
+                tags={"job_id": claimed.job_id, "job_source": claimed.source},
+            )
+            log.info("job attempt", extra=_log_fields(claimed))
+            output = run_sync(operations.run(claimed.operation, self.store.load_payload(claimed), ctx))
+            kept.update(self.store.store_result(claimed, output))
+            return dict(kept)
+
+        if self.job_persistence is None:
+            return attempt({"job_id": job.job_id})
+        try:
+            return _run_idempotent(
+                attempt, {"job_id": job.job_id}, self.job_persistence, "job_id", "job", self._ttl(), lambda_context
+            )
+        except Exception as exc:
+            from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
+
+            # The outcome is safe in hand even if recording it as done failed: finish the job with it.
+            if kept and isinstance(exc, IdempotencyPersistenceLayerError):
+                log.warning("idempotency record not saved; finishing the job anyway", extra={"job_id": job.job_id})
+                return kept
+            raise
+
+    def _on_error(self, job: Job, err: GatewayError, delivery: Delivery) -> Outcome:
+        record = error_record(err)
+        try:
+            if not err.retryable:
+                failed = self.store.mark_failed(job, record, exhausted=False)
+                log.warning("job failed", extra=_log_fields(failed, code=err.code))
+                self._notify(failed, delivery)
+                return "failed"
+            if delivery.receive_count >= self.config.job_max_receives:
+                record["message"] = f"gave up after {delivery.receive_count} deliveries; last error: {err.message}"
+                failed = self.store.mark_failed(job, record, exhausted=True)
+                log.warning("job retries exhausted", extra=_log_fields(failed, code=err.code))
+                self._notify(failed, delivery)
+                raise RetryLater("retries exhausted: the redrive policy moves the message to the DLQ", delay_s=0)
+            delay = self._backoff(delivery, getattr(getattr(err, "last_error", err), "retry_after", None))
+            retrying = self.store.mark_retrying(job, record, self.clock() + delay)
+            log.info("job will be retried", extra=_log_fields(retrying, code=err.code, delay_s=delay))
+            raise RetryLater(f"retryable error {err.code}", delay_s=delay)
+        except JobConflictError:
+            return self._on_conflict(job, delivery)
+
+    def _on_conflict(self, job: Job, delivery: Delivery) -> Outcome:
+        """A transition lost a race: fine if the job is finished (another delivery did it), else retry."""
+        current = self.store.get(job.job_id)
+        if current is not None and current.terminal:
+            self._notify(current, delivery)
+            return "duplicate"
+        raise RetryLater("the job changed under this delivery", delay_s=1)
+
+    def _notify(self, job: Job, delivery: Delivery) -> None:
+        """Complete the job's Step Functions task, once (re-sent if a crash lost the first try)."""
+        if not job.task_token or job.notified_at is not None or not job.terminal:
+            return
+        try:
+            if job.status == "succeeded":
+                self.notifier.succeed(job.task_token, self._task_output(job))
+            else:
+                error = job.error or {}
+                code = str(error.get("code") or "job_failed")
+                self.notifier.fail(job.task_token, code=code, cause={"job_id": job.job_id, **error})
+        except Exception as exc:
+            log.warning("could not complete the task", extra={"job_id": job.job_id, "error": type(exc).__name__})
+            raise RetryLater("Step Functions could not be told", delay_s=self._backoff(delivery, None)) from None
+        with contextlib.suppress(JobConflictError):  # another delivery recorded it
+            self.store.mark_notified(job)
+
+    def _task_output(self, job: Job) -> dict[str, Any]:
+        output: dict[str, Any] = {"job_id": job.job_id, "status": job.status}
+        if job.result_ref:
+            output["result_ref"] = {"bucket": self.store.bucket, "key": job.result_ref}
+            output["result_size"] = job.result_size
+        else:
+            output["result"] = self.store.load_result(job)
+        return output
+
+    # ---- usage records
+
+    def _replay_usage(self, body: dict[str, Any], delivery: Delivery) -> Outcome:
+        from .usage import replay_usage_message
+
+        try:
+            written = replay_usage_message(body)
+        except InvalidRequestError as err:
+            raise PoisonMessage(f"unusable usage message: {err.message}") from None
+        except Exception as exc:
+            log.warning("usage replay failed", extra={"message_id": delivery.message_id, "error": type(exc).__name__})
+            last = delivery.receive_count >= self.config.job_max_receives
+            raise RetryLater("usage replay failed", delay_s=0 if last else self._backoff(delivery, None)) from None
+        log.info("usage record replayed", extra={"message_id": delivery.message_id, "written": written})
+        return "usage"
+
+    # ---- helpers
+
+    def _backoff(self, delivery: Delivery, retry_after: float | None) -> int:
+        return backoff_s(
+            delivery.receive_count,
+            base_s=self.config.job_backoff_base_s,
+            cap_s=self.config.job_backoff_max_s,
+            retry_after_s=retry_after,
+            rng=self.rng,
+        )
+
+    def _ttl(self) -> int:
+        return self.config.job_ttl_s
+
+
+def _run_idempotent(
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    data: dict[str, Any],
+    persistence: BasePersistenceLayer,
+    key_path: str,
+    key_prefix: str,
+    ttl_s: int,
+    lambda_context: Any,
+) -> dict[str, Any]:
+    """``fn(data)`` under Powertools idempotency, keyed by ``key_path`` in ``data`` (all of it when empty).
+
+    A config per call: it carries this invocation's Lambda context, so an in-progress lock left by a
+    crashed invocation expires when that invocation would have timed out.
+    """
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+    config = IdempotencyConfig(
+        event_key_jmespath=key_path, raise_on_no_idempotency_key=True, expires_after_seconds=ttl_s
+    )
+    if lambda_context is not None and hasattr(lambda_context, "get_remaining_time_in_millis"):
+        config.register_lambda_context(lambda_context)
+    argument = next(iter(inspect.signature(fn).parameters))
+    wrapped = idempotent_function(
+        fn, data_keyword_argument=argument, persistence_store=persistence, config=config, key_prefix=key_prefix
+    )
+    try:
+        result: dict[str, Any] = wrapped(**{argument: data})
+    except IdempotencyAlreadyInProgressError:
+        raise RetryLater("another delivery of this message's work is in progress", delay_s=None) from None
+    return result
+
+
+def hand_back(queue_arn: str, receipt_handle: str, delay_s: int) -> None:
+    """Make a received message visible again after ``delay_s`` (its backoff). If that fails it still comes
+    back, after the queue's own visibility timeout."""
+    try:
+        aws.sqs().change_message_visibility(
+            QueueUrl=queue_url_for(queue_arn),
+            ReceiptHandle=receipt_handle,
+            VisibilityTimeout=max(0, min(int(delay_s), MAX_VISIBILITY_S)),
+        )
+    except Exception as exc:
+        log.warning("could not set the message's backoff", extra={"error": aws.error_code(exc) or type(exc).__name__})
+
+
+def queue_url_for(queue_arn: str) -> str:
+    """The URL of the queue an SQS event came from (the configured retry queue, else looked up once)."""
+    _, _, _, _, account, name = queue_arn.split(":", 5)
+    configured = settings().retry_queue_url
+    if configured and configured.rstrip("/").rsplit("/", 1)[-1] == name:
+        return configured
+    if (account, name) not in _queue_urls:
+        url = aws.sqs().get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        _queue_urls[(account, name)] = url
+    return _queue_urls[(account, name)]
+
+
+_queue_urls: dict[tuple[str, str], str] = {}
+
+
+def _remaining_s(lambda_context: Any) -> float | None:
+    if lambda_context is None or not hasattr(lambda_context, "get_remaining_time_in_millis"):
+        return None
+    return float(lambda_context.get_remaining_time_in_millis()) / 1000.0
+
+
+def _log_fields(job: Job, **more: Any) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "tenant": job.tenant,
+        "operation": job.operation,
+        "status": job.status,
+        "attempts": job.attempts,
+        **more,
+    }
+
+
+# --------------------------------------------------------------------------- composition
+
+
+_workers: dict[int, tuple[Settings, Worker]] = {}
+
+
+def default_worker(config: Settings | None = None) -> Worker:
+    """The worker for these settings, built once (the settings object changes when tests reset them)."""
+    config = config or settings()
+    cached = _workers.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    table = config.idempotency_table
+    worker = Worker(store=default_store(config), config=config, job_persistence=_persistence(table) if table else None)
+    _workers.clear()
+    _workers[id(config)] = (config, worker)
+    return worker
+
+
+def _persistence(table: str) -> BasePersistenceLayer:
+    """Jobs' idempotency records (Powertools configures a persistence layer once, for one key path)."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    return DynamoDBPersistenceLayer(
+        table_name=table, key_attr="id", expiry_attr="expires_at", boto3_client=aws.dynamodb(aws.DURABLE)
+    )

@@ -1,0 +1,192 @@
+"""The usage ledger on the usage table (moto server), its SQS fallback, GET /v1/usage and the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from llm_gateway import aws
+from llm_gateway.deadline import Deadline
+from llm_gateway.errors import InvalidRequestError
+from llm_gateway.models import Attempt, Usage
+from llm_gateway.runtime import run_sync
+from llm_gateway.seams import RequestContext
+from llm_gateway.usage import UsageLedger, replay_usage_message, report_range, usage_summary
+from local import usage_cli
+from tests.support.accounting import api_key_for, complete, gateway_from_env, unique
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
+
+
+@pytest.fixture
+def table(local_stack):
+    return local_stack.physical["UsageTable"]
+
+
+def summary(table, tenant):
+    first, last = report_range(None, None)
+    return usage_summary(aws.dynamodb(), table, tenant, first, last)
+
+
+def attempt_records(local_stack, table, tenant):
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    return local_stack.client("dynamodb").query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"USAGE#{tenant}#{day}"}},
+    )["Items"]
+
+
+def test_every_attempt_of_a_fallback_is_recorded_and_costs_add_up(local_stack, simulator, table):
+    simulator.add_fault("rate_limit", provider="openai", retry_after=0)
+    gateway = gateway_from_env(breaker_backend="off")
+    tenant = unique()
+    result = complete(gateway, tenant, request_id="req-fallback", model="gpt-4o-mini",
+                      fallback=["claude-3-5-haiku-latest"])
+    assert [(a.provider, a.outcome) for a in result.attempts] == [("openai", "error"), ("anthropic", "success")]
+
+    records = attempt_records(local_stack, table, tenant)
+    assert sorted((r["provider"]["S"], r["outcome"]["S"]) for r in records) == [
+        ("anthropic", "success"),
+        ("openai", "error"),
+    ]
+    assert {r["request_id"]["S"] for r in records} == {"req-fallback"}
+    assert {r["tenant"]["S"] for r in records} == {tenant}
+    failed = next(r for r in records if r["outcome"]["S"] == "error")
+    assert failed["error_code"]["S"] == "rate_limited" and float(failed["cost_usd"]["N"]) == 0
+    assert sum(float(r["cost_usd"]["N"]) for r in records) == pytest.approx(result.cost_usd, abs=1e-9)
+    assert sum(int(r["input_tokens"]["N"]) for r in records) == result.usage.input_tokens
+
+    totals = summary(table, tenant)["totals"]
+    assert (totals["requests"], totals["attempts"], totals["errors"]) == (1, 2, 1)
+    assert totals["cost_usd"] == pytest.approx(result.cost_usd, abs=1e-9)
+    assert totals["output_tokens"] == result.usage.output_tokens
+    models = {(m["provider"], m["model"]): m for m in summary(table, tenant)["models"]}
+    assert models[("openai", "gpt-4o-mini")]["errors"] == 1
+    assert models[("anthropic", "claude-3-5-haiku-latest")]["cost_usd"] == pytest.approx(result.cost_usd, abs=1e-9)
+
+
+def test_cache_hits_are_counted_with_what_they_saved(local_stack, simulator, table):
+    gateway = gateway_from_env(breaker_backend="off")
+    tenant = unique()
+    body = {"model": "gpt-4o-mini", "fallback": [], "temperature": 0}
+    first = complete(gateway, tenant, **body)
+    assert complete(gateway, tenant, **body).cached
+    totals = summary(table, tenant)["totals"]
+    assert (totals["requests"], totals["cache_hits"], totals["attempts"]) == (2, 1, 1)
+    assert totals["cache_hit_rate"] == 0.5
+    assert totals["saved_usd"] == pytest.approx(first.cost_usd, abs=1e-9)
+    assert totals["cost_usd"] == pytest.approx(first.cost_usd, abs=1e-9)
+
+
+def ledger_that_cannot_write(queue_url):
+    return UsageLedger("no-such-table", queue_url=queue_url)  # every write fails: ResourceNotFound
+
+
+def ctx(tenant):
+    return RequestContext(tenant=tenant, request_id="req-queued", deadline=Deadline(10))
+
+
+ATTEMPT = Attempt(provider="openai", model="gpt-4o-mini", outcome="success", duration_ms=12.5,
+                  usage=Usage(input_tokens=100, output_tokens=20, cached_input_tokens=40), cost_usd=0.0000255)
+
+
+def test_a_failed_write_is_queued_then_replayed_exactly_once(local_stack, table):
+    sqs = local_stack.client("sqs")
+    queue_url = sqs.create_queue(QueueName=unique("usage-retry"))["QueueUrl"]  # not the worker's queue
+    tenant = unique()
+    ledger = ledger_that_cannot_write(queue_url)
+    run_sync(ledger.record(ctx(tenant), ATTEMPT))
+    assert ledger.counters.get("UsageWriteFailed") == 1 and ledger.counters.get("UsageQueued") == 1
+    [message] = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    body = json.loads(message["Body"])
+    assert body["kind"] == "usage" and body["version"] == 1 and body["record"]["tenant"] == tenant
+
+    assert replay_usage_message(message["Body"], table=table) is True
+    assert replay_usage_message(message["Body"], table=table) is False  # a redelivery is not counted twice
+    [record] = attempt_records(local_stack, table, tenant)
+    assert record["cached_input_tokens"]["N"] == "40" and record["request_id"]["S"] == "req-queued"
+    totals = summary(table, tenant)["totals"]
+    assert (totals["requests"], totals["attempts"], totals["input_tokens"]) == (1, 1, 100)
+    assert totals["cost_usd"] == pytest.approx(0.0000255)
+
+
+def test_the_retry_worker_replays_a_queued_record(local_stack, table):
+    """End to end: the write fails, the record goes to the real retry queue, the worker lands it."""
+    tenant = unique()
+    ledger = ledger_that_cannot_write(local_stack.physical["RetryQueue"])
+    run_sync(ledger.record(ctx(tenant), ATTEMPT))
+    assert ledger.counters.get("UsageQueued") == 1
+    deadline = time.monotonic() + 20
+    while not attempt_records(local_stack, table, tenant) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [record] = attempt_records(local_stack, table, tenant)
+    assert record["request_id"]["S"] == "req-queued"
+    assert summary(table, tenant)["totals"]["attempts"] == 1
+
+
+def test_when_even_the_queue_is_down_the_record_is_logged_not_raised(local_stack, caplog):
+    ledger = ledger_that_cannot_write("http://127.0.0.1:9/000000000000/nowhere")
+    run_sync(ledger.record(ctx(unique()), ATTEMPT))
+    assert ledger.counters.get("UsageLost") == 1
+    [logged] = [r for r in caplog.records if r.getMessage() == "usage record could not be written or queued"]
+    assert logged.usage_message["record"]["cost_usd"] == pytest.approx(0.0000255)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", json.dumps({"kind": "job"}), json.dumps({"kind": "usage", "version": 9, "record": {}}),
+     json.dumps({"kind": "usage", "version": 1, "record": {"tenant": "x"}})],
+)
+def test_malformed_usage_messages_are_rejected_for_the_dead_letter_queue(table, body):
+    with pytest.raises(InvalidRequestError):
+        replay_usage_message(body, table=table)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def test_usage_endpoint_reports_only_the_callers_tenant(local_stack, simulator):
+    tenant, other = unique(), unique()
+    body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "Usage?"}]}
+    with api_key_for(local_stack, tenant) as key, api_key_for(local_stack, other) as other_key, \
+            httpx.Client(base_url=local_stack.api_url, timeout=30) as http:
+        for _ in range(2):
+            assert http.post("/v1/completions", json=body, headers={"x-api-key": key}).status_code == 200
+        mine = http.get("/v1/usage", headers={"x-api-key": key})
+        theirs = http.get("/v1/usage", headers={"x-api-key": other_key})
+        today = datetime.now(UTC).date().isoformat()
+        bounded = http.get("/v1/usage", params={"from": today, "to": today}, headers={"x-api-key": key})
+        bad_date = http.get("/v1/usage", params={"from": "yesterday"}, headers={"x-api-key": key})
+        reversed_range = http.get("/v1/usage", params={"from": "2026-02-01", "to": "2026-01-01"},
+                                  headers={"x-api-key": key})
+        forged = http.get("/v1/usage", params={"tenant": other}, headers={"x-api-key": other_key})
+    assert mine.status_code == 200
+    report = mine.json()
+    assert report["tenant"] == tenant
+    assert (report["totals"]["requests"], report["totals"]["cache_hits"]) == (2, 1)
+    assert [d["date"] for d in report["days"]] == [today]
+    assert [m["model"] for m in report["models"]] == ["gpt-4o-mini"]
+    assert theirs.json()["tenant"] == other and theirs.json()["totals"]["requests"] == 0
+    assert bounded.json()["totals"] == report["totals"]
+    assert bad_date.status_code == 400 and bad_date.json()["error"]["details"]["param"] == "from"
+    assert reversed_range.status_code == 400
+    assert forged.json()["tenant"] == other  # the tenant comes from the API key, never the query
+
+
+def test_usage_cli_prints_a_readable_table(local_stack, simulator, table, capsys):
+    gateway = gateway_from_env(breaker_backend="off")
+    tenant = unique()
+    body = {"model": "gpt-4o-mini", "fallback": [], "temperature": 0}
+    complete(gateway, tenant, **body)
+    complete(gateway, tenant, **body)
+    assert usage_cli.main(["--tenant", tenant, "--table", table]) == 0
+    out = capsys.readouterr().out
+    assert f"Usage for {tenant}" in out
+    assert "requests 2   cache hits 1 (50.0%)" in out
+    assert "openai/gpt-4o-mini" in out and "By model and day" in out
+    assert usage_cli.main(["--tenant", tenant, "--table", table, "--from", "soon"]) == 2

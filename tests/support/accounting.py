@@ -1,0 +1,108 @@
+"""Helpers for the cache / usage / budget / breaker integration tests (over the session's LocalStack)."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from llm_gateway import aws
+from llm_gateway.config import Settings
+from llm_gateway.deadline import Deadline
+from llm_gateway.gateway import Gateway
+from llm_gateway.models import CompletionRequest, CompletionResult
+from llm_gateway.retry import RetryPolicy
+from llm_gateway.runtime import run_sync
+from llm_gateway.seams import RequestContext
+from llm_gateway.service import build_gateway
+from local.stack import LocalStack
+
+MESSAGES = [{"role": "user", "content": "Name a prime number."}]
+
+
+def unique(prefix: str = "tenant") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def settings_from_env(**overrides: Any) -> Settings:
+    """The functions' settings as the local stack set them (tables, queue, simulator URLs), adjusted."""
+    return Settings.from_env().model_copy(update=overrides)
+
+
+def gateway_from_env(attempts: int = 1, **overrides: Any) -> Gateway:
+    retry = RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.02, rng=random.Random(1))
+    return build_gateway(settings_from_env(**overrides), retry=retry)
+
+
+def complete(gateway: Gateway, tenant: str, request_id: str | None = None, **body: Any) -> CompletionResult:
+    body.setdefault("messages", MESSAGES)
+    ctx = RequestContext(tenant=tenant, request_id=request_id or unique("req"), deadline=Deadline(20))
+    return run_sync(gateway.complete(CompletionRequest.model_validate(body), ctx))
+
+
+@contextlib.contextmanager
+def dynamodb_calls(profile: aws.CallProfile) -> Iterator[Counter[str]]:
+    """Count the DynamoDB operations made through the gateway's shared client for ``profile``."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, params: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    events = aws.dynamodb(profile).meta.events
+    events.register("before-call.dynamodb", count, unique_id="test-count-calls")
+    try:
+        yield calls
+    finally:
+        events.unregister("before-call.dynamodb", unique_id="test-count-calls")
+
+
+def private_table_like(stack: LocalStack, logical_id: str) -> str:
+    """A fresh table with the template's key schema, so shared state (circuits) cannot leak into other tests."""
+    props = stack.template.properties(logical_id)
+    name = unique(logical_id)
+    stack.client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=props["KeySchema"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
+@contextlib.contextmanager
+def api_key_for(stack: LocalStack, tenant: str) -> Iterator[str]:
+    """A fresh API key on the local bridge for ``tenant`` (its id reaches the handler as apiKeyId)."""
+    key = unique("key")
+    stack.api_keys[key] = tenant
+    try:
+        yield key
+    finally:
+        stack.api_keys.pop(key, None)
+
+
+@contextlib.contextmanager
+def atomic_moto_dynamodb() -> Iterator[None]:
+    """Serialize the in-process moto server's DynamoDB requests while active.
+
+    DynamoDB applies each write to an item atomically; moto's server handles requests on concurrent
+    threads without any lock, so two concurrent UpdateItem calls on one item can lose an update. The
+    concurrency tests need DynamoDB's guarantee, not moto's race (moto runs in this process).
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+    lock = threading.Lock()
+
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DynamoHandler.call_action = original  # type: ignore[method-assign]
