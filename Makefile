@@ -17,8 +17,7 @@ WITH_MOMENTO ?=
 FUNCTION ?=
 EVENT ?=
 
-.PHONY: help install run test lint build deploy require-sam invoke usage budget redrive eval bench-summarize bench-cache clean distclean
-# Later: bench (cold start / latency, reuses local/build_layer.py), usage, redrive (DLQ -> queue).
+.PHONY: help install run test lint build deploy require-sam invoke usage budget redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
 
 help:
 	@echo "make install   create $(VENV) and install the project with its dev extras"
@@ -32,6 +31,7 @@ help:
 	@echo "make usage     TENANT=<id> [FROM=YYYY-MM-DD TO=YYYY-MM-DD]: usage table (requests, cache hits, tokens, cost)"
 	@echo "make budget    TENANT=<id> [LIMIT=<usd> WINDOW=day|month]: set (or show) a tenant's budget"
 	@echo "make redrive   [STACK=<name>] [REDRIVE_ARGS=...]: move retry dead-letter messages back to the retry queue"
+	@echo "make bench     cold start, warm overhead, cache hit and layer size side by side with LiteLLM (BENCH_ARGS=...)"
 	@echo "make bench-summarize  parallel map-reduce summarization vs sequential over the simulator"
 	@echo "make bench-cache      cache hit vs miss over the HTTP bridge, DynamoDB calls per hit and miss"
 	@echo "make clean     remove build output and caches (distclean also removes $(VENV))"
@@ -94,6 +94,16 @@ eval: $(STAMP)
 # BENCH_SUMMARIZE_ARGS: --delay-ms 100 --chunks 64 --concurrency 16 --json
 BENCH_SUMMARIZE_ARGS ?=
 
+# Every benchmark in one run, with LiteLLM (and Python 3.12, when found) in bench-only venvs.
+# BENCH_ARGS: --parts layer,cold,warm,cache --runs 7 --n 300 (see bench/run.py). Writes bench/results/.
+BENCH_ARGS ?=
+
+bench-venvs:
+	PYTHON=$(PYTHON) bench/venvs.sh
+
+bench: $(STAMP) bench-venvs
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 # Cache hit vs miss through the local stack's HTTP bridge (0 and 300 ms simulated provider latency).
 bench-cache: $(STAMP)
 	$(PY) -m bench.cache_latency
@@ -137,4 +147,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-bench-litellm .venv-bench-312

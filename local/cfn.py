@@ -105,6 +105,7 @@ class SqsEventSource:
     batch_size: int = 10
     report_batch_item_failures: bool = False
     enabled: bool = True
+    max_concurrency: int | None = None  # ScalingConfig.MaximumConcurrency
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,7 @@ class Template:
                     batch_size=int(props.get("BatchSize", 10)),
                     report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
                     enabled=bool(props.get("Enabled", True)),
+                    max_concurrency=_maximum_concurrency(props),
                 )
             )
         return sources
@@ -307,6 +309,11 @@ class Template:
         """The function's environment (Globals first, then its own), with intrinsics resolved."""
         resolved = resolver.resolve(self.function(logical_id).environment)
         return {str(k): to_env_value(v) for k, v in resolved.items() if v is not NO_VALUE}
+
+
+def _maximum_concurrency(props: dict[str, Any]) -> int | None:
+    value = (props.get("ScalingConfig") or {}).get("MaximumConcurrency")
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
 
 
 def ref_target(value: Any) -> str | None:

@@ -73,6 +73,10 @@ UNKNOWN_ROUTE_STATUS = 404
 INTEGRATION_TIMEOUT_S = 29.0  # API Gateway REST's default integration timeout
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 POLL_WAIT_S = 1
+# Lambda drains an SQS source with several concurrent invocations (5 pollers to start, capped by
+# ScalingConfig.MaximumConcurrency); one serial poller would queue every job behind the slowest.
+SQS_POLLERS = 5
+S3_POLLERS = 2
 # Called on each worker/poller thread as it exits: (module, function), only if the module is loaded.
 THREAD_CLEANUP_HOOK = ("llm_gateway.runtime", "close_thread_resources")
 
@@ -354,8 +358,9 @@ class LocalStack:
             return
         self._started = False
         self._stop.set()
+        give_up = time.monotonic() + POLL_WAIT_S + 10  # one bound for all pollers, not one each
         for thread in self._pollers:
-            thread.join(timeout=POLL_WAIT_S + 10)
+            thread.join(timeout=max(0.0, give_up - time.monotonic()))
         self._pollers.clear()
         self._stop_bridge()
         if self._workers is not None:
@@ -709,12 +714,14 @@ class LocalStack:
             by_bucket.setdefault(source.bucket_id, []).append(source)
         for bucket_id, sources in by_bucket.items():
             queue_url = self._wire_bucket_notifications(bucket_id, sources)
-            self._spawn_poller(f"s3-{bucket_id}", queue_url, 10, functools.partial(self._on_s3, sources))
+            for i in range(S3_POLLERS):
+                self._spawn_poller(f"s3-{bucket_id}-{i}", queue_url, 10, functools.partial(self._on_s3, sources))
         for sqs_source in self.template.sqs_events():
             if sqs_source.enabled:
                 url = self._queue_url(sqs_source.queue)
                 on_batch = self._sqs_batch_handler(sqs_source, self._queue_arn(sqs_source.queue, url))
-                self._spawn_poller(f"sqs-{sqs_source.function_id}", url, sqs_source.batch_size, on_batch)
+                for i in range(min(SQS_POLLERS, sqs_source.max_concurrency or SQS_POLLERS)):
+                    self._spawn_poller(f"sqs-{sqs_source.function_id}-{i}", url, sqs_source.batch_size, on_batch)
 
     def _wire_bucket_notifications(self, bucket_id: str, sources: list[S3EventSource]) -> str:
         """S3 cannot call an in-process handler: notify an internal queue that a poller drains."""
