@@ -118,7 +118,8 @@ invoke: $(STAMP)
 
 # --------------------------------------------------------------------------- quality
 lint: $(STAMP)
-	$(VENV)/bin/ruff check layers functions local tests
+	$(VENV)/bin/ruff check layers functions local tests bench
+	$(VENV)/bin/ruff format --check layers functions local tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml
 

@@ -15,24 +15,38 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from bench.common import AwsCallCounter, MotoTimer, apigw_event, chat_body, progress, stdout_discarded
+from bench.common import (
+    AwsCallCounter,
+    MotoTimer,
+    apigw_event,
+    bookkeeping_done,
+    chat_body,
+    progress,
+    stdout_discarded,
+)
 from bench.stats import summarize
 
 if TYPE_CHECKING:
     from local.stack import LocalStack
 
 
-def _invoke(stack: LocalStack, body: dict[str, Any]) -> tuple[float, str, dict[str, Any]]:
+def _invoke(
+    stack: LocalStack, body: dict[str, Any], moto: MotoTimer | None = None
+) -> tuple[float, float, str, dict[str, Any]]:
+    """(latency ms, moto server ms within it, x-gateway-cache, body); after-response work is then awaited."""
     event = apigw_event(stack, body)
+    moto_before = moto.total_ms if moto is not None else 0.0
     started = time.perf_counter()
     result = stack.invoke("completion", event)
     elapsed = (time.perf_counter() - started) * 1000.0
+    in_moto = (moto.total_ms if moto is not None else 0.0) - moto_before
+    bookkeeping_done()
     if result.get("statusCode") != 200:
         raise RuntimeError(f"cache bench: statusCode {result.get('statusCode')}: {str(result.get('body'))[:300]}")
     headers = {k.lower(): str(v) for k, v in (result.get("headers") or {}).items()}
     for name, values in (result.get("multiValueHeaders") or {}).items():  # Powertools answers with these
         headers[name.lower()] = str(values[-1]) if values else ""
-    return elapsed, headers.get("x-gateway-cache", ""), json.loads(result["body"])
+    return elapsed, in_moto, headers.get("x-gateway-cache", ""), json.loads(result["body"])
 
 
 def run(stack: LocalStack, *, moto: MotoTimer | None = None, n: int = 100, budget_s: float = 90.0) -> dict[str, Any]:
@@ -60,16 +74,13 @@ def run(stack: LocalStack, *, moto: MotoTimer | None = None, n: int = 100, budge
                 break
             body = chat_body(prompt=f"Cache benchmark {run_id} #{i}: name a colour.", temperature=0.0)
             before = counter.snapshot()
-            moto_before = moto.total_ms if moto is not None else 0.0
-            miss_ms, _, _ = _invoke(stack, body)
-            misses_moto.append((moto.total_ms if moto is not None else 0.0) - moto_before)
+            miss_ms, miss_moto, _, _ = _invoke(stack, body, moto)
+            misses_moto.append(miss_moto)
             aws_ops_on_miss += counter.snapshot() - before
             misses.append(miss_ms)
             provider_before = len(simulator.calls())
             before = counter.snapshot()
-            moto_before = moto.total_ms if moto is not None else 0.0
-            hit_ms, second_state, _ = _invoke(stack, body)
-            hit_moto = (moto.total_ms if moto is not None else 0.0) - moto_before
+            hit_ms, hit_moto, second_state, _ = _invoke(stack, body, moto)
             aws_delta = counter.snapshot() - before
             if second_state != "hit":
                 not_hit += 1

@@ -124,6 +124,15 @@ def stdout_discarded() -> Iterator[None]:
         os.close(devnull)
 
 
+def bookkeeping_done(timeout_s: float = 30.0) -> None:
+    """Wait (untimed) for the after-response bookkeeping of the last request, as Lambda does before it
+    hands the sandbox the next event; a no-op when bookkeeping runs inline."""
+    from llm_gateway import after_response
+
+    if not after_response.wait_idle(timeout_s):
+        raise RuntimeError(f"after-response bookkeeping still running after {timeout_s:.0f} s")
+
+
 def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 

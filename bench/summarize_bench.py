@@ -3,10 +3,15 @@
 The provider simulator answers every call after a fixed delay ``d``. A document of 64 chunks is
 summarized with map-reduce at concurrency 16 and at concurrency 1, through the real gateway and its
 HTTP adapters over sockets. At concurrency 16 the 64 map calls take 4 rounds, the notes collapse in
-one more and the final combine is the sixth: the target is ``6·d`` plus the gateway's own overhead,
-which is measured by the same run with ``d = 0``.
+one more and the final combine is the sixth.
 
-``python -m bench.summarize_bench [--delay-ms 100] [--chunks 64] [--concurrency 16]``
+The judged figure is the *waiting* time: the parallel run's time less the gateway's own overhead,
+measured by the same run with ``d = 0``. It must be at most ``6·d`` (a tolerance of a tenth of a round
+absorbs timer noise; one extra round of calls, e.g. an effective concurrency of 13 instead of 16, is a
+miss). ``d`` defaults to 500 ms so that the overhead, which can approach a second on a slow machine,
+cannot hide missing parallelism.
+
+``python -m bench.summarize_bench [--delay-ms 500] [--chunks 64] [--concurrency 16]``
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import sys
 import time
 from typing import Any
 
-DEFAULT_DELAY_MS = 100
+DEFAULT_DELAY_MS = 500
 DEFAULT_CHUNKS = 64
 DEFAULT_CONCURRENCY = 16
 TARGET_ROUNDS = 6
+TOLERANCE_ROUNDS = 0.1  # timer and scheduling noise, in rounds of calls
 CHUNK_TOKENS = 500  # 64 notes of ~45 tokens then need one collapse round before the final combine
 REPEATS = 3  # parallel runs per setting; the median is reported
 MODEL = "gpt-4o-mini"
@@ -44,6 +50,8 @@ def run(
     *, delay_ms: int = DEFAULT_DELAY_MS, chunks: int = DEFAULT_CHUNKS, concurrency: int = DEFAULT_CONCURRENCY
 ) -> dict[str, Any]:
     """Measure, and return the figures (``rows`` for the bench table)."""
+    if delay_ms <= 0:
+        raise ValueError("the delay must be positive: the target is counted in rounds of it")
     from llm_gateway.chunking import split_text
     from local.simulator import ProviderSimulator
 
@@ -68,7 +76,9 @@ def run(
     sequential_s, _ = sequential
     shape = parallel[0][1]
     rounds = math.ceil(chunks / concurrency) + shape["collapse_waves"] + 1
-    target_s = TARGET_ROUNDS * d + overhead_s
+    waiting_s = parallel_s - overhead_s  # what the calls' delay cost: d per round of parallel calls
+    limit_s = (TARGET_ROUNDS + TOLERANCE_ROUNDS) * d
+    target_met = waiting_s <= limit_s
     return {
         "delay_ms": delay_ms,
         "chunks": chunks,
@@ -77,16 +87,24 @@ def run(
         "collapse_rounds": shape["collapse_rounds"],
         "rounds_of_calls": rounds,
         "overhead_s": round(overhead_s, 4),
+        "overhead_runs_s": [round(t, 4) for t, _ in overhead],
         "parallel_s": round(parallel_s, 4),
         "parallel_runs_s": [round(t, 4) for t, _ in parallel],
+        "waiting_s": round(waiting_s, 4),
+        "waiting_rounds": round(waiting_s / d, 2),
         "sequential_s": round(sequential_s, 4),
         "speedup": round(sequential_s / parallel_s, 2),
-        "target_s": round(target_s, 4),
-        "target_met": parallel_s <= target_s,
+        "target_s": round(TARGET_ROUNDS * d, 4),
+        "target_limit_s": round(limit_s, 4),
+        "target_met": target_met,
         "rows": [
             {"metric": f"{chunks} chunks @{concurrency}, d={delay_ms} ms", "ours": round(parallel_s * 1000, 1)},
+            {"metric": "gateway overhead (same run, d=0)", "ours": round(overhead_s * 1000, 1)},
+            {"metric": "parallel minus overhead", "ours": round(waiting_s * 1000, 1)},
+            {"metric": f"target {TARGET_ROUNDS}*d", "ours": round(TARGET_ROUNDS * d * 1000, 1)},
+            {"metric": "parallel minus overhead, in rounds of d", "ours": round(waiting_s / d, 2), "unit": ""},
+            {"metric": "target met (1 = yes)", "ours": int(target_met), "unit": ""},
             {"metric": "same, sequential (@1)", "ours": round(sequential_s * 1000, 1)},
-            {"metric": f"target {TARGET_ROUNDS}*d + overhead (d=0 run)", "ours": round(target_s * 1000, 1)},
             {"metric": "speedup vs sequential", "ours": round(sequential_s / parallel_s, 2), "unit": ""},
         ],
     }
@@ -116,7 +134,8 @@ def _summarize(summarizer: Any, text: str) -> tuple[float, dict[str, Any]]:
     from llm_gateway.seams import RequestContext
     from llm_gateway.summarize import SummaryRequest
 
-    request = SummaryRequest(text=text, model=MODEL, fallback=[])
+    # map_reduce explicitly: the whole document would fit one call of the model's window (auto: stuff)
+    request = SummaryRequest(text=text, model=MODEL, fallback=[], strategy="map_reduce")
     ctx = RequestContext(tenant="bench", request_id="bench", deadline=Deadline(600.0), operation="summarization")
     started = time.perf_counter()
     result = run_sync(summarizer.summarize(text, request, ctx))
@@ -143,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"map-reduce over {result['chunks']} chunks, simulator delay d = {d} ms, {result['calls']} calls")
     print(f"  overhead (same run, d = 0)      {result['overhead_s'] * 1000:8.1f} ms")
     print(f"  concurrency {result['concurrency']:<3} (median of {REPEATS})  {result['parallel_s'] * 1000:8.1f} ms"
-          f"   = {result['parallel_s'] * 1000 / d:.2f} d, {result['rounds_of_calls']} rounds of calls")  # fmt: skip
+          f"   {result['rounds_of_calls']} rounds of calls")  # fmt: skip
+    print(f"  parallel minus overhead         {result['waiting_s'] * 1000:8.1f} ms   = {result['waiting_rounds']} d")
     print(f"  sequential (concurrency 1)      {result['sequential_s'] * 1000:8.1f} ms")
     print(f"  speedup                         {result['speedup']:8.2f} x")
     verdict = "met" if result["target_met"] else "MISSED"
-    print(f"  target 6*d + overhead           {result['target_s'] * 1000:8.1f} ms   {verdict}")
+    print(f"  target: minus overhead <= 6*d   {result['target_s'] * 1000:8.1f} ms   {verdict}")
     return 0 if result["target_met"] else 1
 
 

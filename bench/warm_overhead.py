@@ -31,6 +31,7 @@ from bench.common import (
     AwsCallCounter,
     MotoTimer,
     apigw_event,
+    bookkeeping_done,
     chat_body,
     progress,
     stdout_discarded,
@@ -77,6 +78,7 @@ def _rounds(
     for _ in range(warmup):
         for name in names:
             paths[name]()
+            bookkeeping_done()
     samples: dict[str, list[float]] = {name: [] for name in names}
     in_moto: dict[str, list[float]] = {name: [] for name in names}
     deadline = time.monotonic() + budget_s
@@ -91,6 +93,7 @@ def _rounds(
             paths[name]()
             samples[name].append((time.perf_counter() - started) * 1000.0)
             in_moto[name].append((moto.total_ms if moto is not None else 0.0) - moto_before)
+            bookkeeping_done()  # after the sample: the caller already has its answer
     return samples, in_moto
 
 
@@ -100,6 +103,7 @@ def _aws_calls(call: Call, *, count: int) -> dict[str, float]:
     with counter.active(), stdout_discarded():
         for _ in range(count):
             call()
+            bookkeeping_done()  # counted too: deferred or not, each call is a round trip
     per_op = {op: n / count for op, n in sorted(counter.snapshot().items())}
     return {"total": sum(per_op.values()), **per_op}
 

@@ -5,6 +5,10 @@ first and deleted from the dead-letter queue only after that succeeded, so an in
 leave a copy in both (the retry worker processes a job once however often it is delivered), never lose
 one. A redriven job message reopens its job if the job had failed because its retries ran out.
 
+Job messages get here two ways, and their job is marked failed (with the reason) either way: the retry
+worker moves a message itself after its job's last allowed delivery (attribute ``gateway-gave-up`` with
+the reason), and the queue's redrive policy moves one whose extra settling delivery also died.
+
 Messages the worker set aside as poison (attribute ``gateway-poison``: not JSON, unknown job...) stay
 in the dead-letter queue unless ``--include-poison`` is given: they would only be set aside again.
 
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POISON_ATTRIBUTE = "gateway-poison"  # llm_gateway.worker.POISON_ATTRIBUTE (no layer import needed here)
+GAVE_UP_ATTRIBUTE = "gateway-gave-up"  # llm_gateway.worker.DEAD_LETTER_ATTRIBUTE: dropped when moved back
 RECEIVE_VISIBILITY_S = 60  # a message being moved is hidden this long; plenty for one send + delete
 
 
@@ -88,7 +93,7 @@ def redrive(
 def _resend_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     kept = {}
     for name, value in attributes.items():
-        if name == POISON_ATTRIBUTE:
+        if name in (POISON_ATTRIBUTE, GAVE_UP_ATTRIBUTE):
             continue
         kept[name] = {k: value[k] for k in ("DataType", "StringValue", "BinaryValue") if k in value}
     return {"MessageAttributes": kept} if kept else {}

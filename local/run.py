@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack(
         args.template, port=args.port, simulate=True if args.simulate else None, log_requests=not args.quiet
     )
+    if not stack.api_keys:  # e.g. LOCAL_API_KEYS=":tenant": every entry lacks a key
+        print(
+            "error: LOCAL_API_KEYS names no API key; use key:tenant pairs, "
+            "e.g. LOCAL_API_KEYS=key-a:tenant-a,key-b:tenant-b",
+            file=sys.stderr,
+        )
+        return 2
     with stack:
         print(banner(stack), flush=True)
         while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
@@ -50,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def banner(stack: LocalStack) -> str:
-    key = next(iter(stack.api_keys))
+    key = next(iter(stack.api_keys), "<no API key: set LOCAL_API_KEYS>")
     lines = ["llm-gateway local stack is up", f"  API          {stack.api_url}"]
     lines += [f"    {r.method:<6} {r.path:<28} -> {r.function_id}" for r in stack.routes.routes]
     lines += [f"  API key      {k}  (tenant {t})" for k, t in stack.api_keys.items()]

@@ -32,6 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from local.sim_schema_rules import anthropic_tools_problem, gemini_schema_problem, openai_strict_problem
+
 MESSAGE_OVERHEAD_TOKENS = 4
 PROVIDERS = ("openai", "compat", "anthropic", "gemini")
 FAULTS = frozenset(
@@ -84,6 +86,7 @@ class Reply:
     content: str
     finish_reason: str | None = None
     cached_tokens: int = 0
+    input_tokens: int | None = None  # bill this many input tokens instead of the count (a different tokenizer)
 
 
 @dataclass
@@ -242,7 +245,8 @@ def _compose(req: ChatRequest, reply: Reply | None) -> Answer:
         text = f"[sim {req.provider}/{req.model}] {deterministic_sentences(req.joined)}"
 
     counted = json.dumps(tool_input) if tool_input is not None else text
-    cached = min(reply.cached_tokens, req.input_tokens) if reply else 0
+    billed_input = reply.input_tokens if reply is not None and reply.input_tokens is not None else req.input_tokens
+    cached = min(reply.cached_tokens, billed_input) if reply else 0
     if reply is not None and reply.finish_reason is not None:
         finish = reply.finish_reason
     elif req.max_tokens is not None and _tokens(counted) > req.max_tokens:
@@ -251,10 +255,10 @@ def _compose(req: ChatRequest, reply: Reply | None) -> Answer:
         text = counted[: req.max_tokens * 4]
         if tool_input is not None:
             tool_input = {}
-        return Answer(text, finish, req.input_tokens, req.max_tokens, cached, tool_input)
+        return Answer(text, finish, billed_input, req.max_tokens, cached, tool_input)
     else:
         finish = "stop"
-    return Answer(text, finish, req.input_tokens, _tokens(counted), cached, tool_input)
+    return Answer(text, finish, billed_input, _tokens(counted), cached, tool_input)
 
 
 # --------------------------------------------------------------------------- JSON schema instances
@@ -270,6 +274,7 @@ _STRING_FORMATS = {
     "ipv4": "127.0.0.1",
 }
 _MAX_DEPTH = 16
+_FORMAT_HINT = re.compile(r"\bformat: ([A-Za-z0-9-]+)")  # e.g. Gemini schemas carry formats as hints
 
 
 def schema_instance(schema: Json, root: Json | None = None, name: str = "", depth: int = 0) -> Any:
@@ -364,6 +369,9 @@ def _scalar(kind: str, schema: Json, name: str) -> Any:
             value = min(value, schema["maximum"])
         return math.ceil(value) if kind == "integer" else value
     fmt = schema.get("format")
+    if not isinstance(fmt, str):  # like a real model, read a format the schema could only hint at
+        hinted = _FORMAT_HINT.search(str(schema.get("description") or ""))
+        fmt = hinted.group(1) if hinted else None
     text = _STRING_FORMATS.get(fmt, f"sample {name}".strip()) if isinstance(fmt, str) else f"sample {name}"
     text = text.strip()
     min_len = int(schema.get("minLength", 0))
@@ -533,6 +541,10 @@ class OpenAIDialect(Dialect):
                     )
                 req.json_mode = True
                 schema = spec.get("schema")
+                if spec.get("strict") is True:
+                    problem = openai_strict_problem(schema, spec["name"])
+                    if problem:
+                        return self.error(400, problem, param="response_format")
                 req.schema = schema if isinstance(schema, dict) else None
             elif fmt.get("type") == "json_object":
                 req.json_mode = True
@@ -690,6 +702,9 @@ class AnthropicDialect(Dialect):
         """tool_choice {"type":"tool"} (or "any") is how structured output is requested."""
         choice = body.get("tool_choice")
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+        problem = anthropic_tools_problem(tools)
+        if problem:
+            return self.error(400, "invalid_request_error", problem)
         if not isinstance(choice, dict) or choice.get("type") not in ("tool", "any"):
             return req
         if not tools:
@@ -848,7 +863,13 @@ class GeminiDialect(Dialect):
             req.max_tokens = _positive_int(_get(config, "maxOutputTokens", "max_output_tokens"))
             if _get(config, "responseMimeType", "response_mime_type") == "application/json":
                 req.json_mode = True
-                schema = _get(config, "responseSchema", "response_schema", "responseJsonSchema", "response_json_schema")
+                schema = _get(config, "responseSchema", "response_schema")
+                if schema is not None:
+                    problem = gemini_schema_problem(schema)
+                    if problem:
+                        return self.error(400, "INVALID_ARGUMENT", problem)
+                else:  # the newer field takes JSON Schema itself
+                    schema = _get(config, "responseJsonSchema", "response_json_schema")
                 req.schema = schema if isinstance(schema, dict) else None
         return req
 
@@ -976,7 +997,10 @@ def _parse_reply(raw: Any) -> Reply:
         cached = raw.get("cached_tokens", 0)
         if not isinstance(cached, int) or cached < 0:
             raise ValueError("cached_tokens must be a non-negative integer")
-        return Reply(raw["content"], finish, cached)
+        billed = raw.get("input_tokens")
+        if billed is not None and (not isinstance(billed, int) or billed < 0):
+            raise ValueError("input_tokens must be a non-negative integer")
+        return Reply(raw["content"], finish, cached, billed)
     raise ValueError(f"a reply is a string or an object with a string 'content', got {raw!r}")
 
 

@@ -646,7 +646,10 @@ class LocalStack:
 
     def _apply_function_env(self) -> None:
         """Put the functions' environment into os.environ; conflicting variables go per invocation."""
-        overlay = {**self._provider_env, **self.env_overrides}
+        # On Lambda, bookkeeping runs after the response in an internal extension; a thread stands in
+        # for it here (unless the environment already chose, as the test suite does: inline).
+        after_response = {"GATEWAY_AFTER_RESPONSE": os.environ.get("GATEWAY_AFTER_RESPONSE") or "thread"}
+        overlay = {**after_response, **self._provider_env, **self.env_overrides}
         per_function = {
             lid: {**self.template.function_environment(lid, self.resolver), **overlay} for lid in self.functions
         }

@@ -34,6 +34,9 @@ def _fake_aws_credentials() -> Iterator[None]:
         mp.setenv("AWS_ACCESS_KEY_ID", "testing")
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        # Bookkeeping (ledger, settlement, cache fills) before the response, so tests can read it back
+        # at once; tests of the deferred modes install them explicitly.
+        mp.setenv("GATEWAY_AFTER_RESPONSE", "inline")
         yield
 
 

@@ -1,7 +1,9 @@
 """Completion function: OpenAI-compatible and native completion endpoints, and direct invocation.
 
 Thin on purpose: decode the event, call the gateway core, encode the answer. Errors are mapped to HTTP
-(or to named Step Functions errors) in one place each.
+(or to named Step Functions errors) in one place each. Behind API Gateway the request must be answered
+within 29 seconds whatever the function's timeout: that, not the Lambda's remaining time, is the
+deadline of an HTTP request (each candidate model gets a share of it, see ``fallback_time``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import api, aws, job_http, openai_compat
+from llm_gateway import after_response, api, aws, job_http, openai_compat
 from llm_gateway.cache import cache_control_from_headers
 from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError, NotConfiguredError
@@ -28,6 +31,9 @@ metrics = Metrics()
 app = APIGatewayRestResolver()
 
 OPENAI_PATH = "/v1/chat/completions"
+DIRECT_TENANT = "stepfunctions"  # IAM callers that do not name a tenant
+MAX_TENANT_CHARS = 256
+NATIVE_SCHEMA_PARAM = "response_format.schema"
 
 
 def _complete(
@@ -67,12 +73,15 @@ def _observe(result: CompletionResult, *, tenant: str) -> None:
     metrics.add_metric(name="FallbackAttempts", unit=MetricUnit.Count, value=len(result.attempts) - 1)
 
 
-def _http_call(model: type[Any]) -> tuple[Any, str]:
+# --------------------------------------------------------------------------- HTTP
+
+
+def _http_input() -> tuple[Any, str]:
+    """(the parsed JSON body, the caller's tenant); 400/401/413 for what cannot be read."""
     event = app.current_event
-    config = settings()
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
-    data = api.parse_json_body(event.decoded_body, max_bytes=config.max_body_bytes)
-    return api.validate(model, data), tenant
+    data = api.parse_json_body(api.read_body(event.raw_event), max_bytes=settings().max_body_bytes)
+    return data, tenant
 
 
 def _with_cache_headers(request: CompletionRequest) -> CompletionRequest:
@@ -90,7 +99,7 @@ def _complete_or_accept(request: CompletionRequest, tenant: str) -> CompletionRe
         job = job_http.submit("completion", job_input, tenant=tenant, request_id=_request_id(), deferred=False)
         return _json(*job_http.accepted(event, job, preference=job_http.RESPOND_ASYNC))
     try:
-        return _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms())
+        return _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_http_remaining_ms())
     except GatewayError as err:
         if not job_http.should_defer(event, err):
             raise
@@ -110,14 +119,18 @@ def _result_headers(result: CompletionResult) -> dict[str, str]:
     }
 
 
-def _remaining_ms() -> int | None:
+def _http_remaining_ms() -> int:
+    """API Gateway's 29 s (from when it received the request), or the Lambda's time if shorter."""
     context = app.lambda_context
-    return context.get_remaining_time_in_millis() if context is not None else None
+    remaining = context.get_remaining_time_in_millis() if context is not None else None
+    request_context = app.current_event.raw_event.get("requestContext") or {}
+    return api.http_remaining_ms(remaining, request_epoch_ms=request_context.get("requestTimeEpoch"))
 
 
 @app.post(OPENAI_PATH)
 def chat_completions() -> Response[str]:
-    body, tenant = _http_call(openai_compat.ChatCompletionsBody)
+    data, tenant = _http_input()
+    body = api.validate(openai_compat.ChatCompletionsBody, data)
     request = _with_cache_headers(openai_compat.to_gateway_request(body))
     result = _complete_or_accept(request, tenant)
     if isinstance(result, Response):
@@ -127,9 +140,10 @@ def chat_completions() -> Response[str]:
 
 @app.post("/v1/completions")
 def completions() -> Response[str]:
-    request, tenant = _http_call(CompletionRequest)
-    request = _with_cache_headers(request)
-    result = _complete_or_accept(request, tenant)
+    data, tenant = _http_input()
+    request = api.validate(CompletionRequest, data)
+    api.check_response_format(request, param=NATIVE_SCHEMA_PARAM)
+    result = _complete_or_accept(_with_cache_headers(request), tenant)
     if isinstance(result, Response):
         return result
     return _json(200, result.model_dump(mode="json"), _result_headers(result))
@@ -166,7 +180,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    logger.exception("unexpected error")
+    api.log_unexpected(logger, err)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error", "type": "api_error"}}, {})
 
 
@@ -188,12 +202,26 @@ def _request_id() -> str:
     return str(app.current_event.request_context.request_id or "")
 
 
+# --------------------------------------------------------------------------- direct invocation
+
+
+def _direct_tenant(value: Any) -> str:
+    """The tenant an IAM-authorised caller names (usage and budgets are kept per tenant)."""
+    if value is None:
+        return DIRECT_TENANT
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TENANT_CHARS or not value.isprintable():
+        raise api.invalid("tenant", f"must be a non-empty string of printable characters, at most {MAX_TENANT_CHARS}")
+    return value
+
+
 def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Step Functions (or any IAM caller) sends the request as plain JSON; errors are raised by name."""
     try:
         payload = dict(event)
-        tenant = str(payload.pop("tenant", None) or "stepfunctions")  # IAM-authorised callers name the tenant
+        tenant = _direct_tenant(payload.pop("tenant", None))
+        api.check_json_depth(payload, what="the event")
         request = api.validate(CompletionRequest, payload)
+        api.check_response_format(request, param=NATIVE_SCHEMA_PARAM)
         request_id = getattr(context, "aws_request_id", "") or ""
         remaining = context.get_remaining_time_in_millis() if context is not None else None
         return _complete(request, tenant=tenant, request_id=request_id, remaining_ms=remaining).model_dump(mode="json")
@@ -201,6 +229,9 @@ def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> 
         raise api.named_error(err) from None
 
 
+# Request id and cold start on every log line; the event itself is never logged (it holds the prompt).
+@after_response.handler  # ledger writes, settlement and cache fills finish after the answer
+@logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):

@@ -4,8 +4,11 @@ Thin on purpose: the ``extraction`` operation in the layer does the work. This m
 three kinds of event, encodes the answers, and maps errors in one place each:
 
 * HTTP: the gateway's JSON error body with the right status (422 when answers never validated).
+  ``Prefer: respond-async`` and ``Prefer: defer-on-failure`` work as for every operation (job_http).
 * S3: ``incoming/extract/<schema>/<path>`` gives ``results/extract/<schema>/<path>.json``, or on any
   failure ``errors/extract/<schema>/<path>.json``; the uploaded document is never moved or deleted.
+  A failure that may pass (rate limit, outage) is handed to the job queue, and the error object says
+  ``"status": "retrying"`` with the job id until a job attempt settles it (``extraction_uploads``).
 * Direct invocation (Step Functions): the result, or an exception named after the error code
   (``RateLimitedError``, ``ExtractionFailedError``, ...) for the state machine's Retry and Catch.
 """
@@ -13,7 +16,6 @@ three kinds of event, encodes the answers, and maps errors in one place each:
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -22,7 +24,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import api, aws
+from llm_gateway import after_response, api, job_http
+from llm_gateway import extraction_uploads as uploads
 from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.extraction import DOCUMENT_SCOPE_TAG, run_extraction
@@ -33,11 +36,13 @@ logger = Logger()
 metrics = Metrics()
 app = APIGatewayRestResolver()
 
-INPUT_PREFIX = "incoming/extract/"
-RESULTS_PREFIX = "results/extract/"
-ERRORS_PREFIX = "errors/extract/"
-S3_TENANT = "documents"  # usage from uploads is accounted to this tenant
+OPERATION = "extraction"
+INPUT_PREFIX = uploads.INPUT_PREFIX
+S3_TENANT = uploads.UPLOAD_TENANT  # usage from uploads is accounted to this tenant
 DIRECT_TENANT = "stepfunctions"
+
+output_keys = uploads.output_keys
+schema_from_key = uploads.schema_from_key
 
 
 def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted: bool) -> RequestContext:
@@ -88,13 +93,25 @@ def extractions() -> Response[str]:
     event = app.current_event
     config = settings()
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
-    payload = api.parse_json_body(event.decoded_body, max_bytes=config.max_body_bytes)
+    payload = api.parse_json_body(api.read_body(event.raw_event), max_bytes=config.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequestError("the request body must be a JSON object", details={"param": "body"})
+    raw = event.raw_event
+    if job_http.wants_async(raw):
+        job = job_http.submit(OPERATION, payload, tenant=tenant, request_id=_request_id(), deferred=False)
+        return _json(*job_http.accepted(raw, job, preference=job_http.RESPOND_ASYNC))
     ctx = _context(
         tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms(app.lambda_context), trusted=False
     )
-    result = _extract(payload, ctx)
+    try:
+        result = _extract(payload, ctx)
+    except GatewayError as err:
+        if not job_http.should_defer(raw, err):
+            raise
+        job = job_http.submit(OPERATION, payload, tenant=tenant, request_id=_request_id(), deferred=True)
+        logger.info("extraction deferred", tenant=tenant, job_id=job.job_id, code=err.code)
+        metrics.add_metric(name="DeferredExtractions", unit=MetricUnit.Count, value=1)
+        return _json(*job_http.accepted(raw, job, preference=job_http.DEFER_ON_FAILURE, cause=err))
     headers = {
         "x-gateway-provider": result["provider"],
         "x-gateway-model": result["model"],
@@ -122,7 +139,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    logger.exception("unexpected error")
+    api.log_unexpected(logger, err)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error"}}, {})
 
 
@@ -147,86 +164,48 @@ def _request_id() -> str:
 # --------------------------------------------------------------------------- S3 uploads
 
 
-def output_keys(source_key: str) -> tuple[str, str]:
-    """(result key, error key) for an uploaded document's key."""
-    relative = source_key.removeprefix(INPUT_PREFIX) if source_key.startswith(INPUT_PREFIX) else source_key
-    return f"{RESULTS_PREFIX}{relative}.json", f"{ERRORS_PREFIX}{relative}.json"
-
-
-def schema_from_key(key: str) -> str:
-    """``incoming/extract/<schema>/<name...>`` -> ``<schema>``."""
-    relative = key.removeprefix(INPUT_PREFIX)
-    schema, _, rest = relative.partition("/")
-    if not key.startswith(INPUT_PREFIX) or not schema or not rest:
-        raise InvalidRequestError(
-            f"uploads must be named {INPUT_PREFIX}<schema>/<document>; got '{key}'", details={"key": key}
-        )
-    return schema
-
-
 def _on_s3_record(record: dict[str, Any], context: LambdaContext | None) -> str:
     bucket = record["s3"]["bucket"]["name"]
     key = unquote_plus(record["s3"]["object"]["key"])  # S3 event keys are URL-encoded
     if key.endswith("/"):
         return "skipped"  # a "folder" placeholder, not a document
-    result_key, error_key = output_keys(key)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    outcome: dict[str, Any] = {"source_bucket": bucket, "source_key": key}
+    upload = uploads.Upload(bucket=bucket, key=key)
+    started = uploads.now_iso()
+    request_id = getattr(context, "aws_request_id", "") or ""
+    schema: str | None = None
+    # Writing the outcome may raise: the invocation then fails and Lambda retries the event, then sends
+    # it to the on-failure destination (template.yaml), so an upload is never dropped silently.
     try:
-        schema = schema_from_key(key)
-        outcome["schema"] = schema
-        ctx = _context(
-            tenant=S3_TENANT,
-            request_id=getattr(context, "aws_request_id", "") or "",
-            remaining_ms=_remaining_ms(context),
-            trusted=True,
-        )
+        schema = uploads.schema_from_key(key)
+        ctx = _context(tenant=S3_TENANT, request_id=request_id, remaining_ms=_remaining_ms(context), trusted=True)
         result = _extract({"s3": {"bucket": bucket, "key": key}, "schema": schema}, ctx)
     except GatewayError as err:
-        _put_json(bucket, error_key, {**outcome, **_error_record(err), "failed_at": started})
-        logger.warning("document extraction failed", key=key, code=err.code, attempts=len(err.attempts))
-        metrics.add_metric(name="ExtractionFailures", unit=MetricUnit.Count, value=1)
-        return "failed"
+        job = uploads.hand_over(upload, schema, err, request_id=request_id) if schema is not None else None
+        status: uploads.ErrorStatus = "retrying" if job is not None else "failed"
+        job_id = job.job_id if job is not None else None
+        uploads.write_error(
+            upload, err, started=started, status=status, schema=schema, job_id=job_id, attempt=0 if job else None
+        )
+        logger.warning(
+            "document extraction failed",
+            key=key,
+            code=err.code,
+            attempts=len(err.attempts),
+            status=status,
+            job_id=job_id,
+        )
+        metrics.add_metric(
+            name="ExtractionFailures" if job is None else "ExtractionRetries", unit=MetricUnit.Count, value=1
+        )
+        return status
     except Exception as exc:  # a bug or an AWS failure: still leave a trace next to the document
-        logger.exception("document extraction crashed", key=key)
-        error = {"code": "internal_error", "message": f"internal error: {type(exc).__name__}", "retryable": True}
-        _put_json(bucket, error_key, {**outcome, "error": error, "failed_at": started})
+        logger.error("document extraction crashed", key=key)
+        api.log_unexpected(logger, exc)  # type and place only: the message may quote the document
+        uploads.write_crash(upload, exc, started=started, schema=schema)
         metrics.add_metric(name="ExtractionFailures", unit=MetricUnit.Count, value=1)
         return "failed"
-    _put_json(
-        bucket,
-        result_key,
-        {
-            **outcome,
-            "result": result["data"],
-            "provider": result["provider"],
-            "model": result["model"],
-            "cost_usd": result["cost_usd"],
-            "usage": result["usage"],
-            "asks": result["asks"],
-            "attempts": result["attempts"],
-            "source": result["source"],
-            "extracted_at": started,
-        },
-    )
+    uploads.write_result(upload, result, started=started)
     return "extracted"
-
-
-def _error_record(err: GatewayError) -> dict[str, Any]:
-    return {
-        "error": {**err.to_dict(), "retryable": err.retryable},
-        "attempts": [a.model_dump(mode="json") for a in err.attempts],
-        "cost_usd": round(sum(a.cost_usd for a in err.attempts), 10),
-    }
-
-
-def _put_json(bucket: str, key: str, body: dict[str, Any]) -> None:
-    aws.s3().put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"),
-        ContentType="application/json",
-    )
 
 
 def _on_s3_event(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
@@ -267,6 +246,7 @@ def _is_s3_event(event: dict[str, Any]) -> bool:
     )
 
 
+@after_response.handler  # ledger writes and cache fills finish after the answer (see after_response)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):

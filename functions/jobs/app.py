@@ -13,7 +13,6 @@ Its own function so that reading job status costs no provider setup and needs no
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -47,7 +46,7 @@ class DirectJobRequest(JobRequest):
 def create_job() -> Response[str]:
     event = app.current_event
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
-    data = api.parse_json_body(event.decoded_body, max_bytes=settings().max_body_bytes)
+    data = api.parse_json_body(api.read_body(event.raw_event), max_bytes=settings().max_body_bytes)
     request = api.validate(JobRequest, data)
     job = jobs.submit(request.operation, request.input, tenant=tenant, source="api", request_id=_request_id())
     status, body, headers = job_http.accepted(event.raw_event, job)
@@ -71,7 +70,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    logger.exception("unexpected error")
+    api.log_unexpected(logger, err)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error"}}, {})
 
 
@@ -84,7 +83,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Respons
     return Response(
         status_code=status,
         content_type="application/json",
-        body=json.dumps(body, separators=(",", ":")),
+        body=jobs.encode_body(body),  # what jobs.view measured against Lambda's response limit
         headers={**headers, "x-request-id": _request_id()},
     )
 

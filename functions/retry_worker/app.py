@@ -3,12 +3,18 @@
 Thin on purpose: ``llm_gateway.worker`` decides what each message means. Powertools batch processing
 reports failed messages one by one (``ReportBatchItemFailures``), so a job that must wait never makes
 the batch's finished jobs run again. A message handed back is made visible again after its backoff
-(ChangeMessageVisibility); the queue's redrive policy moves it to the dead-letter queue after
-maxReceiveCount deliveries.
+(ChangeMessageVisibility). After JOB_MAX_RECEIVES deliveries the worker fails the job and moves the
+message to the dead-letter queue itself; the queue's redrive policy (maxReceiveCount = JOB_MAX_RECEIVES
++ 1) catches a message whose last delivery died with the invocation (see ``llm_gateway.worker``).
+
+BatchSize is 1 in template.yaml: each job gets the whole invocation (JOB_MAX_RUNTIME, 165 of its 180 s).
+With larger batches, a record after the first starts only if JOB_MAX_RUNTIME still fits; otherwise its
+job is queued afresh, untouched.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -28,10 +34,15 @@ OUTCOME_METRICS = {
     "duplicate": "DuplicateDeliveries",
     "poison": "PoisonMessages",
     "usage": "UsageRecordsReplayed",
+    "requeued": "JobsRequeued",
+    "continued": "JobsContinued",
+    "dead_lettered": "MessagesDeadLettered",
 }
 
 
-def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> str:
+def record_handler(
+    record: SQSRecord, lambda_context: LambdaContext | None = None, *, first_message_id: str | None = None
+) -> str:
     delivery = Delivery(
         message_id=record.message_id,
         body=record.body,
@@ -39,7 +50,8 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         receive_count=int(record.attributes.approximate_receive_count or 1),
     )
     try:
-        outcome = default_worker().handle(delivery, lambda_context)
+        first = first_message_id is None or first_message_id == record.message_id
+        outcome = default_worker().handle(delivery, lambda_context, first_in_batch=first)
     except RetryLater as later:
         logger.info("message handed back", message_id=record.message_id, reason=str(later), delay_s=later.delay_s)
         if later.delay_s is not None:
@@ -54,6 +66,6 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Entire-batch failures are reported item by item too: each message keeps its own backoff.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return dict(
-        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
-    )
+    records = event.get("Records") or [{}]
+    handler = functools.partial(record_handler, first_message_id=records[0].get("messageId"))
+    return dict(process_partial_response(event=event, record_handler=handler, processor=processor, context=context))

@@ -9,15 +9,22 @@ three kinds of event, encodes the answers, and maps errors in one place each:
   ``Prefer: respond-async`` and ``Prefer: defer-on-failure`` work as for every operation (job_http).
 * S3: ``incoming/summarize/<path>`` gives ``results/summarize/<path>.json`` (the result with its
   metadata) and ``results/summarize/<path>.txt`` (the summary alone), or on any failure
-  ``errors/summarize/<path>.json``; the uploaded document is never moved or deleted.
+  ``errors/summarize/<path>.json``; the uploaded document is never moved or deleted. A document too
+  long for this invocation is summarized as far as time allows (those calls are cached), then handed to
+  the job queue; the job continues from the cache and writes the same objects (``summary_uploads``).
 * Direct invocation (Step Functions): the result, or an exception named after the error code
-  (``RateLimitedError``, ``DeadlineExceededError``, ...) for the state machine's Retry and Catch.
+  (``RateLimitedError``, ...) for the state machine's Retry and Catch. A document too long for this
+  invocation becomes a job, and the answer is a job reference instead of a summary:
+  ``{"object": "job", "id", "status", "operation", "deferred_because"}`` (check ``object``; the sample
+  state machine in template.yaml waits for the job). Without a job queue: ``DeadlineExceededError``.
+
+Synchronous HTTP plans ahead (a document that cannot finish is refused before any call, for a quick
+202); uploads and direct invocations are resumable (work until the time is up, then hand over).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -26,7 +33,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import api, aws, job_http, jobs
+from llm_gateway import after_response, api, job_http, jobs
+from llm_gateway import summary_uploads as uploads
 from llm_gateway.config import settings
 from llm_gateway.errors import DeadlineExceededError, GatewayError, InvalidRequestError
 from llm_gateway.extraction import DOCUMENT_SCOPE_TAG
@@ -39,11 +47,11 @@ metrics = Metrics()
 app = APIGatewayRestResolver()
 
 OPERATION = "summarization"
-INPUT_PREFIX = "incoming/summarize/"
-RESULTS_PREFIX = "results/summarize/"
-ERRORS_PREFIX = "errors/summarize/"
-S3_TENANT = "documents"  # usage from uploads is accounted to this tenant
+INPUT_PREFIX = uploads.INPUT_PREFIX
+S3_TENANT = uploads.UPLOAD_TENANT  # usage from uploads is accounted to this tenant
 DIRECT_TENANT = "stepfunctions"
+DIRECT_JOB_SOURCE = "stepfunctions"  # an IAM-authorised direct invocation: its job keeps that trust
+output_keys = uploads.output_keys
 API_GATEWAY_TIMEOUT_MS = 29_000  # a REST API's integration timeout, whatever the function's own
 
 
@@ -62,10 +70,10 @@ def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted:
     return ctx
 
 
-def _summarize(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+def _summarize(payload: dict[str, Any], ctx: RequestContext, *, plan_ahead: bool = False) -> dict[str, Any]:
     if ctx.log_prompts:
         logger.info("summarization input", payload=payload)
-    result = run_sync(run_summary(payload, ctx))
+    result = run_sync(run_summary(payload, ctx, plan_ahead=plan_ahead))
     logger.info(
         "summary",
         tenant=ctx.tenant,
@@ -100,7 +108,7 @@ def summaries() -> Response[str]:
     event = app.current_event
     config = settings()
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
-    payload = api.parse_json_body(event.decoded_body, max_bytes=config.max_body_bytes)
+    payload = api.parse_json_body(api.read_body(event.raw_event), max_bytes=config.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequestError("the request body must be a JSON object", details={"param": "body"})
     raw = event.raw_event
@@ -111,7 +119,7 @@ def summaries() -> Response[str]:
     remaining = API_GATEWAY_TIMEOUT_MS if remaining is None else min(remaining, API_GATEWAY_TIMEOUT_MS)
     ctx = _context(tenant=tenant, request_id=_request_id(), remaining_ms=remaining, trusted=False)
     try:
-        result = _summarize(payload, ctx)
+        result = _summarize(payload, ctx, plan_ahead=True)
     except DeadlineExceededError as err:
         # Too long to finish before API Gateway gives up: the job queue finishes it (no opt-in needed,
         # the alternative is an error), when this deployment has one.
@@ -160,7 +168,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    logger.exception("unexpected error")
+    api.log_unexpected(logger, err)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error"}}, {})
 
 
@@ -185,57 +193,40 @@ def _request_id() -> str:
 # --------------------------------------------------------------------------- S3 uploads
 
 
-def output_keys(source_key: str) -> tuple[str, str, str]:
-    """(result JSON key, summary text key, error key) for an uploaded document's key."""
-    relative = source_key.removeprefix(INPUT_PREFIX)
-    return f"{RESULTS_PREFIX}{relative}.json", f"{RESULTS_PREFIX}{relative}.txt", f"{ERRORS_PREFIX}{relative}.json"
-
-
 def _on_s3_record(record: dict[str, Any], context: LambdaContext | None) -> str:
     bucket = record["s3"]["bucket"]["name"]
     key = unquote_plus(record["s3"]["object"]["key"])  # S3 event keys are URL-encoded
-    if key.endswith("/") or not key.startswith(INPUT_PREFIX):
+    if not uploads.is_upload_key(key):
         return "skipped"  # a "folder" placeholder, or not ours
-    result_key, text_key, error_key = output_keys(key)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
-    outcome: dict[str, Any] = {"source_bucket": bucket, "source_key": key}
+    upload = uploads.Upload(bucket=bucket, key=key)
+    started = uploads.now_iso()
+    payload = {"s3": {"bucket": bucket, "key": key}}
+    request_id = getattr(context, "aws_request_id", "") or ""
     try:
-        ctx = _context(
-            tenant=S3_TENANT,
-            request_id=getattr(context, "aws_request_id", "") or "",
-            remaining_ms=_remaining_ms(context),
-            trusted=True,
-        )
-        result = _summarize({"s3": {"bucket": bucket, "key": key}}, ctx)
+        ctx = _context(tenant=S3_TENANT, request_id=request_id, remaining_ms=_remaining_ms(context), trusted=True)
+        try:
+            result = _summarize(payload, ctx)
+        except DeadlineExceededError as err:
+            if not jobs.configured():
+                raise
+            # The job continues from the cached calls and writes the result objects when it ends.
+            job = jobs.submit(
+                OPERATION, payload, tenant=S3_TENANT, source=uploads.UPLOAD_JOB_SOURCE, request_id=request_id
+            )
+            logger.info("document summary handed to a job", key=key, job_id=job.job_id, progress=err.details)
+            metrics.add_metric(name="DeferredSummaries", unit=MetricUnit.Count, value=1)
+            return "deferred"
     except GatewayError as err:
-        _put_json(bucket, error_key, {**outcome, **_error_record(err), "failed_at": started})
+        uploads.write_error(upload, err, started=started)
         logger.warning("document summary failed", key=key, code=err.code, attempts=len(err.attempts))
         return "failed"
     except Exception as exc:  # a bug or an AWS failure: still leave a trace next to the document
-        logger.exception("document summary crashed", key=key)
-        error = {"code": "internal_error", "message": f"internal error: {type(exc).__name__}", "retryable": True}
-        _put_json(bucket, error_key, {**outcome, "error": error, "failed_at": started})
+        logger.error("document summary crashed", key=key)
+        api.log_unexpected(logger, exc)  # type and place only: the message may quote the document
+        uploads.write_crash(upload, exc, started=started)
         return "failed"
-    # The text first: whoever waits for the JSON finds the text already there.
-    _put(bucket, text_key, result["summary"].encode("utf-8"), "text/plain; charset=utf-8")
-    _put_json(bucket, result_key, {**outcome, **result, "summarized_at": started})
+    uploads.write_result(upload, result, started=started)
     return "degraded" if result["degraded"] else "summarized"
-
-
-def _error_record(err: GatewayError) -> dict[str, Any]:
-    return {
-        "error": {**err.to_dict(), "retryable": err.retryable},
-        "attempts": [a.model_dump(mode="json") for a in err.attempts],
-        "cost_usd": round(sum(a.cost_usd for a in err.attempts), 10),
-    }
-
-
-def _put_json(bucket: str, key: str, body: dict[str, Any]) -> None:
-    _put(bucket, key, json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"), "application/json")
-
-
-def _put(bucket: str, key: str, body: bytes, content_type: str) -> None:
-    aws.s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
 
 def _on_s3_event(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
@@ -262,7 +253,21 @@ def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> 
             remaining_ms=_remaining_ms(context),
             trusted=True,
         )
-        return _summarize(payload, ctx)
+        try:
+            return _summarize(payload, ctx)
+        except DeadlineExceededError as err:
+            if not jobs.configured():
+                raise
+            job = jobs.submit(OPERATION, payload, tenant=tenant, source=DIRECT_JOB_SOURCE, request_id=ctx.request_id)
+            logger.info("summary handed to a job", tenant=tenant, job_id=job.job_id, progress=err.details)
+            metrics.add_metric(name="DeferredSummaries", unit=MetricUnit.Count, value=1)
+            return {
+                "id": job.job_id,
+                "object": "job",
+                "status": job.status,
+                "operation": job.operation,
+                "deferred_because": err.to_dict(),
+            }
     except GatewayError as err:
         raise api.named_error(err) from None
 
@@ -276,6 +281,7 @@ def _is_s3_event(event: dict[str, Any]) -> bool:
     )
 
 
+@after_response.handler  # ledger writes and cache fills finish after the answer
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(event, dict):

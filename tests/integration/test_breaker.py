@@ -75,8 +75,10 @@ def test_after_the_cool_down_one_instance_probes_and_recovery_closes_it(local_st
     clock.now += 2  # the cool-down is over
     simulator.clear_faults()  # the provider recovered
     # Half-open: exactly one instance wins the probe.
-    assert [run_sync(a.breaker.allow("openai", "gpt-4o-mini")), run_sync(b.breaker.allow("openai", "gpt-4o-mini"))] \
-        == [True, False]
+    assert [run_sync(a.breaker.allow("openai", "gpt-4o-mini")), run_sync(b.breaker.allow("openai", "gpt-4o-mini"))] == [
+        True,
+        False,
+    ]
     run_sync(a.breaker.record("openai", "gpt-4o-mini", ok=True))  # the probe succeeded
     assert run_sync(b.breaker.allow("openai", "gpt-4o-mini"))
     assert complete(b, unique(), **PRIMARY).provider == "openai"
@@ -92,8 +94,10 @@ def test_when_every_circuit_is_open_the_least_recently_failed_is_still_tried(loc
 
 
 def test_concurrent_failures_across_instances_open_the_circuit_once(local_stack, table, clock):
-    breakers = [SharedCircuitBreaker(DynamoDBBreakerStore(table), failure_threshold=5, view_ttl_s=0, clock=clock)
-                for _ in range(20)]
+    breakers = [
+        SharedCircuitBreaker(DynamoDBBreakerStore(table), failure_threshold=5, view_ttl_s=0, clock=clock)
+        for _ in range(20)
+    ]
     start = threading.Barrier(len(breakers))
 
     def fail(breaker):

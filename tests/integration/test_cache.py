@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import zlib
+
 import boto3
 import httpx
 import openai
@@ -133,13 +137,78 @@ def test_an_answer_larger_than_a_dynamodb_item_is_stored_compressed(gateway, loc
     assert stored[:1] == b"Z" and len(stored) < 50_000  # zlib-compressed, far below the 400 KB item limit
 
 
+def incompressible_answer(min_compressed_bytes: int) -> str:
+    """Random base64: zlib gets it down to ~3/4 of its size, no further."""
+    text = base64.b64encode(os.urandom(min_compressed_bytes)).decode()
+    assert len(zlib.compress(text.encode(), 6)) > min_compressed_bytes * 0.99
+    return text
+
+
+LARGE = {"model": "gemini-2.5-flash", "fallback": [], "temperature": 0, "max_tokens": 65_000}
+
+
+@pytest.fixture
+def patient_gateway(local_stack):
+    """Half a megabyte through S3 may take longer than the default cache timeout on a slow machine."""
+    return gateway_from_env(breaker_backend="off", cache_timeout_s=5.0)
+
+
+def test_an_incompressible_answer_too_large_for_an_item_is_stored_in_s3(patient_gateway, local_stack, simulator):
+    gateway = patient_gateway
+    text = incompressible_answer(450_000)  # ~600 KB of text, ~450 KB compressed: over the 400 KB item limit
+    bucket = local_stack.physical["DocumentsBucket"]
+    assert gateway.cache.backend.overflow_bucket == bucket  # DOCUMENTS_BUCKET, as the template sets it
+    simulator.script("gemini", [{"content": text, "finish_reason": "stop"}])
+    tenant = unique()
+    assert not complete(gateway, tenant, **LARGE).cached
+    hit = complete(gateway, tenant, **LARGE)
+    assert hit.cached and hit.content == text and len(simulator.calls()) == 1
+    assert gateway.cache.counters.get("CacheNotStoredTooLarge") == 0
+
+    key = gateway.cache.key_for(tenant, CompletionRequest.model_validate({**LARGE, "messages": MESSAGES}))
+    item = local_stack.client("dynamodb").get_item(TableName=local_stack.physical["CacheTable"], Key={"pk": {"S": key}})
+    pointer = item["Item"]["s3"]["S"]
+    assert "v" not in item["Item"] and pointer.startswith("cache/") and tenant not in pointer
+    stored = local_stack.client("s3").get_object(Bucket=bucket, Key=pointer)["Body"].read()
+    assert len(stored) > 400 * 1024 and stored[:1] == b"Z"
+    assert not complete(gateway, unique(), **LARGE).cached  # still per tenant
+
+
+def test_without_a_bucket_an_entry_too_large_for_an_item_is_skipped(local_stack, simulator):
+    gateway = gateway_from_env(breaker_backend="off", documents_bucket=None, cache_timeout_s=5.0)
+    assert gateway.cache.backend.overflow_bucket is None
+    simulator.script("gemini", [{"content": incompressible_answer(450_000), "finish_reason": "stop"}] * 2)
+    tenant = unique()
+    assert complete(gateway, tenant, **LARGE).content
+    assert gateway.cache.counters.get("CacheNotStoredTooLarge") == 1
+    assert not complete(gateway, tenant, **LARGE).cached
+    assert len(simulator.calls()) == 2
+
+
+def test_an_s3_entry_removed_by_the_lifecycle_rule_is_a_miss(patient_gateway, local_stack, simulator):
+    gateway = patient_gateway
+    simulator.script("gemini", [{"content": incompressible_answer(450_000), "finish_reason": "stop"}] * 2)
+    tenant = unique()
+    complete(gateway, tenant, **LARGE)
+    key = gateway.cache.key_for(tenant, CompletionRequest.model_validate({**LARGE, "messages": MESSAGES}))
+    item = local_stack.client("dynamodb").get_item(TableName=local_stack.physical["CacheTable"], Key={"pk": {"S": key}})
+    local_stack.client("s3").delete_object(Bucket=local_stack.physical["DocumentsBucket"], Key=item["Item"]["s3"]["S"])
+    assert not complete(gateway, tenant, **LARGE).cached
+    assert gateway.cache.counters.get("CacheError") == 0 and len(simulator.calls()) == 2
+
+
 # --------------------------------------------------------------------------- through the API
 
 
 def test_openai_route_reports_cache_hits_and_honours_cache_control(local_stack, simulator):
     with api_key_for(local_stack, unique()) as key:
-        client = openai.OpenAI(base_url=f"{local_stack.api_url}/v1", api_key="unused", max_retries=0,
-                               default_headers={"x-api-key": key}, timeout=30)
+        client = openai.OpenAI(
+            base_url=f"{local_stack.api_url}/v1",
+            api_key="unused",
+            max_retries=0,
+            default_headers={"x-api-key": key},
+            timeout=30,
+        )
         ask = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "Cache me."}]}
         miss = client.chat.completions.with_raw_response.create(**ask)
         hit = client.chat.completions.with_raw_response.create(**ask)

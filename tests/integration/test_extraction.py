@@ -7,11 +7,13 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
+from llm_gateway import service
 from llm_gateway.api import named_error
 from llm_gateway.catalog import default_catalog
 from llm_gateway.errors import (
@@ -29,6 +31,8 @@ from llm_gateway.schemas import named_schema, validation_problems
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
 from tests.pdf_bytes import pdf_with_lines
+from tests.support.accounting import api_key_for
+from tests.support.accounting import unique as unique_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -325,7 +329,7 @@ def test_failed_uploads_leave_an_error_object_and_the_document(
         key = f"incoming/extract/{relative.split('/')[0]}/{run}-{relative.split('/', 1)[1]}"
     s3.put_object(Bucket=bucket, Key=key, Body=body)
     record = wait_for_object(s3, bucket, "errors/extract/" + key.removeprefix("incoming/extract/") + ".json")
-    assert record["source_key"] == key
+    assert record["source_key"] == key and record["status"] == "failed"
     assert record["error"]["code"] == code and record["error"]["message"]
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
     assert simulator.calls() == []
@@ -339,6 +343,7 @@ def test_upload_whose_answers_never_validate_records_the_cost_of_trying(
     s3.put_object(Bucket=bucket, Key=key, Body=unique("Jane Doe").encode())
     record = wait_for_object(s3, bucket, "errors/extract/" + key.removeprefix("incoming/extract/") + ".json")
     assert record["error"]["code"] == "extraction_failed" and record["error"]["retryable"] is False
+    assert record["status"] == "failed" and "job_id" not in record  # retrying cannot fix it: no job
     assert len(record["attempts"]) == 3 and record["cost_usd"] > 0
 
 
@@ -395,3 +400,238 @@ def test_state_machine_retries_and_catches_the_names_the_function_raises(local_s
     assert name(exhausted(ProviderTimeoutError("slow"))) in retried
     assert caught == {name(ExtractionFailedError("never valid"))}
     assert name(exhausted(ProviderAuthError("401"))) not in retried  # retrying a bad key cannot help
+
+
+# --------------------------------------------------------------------------- the usage ledger
+
+
+def test_every_ask_of_an_extraction_lands_in_the_usage_ledger(
+    local_stack: LocalStack, simulator: ProviderSimulator, aws_clients: Callable[[str], Any]
+) -> None:
+    tenant = unique_id("ledger")
+    simulator.script("openai", ['{"name": "Ada"}', VALID_PERSON])  # one reask (age missing), then valid
+    with api_key_for(local_stack, tenant) as key:
+        response = local_stack_api(local_stack).post(
+            "/v1/extractions",
+            json={"text": unique("Ada Lovelace, 36"), "schema": PERSON, "model": "gpt-4o-mini", "fallback": []},
+            headers={"x-api-key": key},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["asks"] == 2 and len(body["attempts"]) == 2
+    records = ledger_records(local_stack, aws_clients, tenant)
+    assert len(records) == 2  # one record per ask: the reask is billed like the first
+    assert {r["request_id"]["S"] for r in records} == {response.headers["x-request-id"]}
+    assert {(r["provider"]["S"], r["model"]["S"], r["outcome"]["S"]) for r in records} == {
+        ("openai", "gpt-4o-mini", "success")
+    }
+    assert sum(float(r["cost_usd"]["N"]) for r in records) == pytest.approx(body["cost_usd"], abs=1e-9)
+    assert sum(int(r["input_tokens"]["N"]) for r in records) == body["usage"]["input_tokens"]
+    assert sorted(int(r["output_tokens"]["N"]) for r in records) == sorted(
+        a["usage"]["output_tokens"] for a in body["attempts"]
+    )
+
+
+def local_stack_api(local_stack: LocalStack) -> httpx.Client:
+    assert local_stack.api_url
+    return httpx.Client(base_url=local_stack.api_url, timeout=30)
+
+
+def ledger_records(local_stack: LocalStack, aws_clients: Callable[[str], Any], tenant: str) -> list[dict[str, Any]]:
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    items: list[dict[str, Any]] = aws_clients("dynamodb").query(
+        TableName=local_stack.physical["UsageTable"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"USAGE#{tenant}#{day}"}},
+    )["Items"]
+    return items
+
+
+# --------------------------------------------------------------------------- async and deferred (job queue)
+
+# Quick but faithful: one try per candidate model, 2 s of SQS backoff between job attempts.
+FAST_JOBS = {
+    "GATEWAY_MAX_ATTEMPTS": "1",
+    "GATEWAY_BACKOFF_BASE": "0",
+    "JOB_BACKOFF_BASE": "2",
+    "JOB_BACKOFF_MAX": "2",
+    "GATEWAY_BREAKER_BACKEND": "off",  # an opened circuit would outlive this test's outage
+}
+
+
+@pytest.fixture
+def fast_jobs(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
+    for name, value in FAST_JOBS.items():
+        monkeypatch.setenv(name, value)
+    service.reset()  # the handlers re-read the environment
+    yield local_stack
+    sqs = local_stack.client("sqs")
+    wait_for(lambda: queue_depth(sqs, local_stack.physical["RetryQueue"]) == 0, timeout=60, what="retry queue drained")
+    monkeypatch.undo()
+    service.reset()
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(0.1)
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return sum(int(attrs.get(name, 0)) for name in names)
+
+
+def job_view(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    response = api.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_respond_async_answers_202_and_the_job_extracts(fast_jobs: LocalStack, api: httpx.Client) -> None:
+    response = api.post(
+        "/v1/extractions",
+        json={"text": unique("Jane Doe, CTO at Acme, jane@acme.example"), "schema": "contact"},
+        headers={"Prefer": "respond-async"},
+    )
+    assert response.status_code == 202, response.text
+    assert response.headers["preference-applied"] == "respond-async"
+    body = response.json()
+    assert body["object"] == "job" and body["operation"] == "extraction"
+    assert response.headers["location"] == f"/v1/jobs/{body['id']}"
+    done = wait_for(
+        lambda: (view := job_view(api, body["id"]))["status"] == "succeeded" and view, timeout=60, what="job done"
+    )
+    assert done["result"]["object"] == "extraction" and done["result"]["schema"] == "contact"
+    assert validation_problems(named_schema("contact"), done["result"]["data"]) == []
+
+
+def test_respond_async_refuses_a_bad_request_before_accepting_it(fast_jobs: LocalStack, api: httpx.Client) -> None:
+    for body, code in (({"text": "a", "schema": "no-such-schema"}, "schema_not_found"), ({"schema": "contact"}, None)):
+        response = api.post("/v1/extractions", json=body, headers={"Prefer": "respond-async"})
+        assert 400 <= response.status_code < 500, response.text
+        assert code is None or response.json()["error"]["code"] == code
+
+
+def test_defer_on_failure_during_an_outage_answers_202_and_extracts_later(
+    fast_jobs: LocalStack, api: httpx.Client, simulator: ProviderSimulator
+) -> None:
+    simulator.add_fault("overloaded")  # every provider answers 503/529
+    plain = extract(api, text=unique("Ada Lovelace, 36"), schema=PERSON)
+    assert plain.status_code == 503, plain.text
+    deferred = api.post(
+        "/v1/extractions",
+        json={"text": unique("Ada Lovelace, 36"), "schema": PERSON},
+        headers={"Prefer": "defer-on-failure"},
+    )
+    assert deferred.status_code == 202, deferred.text
+    assert deferred.headers["preference-applied"] == "defer-on-failure"
+    body = deferred.json()
+    assert body["deferred_because"]["code"] == "providers_unavailable"
+    assert deferred.headers["location"] == f"/v1/jobs/{body['id']}"
+    simulator.clear_faults()
+    done = wait_for(
+        lambda: (view := job_view(api, body["id"]))["status"] == "succeeded" and view, timeout=60, what="job done"
+    )
+    assert set(done["result"]["data"]) == {"name", "age"}
+    # A caller's mistake is never deferred: waiting would not fix it.
+    invalid = api.post(
+        "/v1/extractions", json={"text": "a", "schema": {"type": "objekt"}}, headers={"Prefer": "defer-on-failure"}
+    )
+    assert invalid.status_code == 400
+
+
+# --------------------------------------------------------------------------- S3 uploads retried as jobs
+
+
+def read_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())  # type: ignore[no-any-return]
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def test_upload_during_an_outage_is_retried_as_a_job_until_it_has_a_result(
+    fast_jobs: LocalStack, simulator: ProviderSimulator, s3: Any, bucket: str, aws_clients: Callable[[str], Any]
+) -> None:
+    simulator.add_fault("overloaded")  # every provider answers 503/529
+    run = uuid.uuid4().hex[:8]
+    key = f"incoming/extract/contact/{run}/card.md"
+    s3.put_object(Bucket=bucket, Key=key, Body=unique("# Jane Doe\nCTO, Acme GmbH\njane@acme.example").encode())
+    error_key, result_key = f"errors/extract/contact/{run}/card.md.json", f"results/extract/contact/{run}/card.md.json"
+
+    handed_over = wait_for_object(s3, bucket, error_key)
+    assert handed_over["status"] == "retrying" and handed_over["job_id"].startswith("job_")
+    assert handed_over["error"]["code"] == "providers_unavailable" and handed_over["error"]["retryable"] is True
+    assert handed_over["source_key"] == key and handed_over["schema"] == "contact"
+    # The job's own attempts fail too while the outage lasts, and say so (still retrying).
+    retried = wait_for(
+        lambda: (record := read_object(s3, bucket, error_key)) and record.get("attempt", 0) >= 1 and record,
+        timeout=60,
+        what="a job attempt during the outage",
+    )
+    assert retried["status"] == "retrying" and retried["job_id"] == handed_over["job_id"]
+    assert read_object(s3, bucket, result_key) is None
+
+    simulator.clear_faults()  # the providers recover: the next attempt extracts
+    result = wait_for_object(s3, bucket, result_key, timeout=60)
+    assert result["source_key"] == key and result["schema"] == "contact" and result["job_id"] == handed_over["job_id"]
+    assert validation_problems(named_schema("contact"), result["result"]) == []
+    assert result["cost_usd"] > 0 and result["provider"] in {"openai", "anthropic", "gemini"}
+    resolved = wait_for(
+        lambda: (record := read_object(s3, bucket, error_key)) and record["status"] == "resolved" and record,
+        timeout=20,
+        what="the error object marked resolved",
+    )
+    assert resolved["result_key"] == result_key
+    job = aws_clients("dynamodb").get_item(
+        TableName=fast_jobs.physical["JobsTable"], Key={"job_id": {"S": handed_over["job_id"]}}, ConsistentRead=True
+    )["Item"]
+    assert (job["status"]["S"], job["source"]["S"], job["tenant"]["S"]) == ("succeeded", "s3", "documents")
+    assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0  # the document stays
+
+
+def test_document_jobs_cannot_be_claimed_by_an_api_caller(fast_jobs: LocalStack, api: httpx.Client) -> None:
+    """A tenant's job naming an upload key reads only its own prefix and writes no upload objects."""
+    response = api.post(
+        "/v1/jobs",
+        json={
+            "operation": "extraction",
+            "input": {"s3": {"key": "incoming/extract/contact/x.md"}, "schema": "contact"},
+        },
+    )
+    assert response.status_code == 202, response.text
+    failed = wait_for(
+        lambda: (view := job_view(api, response.json()["id"]))["status"] == "failed" and view,
+        timeout=60,
+        what="job failed",
+    )
+    assert failed["error"]["details"]["param"] == "s3.key"
+
+
+def test_an_upload_whose_failure_cannot_be_recorded_fails_the_invocation(local_stack: LocalStack) -> None:
+    """Then Lambda retries the S3 event and sends it to the on-failure queue: nothing is dropped silently."""
+    on_failure = local_stack.template.resources["ExtractionFunction"]["Properties"]["EventInvokeConfig"]
+    destination = on_failure["DestinationConfig"]["OnFailure"]
+    assert destination["Type"] == "SQS"
+    assert destination["Destination"] == {"Fn::GetAtt": ["ExtractionFailuresQueue", "Arn"]}
+    assert local_stack.template.resources["ExtractionFailuresQueue"]["Type"] == "AWS::SQS::Queue"
+
+    gone = f"no-such-bucket-{uuid.uuid4().hex[:8]}"  # neither the document nor its error object can be reached
+    record = {
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": gone}, "object": {"key": "incoming/extract/contact/card.md"}},
+    }
+    with pytest.raises(Exception, match="NoSuchBucket"):
+        local_stack.invoke("ExtractionFunction", {"Records": [record]})

@@ -170,3 +170,98 @@ def test_native_structured_output_reaches_the_wire(simulator, model):
     else:
         assert body["generationConfig"]["responseMimeType"] == "application/json"
         assert body["generationConfig"]["responseSchema"]["required"] == ["name"]
+
+
+# --------------------------------------------------------------------------- structured output, strict providers
+
+MODELS = ["gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.0-flash", "gemini-2.0-flash-lite"]
+
+# What callers typically write: optional properties, open objects, formats Gemini lacks, a union type,
+# a const, an integer enum, a reference.
+LOOSE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "email": {"type": "string", "format": "email"},
+        "born": {"type": "string", "format": "date"},
+        "id": {"type": ["string", "integer"]},
+        "kind": {"const": "person"},
+        "stars": {"type": "integer", "enum": [1, 2, 3]},
+        "home": {"$ref": "#/$defs/place"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["name"],
+    "$defs": {"place": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def _structured(simulator, model, schema, name="result"):
+    from llm_gateway.structured import complete_structured
+
+    request = CompletionRequest.model_validate(
+        {"messages": [{"role": "user", "content": "Extract."}], "model": model, "fallback": [], "max_tokens": 2000}
+    )
+    ctx = RequestContext(tenant="t1", request_id="r1", deadline=Deadline(20))
+    return run_sync(complete_structured(gateway_for(simulator), request, ctx, schema=schema, name=name))
+
+
+@pytest.mark.parametrize("schema_name", ["invoice", "contact", "entities"])
+@pytest.mark.parametrize("model", MODELS)
+def test_shipped_schemas_are_accepted_by_every_native_mode(simulator, model, schema_name):
+    """The simulator refuses what each real provider refuses (Gemini formats, OpenAI strict rules)."""
+    from llm_gateway.schemas import named_schema, validation_problems
+
+    schema = named_schema(schema_name)
+    result = _structured(simulator, model, schema, schema_name)
+    assert validation_problems(schema, result.data) == [] and result.asks == 1
+    [call] = simulator.calls()
+    assert call["status"] == 200
+    if call["provider"] == "gemini":
+        assert "responseSchema" in call["body"]["generationConfig"]
+    if call["provider"] == "openai":
+        assert call["body"]["response_format"]["json_schema"]["strict"] is True
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_typical_inline_schemas_use_each_native_mode(simulator, model):
+    from llm_gateway.schemas import validation_problems
+
+    result = _structured(simulator, model, LOOSE)
+    assert validation_problems(LOOSE, result.data) == []
+    [call] = simulator.calls()
+    assert call["status"] == 200
+    if call["provider"] == "openai":  # rewritten into strict form, not sent non-strict
+        fmt = call["body"]["response_format"]["json_schema"]
+        assert fmt["strict"] is True and fmt["schema"]["required"] == list(LOOSE["properties"])
+        assert fmt["schema"]["additionalProperties"] is False
+        assert fmt["schema"]["properties"]["born"] == {"type": ["string", "null"], "format": "date"}
+    elif call["provider"] == "gemini":
+        wire = call["body"]["generationConfig"]["responseSchema"]
+        assert wire["properties"]["born"]["description"] == "format: date"
+        assert wire["properties"]["kind"] == {"type": "string", "enum": ["person"]}
+        assert wire["properties"]["id"] == {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+        assert wire["properties"]["home"]["properties"] == {"city": {"type": "string"}}
+
+
+def test_openai_gets_strict_false_only_for_a_schema_without_a_strict_form(simulator):
+    schema = {"type": "object", "properties": {"code": {"type": "string", "minLength": 3}}, "required": ["code"]}
+    result = _structured(simulator, "gpt-4o-mini", schema)
+    assert len(result.data["code"]) >= 3
+    fmt = simulator.calls()[0]["body"]["response_format"]["json_schema"]
+    assert fmt["strict"] is False and fmt["schema"] == schema
+
+
+@pytest.mark.parametrize("model", ["gemini-2.0-flash", "gemini-2.0-flash-lite"])
+def test_gemini_falls_back_to_json_in_text_for_a_schema_it_cannot_express(simulator, model):
+    free_form = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "attributes": {"type": "object"}},
+        "required": ["name", "attributes"],
+    }
+    simulator.script("gemini", ['{"name": "Ada", "attributes": {"born": 1815}}'])
+    result = _structured(simulator, model, free_form)
+    assert result.data == {"name": "Ada", "attributes": {"born": 1815}}
+    config = simulator.calls()[0]["body"]["generationConfig"]
+    assert config["responseMimeType"] == "application/json" and "responseSchema" not in config
+    instruction = simulator.calls()[0]["body"]["systemInstruction"]["parts"][0]["text"]
+    assert '"attributes":{"type":"object"}' in instruction  # the full schema, in the prompt

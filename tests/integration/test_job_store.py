@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from llm_gateway import jobs
 from llm_gateway.errors import JobNotFoundError, PayloadTooLargeError
-from llm_gateway.jobs import JobConflictError, JobStore
+from llm_gateway.jobs import ITEM_BUDGET_BYTES, JobConflictError, JobStore
 from local.stack import LocalStack
 from tests.support.accounting import unique
 
@@ -81,6 +82,20 @@ def test_a_final_failure_stays_failed_but_an_exhausted_one_can_be_reopened(store
     assert (reopened.status, reopened.attempts, reopened.error, reopened.exhausted) == ("running", 2, None, False)
 
 
+def test_an_outcome_that_exists_after_all_overrides_only_an_exhausted_failure(store):
+    running = store.claim(create(store))
+    stored = store.store_result(running, {"content": "late"})
+    store.mark_failed(running, OUTAGE, exhausted=True)  # the last delivery gave up while this one ran
+    done = store.mark_succeeded(running, stored)
+    assert (done.status, done.error, done.exhausted) == ("succeeded", None, False)
+    assert store.load_result(done) == {"content": "late"}
+
+    final = store.claim(create(store))
+    store.mark_failed(final, {"code": "invalid_request", "retryable": False}, exhausted=False)
+    with pytest.raises(JobConflictError):
+        store.mark_succeeded(final, stored)
+
+
 def test_a_crashed_attempt_can_be_claimed_again(store):
     running = store.claim(create(store))
     assert store.claim(running).attempts == 2  # its message came back after the visibility timeout
@@ -136,3 +151,52 @@ def test_a_task_is_notified_once(store):
     assert store.mark_notified(job).notified_at is not None
     with pytest.raises(JobConflictError):
         store.mark_notified(job)
+
+
+# --------------------------------------------------------------------------- the item's 400 KB
+
+
+@pytest.fixture
+def roomy_store(local_stack: LocalStack) -> JobStore:
+    """The deployment's limits: bodies up to 250 KB each may stay in the item, if the item has room."""
+    return JobStore(
+        table=local_stack.physical["JobsTable"], queue_url=None, bucket=local_stack.physical["DocumentsBucket"]
+    )
+
+
+def test_input_and_result_share_one_item_budget(roomy_store):
+    store = roomy_store
+    # Each fits the per-body limit; together they would be ~480 KB, over DynamoDB's 400 KB item limit.
+    payload = {"messages": [{"role": "user", "content": "x" * 240_000}]}
+    job = create(store, payload=payload)
+    assert job.payload is not None and job.payload_ref is None  # the input fits: it stays in the item
+    running = store.claim(job)
+    stored = store.store_result(running, {"content": "y" * 240_000})
+    assert "result" not in stored and stored["result_ref"].endswith("/result.json")  # no room left: S3
+    done = store.mark_succeeded(running, stored)  # real DynamoDB refused the ~480 KB item here
+    assert done.status == "succeeded" and store.load_result(done) == {"content": "y" * 240_000}
+    assert jobs.item_bytes(store.get(job.job_id)) <= ITEM_BUDGET_BYTES
+
+    # A small result next to the same input still stays in the item.
+    running = store.claim(create(store, payload=payload))
+    assert "result" in store.store_result(running, {"content": "short"})
+
+
+def test_an_input_that_leaves_no_room_for_errors_goes_to_s3_at_submit(local_stack):
+    store = JobStore(  # a per-body limit above the item's budget: only the budget decides
+        table=local_stack.physical["JobsTable"],
+        queue_url=None,
+        bucket=local_stack.physical["DocumentsBucket"],
+        inline_max_bytes=1_000_000,
+    )
+    near_budget = {"messages": [{"role": "user", "content": "x" * (ITEM_BUDGET_BYTES - 4_000)}]}
+    job = create(store, payload=near_budget)
+    assert job.payload is None and job.payload_ref is not None
+    # Errors are kept small whatever they carry, so the budget holds through retries and failure.
+    huge_details = {**OUTAGE, "details": {"attempts": ["z" * 1_000] * 300}, "message": "m" * 50_000}
+    running = store.claim(create(store, payload={"messages": [{"role": "user", "content": "x" * 300_000}]}))
+    retrying = store.mark_retrying(running, huge_details, time.time() + 30)
+    failed = store.mark_failed(store.claim(retrying), huge_details, exhausted=True)
+    assert "details" not in failed.error and len(failed.error["message"]) <= 1_000
+    assert failed.error["code"] == "providers_unavailable" and failed.error["retryable"] is True
+    assert jobs.item_bytes(failed) <= ITEM_BUDGET_BYTES

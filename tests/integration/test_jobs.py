@@ -1,14 +1,15 @@
 """Async jobs end to end, over real sockets: the API bridge and the real handlers, moto (SQS with its
 redrive policy, DynamoDB, S3, Step Functions executing a state machine), and the provider simulator.
 
-The retry worker is driven by the local stack's SQS poller, as Lambda's event source mapping would:
-batches, partial batch failures, visibility-timeout backoff, and the dead-letter queue after
-maxReceiveCount (5, from template.yaml).
+The retry worker is driven by the local stack's SQS pollers, as Lambda's event source mapping would:
+real receipt handles, partial batch failures, visibility-timeout backoff; the worker dead-letters a job's
+message after JOB_MAX_RECEIVES (5) deliveries, the queue's redrive policy after maxReceiveCount (6).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -20,7 +21,10 @@ import httpx
 import pytest
 
 from llm_gateway import aws, jobs, service
+from llm_gateway.config import settings
 from llm_gateway.runtime import close_thread_resources
+from llm_gateway.worker import Delivery, Worker, default_worker
+from local.context import LambdaContext
 from local.redrive import redrive
 from local.stack import LocalStack
 from tests.support.accounting import api_key_for, unique
@@ -345,16 +349,34 @@ def test_duplicate_deliveries_run_a_job_once(fast, http, tenant_key, simulator):
     job_id = submit(http, key, marker)
     [done] = wait_status(http, key, [job_id], "succeeded").values()
 
-    # The same message delivered again, twice in one batch: acknowledged, nothing runs again.
-    body = job_message(job_id, tenant)
-    assert stack.invoke("RetryWorkerFunction", sqs_event(stack, body, body)) == {"batchItemFailures": []}
+    # The same message delivered again, twice, through the queue and the worker's pollers: acknowledged
+    # (deleted), nothing runs again.
+    sqs, url = stack.client("sqs"), stack.physical["RetryQueue"]
+    for _ in range(2):
+        sqs.send_message(QueueUrl=url, MessageBody=job_message(job_id, tenant))
+    wait_for(lambda: queue_depth(sqs, url) == 0, timeout=20, what="duplicates consumed")
     again = get_job(http, key, job_id)
     assert again["result"] == done["result"] and again["attempts"] == 1
     assert provider_successes(simulator, marker) == 1
     assert len(ledger_successes(stack, tenant)[job_id]) == 1
 
+    # Duplicates before the job ever ran, picked up by two pollers at once: one runs it.
+    marker = uuid.uuid4().hex
+    store = jobs.default_store()
+    job = store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt(marker))
+    simulator.set_latency(500)
+    sqs.send_message_batch(
+        QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": job_message(job.job_id, tenant)} for i in range(2)]
+    )
+    [done] = wait_status(http, key, [job.job_id], "succeeded").values()
+    wait_for(lambda: queue_depth(sqs, url) == 0, timeout=20, what="both copies consumed")
+    simulator.set_latency(0)
+    assert done["attempts"] == 1 and get_job(http, key, job.job_id) == done
+    assert provider_successes(simulator, marker) == 1
+    assert len(ledger_successes(stack, tenant)[job.job_id]) == 1
 
-def test_concurrent_duplicates_run_once_and_the_loser_waits(fast, tenant_key, simulator):
+
+def test_concurrent_duplicates_run_once_and_the_loser_steps_aside(fast, tenant_key, simulator):
     tenant, _ = tenant_key
     stack = fast
     marker = uuid.uuid4().hex
@@ -378,8 +400,9 @@ def test_concurrent_duplicates_run_once_and_the_loser_waits(fast, tenant_key, si
         thread.join(timeout=30)
     simulator.set_latency(0)
 
-    failures = sorted(len(o["batchItemFailures"]) for o in outcomes)
-    assert failures == [0, 1]  # one ran it; the other was told "in progress" and handed back
+    # One ran it; the other found it in progress and was dropped: the running delivery owns the job
+    # (its own message comes back if it dies), so the duplicate spends no delivery.
+    assert outcomes == [{"batchItemFailures": []}] * 2
     assert stack.invoke("RetryWorkerFunction", sqs_event(stack, body)) == {"batchItemFailures": []}
     finished = store.get(job.job_id)
     assert finished is not None and finished.status == "succeeded" and finished.attempts == 1
@@ -415,7 +438,14 @@ def test_poison_messages_are_set_aside_without_a_retry_storm(stack, http, tenant
 
     # A message naming another tenant's job is set aside too, and the job is left alone.
     forged = json.dumps({"kind": "job", "job_id": invalid.job_id, "tenant": "someone-else"})
-    assert stack.invoke("RetryWorkerFunction", sqs_event(stack, forged)) == {"batchItemFailures": []}
+    sqs.send_message(QueueUrl=stack.physical["RetryQueue"], MessageBody=forged)
+    [forged_on_dlq] = wait_for(
+        lambda: [m for m in dead_letters(stack) if m["Body"] == forged] or None, timeout=10, what="forged on the DLQ"
+    )
+    assert (
+        forged_on_dlq["MessageAttributes"]["gateway-poison"]["StringValue"]
+        == "the message's tenant does not own this job"
+    )
     assert get_job(http, key, invalid.job_id) == failed
 
     set_aside = dead_letters(stack, delete=lambda m: marker in m["Body"] or invalid.job_id in m["Body"])
@@ -545,3 +575,314 @@ def test_redrive_cli_moves_messages_back_and_leaves_poison(stack, capsys):
     assert left["Body"] == "<garbage>"
     for url in (queue, dlq):
         sqs.delete_queue(QueueUrl=url)
+
+
+# --------------------------------------------------------------------------- how jobs end
+
+
+class FlakyJobStore(jobs.JobStore):
+    """The deployment's store, except that recording a success fails (DynamoDB throttled, say)."""
+
+    def mark_succeeded(self, job: jobs.Job, stored: Any) -> jobs.Job:
+        raise RuntimeError("ProvisionedThroughputExceededException (simulated)")
+
+
+def new_job(tenant: str, marker: str) -> jobs.Job:
+    """A job in the table but not on the queue: only the deliveries a test makes exist."""
+    store = jobs.default_store()
+    return store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt(marker))
+
+
+def delivery(job: jobs.Job, receive_count: int) -> Delivery:
+    return Delivery(
+        message_id=str(uuid.uuid4()),
+        body=job_message(job.job_id, job.tenant),
+        receipt_handle="not-on-the-queue",
+        receive_count=receive_count,
+    )
+
+
+def invocation(seconds: float) -> LambdaContext:
+    return LambdaContext(function_name="retry-worker", timeout_s=seconds)
+
+
+def dead_lettered(stack: LocalStack, job_id: str) -> dict[str, Any]:
+    """The DLQ message of this job (deleted from the DLQ: tests leave it clean)."""
+    [message] = wait_for(
+        lambda: [m for m in dead_letters(stack) if job_id in m["Body"]] or None, timeout=10, what="message on the DLQ"
+    )
+    dead_letters(stack, delete=lambda m: job_id in m["Body"])
+    return message
+
+
+def test_the_last_delivery_handing_back_fails_the_job_and_a_redrive_bills_nothing_twice(
+    fast, http, tenant_key, simulator
+):
+    tenant, key = tenant_key
+    stack = fast
+    marker = uuid.uuid4().hex
+    job = new_job(tenant, marker)
+    # The operation runs and its outcome is kept, but the job cannot be marked succeeded: on its last
+    # allowed delivery that hand-back must not leave the job "running" while its message leaves.
+    flaky = Worker(
+        store=FlakyJobStore(
+            table=stack.physical["JobsTable"], queue_url=None, bucket=stack.physical["DocumentsBucket"]
+        ),
+        config=settings(),
+        job_persistence=default_worker().job_persistence,
+    )
+    assert flaky.handle(delivery(job, MAX_RECEIVES), invocation(60)) == "dead_lettered"
+    failed = get_job(http, key, job.job_id)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error"]["code"] == "jobs_unavailable" and failed["error"]["retryable"] is True
+    assert failed["error"]["message"].startswith(f"gave up after {MAX_RECEIVES} deliveries; last error: ")
+    gave_up = dead_lettered(stack, job.job_id)["MessageAttributes"]["gateway-gave-up"]["StringValue"]
+    assert gave_up.startswith(f"gave up after {MAX_RECEIVES} deliveries")
+    assert provider_successes(simulator, marker) == 1
+
+    # Redriven (as `make redrive` would), the job records the outcome it already has: no second call.
+    stack.client("sqs").send_message(QueueUrl=stack.physical["RetryQueue"], MessageBody=job_message(job.job_id, tenant))
+    [done] = wait_status(http, key, [job.job_id], "succeeded").values()
+    assert done["result"]["content"].startswith("[sim ") and "error" not in done
+    assert provider_successes(simulator, marker) == 1
+    assert len(ledger_successes(stack, tenant)[job.job_id]) == 1
+
+
+def test_a_last_delivery_that_dies_with_its_invocation_still_ends_failed(fast, http, tenant_key, simulator):
+    tenant, key = tenant_key
+    stack = fast
+    job = new_job(tenant, uuid.uuid4().hex)
+    store, sqs, url = jobs.default_store(), stack.client("sqs"), stack.physical["RetryQueue"]
+    lid = stack.function_id("RetryWorkerFunction")
+    real_handler = stack._load_handler(lid)
+    deaths: list[int] = []
+
+    def times_out_on_this_job(event: dict[str, Any], context: Any) -> Any:
+        [record] = event["Records"]
+        count = int(record["attributes"]["ApproximateReceiveCount"])
+        if job.job_id not in record["body"] or count > MAX_RECEIVES:
+            return real_handler(event, context)
+        deaths.append(count)
+        store.claim(job)  # the attempt started...
+        # ...and the invocation timed out: the message reappears once its visibility timeout has passed.
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0)
+        raise TimeoutError("Task timed out after 180.00 seconds")
+
+    stack.handler_overrides[lid] = times_out_on_this_job
+    store.enqueue(job)
+    [failed] = wait_status(http, key, [job.job_id], "failed", timeout=30).values()
+    assert deaths == list(range(1, MAX_RECEIVES + 1)) and failed["attempts"] == MAX_RECEIVES
+    assert failed["error"]["code"] == "jobs_unavailable" and failed["error"]["retryable"] is True
+    assert f"the last allowed delivery ({MAX_RECEIVES}) did not finish" in failed["error"]["message"]
+    assert "gateway-gave-up" in dead_lettered(stack, job.job_id)["MessageAttributes"]
+
+
+def test_an_outcome_stored_before_a_crash_is_recorded_not_run_again(fast, http, tenant_key, simulator):
+    tenant, key = tenant_key
+    stack = fast
+    worker = default_worker()
+    for receive_count in (2, MAX_RECEIVES + 1):  # a redelivery, and the settling delivery after the last
+        marker = uuid.uuid4().hex
+        job = new_job(tenant, marker)
+        worker._execute(job, 30.0, invocation(60))  # the attempt ran and its outcome was kept; then a crash
+        assert get_job(http, key, job.job_id)["status"] == "running"
+        assert worker.handle(delivery(job, receive_count), invocation(60)) == "succeeded"
+        done = get_job(http, key, job.job_id)
+        assert done["status"] == "succeeded" and done["attempts"] == 1
+        assert done["result"]["content"].startswith("[sim ")
+        assert provider_successes(simulator, marker) == 1
+        assert len(ledger_successes(stack, tenant)[job.job_id]) == 1
+
+
+def test_a_job_without_time_to_run_is_queued_afresh_not_burnt(fast, http, tenant_key, simulator):
+    tenant, key = tenant_key
+    worker = default_worker()
+    short, late = new_job(tenant, uuid.uuid4().hex), new_job(tenant, uuid.uuid4().hex)
+    # 3 s left on the job's last delivery; and a batch's second record with less than JOB_MAX_RUNTIME left.
+    assert worker.handle(delivery(short, MAX_RECEIVES), invocation(3)) == "requeued"
+    assert worker.handle(delivery(late, 1), invocation(60), first_in_batch=False) == "requeued"
+    # The fresh messages reach the pollers and the jobs run once each: the requeue spent no attempt.
+    finished = wait_status(http, key, [short.job_id, late.job_id], "succeeded")
+    assert all(view["attempts"] == 1 for view in finished.values())
+
+
+def test_a_long_job_that_moves_forward_goes_on_in_a_fresh_message_without_spending_deliveries(
+    fast, http, tenant_key, simulator, monkeypatch
+):
+    tenant, key = tenant_key
+    for name, value in {
+        "GATEWAY_SUMMARY_MAX_CHUNK_TOKENS": "250",
+        "GATEWAY_SUMMARY_STUFF_MAX_TOKENS": "1000",
+        "GATEWAY_SUMMARY_CONCURRENCY": "4",
+        "GATEWAY_CACHE_TIMEOUT": "5",
+    }.items():
+        monkeypatch.setenv(name, value)
+    service.reset()
+    simulator.set_latency(1000)  # about 10 waves of 4 map calls: more than one attempt can hold
+    marker = uuid.uuid4().hex
+    paragraphs = [
+        f"Part {i} of {marker}: " + "the council reviewed the ferry timetable and budget. " * 16 for i in range(40)
+    ]
+    store = jobs.default_store()
+    job = store.create(
+        store.new_job(operation="summarization", tenant=tenant, source="api"),
+        {"text": "\n\n".join(paragraphs), "strategy": "map_reduce"},
+    )
+    # Its last allowed delivery, with a few seconds to run: a summary this long cannot finish, but it
+    # pays for (and caches) some chunks, so it goes on in a fresh message instead of dying on the DLQ.
+    assert default_worker().handle(delivery(job, MAX_RECEIVES), invocation(10)) == "continued"
+    partway = get_job(http, key, job.job_id)
+    assert partway["status"] in ("retrying", "running", "succeeded") and partway["attempts"] >= 1
+    [done] = wait_status(http, key, [job.job_id], "succeeded", timeout=60).values()
+    maps = [c for c in simulator.calls() if marker in json.dumps(c)]
+    prompts = [json.dumps(c.get("body", c), sort_keys=True) for c in maps]
+    assert len(prompts) == len(set(prompts)), "a chunk was paid for twice"
+    assert done["result"]["chunks"] > 1 and done["result"]["strategy"] == "map_reduce"
+
+
+# --------------------------------------------------------------------------- what the API answers
+
+
+def test_extraction_jobs_are_validated_when_submitted(stack, http, tenant_key):
+    _tenant, key = tenant_key
+
+    def post(job_input: dict[str, Any]) -> httpx.Response:
+        return http.post("/v1/jobs", json={"operation": "extraction", "input": job_input}, headers={"x-api-key": key})
+
+    refused = {
+        "no such schema": ({"text": "Invoice 7", "schema": "no-such-schema"}, "schema_not_found"),
+        "unusable inline schema": ({"text": "Invoice 7", "schema": {"type": "array"}}, "invalid_schema"),
+        "no document": ({"schema": "invoice"}, "invalid_request"),
+        "two documents": ({"text": "x", "s3": {"key": "incoming/x.txt"}, "schema": "invoice"}, "invalid_request"),
+    }
+    for what, (job_input, code) in refused.items():
+        response = post(job_input)
+        assert 400 <= response.status_code < 500, (what, response.text)
+        assert response.json()["error"]["code"] == code, what
+    accepted = post({"text": "Invoice 7, total 42 USD", "schema": "invoice"})
+    assert accepted.status_code == 202, accepted.text
+    wait_status(http, key, [accepted.json()["id"]], "succeeded")
+
+
+def succeeded_job(tenant: str, result: Any) -> jobs.Job:
+    store = jobs.default_store()
+    running = store.claim(store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt("x")))
+    return store.mark_succeeded(running, store.store_result(running, result))
+
+
+def test_a_result_too_large_for_a_lambda_answer_is_given_as_a_download_url(stack, http, tenant_key):
+    tenant, key = tenant_key
+    # Both about 3 MB as UTF-8 and kept in S3. Escaped in Lambda's JSON answer, the Chinese one would be
+    # twice that (over the 6 MB limit): it gets a presigned URL; the ASCII one is still inlined.
+    ascii_result = {"content": "plain text. " * 250_000}
+    cjk_result = {"content": "长文本摘要。" * 170_000}
+    ascii_job, cjk_job = succeeded_job(tenant, ascii_result), succeeded_job(tenant, cjk_result)
+    assert ascii_job.result_ref and cjk_job.result_ref
+
+    inline = http.get(f"/v1/jobs/{ascii_job.job_id}", headers={"x-api-key": key})
+    assert inline.status_code == 200 and inline.json()["result"] == ascii_result
+    assert "result_url" not in inline.json()
+
+    linked = http.get(f"/v1/jobs/{cjk_job.job_id}", headers={"x-api-key": key})
+    assert linked.status_code == 200
+    body = linked.json()
+    assert "result" not in body and body["result_size"] == cjk_job.result_size
+    assert len(linked.content) < 10_000 and body["result_url_expires_in"] > 0
+    download = httpx.get(body["result_url"], timeout=30)
+    assert download.status_code == 200 and download.json() == cjk_result
+
+
+def test_job_payloads_never_reach_the_logs(fast, http, tenant_key, simulator, caplog):
+    _tenant, key = tenant_key
+    caplog.set_level(logging.INFO)  # the deployment's LOG_LEVEL; the gateway's own loggers at their most verbose
+    for name in ("llm_gateway", "llm-gateway"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    marker = f"PAYLOAD-{uuid.uuid4().hex}"
+    job_id = submit(http, key, marker)  # submission
+    wait_status(http, key, [job_id], "succeeded")  # the worker, and GET (polled until done)
+    # One that fails too: errors are logged, their inputs are not.
+    refused = http.post(
+        "/v1/jobs", json={"operation": "completion", "input": {"messages": marker}}, headers={"x-api-key": key}
+    )
+    assert refused.status_code == 400
+
+    def text(record: logging.LogRecord) -> str:
+        return record.getMessage() + json.dumps({k: str(v) for k, v in vars(record).items()})
+
+    messages = {record.getMessage() for record in caplog.records}
+    assert {"job accepted", "job attempt", "job succeeded"} <= messages  # the logs were captured
+    assert [record.name for record in caplog.records if marker in text(record)] == []
+
+
+# --------------------------------------------------------------------------- Step Functions: bad input
+
+
+def test_a_malformed_step_functions_message_fails_its_task_at_once(fast, executing_state_machines):
+    stack = fast
+    sfn = stack.client("stepfunctions")
+    machine = callback_state_machine(stack)
+    sent: list[dict[str, Any]] = []
+    events = aws.client("stepfunctions", aws.DURABLE).meta.events
+    events.register(
+        "provide-client-params.states.SendTaskFailure", lambda params, **_: sent.append(params), unique_id="malformed"
+    )
+    try:
+        # The state sends {"kind": "job", ..., "input": "not an object", "task_token": ...}: unusable.
+        execution = sfn.start_execution(
+            stateMachineArn=machine,
+            name=unique("malformed"),
+            input=json.dumps({"tenant": unique("sfn"), "operation": "completion", "input": "not an object"}),
+        )["executionArn"]
+
+        def finished() -> dict[str, Any] | None:
+            described = sfn.describe_execution(executionArn=execution)
+            return described if described["status"] != "RUNNING" else None
+
+        described = wait_for(finished, timeout=30, what="the execution ended")
+    finally:
+        events.unregister("provide-client-params.states.SendTaskFailure", unique_id="malformed")
+    assert described["status"] == "FAILED" and described["error"] == "InvalidRequestError"
+    [failure] = [params for params in sent if "input" in params["cause"]]
+    cause = json.loads(failure["cause"])
+    assert cause["code"] == "invalid_request" and cause["retryable"] is False
+    assert cause["message"].startswith("invalid job message: input:")
+    poison = dead_lettered(stack, failure["taskToken"][:40])
+    assert poison["MessageAttributes"]["gateway-poison"]["StringValue"] == cause["message"]
+
+
+def test_a_step_functions_job_whose_deliveries_all_died_fails_its_task(fast, executing_state_machines, simulator):
+    stack = fast
+    sfn, sqs, url = stack.client("stepfunctions"), stack.client("sqs"), stack.physical["RetryQueue"]
+    tenant = unique("sfn-dies")
+    lid = stack.function_id("RetryWorkerFunction")
+    real_handler = stack._load_handler(lid)
+    deaths: list[int] = []
+
+    def dies_on_this_tenant(event: dict[str, Any], context: Any) -> Any:
+        [record] = event["Records"]
+        count = int(record["attributes"]["ApproximateReceiveCount"])
+        if tenant not in record["body"] or count > MAX_RECEIVES:
+            return real_handler(event, context)
+        deaths.append(count)  # the invocation dies (out of memory, say) before the job is even created
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0)
+        raise MemoryError("Runtime exited with error: signal: killed")
+
+    stack.handler_overrides[lid] = dies_on_this_tenant
+    execution = sfn.start_execution(
+        stateMachineArn=callback_state_machine(stack),
+        name=unique("dies"),
+        input=json.dumps({"tenant": tenant, "operation": "completion", "input": prompt(uuid.uuid4().hex)}),
+    )["executionArn"]
+
+    def finished() -> dict[str, Any] | None:
+        described = sfn.describe_execution(executionArn=execution)
+        return described if described["status"] != "RUNNING" else None
+
+    described = wait_for(finished, timeout=30, what="the execution ended")
+    assert deaths == list(range(1, MAX_RECEIVES + 1))
+    assert described["status"] == "FAILED" and described["error"] == "JobsUnavailableError"
+    [message] = [m for m in dead_letters(stack) if tenant in m["Body"]]
+    job = jobs.default_store().get(jobs.derived_job_id(json.loads(message["Body"])["task_token"]))
+    assert job is not None and job.status == "failed" and job.exhausted and job.notified_at is not None
+    assert job.attempts == 0 and "did not finish" in (job.error or {})["message"]
+    dead_letters(stack, delete=lambda m: tenant in m["Body"])

@@ -299,6 +299,8 @@ def test_invoke_runs_the_real_completion_handler_for_step_functions_payloads(loc
 
 
 SAMPLE_EVENTS = sorted(p.name for p in (REPO_ROOT / "events").glob("*.json"))
+# HTTP samples that do not answer 200: a job is accepted (202); the sample job id exists in no fresh stack.
+SAMPLE_STATUS = {"jobs-apigw-create.json": 202, "jobs-apigw-get.json": 404}
 SAMPLE_DOCUMENTS = {  # the S3 sample events name these objects (keys decoded)
     "incoming/extract/entities/2026/11/acme invoice 0042.txt": "acme-invoice-0042.txt",
     "incoming/summarize/reports/q3-board-update.md": "q3-board-update.md",
@@ -310,16 +312,17 @@ def test_sample_events_run_through_the_real_handlers(
     local_stack: LocalStack, aws_clients: Callable[[str], Any], name: str
 ) -> None:
     event = json.loads((REPO_ROOT / "events" / name).read_text())
-    for record in event.get("Records", []):
+    for record in (r for r in event.get("Records", []) if "s3" in r):  # SQS samples carry their payload
         key = unquote_plus(record["s3"]["object"]["key"])
         body = (REPO_ROOT / "events" / "documents" / SAMPLE_DOCUMENTS[key]).read_bytes()
         assert record["s3"]["object"]["size"] == len(body)
         aws_clients("s3").put_object(Bucket=record["s3"]["bucket"]["name"], Key=key, Body=body)
     result = local_stack.invoke(name.split("-", 1)[0], event)
     if "httpMethod" in event:
-        assert result["statusCode"] == 200, result
+        assert result["statusCode"] == SAMPLE_STATUS.get(name, 200), result
     else:
         assert "failed" not in result or result["failed"] == 0, result
+        assert not result.get("batchItemFailures"), result
 
 
 # --------------------------------------------------------------------------- S3 notifications

@@ -90,6 +90,52 @@ def test_breaker_state_in_momento_is_shared_across_instances(server):
     assert server.calls["SetIfNotExists"] >= 2 and server.calls["Increment"] == 3
 
 
+class InterleavedClient:
+    """The real SDK client, except that right after its next read of a circuit's ``open`` key, ``then``
+    runs: another instance acting between this one's check and its write."""
+
+    def __init__(self, client):
+        self._client = client
+        self.then = None
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def get(self, cache_name, key):
+        response = self._client.get(cache_name, key)
+        if key.endswith(":open") and self.then is not None:
+            then, self.then = self.then, None
+            then()
+        return response
+
+
+def test_a_re_trip_while_another_instance_closes_is_never_lost(server):
+    def client():
+        return momento_client(api_key=None, local_endpoint=server.endpoint)
+
+    interleaved = InterleavedClient(client())
+    closer = MomentoBreakerStore(lambda: interleaved, "llm-gateway")
+    other = MomentoBreakerStore(client, "llm-gateway")
+    circuit = f"openai#{unique('model')}"
+    now = time.time()
+    assert run_sync(other.trip(circuit, now, now + 0.05, 600))
+    time.sleep(0.2)
+    assert run_sync(closer.read(circuit)).phase(time.time()) == "half_open"
+
+    def re_trip():  # the probe's circuit fails again elsewhere: opened anew, for 1 s
+        at = time.time()
+        assert other._trip(circuit, at, at + 1.0, 600)
+
+    interleaved.then = re_trip
+    run_sync(closer.close(circuit, time.time(), 0, 600))  # read "not open", then the re-trip, then the close
+    assert interleaved.then is None  # the interleaving did happen
+    assert run_sync(other.read(circuit)).phase(time.time()) == "open"
+    time.sleep(1.2)
+    assert run_sync(other.read(circuit)).phase(time.time()) == "half_open"  # not "closed": it must be probed
+    run_sync(closer.close(circuit, time.time(), 0, 600))  # an uncontested close does close it
+    assert run_sync(other.read(circuit)).phase(time.time()) == "closed"
+
+
 def test_momento_is_imported_only_when_selected():
     script = textwrap.dedent(
         """

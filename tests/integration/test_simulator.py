@@ -638,7 +638,8 @@ def _validate(instance: Any, schema: dict[str, Any]) -> None:
 
 
 def test_openai_json_schema_mode(sim: ProviderSimulator, client: httpx.Client) -> None:
-    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True}}
+    # Not strict: PERSON_SCHEMA uses minLength/maxLength, which strict mode refuses (see below).
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": False}}
     data = ask(sim, client, "openai", "Who?", extra={"response_format": fmt}).json()
     content = json.loads(data["choices"][0]["message"]["content"])
     _validate(content, PERSON_SCHEMA)
@@ -679,6 +680,156 @@ def test_gemini_response_schema_mode(sim: ProviderSimulator, client: httpx.Clien
     assert value["count"] == 3 and value["kind"] == "a"
     plain = ask(sim, client, "gemini", extra={"generationConfig": {"responseMimeType": "application/json"}})
     assert isinstance(json.loads(text_of("gemini", plain.json())), dict)
+
+
+def _gemini_schema_error(sim: ProviderSimulator, client: httpx.Client, schema: dict[str, Any]) -> httpx.Response:
+    extra = {"generationConfig": {"responseMimeType": "application/json", "responseSchema": schema}}
+    return ask(sim, client, "gemini", "Stats?", extra=extra)
+
+
+def _obj(**properties: Any) -> dict[str, Any]:
+    return {"type": "OBJECT", "properties": properties}
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        (_obj(d={"type": "STRING", "format": "date"}), "only 'enum' and 'date-time' are supported for STRING type"),
+        (_obj(e={"type": "STRING", "format": "email"}), "properties[e].format: only 'enum' and 'date-time'"),
+        ({**_obj(a={"type": "STRING"}), "additionalProperties": False}, 'Unknown name "additionalProperties"'),
+        (_obj(a={"type": "STRING", "const": "x"}), 'Unknown name "const"'),
+        (_obj(a={"allOf": [{"type": "STRING"}]}), 'Unknown name "allOf"'),
+        (
+            _obj(a={"type": ["STRING", "NUMBER"]}),
+            "Invalid value at 'generation_config.response_schema.properties[a].type'",
+        ),
+        (_obj(n={"type": "INTEGER", "enum": ["1", "2"]}), "properties[n].enum: only allowed for STRING type"),
+        (_obj(o={"type": "OBJECT", "properties": {}}), "properties[o].properties: should be non-empty for OBJECT"),
+        (_obj(o={"type": "OBJECT"}), "should be non-empty for OBJECT type"),
+        (_obj(a={"type": "ARRAY"}), "properties[a].items: missing field"),
+        (_obj(a={"description": "anything"}), "properties[a].type: must be specified"),
+        ({**_obj(a={"type": "STRING"}), "required": ["b"]}, "required[0]: property is not defined"),
+    ],
+)
+def test_gemini_refuses_response_schemas_outside_its_subset(
+    sim: ProviderSimulator, client: httpx.Client, schema: dict[str, Any], fragment: str
+) -> None:
+    response = _gemini_schema_error(sim, client, schema)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT" and error["code"] == 400
+    assert fragment in error["message"]
+
+
+def test_gemini_accepts_its_subset_in_either_spelling(sim: ProviderSimulator, client: httpx.Client) -> None:
+    subset = {
+        "type": "object",
+        "properties": {
+            "when": {"type": "string", "format": "date-time", "nullable": True},
+            "kind": {"type": "STRING", "format": "enum", "enum": ["a", "b"]},
+            "n": {"type": "integer", "format": "int64", "minimum": 0},
+            "either": {"anyOf": [{"type": "string"}, {"type": "number"}]},
+            "list": {"type": "array", "items": {"type": "number"}, "max_items": 3},
+        },
+        "required": ["when", "kind"],
+        "property_ordering": ["when", "kind", "n", "either", "list"],
+    }
+    assert _gemini_schema_error(sim, client, subset).status_code == 200
+
+
+def _strict(schema: Any, name: str = "person") -> dict[str, Any]:
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}}
+
+
+def _closed(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def _chain(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = _closed(x=schema)
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("schema", "fragment"),
+    [
+        ({"type": "array", "items": {"type": "string"}}, "schema must be a JSON Schema of 'type: \"object\"'"),
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+            "In context=(), 'additionalProperties' is required to be supplied and to be false",
+        ),
+        (
+            {**_closed(a={"type": "string"}, b={"type": "string"}), "required": ["a"]},
+            "'required' is required to be supplied and to be an array including every key in properties. Missing 'b'",
+        ),
+        (
+            _closed(inner={"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}),
+            "In context=('properties', 'inner'), 'additionalProperties' is required",
+        ),
+        (_closed(a={"type": "string", "minLength": 1}), "In context=('properties', 'a'), 'minLength' is not permitted"),
+        (_closed(a={"type": "string", "default": "x"}), "'default' is not permitted"),
+        (_closed(a={"allOf": [{"type": "string"}]}), "'allOf' is not permitted"),
+        (_closed(a={"type": "string", "format": "uri"}), "'uri' is not a valid format"),
+        (_closed(a={"description": "any"}), "schema must have a 'type' key"),
+        (_chain(11), "11 levels of nesting exceeds limit of 10"),
+        (_closed(**{f"p{i}": {"type": "string"} for i in range(5_001)}), "5001 exceeds limit of 5000"),
+        (
+            {
+                **_closed(a={"$ref": "#/$defs/A"}),
+                "$defs": {"A": {"type": "object", "properties": {"b": {"type": "string"}}}},
+            },
+            "In context=('$defs', 'A'), 'additionalProperties' is required",
+        ),
+    ],
+)
+def test_openai_strict_mode_refuses_schemas_outside_its_rules(
+    sim: ProviderSimulator, client: httpx.Client, schema: Any, fragment: str
+) -> None:
+    response = ask(sim, client, "openai", "Who?", extra=_strict(schema))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "response_format"
+    assert error["message"].startswith("Invalid schema for response_format 'person': ")
+    assert fragment in error["message"]
+    # The same schema without strict mode is accepted (a hint to the model, not a grammar).
+    loose = {"response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}}
+    assert ask(sim, client, "openai", "Who?", extra=loose).status_code == 200
+
+
+def test_openai_strict_mode_accepts_its_subset(sim: ProviderSimulator, client: httpx.Client) -> None:
+    schema = {
+        **_closed(
+            name={"type": "string", "pattern": "^[A-Z]"},
+            born={"type": ["string", "null"], "format": "date"},
+            kind={"anyOf": [{"enum": ["a", "b"]}, {"type": "null"}]},
+            home={"$ref": "#/$defs/place"},
+            tags={"type": "array", "items": {"type": "string"}, "minItems": 1},
+        ),
+        "$defs": {"place": _closed(city={"type": "string"})},
+    }
+    response = ask(sim, client, "openai", "Who?", extra=_strict(schema))
+    assert response.status_code == 200, response.text
+    assert ask(sim, client, "openai", "Who?", extra=_strict(_chain(10))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("tool", "fragment"),
+    [
+        ({"name": "t"}, "tools.0.custom.input_schema: Field required"),
+        ({"name": "t", "input_schema": {"type": "array", "items": {"type": "string"}}}, "Input should be 'object'"),
+        ({"name": "t", "input_schema": {"properties": {"a": {"type": "string"}}}}, "Input should be 'object'"),
+    ],
+)
+def test_anthropic_tool_input_schema_must_be_an_object_schema(
+    sim: ProviderSimulator, client: httpx.Client, tool: dict[str, Any], fragment: str
+) -> None:
+    extra = {"tools": [tool], "tool_choice": {"type": "tool", "name": "t"}}
+    response = ask(sim, client, "anthropic", "Who?", extra=extra)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert fragment in response.json()["error"]["message"]
 
 
 def test_schema_instance_edge_cases() -> None:

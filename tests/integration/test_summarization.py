@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from llm_gateway import jobs, service
+from llm_gateway import summarize as summarize_module
+from llm_gateway.catalog import Catalog, default_catalog
+from llm_gateway.chunking import ESTIMATE_SAFETY
 from llm_gateway.config import Settings
 from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
@@ -32,6 +36,7 @@ from llm_gateway.tokens import estimate_text_tokens
 from local.context import LambdaContext
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack, api_gateway_event
+from tests.support.accounting import unique
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +61,7 @@ def sections_in(text: str) -> list[str]:
     return re.findall(r"Section ([a-z]{2}) says", text)
 
 
-def gateway_for(sim: ProviderSimulator, **settings: Any):
+def gateway_for(sim: ProviderSimulator, *, catalog: Catalog | None = None, **settings: Any):
     urls = sim.base_urls()
     config = Settings(
         openai_base_url=urls["openai"],
@@ -67,15 +72,48 @@ def gateway_for(sim: ProviderSimulator, **settings: Any):
         **settings,
     )
     retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.05, rng=random.Random(5))
-    return build_gateway(config, retry=retry)
+    return build_gateway(config, retry=retry, catalog=catalog)
 
 
-def summarize(gateway: Any, text: str, *, deadline_s: float = 30.0, timer: CallTimer | None = None, **fields: Any):
+def summarize(
+    gateway: Any,
+    text: str,
+    *,
+    deadline_s: float = 30.0,
+    timer: CallTimer | None = None,
+    plan_ahead: bool = False,
+    concurrency: int = 8,
+    tenant: str = "t1",
+    **fields: Any,
+):
     fields.setdefault("model", "gpt-4o-mini")
     fields.setdefault("fallback", [])
     request = SummaryRequest.model_validate({"text": text, **fields})
-    ctx = RequestContext(tenant="t1", request_id="r1", deadline=Deadline(deadline_s), operation="summarization")
-    return run_sync(Summarizer(gateway, concurrency=8, timer=timer).summarize(text, request, ctx))
+    ctx = RequestContext(tenant=tenant, request_id="r1", deadline=Deadline(deadline_s), operation="summarization")
+    summarizer = Summarizer(gateway, concurrency=concurrency, timer=timer)
+    return run_sync(summarizer.summarize(text, request, ctx, plan_ahead=plan_ahead))
+
+
+def unique_tenant() -> str:
+    return unique("summaries")
+
+
+def wait_for_job(job_id: str, timeout: float = 60) -> jobs.Job:
+    store = jobs.default_store()
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.get(job_id)
+        if job is not None and job.terminal:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.status if job else 'missing'}"
+        time.sleep(0.2)
+
+
+def small_window_catalog(model: str, window: int) -> Catalog:
+    """The bundled catalog with one model's context window shrunk."""
+    catalog = default_catalog()
+    models = [m.model_copy(update={"context_window": window}) if m.id == model else m for m in catalog.models]
+    return catalog.model_copy(update={"models": models})
 
 
 def user_prompt(call: dict[str, Any]) -> str:
@@ -114,7 +152,7 @@ def test_a_short_document_is_summarized_in_one_deterministic_call(simulator):
 
 def test_map_reduce_makes_one_call_per_chunk_plus_the_combine(simulator):
     # 12 paragraphs of 60 tokens, 250 tokens per chunk: 4 paragraphs per chunk, no overlap possible.
-    result = summarize(gateway_for(simulator), document(12), chunk_tokens=250)
+    result = summarize(gateway_for(simulator), document(12), chunk_tokens=250, strategy="map_reduce")
     assert (result.strategy, result.chunks, result.collapse_rounds, result.calls) == ("map_reduce", 3, 0, 4)
     calls = simulator.calls()
     assert len(calls) == 4 and len(result.attempts) == 4
@@ -134,7 +172,7 @@ def test_map_reduce_makes_one_call_per_chunk_plus_the_combine(simulator):
 
 def test_notes_too_long_for_one_call_are_collapsed_recursively(simulator):
     # 100 tokens per chunk: one paragraph per chunk, and 16 notes of ~45 tokens need several rounds.
-    result = summarize(gateway_for(simulator), document(16), chunk_tokens=100)
+    result = summarize(gateway_for(simulator), document(16), chunk_tokens=100, strategy="map_reduce")
     assert result.strategy == "map_reduce" and result.chunks == 16
     assert result.collapse_rounds >= 2
     calls = simulator.calls()
@@ -182,7 +220,9 @@ def test_map_calls_run_in_parallel_up_to_the_concurrency_limit(simulator):
 
     gateway.complete = counting_complete
     text = document(12)
-    request = SummaryRequest.model_validate({"text": text, "model": "gpt-4o-mini", "chunk_tokens": 100})
+    request = SummaryRequest.model_validate(
+        {"text": text, "model": "gpt-4o-mini", "chunk_tokens": 100, "strategy": "map_reduce"}
+    )
     ctx = RequestContext(tenant="t1", request_id="r1", deadline=Deadline(30))
     result = run_sync(Summarizer(gateway, concurrency=5).summarize(text, request, ctx))
     assert result.chunks == 12
@@ -193,11 +233,11 @@ def test_a_retried_document_does_not_pay_again_for_finished_chunks(simulator, lo
     gateway = gateway_for(simulator, cache_table=local_stack.physical["CacheTable"])
     poisoned = document(8) + "\n\n" + "[[sim:fault=bad_request]] " + paragraph(8)  # its own chunk, fails
     with pytest.raises(ProviderBadRequestError) as info:
-        summarize(gateway, poisoned, chunk_tokens=130)
+        summarize(gateway, poisoned, chunk_tokens=130, strategy="map_reduce")
     assert len(info.value.attempts) == 5  # four chunks paid for, then the failure
     simulator.clear_calls()
 
-    retried = summarize(gateway, document(8), chunk_tokens=130)
+    retried = summarize(gateway, document(8), chunk_tokens=130, strategy="map_reduce")
     assert (retried.chunks, retried.cached_calls) == (4, 4)
     calls = simulator.calls()
     assert len(calls) == retried.calls - 4 == len(retried.attempts)  # only the combining reached a provider
@@ -216,9 +256,10 @@ def test_prompts_are_versioned_and_an_unknown_version_is_refused(simulator):
 # --------------------------------------------------------------------------- time and outages
 
 
-def test_a_document_that_cannot_finish_in_time_is_refused_before_any_call(simulator):
+def test_planning_ahead_a_document_that_cannot_finish_in_time_is_refused_before_any_call(simulator):
     with pytest.raises(DeadlineExceededError) as info:
-        summarize(gateway_for(simulator), document(40), chunk_tokens=100, deadline_s=3.0, timer=CallTimer())
+        summarize(gateway_for(simulator), document(40), chunk_tokens=100, strategy="map_reduce", deadline_s=3.0,
+                  timer=CallTimer(), plan_ahead=True)  # fmt: skip
     err = info.value
     assert (err.code, err.http_status, err.retryable) == ("deadline_exceeded", 504, True)
     assert err.details["phase"] == "map_reduce" and err.details["estimated_s"] > err.details["remaining_s"]
@@ -228,9 +269,10 @@ def test_a_document_that_cannot_finish_in_time_is_refused_before_any_call(simula
 def test_measured_call_times_replace_the_prior_estimate(simulator):
     timer = CallTimer()
     assert timer.expected("model:x", 240) == pytest.approx(4.0)
-    summarize(gateway_for(simulator), document(4), chunk_tokens=100, timer=timer)  # the simulator is fast
+    summarize(gateway_for(simulator), document(4), timer=timer)  # the simulator is fast
     assert timer.expected("gpt-4o-mini", 240) < 1.0
-    result = summarize(gateway_for(simulator), document(40), chunk_tokens=100, deadline_s=3.0, timer=timer)
+    result = summarize(gateway_for(simulator), document(40), chunk_tokens=100, strategy="map_reduce", deadline_s=3.0,
+                       timer=timer, plan_ahead=True)  # fmt: skip
     assert result.chunks == 40  # the same document and deadline as above, now known to fit
 
 
@@ -276,7 +318,8 @@ def wait_for_object(s3: Any, bucket: str, key: str, timeout: float = 20) -> dict
 
 
 def test_http_endpoint_returns_the_summary(api, simulator):
-    body = {"text": document(12), "chunk_tokens": 250, "model": "gemini-2.0-flash", "fallback": []}
+    body = {"text": document(12), "chunk_tokens": 250, "strategy": "map_reduce", "model": "gemini-2.0-flash",
+            "fallback": []}  # fmt: skip
     response = api.post("/v1/summaries", json=body, headers={"x-api-key": "key-a"})
     assert response.status_code == 200, response.text
     result = response.json()
@@ -326,7 +369,8 @@ def test_http_request_that_cannot_finish_before_api_gateway_gives_up(local_stack
     match = local_stack.routes.match("POST", "/v1/summaries")
     event = api_gateway_event(
         match=match, method="POST", path="/v1/summaries", query="", headers=[("content-type", "application/json")],
-        body=json.dumps({"text": text, "chunk_tokens": 100, "concurrency": 1}).encode(), source_ip="127.0.0.1",
+        body=json.dumps({"text": text, "chunk_tokens": 100, "strategy": "map_reduce", "concurrency": 1}).encode(),
+        source_ip="127.0.0.1",
         stage="test", api_key="key-a", tenant="tenant-a",
     )  # fmt: skip
     context = LambdaContext(function_name="summarization", timeout_s=2.0)  # 0.5 s after the safety margin
@@ -390,17 +434,25 @@ def test_step_functions_payload_path_returns_the_result_and_names_errors(local_s
         local_stack.invoke("SummarizationFunction", {"text": "Some text.", "style": "haiku"})
     assert type(info.value).__name__ == "InvalidRequestError"
     assert json.loads(str(info.value))["code"] == "invalid_request"
-    context = LambdaContext(function_name="summarization", timeout_s=2.0)
-    with pytest.raises(Exception) as info:
-        too_long = {"text": document(60), "chunk_tokens": 100, "concurrency": 1}
-        local_stack.invoke("SummarizationFunction", too_long, context)
-    assert type(info.value).__name__ == "DeadlineExceededError"
-    assert json.loads(str(info.value))["retryable"] is True
+
+
+def test_step_functions_payload_too_long_for_the_invocation_returns_a_job_that_finishes_it(local_stack, simulator):
+    context = LambdaContext(function_name="summarization", timeout_s=2.0)  # 0.5 s after the safety margin
+    too_long = {"text": document(60), "chunk_tokens": 100, "strategy": "map_reduce", "concurrency": 1,
+                "tenant": unique_tenant()}  # fmt: skip
+    reference = local_stack.invoke("SummarizationFunction", too_long, context)
+    assert reference["object"] == "job" and reference["operation"] == "summarization"
+    assert reference["deferred_because"]["code"] == "deadline_exceeded"
+    job = wait_for_job(reference["id"])
+    assert job.status == "succeeded" and job.tenant == too_long["tenant"] and job.source == "stepfunctions"
+    result = jobs.default_store().load_result(job)
+    assert (result["strategy"], result["chunks"]) == ("map_reduce", 60)
 
 
 def test_prefer_respond_async_queues_a_job_that_the_worker_summarizes(api, simulator):
     headers = {"x-api-key": "key-a", "prefer": "respond-async"}
-    accepted = api.post("/v1/summaries", json={"text": document(12), "chunk_tokens": 250}, headers=headers)
+    body = {"text": document(12), "chunk_tokens": 250, "strategy": "map_reduce"}
+    accepted = api.post("/v1/summaries", json=body, headers=headers)
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
     assert accepted.headers["location"] == f"/v1/jobs/{job_id}"
@@ -416,3 +468,239 @@ def test_prefer_respond_async_queues_a_job_that_the_worker_summarizes(api, simul
     assert api.get(f"/v1/jobs/{job_id}", headers={"x-api-key": "key-b"}).status_code == 404  # other tenant
     refused = api.post("/v1/summaries", json={"text": "x", "style": "haiku"}, headers=headers)
     assert refused.status_code == 400 and refused.json()["error"]["details"]["param"] == "style"
+
+
+# --------------------------------------------------------------------------- choosing the strategy
+
+
+def test_auto_stuffs_a_document_that_fits_the_models_window_whatever_the_chunk_size(simulator):
+    text = document(200)  # 12,000 tokens: four 3,000-token chunks, but one call of a 128k model
+    assert estimate_text_tokens(text) >= 12_000
+    result = summarize(gateway_for(simulator), text, chunk_tokens=3_000)
+    assert (result.strategy, result.chunks, result.calls) == ("stuff", 1, 1)
+    [call] = simulator.calls()
+    assert sections_in(user_prompt(call)) == [section_id(i) for i in range(200)]
+
+
+def test_auto_maps_a_document_over_the_stuff_ceiling(simulator):
+    text = document(20)  # 1,200 tokens
+    request = SummaryRequest.model_validate({"text": text, "model": "gpt-4o-mini", "fallback": [], "chunk_tokens": 500})
+    ctx = RequestContext(tenant="t1", request_id="r1", deadline=Deadline(30), operation="summarization")
+    result = run_sync(Summarizer(gateway_for(simulator), stuff_max_tokens=1_000).summarize(text, request, ctx))
+    assert (result.strategy, result.chunks) == ("map_reduce", 3)
+
+
+def test_auto_maps_a_document_too_long_for_the_smallest_window_of_the_route(simulator):
+    catalog = small_window_catalog("gpt-4o-mini", 2_000)
+    result = summarize(gateway_for(simulator, catalog=catalog), document(30), fallback=[])  # 1,800 tokens
+    assert result.strategy == "map_reduce" and result.chunks >= 2
+
+
+def test_chunks_leave_room_for_the_notes_a_map_call_asks_for(simulator):
+    # A map call asks for up to 564 tokens of notes, more than the 304 of a 5-sentence answer. Chunks sized
+    # for the answer alone eat into the margin kept for the token estimate being low (ESTIMATE_SAFETY).
+    window = 3_000
+    catalog = small_window_catalog("gpt-4o-mini", window)
+    result = summarize(gateway_for(simulator, catalog=catalog), document(100), length={"sentences": 5})
+    assert result.strategy == "map_reduce" and result.chunks >= 3
+    maps = [c for c in simulator.calls() if "<document_part>" in user_prompt(c)]
+    assert len(maps) == result.chunks
+    for call in maps:
+        prompt = user_prompt(call)
+        part = prompt.split("<document_part>")[1].split("</document_part>")[0].strip()
+        prompt_tokens = sum(estimate_text_tokens(m["content"]) for m in call["body"]["messages"])
+        around = prompt_tokens - estimate_text_tokens(part)
+        room = window - around - call["body"]["max_completion_tokens"]
+        assert estimate_text_tokens(part) <= room * (1 - ESTIMATE_SAFETY) + 1
+
+
+# --------------------------------------------------------------------------- resumable: work until the time is up
+
+
+def test_a_long_map_phase_finishes_over_several_deliveries_paying_for_each_chunk_once(simulator, local_stack):
+    simulator.set_latency(300)
+    gateway = gateway_for(simulator, cache_table=local_stack.physical["CacheTable"])
+    timer = CallTimer()  # a warm worker: it knows how long a call takes
+    timer.observe("gpt-4o-mini", 0.3)
+    text = document(96)  # 24 chunks of 4 paragraphs: 6 waves of 4 calls, about 1.8 s of map calls
+    fields = {"chunk_tokens": 250, "strategy": "map_reduce", "concurrency": 4, "timer": timer}
+    tenant = unique_tenant()  # a job keeps its tenant, and the cache is per tenant
+    progress: list[dict[str, Any]] = []
+    result = None
+    for _ in range(10):  # deliveries of a job whose attempts have 1.5 s each
+        try:
+            result = summarize(gateway, text, deadline_s=1.5, tenant=tenant, **fields)
+            break
+        except DeadlineExceededError as err:
+            assert err.retryable
+            progress.append(err.details)
+    assert result is not None, f"not finished after 10 deliveries: {progress}"
+    assert progress, "the document was meant to need more than one delivery"
+    assert all(p["paid_calls"] > 0 for p in progress), f"a delivery made no progress: {progress}"
+    assert progress[0]["phase"] == "map" and 0 < progress[0]["done"] < progress[0]["total"] == 24
+    prompts = [user_prompt(c) for c in simulator.calls()]
+    maps = [p for p in prompts if "<document_part>" in p]
+    assert len(maps) == result.chunks == 24 and len(set(maps)) == 24  # every chunk paid for once
+    assert len(prompts) == len(set(prompts))  # nor any collapse or combine twice
+    assert result.cached_calls >= progress[0]["done"]  # the last delivery read earlier ones' work
+
+
+def test_a_resumable_run_starts_one_wave_even_when_the_estimate_exceeds_the_whole_attempt(simulator):
+    timer = CallTimer()
+    timer.observe("gpt-4o-mini", 100.0)  # far more than the attempt has (the gateway caps it at 5 s)
+    with pytest.raises(DeadlineExceededError) as info:
+        summarize(gateway_for(simulator), document(40), chunk_tokens=100, strategy="map_reduce", concurrency=4,
+                  deadline_s=5.45, timer=timer)  # fmt: skip
+    assert info.value.details["paid_calls"] == info.value.details["done"] == 4  # one wave, then it stopped
+    assert len(simulator.calls()) == 4
+    with pytest.raises(DeadlineExceededError):  # planning ahead, the same estimate refuses everything
+        summarize(gateway_for(simulator), document(40), chunk_tokens=100, strategy="map_reduce", concurrency=4,
+                  deadline_s=5.45, timer=timer, plan_ahead=True)  # fmt: skip
+    assert len(simulator.calls()) == 4
+
+
+# --------------------------------------------------------------------------- hand-off to the job queue
+
+
+@pytest.fixture
+def short_upload_invocations(local_stack: LocalStack) -> Iterator[None]:
+    """S3 notifications reach the summarization function with 2 s left (0.5 s after the safety margin)."""
+    real = local_stack._load_handler(local_stack.function_id("SummarizationFunction"))
+
+    def with_little_time(event: Any, _context: Any) -> Any:
+        return real(event, LambdaContext(function_name="summarization", timeout_s=2.0))
+
+    local_stack.handler_overrides["SummarizationFunction"] = with_little_time
+    yield
+
+
+@pytest.fixture
+def short_job_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Job attempts of 8 s and 1 s between them; small chunks, a fresh call timer (prior estimates), and
+    generous margins for a slow machine (a cache read that times out would pay for a chunk again)."""
+    settings = {
+        "JOB_MAX_RUNTIME": "8",
+        "JOB_BACKOFF_BASE": "1",
+        "JOB_BACKOFF_MAX": "1",
+        "GATEWAY_SUMMARY_MAX_CHUNK_TOKENS": "250",
+        "GATEWAY_SUMMARY_STUFF_MAX_TOKENS": "1000",
+        "GATEWAY_SUMMARY_CONCURRENCY": "4",
+        "GATEWAY_CACHE_TIMEOUT": "5",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(summarize_module, "_PROCESS_TIMER", CallTimer())
+    monkeypatch.setattr(summarize_module, "FINISH_RESERVE_S", 1.5)  # generous: slow CI calls still finish
+    service.reset()
+    yield
+    monkeypatch.undo()
+    service.reset()
+
+
+def test_s3_upload_too_long_for_its_invocation_is_finished_by_a_job_over_several_deliveries(
+    local_stack, aws_clients, simulator, short_upload_invocations, short_job_attempts
+):
+    simulator.set_latency(800)  # 6 waves of map calls, 2 of collapse and the combine: over 7 s of calls
+    bucket = local_stack.physical["DocumentsBucket"]
+    s3 = aws_clients("s3")
+    key = f"incoming/summarize/long/{unique('doc')}.md"
+    s3.put_object(Bucket=bucket, Key=key, Body=document(96).encode())  # 24 chunks of 250 tokens
+    result_key = key.replace("incoming/", "results/", 1) + ".json"
+    found = wait_for_object(s3, bucket, result_key, timeout=90)
+    assert found is not None, "no result object"
+    result = json.loads(found["Body"].read())
+    assert result["source_key"] == key and result["strategy"] == "map_reduce" and result["chunks"] == 24
+    text = s3.get_object(Bucket=bucket, Key=key.replace("incoming/", "results/", 1) + ".txt")
+    assert text["Body"].read().decode() == result["summary"]
+    job = jobs.default_store().get(result["job_id"])
+    assert job is not None and job.status == "succeeded" and job.source == "s3" and job.tenant == "documents"
+    assert job.attempts >= 2, "the map phase was meant to need several deliveries"
+    prompts = [user_prompt(c) for c in simulator.calls()]
+    maps = [p for p in prompts if "<document_part>" in p]
+    assert len(maps) == len(set(maps)) == 24 and len(prompts) == len(set(prompts))  # each call paid once
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=bucket, Key=key.replace("incoming/", "errors/", 1) + ".json")
+
+
+def test_s3_upload_handed_to_a_job_that_fails_for_good_leaves_the_error_object(
+    local_stack, aws_clients, simulator, short_upload_invocations, short_job_attempts
+):
+    bucket = local_stack.physical["DocumentsBucket"]
+    s3 = aws_clients("s3")
+    key = f"incoming/summarize/broken/{unique('doc')}.md"
+    body = document(40) + "\n\n[[sim:fault=bad_request]] " + paragraph(40)  # a chunk no provider accepts
+    s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+    found = wait_for_object(s3, bucket, key.replace("incoming/", "errors/", 1) + ".json", timeout=60)
+    assert found is not None, "no error object"
+    record = json.loads(found["Body"].read())
+    assert record["source_key"] == key and record["error"]["retryable"] is False
+    assert record["error"]["code"] == "provider_bad_request" and record["job_id"].startswith("job_")
+    job = wait_for_job(record["job_id"])
+    assert job.status == "failed" and job.source == "s3"
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=bucket, Key=key.replace("incoming/", "results/", 1) + ".json")
+
+
+@pytest.fixture
+def executing_state_machines(local_stack: LocalStack) -> Iterator[None]:
+    """moto runs state machines for real only when told to (its default is a stub)."""
+    url = f"{local_stack.moto_url}/moto-api/config"
+    before = httpx.get(url, timeout=5).json().get("stepfunctions", {"execute_state_machine": False})
+    httpx.post(url, json={"stepfunctions": {"execute_state_machine": True}}, timeout=5).raise_for_status()
+    yield
+    httpx.post(url, json={"stepfunctions": before}, timeout=5).raise_for_status()
+
+
+def summary_job_states(local_stack: LocalStack) -> str:
+    """The sample ExtractThenSummarize machine from its job check on (the Lambda tasks need AWS), with
+    1 s instead of 30 between polls."""
+    definition = local_stack.template.properties("ExtractThenSummarizeStateMachine")["Definition"]
+    states = json.loads(json.dumps(definition["States"]))
+    states["WaitForSummaryJob"]["Seconds"] = 1
+    text = json.dumps({"StartAt": "SummaryHandedToJob", "States": states})
+    arn: str = local_stack.client("stepfunctions").create_state_machine(
+        name=unique("summary-job"),
+        definition=text.replace("${JobsTableName}", local_stack.physical["JobsTable"]),
+        roleArn="arn:aws:iam::123456789012:role/local-sfn",
+    )["stateMachineArn"]
+    return arn
+
+
+def run_execution(local_stack: LocalStack, machine: str, data: dict[str, Any], *, meanwhile: Any = None) -> dict:
+    sfn = local_stack.client("stepfunctions")
+    execution = sfn.start_execution(stateMachineArn=machine, name=unique("run"), input=json.dumps(data))
+    if meanwhile is not None:
+        meanwhile()
+    deadline = time.monotonic() + 30
+    while (described := sfn.describe_execution(executionArn=execution["executionArn"]))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the execution did not end"
+        time.sleep(0.2)
+    return dict(described)
+
+
+def test_sample_state_machine_waits_for_a_summary_handed_to_a_job(local_stack, executing_state_machines):
+    machine = summary_job_states(local_stack)
+    store = jobs.default_store()
+    job = store.create(store.new_job(operation="summarization", tenant=unique_tenant(), source="stepfunctions"),
+                       {"text": document(3)})  # fmt: skip
+
+    def finish_the_job_later() -> None:
+        time.sleep(1.5)  # the machine has polled a queued job by now
+        claimed = store.claim(job)
+        store.mark_succeeded(claimed, store.store_result(claimed, {"summary": "S", "strategy": "map_reduce"}))
+
+    reference = {"object": "job", "id": job.job_id, "status": "queued", "operation": "summarization"}
+    ended = run_execution(local_stack, machine, {"text": "...", "summary": {"result": reference}},
+                          meanwhile=finish_the_job_later)  # fmt: skip
+    assert ended["status"] == "SUCCEEDED", ended
+    output = json.loads(ended["output"])
+    assert output["summary"] == {"result": {"summary": "S", "strategy": "map_reduce"}, "job_id": job.job_id}
+
+    direct = run_execution(local_stack, machine, {"summary": {"result": {"summary": "T", "strategy": "stuff"}}})
+    assert direct["status"] == "SUCCEEDED" and json.loads(direct["output"])["summary"]["result"]["summary"] == "T"
+
+    failed_job = store.create(store.new_job(operation="summarization", tenant=unique_tenant(), source="stepfunctions"),
+                              {"text": document(3)})  # fmt: skip
+    store.mark_failed(failed_job, {"code": "providers_unavailable", "message": "down"}, exhausted=True)
+    failed = run_execution(local_stack, machine, {"summary": {"result": {"object": "job", "id": failed_job.job_id}}})
+    assert failed["status"] == "FAILED" and failed.get("error") == "SummaryJobFailed"

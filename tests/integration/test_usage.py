@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from llm_gateway import aws
 from llm_gateway.deadline import Deadline
@@ -15,7 +17,7 @@ from llm_gateway.errors import InvalidRequestError
 from llm_gateway.models import Attempt, Usage
 from llm_gateway.runtime import run_sync
 from llm_gateway.seams import RequestContext
-from llm_gateway.usage import UsageLedger, replay_usage_message, report_range, usage_summary
+from llm_gateway.usage import CONFLICT_RETRIES, UsageLedger, replay_usage_message, report_range, usage_summary
 from local import usage_cli
 from tests.support.accounting import api_key_for, complete, gateway_from_env, unique
 
@@ -45,8 +47,9 @@ def test_every_attempt_of_a_fallback_is_recorded_and_costs_add_up(local_stack, s
     simulator.add_fault("rate_limit", provider="openai", retry_after=0)
     gateway = gateway_from_env(breaker_backend="off")
     tenant = unique()
-    result = complete(gateway, tenant, request_id="req-fallback", model="gpt-4o-mini",
-                      fallback=["claude-3-5-haiku-latest"])
+    result = complete(
+        gateway, tenant, request_id="req-fallback", model="gpt-4o-mini", fallback=["claude-3-5-haiku-latest"]
+    )
     assert [(a.provider, a.outcome) for a in result.attempts] == [("openai", "error"), ("anthropic", "success")]
 
     records = attempt_records(local_stack, table, tenant)
@@ -91,8 +94,14 @@ def ctx(tenant):
     return RequestContext(tenant=tenant, request_id="req-queued", deadline=Deadline(10))
 
 
-ATTEMPT = Attempt(provider="openai", model="gpt-4o-mini", outcome="success", duration_ms=12.5,
-                  usage=Usage(input_tokens=100, output_tokens=20, cached_input_tokens=40), cost_usd=0.0000255)
+ATTEMPT = Attempt(
+    provider="openai",
+    model="gpt-4o-mini",
+    outcome="success",
+    duration_ms=12.5,
+    usage=Usage(input_tokens=100, output_tokens=20, cached_input_tokens=40),
+    cost_usd=0.0000255,
+)
 
 
 def test_a_failed_write_is_queued_then_replayed_exactly_once(local_stack, table):
@@ -139,12 +148,98 @@ def test_when_even_the_queue_is_down_the_record_is_logged_not_raised(local_stack
 
 @pytest.mark.parametrize(
     "body",
-    ["not json", json.dumps({"kind": "job"}), json.dumps({"kind": "usage", "version": 9, "record": {}}),
-     json.dumps({"kind": "usage", "version": 1, "record": {"tenant": "x"}})],
+    [
+        "not json",
+        json.dumps({"kind": "job"}),
+        json.dumps({"kind": "usage", "version": 9, "record": {}}),
+        json.dumps({"kind": "usage", "version": 1, "record": {"tenant": "x"}}),
+    ],
 )
 def test_malformed_usage_messages_are_rejected_for_the_dead_letter_queue(table, body):
     with pytest.raises(InvalidRequestError):
         replay_usage_message(body, table=table)
+
+
+class ConflictingTransactions:
+    """The real (moto) client, except that the first ``conflicts`` transactions are cancelled the way
+    DynamoDB cancels concurrent transactions on one item (botocore does not retry these)."""
+
+    def __init__(self, client, conflicts):
+        self._client = client
+        self.conflicts = conflicts
+        self.transactions = 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **kwargs):
+        self.transactions += 1
+        if self.conflicts > 0:
+            self.conflicts -= 1
+            reasons = [
+                {"Code": "None"},
+                {"Code": "TransactionConflict", "Message": "Transaction is ongoing"},
+                {"Code": "None"},
+            ]
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "TransactionCanceledException",
+                        "Message": "Transaction cancelled, please "
+                        "refer cancellation reasons for specific reasons [None, TransactionConflict, None]",
+                    },
+                    "CancellationReasons": reasons,
+                },
+                "TransactWriteItems",
+            )
+        return self._client.transact_write_items(**kwargs)
+
+
+def conflicted_ledger(local_stack, table, conflicts, queue_url=None):
+    client = ConflictingTransactions(local_stack.client("dynamodb"), conflicts)
+    ledger = UsageLedger(table, queue_url=queue_url, client=lambda: client, rng=random.Random(7))
+    return ledger, client
+
+
+def test_a_transaction_conflict_is_retried_in_place_and_counted_once(local_stack, table):
+    tenant = unique()
+    ledger, client = conflicted_ledger(local_stack, table, conflicts=2)
+    run_sync(ledger.record(ctx(tenant), ATTEMPT))
+    assert client.transactions == 3
+    assert ledger.counters.get("UsageWriteConflict") == 2 and ledger.counters.get("UsageRecorded") == 1
+    assert ledger.counters.get("UsageWriteFailed") == 0 and ledger.counters.get("UsageQueued") == 0
+    assert len(attempt_records(local_stack, table, tenant)) == 1
+    totals = summary(table, tenant)["totals"]
+    assert (totals["attempts"], totals["input_tokens"]) == (1, 100)
+
+
+def test_persistent_conflicts_are_retried_a_bounded_number_of_times_then_queued(local_stack, table):
+    sqs = local_stack.client("sqs")
+    queue_url = sqs.create_queue(QueueName=unique("usage-retry"))["QueueUrl"]
+    tenant = unique()
+    ledger, client = conflicted_ledger(local_stack, table, conflicts=1_000, queue_url=queue_url)
+    run_sync(ledger.record(ctx(tenant), ATTEMPT))
+    assert client.transactions == 1 + CONFLICT_RETRIES
+    assert ledger.counters.get("UsageWriteFailed") == 1 and ledger.counters.get("UsageQueued") == 1
+    assert attempt_records(local_stack, table, tenant) == []  # a cancelled transaction wrote nothing
+    [message] = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    assert replay_usage_message(message["Body"], table=table) is True
+    assert summary(table, tenant)["totals"]["attempts"] == 1
+
+
+def test_no_conflict_retry_past_the_invocations_deadline(local_stack, table):
+    sqs = local_stack.client("sqs")
+    queue_url = sqs.create_queue(QueueName=unique("usage-retry"))["QueueUrl"]
+    ledger, client = conflicted_ledger(local_stack, table, conflicts=1, queue_url=queue_url)
+    almost_out = RequestContext(tenant=unique(), request_id="req-late", deadline=Deadline(0.5))
+    run_sync(ledger.record(almost_out, ATTEMPT))
+    assert client.transactions == 1 and ledger.counters.get("UsageQueued") == 1
+
+
+def test_other_transaction_failures_are_not_retried_in_place(local_stack, table):
+    ledger = UsageLedger("no-such-table", queue_url=None, rng=random.Random(7))
+    run_sync(ledger.record(ctx(unique()), ATTEMPT))
+    assert ledger.counters.get("UsageWriteConflict") == 0 and ledger.counters.get("UsageWriteFailed") == 1
 
 
 # --------------------------------------------------------------------------- reporting
@@ -153,8 +248,11 @@ def test_malformed_usage_messages_are_rejected_for_the_dead_letter_queue(table, 
 def test_usage_endpoint_reports_only_the_callers_tenant(local_stack, simulator):
     tenant, other = unique(), unique()
     body = {"model": "gpt-4o-mini", "temperature": 0, "messages": [{"role": "user", "content": "Usage?"}]}
-    with api_key_for(local_stack, tenant) as key, api_key_for(local_stack, other) as other_key, \
-            httpx.Client(base_url=local_stack.api_url, timeout=30) as http:
+    with (
+        api_key_for(local_stack, tenant) as key,
+        api_key_for(local_stack, other) as other_key,
+        httpx.Client(base_url=local_stack.api_url, timeout=30) as http,
+    ):
         for _ in range(2):
             assert http.post("/v1/completions", json=body, headers={"x-api-key": key}).status_code == 200
         mine = http.get("/v1/usage", headers={"x-api-key": key})
@@ -162,8 +260,9 @@ def test_usage_endpoint_reports_only_the_callers_tenant(local_stack, simulator):
         today = datetime.now(UTC).date().isoformat()
         bounded = http.get("/v1/usage", params={"from": today, "to": today}, headers={"x-api-key": key})
         bad_date = http.get("/v1/usage", params={"from": "yesterday"}, headers={"x-api-key": key})
-        reversed_range = http.get("/v1/usage", params={"from": "2026-02-01", "to": "2026-01-01"},
-                                  headers={"x-api-key": key})
+        reversed_range = http.get(
+            "/v1/usage", params={"from": "2026-02-01", "to": "2026-01-01"}, headers={"x-api-key": key}
+        )
         forged = http.get("/v1/usage", params={"tenant": other}, headers={"x-api-key": other_key})
     assert mine.status_code == 200
     report = mine.json()

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from llm_gateway.breaker import CircuitState, SharedCircuitBreaker
 from llm_gateway.catalog import default_catalog
+from llm_gateway.errors import ProviderUnavailableError
 from llm_gateway.runtime import run_sync
 
 
@@ -50,7 +51,7 @@ class MemoryStore:
         self.states[circuit] = replace(state, probe_until=probe_until)
         return True
 
-    async def close(self, circuit, now, window):
+    async def close(self, circuit, now, window, ttl_s):
         state = self.states.get(circuit, CircuitState())
         if state.tripped_at and state.open_until <= now:
             self.states[circuit] = replace(state, open_until=0.0, tripped_at=0.0, probe_until=0.0)
@@ -142,11 +143,74 @@ def test_gateway_tries_the_least_recently_failed_model_when_all_are_open():
         run_sync(breaker.record(spec.provider, spec.id, ok=False))
         clock.now += 1
     oldest = fast[0]
-    gateway = make({"gemini": ScriptedProvider("gemini"), "openai": ScriptedProvider("openai"),
-                    "anthropic": ScriptedProvider("anthropic")})
+    gateway = make(
+        {
+            "gemini": ScriptedProvider("gemini"),
+            "openai": ScriptedProvider("openai"),
+            "anthropic": ScriptedProvider("anthropic"),
+        }
+    )
     gateway.breaker = breaker
     assert complete(gateway, tier="fast").model == oldest.id
     # Now make a different model the least recently failed one.
     clock.now += 1
     run_sync(breaker.record(oldest.provider, oldest.id, ok=False))
     assert complete(gateway, tier="fast").model == fast[1].id
+
+
+def half_open_fallback(clock, store):
+    breaker = instance(store, clock)
+    fail(breaker, 3, model="gpt-4.1")  # the fallback's circuit opens...
+    clock.now += 31  # ...and is half-open after the cool-down
+    return breaker
+
+
+def test_a_half_open_fallback_keeps_its_probe_when_the_primary_answers():
+    from tests.unit.test_gateway import ScriptedProvider, complete, make
+
+    store, clock = MemoryStore(), Clock()
+    breaker = half_open_fallback(clock, store)
+    gateway = make({"openai": ScriptedProvider("openai")})
+    gateway.breaker = breaker
+    for _ in range(3):
+        assert complete(gateway, model="gpt-4o-mini", fallback=["gpt-4.1"]).model == "gpt-4o-mini"
+    assert store.states["openai#gpt-4.1"].probe_until <= clock.now  # never called, so never claimed
+    clock.now += 1
+    assert run_sync(instance(store, clock).allow("openai", "gpt-4.1"))  # the probe is free for a real caller
+
+
+def test_a_half_open_fallback_is_probed_when_it_is_called_and_closes_on_success():
+    from tests.unit.test_gateway import ScriptedProvider, complete, make
+
+    store, clock = MemoryStore(), Clock()
+    breaker = half_open_fallback(clock, store)
+    openai = ScriptedProvider("openai", [ProviderUnavailableError("503")] * 2)
+    gateway = make({"openai": openai})
+    gateway.breaker = breaker
+    assert complete(gateway, model="gpt-4o-mini", fallback=["gpt-4.1"]).model == "gpt-4.1"
+    assert breaker.counters.get("BreakerProbe") == 1 and breaker.counters.get("BreakerClosed") == 1
+    assert store.states["openai#gpt-4.1"].phase(clock.now) == "closed"
+
+
+class RacingStore(MemoryStore):
+    """Another instance claims each probe just before this one tries to (between ordering and the call)."""
+
+    async def claim_probe(self, circuit, now, probe_until):
+        await super().claim_probe(circuit, now, probe_until)  # the rival wins
+        return await super().claim_probe(circuit, now, probe_until)
+
+
+def test_a_probe_lost_at_call_time_skips_the_model_unless_nothing_else_can_be_called():
+    from tests.unit.test_gateway import ScriptedProvider, complete, make
+
+    store, clock = RacingStore(), Clock()
+    breaker = half_open_fallback(clock, store)
+    openai = ScriptedProvider("openai")
+    gateway = make({"openai": openai})
+    gateway.breaker = breaker
+    # The half-open model looked available when ordering; its probe is lost when about to call it.
+    assert complete(gateway, model="gpt-4.1", fallback=["gpt-4o-mini"]).model == "gpt-4o-mini"
+    assert [c.model for c in openai.calls] == ["gpt-4o-mini"]
+    clock.now += 11  # the rival's probe expired without a report
+    # Alone, it is still called (never fail without a call).
+    assert complete(gateway, model="gpt-4.1", fallback=[]).model == "gpt-4.1"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +20,11 @@ from llm_gateway.cache import (
     is_cacheable_request,
     is_cacheable_result,
 )
+from llm_gateway.catalog import Catalog, default_catalog
 from llm_gateway.errors import InvalidRequestError
 from llm_gateway.models import CacheControl, CompletionRequest, CompletionResult, Usage
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE: dict[str, Any] = {"messages": [{"role": "user", "content": "What is 2+2?"}], "temperature": 0}
 
 
@@ -47,7 +53,7 @@ def result(**changes: Any) -> CompletionResult:
 
 def test_same_request_same_key_and_key_is_opaque():
     assert key() == key()
-    assert key().startswith("v1:") and "t1" not in key() and "2+2" not in key()
+    assert key().startswith("v2:") and "t1" not in key() and "2+2" not in key()
 
 
 def test_tenants_never_share_a_key():
@@ -64,9 +70,24 @@ def test_only_an_explicit_shared_namespace_crosses_tenants():
     shared = {"cache": {"namespace": "shared:faq"}}
     assert key("tenant-a", **shared) == key("tenant-b", **shared)
     assert key("tenant-a", **shared) != key("tenant-a", cache={"namespace": "shared:other"})
-    assert cache_scope("tenant-a", "shared:faq") == "shared/faq"
+    assert cache_scope("tenant-a", "shared:faq") == {"shared": "faq"}
     with pytest.raises(ValueError):
         cache_scope("", None)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "namespace", "other_tenant", "other_namespace"),
+    [
+        ("a/ns/b", None, "a", "b"),  # joined as strings, these two scopes were the same
+        ("a", "b", "a/ns", "b"),
+        ("shared/faq", None, "anyone", "shared:faq"),  # a tenant named like a shared scope
+    ],
+)
+def test_tenant_and_namespace_cannot_be_crafted_to_collide(tenant, namespace, other_tenant, other_namespace):
+    assert cache_scope(tenant, namespace) != cache_scope(other_tenant, other_namespace)
+    mine = {"cache": {"namespace": namespace}} if namespace else {}
+    theirs = {"cache": {"namespace": other_namespace}}
+    assert key(tenant, **mine) != key(other_tenant, **theirs)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +121,39 @@ def test_schemas_are_part_of_the_key():
 
 def test_catalog_version_is_part_of_the_key():
     assert key(catalog="c1") != key(catalog="c2")
+
+
+def test_the_catalog_fingerprint_follows_its_content_not_just_the_version():
+    bundled = default_catalog()
+    same = Catalog.model_validate(bundled.model_dump())
+    assert same.fingerprint == bundled.fingerprint and bundled.fingerprint.startswith(bundled.version + "+")
+    first = bundled.models[0]
+    doubled = first.model_copy(update={"output_per_mtok": first.output_per_mtok * 2})
+    repriced = bundled.model_copy(update={"models": [doubled, *bundled.models[1:]]})
+    rewired = bundled.model_copy(
+        update={"models": [first.model_copy(update={"provider_model": first.id + "-002"}), *bundled.models[1:]]}
+    )
+    fingerprints = {bundled.fingerprint, repriced.fingerprint, rewired.fingerprint}
+    assert len(fingerprints) == 3 and {c.version for c in (bundled, repriced, rewired)} == {bundled.version}
+    assert len({key(catalog=f) for f in fingerprints}) == 3
+
+
+def test_the_catalog_fingerprint_is_the_same_in_every_process():
+    """Capabilities and tiers are sets: their order must not leak into the hash (string hashing is per process)."""
+    script = "from llm_gateway.catalog import default_catalog; print(default_catalog().fingerprint)"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "layers" / "gateway")}
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**env, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert seen == {default_catalog().fingerprint}
 
 
 def test_defaults_are_resolved_and_metadata_and_controls_ignored():

@@ -1,4 +1,4 @@
-"""Documents to text, and the extraction handler's S3 key conventions (no AWS needed)."""
+"""Documents to text, and the S3 key conventions of the extraction handler and summary uploads (no AWS needed)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from types import ModuleType
 
 import pytest
 
+from llm_gateway.config import Settings
 from llm_gateway.documents import document_text
 from llm_gateway.errors import InvalidRequestError, UnsupportedDocumentError
+from llm_gateway.summary_uploads import is_upload_key, output_keys
 from tests.pdf_bytes import pdf_with_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +27,24 @@ def test_html_is_reduced_to_text() -> None:
     html = b"<html><head><script>var x=1</script></head><body><p>Jane <b>Doe</b></p></body></html>"
     doc = document_text(html, name="page.html")
     assert doc.kind == "html" and "Jane Doe" in doc.text and "var x" not in doc.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"<!DOCTYPE html><html><body><p>Jane <b>Doe</b></p><script>var x=1</script></body></html>",
+        b"\xef\xbb\xbf\n  <html lang='en'><p>Jane Doe</p></html>",
+        b"<?xml version='1.0'?>\n<!-- exported -->\n<html xmlns='http://www.w3.org/1999/xhtml'><p>Jane Doe</p></html>",
+    ],
+)
+def test_html_is_recognised_by_its_first_bytes_whatever_the_name_or_type(raw: bytes) -> None:
+    doc = document_text(raw, name="upload.txt", content_type="application/octet-stream")
+    assert doc.kind == "html" and "Jane Doe" in doc.text and "<" not in doc.text and "var x" not in doc.text
+
+
+def test_markdown_with_inline_tags_is_not_taken_for_html() -> None:
+    markdown = b"# Notes<br>\n\nSee <html> for details, and <p>this</p>.\n"
+    assert document_text(markdown, name="notes.md").kind == "text"
 
 
 def test_pdf_text_layer_is_extracted_by_content_not_name() -> None:
@@ -69,3 +89,18 @@ def test_output_keys_mirror_the_input_path(handler: ModuleType) -> None:
     for bad in ("incoming/extract/a.pdf", "incoming/extract//a.pdf", "other/invoice/a.pdf"):
         with pytest.raises(InvalidRequestError):
             handler.schema_from_key(bad)
+
+
+def test_summary_upload_keys_mirror_the_input_path() -> None:
+    assert output_keys("incoming/summarize/reports/2026/q3 board.md") == (
+        "results/summarize/reports/2026/q3 board.md.json",
+        "results/summarize/reports/2026/q3 board.md.txt",
+        "errors/summarize/reports/2026/q3 board.md.json",
+    )
+    assert is_upload_key("incoming/summarize/a.md")
+    assert not is_upload_key("incoming/summarize/folder/") and not is_upload_key("incoming/extract/a.md")
+
+
+def test_the_stuff_ceiling_is_configurable() -> None:
+    assert Settings.from_env({}).summary_stuff_max_tokens == 32_000
+    assert Settings.from_env({"GATEWAY_SUMMARY_STUFF_MAX_TOKENS": "8000"}).summary_stuff_max_tokens == 8_000

@@ -1,6 +1,7 @@
 """The completion path with in-memory providers (the integration suite runs the same over real sockets)."""
 
 import asyncio
+import json
 import random
 
 import pytest
@@ -15,10 +16,18 @@ from llm_gateway.errors import (
     RateLimitedError,
 )
 from llm_gateway.gateway import Gateway
-from llm_gateway.models import CompletionRequest, ProviderResponse, Usage
+from llm_gateway.models import CompletionRequest, Message, ProviderResponse, Usage
+from llm_gateway.providers.base import json_instruction
 from llm_gateway.retry import RetryPolicy
 from llm_gateway.routing import Router
 from llm_gateway.seams import RequestContext
+from llm_gateway.tokens import (
+    ESTIMATE_MARGIN,
+    IMAGE_MAX_TOKENS,
+    NATIVE_SCHEMA_OVERHEAD_TOKENS,
+    estimate_message_tokens,
+    estimate_text_tokens,
+)
 
 
 class ScriptedProvider:
@@ -119,6 +128,9 @@ class RecordingBreaker:
         self.open = set(open_models)
         self.records = []
 
+    async def available(self, provider, model):
+        return model not in self.open
+
     async def allow(self, provider, model):
         return model not in self.open
 
@@ -137,3 +149,123 @@ def test_breaker_skips_open_circuits_but_always_tries_something():
     assert complete(gateway, tier="fast").model == "gpt-4o-mini"
     gateway.breaker = RecordingBreaker({m.id for m in default_catalog().models})
     assert complete(gateway, tier="fast").model == "gemini-2.0-flash-lite"  # all open: still one call
+
+
+# --------------------------------------------------------------------------- structured output fallback
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+
+
+def test_a_native_schema_rejected_by_one_provider_falls_back_to_the_next():
+    openai = ScriptedProvider("openai", [ProviderBadRequestError("400 invalid schema for response_format")])
+    anthropic = ScriptedProvider("anthropic")
+    result = complete(
+        make({"openai": openai, "anthropic": anthropic}),
+        model="gpt-4o-mini",
+        fallback=["claude-3-5-haiku-latest"],
+        response_format={"type": "json_schema", "schema": SCHEMA},
+    )
+    assert openai.calls[0].native_structured  # the rejected call did send the schema natively
+    assert result.model == "claude-3-5-haiku-latest"
+    assert [(a.model, a.outcome, a.error_code) for a in result.attempts] == [
+        ("gpt-4o-mini", "error", "provider_bad_request"),
+        ("claude-3-5-haiku-latest", "success", None),
+    ]
+
+
+def test_a_bad_request_without_a_native_schema_still_stops():
+    for body in ({}, {"response_format": {"type": "json_object"}}):  # Claude: JSON by instruction, not native
+        anthropic = ScriptedProvider("anthropic", [ProviderBadRequestError("400")])
+        openai = ScriptedProvider("openai")
+        with pytest.raises(ProviderBadRequestError):
+            complete(
+                make({"openai": openai, "anthropic": anthropic}),
+                model="claude-3-5-haiku-latest",
+                fallback=["gpt-4o-mini"],
+                **body,
+            )
+        assert not anthropic.calls[0].native_structured and openai.calls == []
+
+
+# --------------------------------------------------------------------------- budget reservations
+
+
+class RecordingBudget:
+    def __init__(self):
+        self.reserved = []
+        self.settled = []
+
+    async def reserve(self, ctx, amount_usd):
+        self.reserved.append(amount_usd)
+        return Reservation(amount_usd)
+
+    async def settle(self, ctx, reservation, actual_usd):
+        self.settled.append(actual_usd)
+
+
+class Reservation:
+    def __init__(self, amount_usd):
+        self.amount_usd = amount_usd
+
+
+def reserved_input_tokens(**body):
+    """The input tokens the gateway reserved for (the reservation minus max_tokens of output)."""
+    budget = RecordingBudget()
+    model = body["model"]
+    gateway = make(
+        {
+            "openai": ScriptedProvider("openai"),
+            "anthropic": ScriptedProvider("anthropic"),
+            "gemini": ScriptedProvider("gemini"),
+        }
+    )
+    gateway.budget = budget
+    complete(gateway, fallback=[], max_tokens=10, **body)
+    spec = default_catalog().get(model)
+    [amount] = budget.reserved
+    return (amount - spec.worst_case_cost(0, 10)) * 1e6 / spec.input_per_mtok
+
+
+def test_the_reservation_counts_the_json_instruction_the_adapter_adds():
+    messages = [{"role": "user", "content": "x" * 40}]
+    plain = reserved_input_tokens(model="claude-3-5-haiku-latest", messages=messages)
+    # Claude has no JSON mode: the adapter sends an instruction as a system message, billed as input.
+    json_object = reserved_input_tokens(
+        model="claude-3-5-haiku-latest", messages=messages, response_format={"type": "json_object"}
+    )
+    instruction = json_instruction(_wire(response_format={"type": "json_object"}))
+    user = Message(role="user", content="x" * 40)
+    assert plain >= ESTIMATE_MARGIN * estimate_message_tokens([user])
+    assert json_object >= ESTIMATE_MARGIN * estimate_message_tokens([Message(role="system", content=instruction), user])
+    assert json_object > plain
+
+
+def test_the_reservation_counts_a_native_schema_and_images_at_their_maximum():
+    messages = [{"role": "user", "content": "x" * 40}]
+    big_schema = {"type": "object", "properties": {f"field_{i}": {"type": "string"} for i in range(50)}}
+    native = reserved_input_tokens(
+        model="gpt-4o-mini", messages=messages, response_format={"type": "json_schema", "schema": big_schema}
+    )
+    plain = reserved_input_tokens(model="gpt-4o-mini", messages=messages)
+    schema_tokens = estimate_text_tokens(json.dumps(big_schema, separators=(",", ":")))
+    assert native - plain >= ESTIMATE_MARGIN * (schema_tokens + NATIVE_SCHEMA_OVERHEAD_TOKENS) - 1
+    image = {"type": "image_url", "url": "data:image/png;base64,AAAA"}
+    two_images = [{"role": "user", "content": [{"type": "text", "text": "x" * 40}, image, image]}]
+    with_images = reserved_input_tokens(model="gpt-4o-mini", messages=two_images)
+    assert with_images - plain >= 2 * IMAGE_MAX_TOKENS["openai"] - 1
+
+
+def test_the_reservation_is_released_when_a_call_fails():
+    budget = RecordingBudget()
+    gateway = make({"openai": ScriptedProvider("openai", [ProviderBadRequestError("400")])})
+    gateway.budget = budget
+    with pytest.raises(ProviderBadRequestError):
+        complete(gateway, model="gpt-4o-mini", fallback=[])
+    assert len(budget.reserved) == 1 and budget.settled == [0.0]
+
+
+def _wire(**body):
+    from llm_gateway.models import ProviderRequest
+
+    request = CompletionRequest.model_validate({"messages": [{"role": "user", "content": "x"}], **body})
+    return ProviderRequest(model="m", messages=request.messages, max_tokens=1, response_format=request.response_format)

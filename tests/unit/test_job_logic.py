@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
-from llm_gateway import api, job_http, jobs
+from llm_gateway import api, job_http, jobs, operations
 from llm_gateway.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
     InvalidRequestError,
     ProviderUnavailableError,
     RateLimitedError,
+    SchemaError,
+    SchemaNotFoundError,
 )
 from llm_gateway.models import CompletionRequest
 from llm_gateway.task_tokens import error_name
-from llm_gateway.worker import JobMessage, PoisonMessage, backoff_s, parse_message
+from llm_gateway.worker import BOOKKEEPING_S, JobMessage, PoisonMessage, backoff_s, parse_message, task_token_in
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
@@ -131,6 +134,22 @@ def test_poison_messages_are_named_with_a_reason(body, reason):
         parse_message(body)
 
 
+@pytest.mark.parametrize(
+    ("body", "token"),
+    [
+        ('{"kind":"job","tenant":"t","input":"not an object","task_token":"AQB-tok/en+1=="}', "AQB-tok/en+1=="),
+        ('{"kind":"mystery","task_token":"tok"}', "tok"),
+        ('<garbage "task_token": "tok-in-text" garbage>', "tok-in-text"),
+        ('{"kind":"job","task_token":42}', None),
+        ('{"kind":"job","task_token":""}', None),
+        ("[1, 2]", None),
+        ("not json", None),
+    ],
+)
+def test_a_task_token_is_found_even_in_an_unusable_message(body, token):
+    assert task_token_in(body) == token
+
+
 def test_derived_job_ids_are_stable_and_well_formed():
     assert jobs.derived_job_id("token-1") == jobs.derived_job_id("token-1") != jobs.derived_job_id("token-2")
     assert len(jobs.derived_job_id("x")) == len(jobs.new_job_id()) == 36
@@ -139,6 +158,39 @@ def test_derived_job_ids_are_stable_and_well_formed():
 def test_task_failure_names_match_the_named_errors_of_direct_invocation():
     for err in (outage(), RateLimitedError("x"), InvalidRequestError("y")):
         assert error_name(err.code) == type(api.named_error(err)).__name__
+
+
+def test_extraction_jobs_are_checked_by_the_extraction_itself():
+    operations.check("extraction", {"text": "Invoice 7", "schema": "invoice"})
+    operations.check("extraction", {"s3": {"key": "incoming/a.pdf"}, "schema": {"type": "object"}})
+    with pytest.raises(SchemaNotFoundError):
+        operations.check("extraction", {"text": "Invoice 7", "schema": "no-such-schema"})
+    with pytest.raises(SchemaError):
+        operations.check("extraction", {"text": "Invoice 7", "schema": {"type": "array"}})
+    for missing_or_both in ({"schema": "invoice"}, {"text": "x", "s3": {"key": "incoming/a"}, "schema": "invoice"}):
+        with pytest.raises(InvalidRequestError, match="exactly one"):
+            operations.check("extraction", missing_or_both)
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def test_error_records_are_bounded_for_the_job_item():
+    small = {"code": "rate_limited", "message": "slow down", "retryable": True, "details": {"a": 1}}
+    assert jobs.bounded_error(small) == small
+    huge = {"code": "providers_unavailable", "message": "m" * 50_000, "retryable": True, "details": {"x": "y" * 9_000}}
+    bounded = jobs.bounded_error(huge)
+    assert bounded == {"code": "providers_unavailable", "message": "m" * 1_000, "retryable": True}
+    assert len(json.dumps(bounded)) <= jobs.MAX_ERROR_BYTES
+
+
+def test_answers_are_measured_as_lambda_sends_them():
+    ascii_body = {"result": {"content": "a" * 1_000}}
+    cjk_body = {"result": {"content": "长" * 1_000}}
+    assert len(jobs.encode_body(cjk_body).encode("utf-8")) < 3_100  # sent as UTF-8, not \u-escaped
+    assert jobs.response_body_bytes(ascii_body) < 1_100
+    assert jobs.response_body_bytes(cjk_body) >= 6_000  # escaped, in the worst case, inside the proxy JSON
+    assert jobs.response_body_bytes({"text": 'say "hi"'}) == len(json.dumps(jobs.encode_body({"text": 'say "hi"'})))
 
 
 def test_a_completion_request_survives_the_trip_through_a_job():
@@ -163,10 +215,20 @@ def resources() -> dict:
     return cfn_yaml.load(str(TEMPLATE))["Resources"]
 
 
-def test_the_worker_gives_up_exactly_when_the_queue_dead_letters(resources):
+def test_the_queue_keeps_one_delivery_past_the_workers_last_attempt(resources):
+    # The worker dead-letters a job's message itself after JOB_MAX_RECEIVES; the queue's one extra
+    # delivery settles a job whose last attempt died with its invocation.
     template = cfn_yaml.load(str(TEMPLATE))
     max_receives = resources["RetryQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
-    assert template["Globals"]["Function"]["Environment"]["Variables"]["JOB_MAX_RECEIVES"] == str(max_receives)
+    assert int(template["Globals"]["Function"]["Environment"]["Variables"]["JOB_MAX_RECEIVES"]) == max_receives - 1
+
+
+def test_a_batch_of_jobs_fits_in_one_invocation(resources):
+    worker = resources["RetryWorkerFunction"]["Properties"]
+    [source] = worker["Events"].values()
+    runtime = float(worker["Environment"]["Variables"]["JOB_MAX_RUNTIME"])
+    assert source["Properties"]["BatchSize"] * (runtime + BOOKKEEPING_S) <= worker["Timeout"]
+    assert runtime >= 0.8 * worker["Timeout"]  # long summaries need most of the invocation
 
 
 def test_the_worker_reports_partial_batch_failures_within_the_visibility_timeout(resources):
@@ -192,8 +254,12 @@ def test_the_worker_role_is_scoped(resources):
     assert grants["sqs:SendMessage"] == {"Fn::GetAtt": ["RetryDeadLetterQueue", "Arn"]}
     assert grants["dynamodb:DeleteItem"] == {"Fn::GetAtt": ["IdempotencyTable", "Arn"]}
     wildcard = {action for action, resource in grants.items() if resource == "*"}
-    assert wildcard == {"states:SendTaskSuccess", "states:SendTaskFailure", "xray:PutTraceSegments",
-                        "xray:PutTelemetryRecords"}
+    assert wildcard == {
+        "states:SendTaskSuccess",
+        "states:SendTaskFailure",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+    }
     # No SAM-attached AWSLambdaSQSQueueExecutionRole (receive/delete on every queue): an explicit role.
     assert resources["RetryWorkerFunction"]["Properties"]["Role"] == {"Fn::GetAtt": ["RetryWorkerRole", "Arn"]}
     assert "Policies" not in resources["RetryWorkerFunction"]["Properties"]

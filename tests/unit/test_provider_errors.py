@@ -187,3 +187,82 @@ def test_anthropic_usage_counts_cache_reads_as_input():
         90,
         3,
     )
+
+
+# --------------------------------------------------------------------------- finish reasons
+
+
+def _anthropic_answer(stop_reason):
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "stop_reason": stop_reason,
+        "content": [{"type": "text", "text": "partial"}],
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+
+
+def _gemini_answer(finish_reason):
+    candidate = {"content": {"parts": [{"text": "partial"}], "role": "model"}, "index": 0}
+    if finish_reason is not None:
+        candidate["finishReason"] = finish_reason
+    return {"candidates": [candidate], "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}}
+
+
+def _openai_answer(finish_reason):
+    return {
+        "choices": [{"message": {"role": "assistant", "content": "partial"}, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }
+
+
+@pytest.mark.parametrize(
+    ("provider", "body", "expected"),
+    [
+        ("anthropic", _anthropic_answer("end_turn"), "stop"),
+        ("anthropic", _anthropic_answer("max_tokens"), "length"),
+        ("anthropic", _anthropic_answer("model_context_window_exceeded"), "length"),
+        ("anthropic", _anthropic_answer("pause_turn"), "error"),
+        ("anthropic", _anthropic_answer("some_future_reason"), "error"),
+        ("gemini", _gemini_answer("STOP"), "stop"),
+        ("gemini", _gemini_answer("MAX_TOKENS"), "length"),
+        ("gemini", _gemini_answer("OTHER"), "error"),
+        ("gemini", _gemini_answer("MALFORMED_FUNCTION_CALL"), "error"),
+        ("gemini", _gemini_answer("FINISH_REASON_UNSPECIFIED"), "error"),
+        ("gemini", _gemini_answer(None), "error"),
+        ("openai", _openai_answer("stop"), "stop"),
+        ("openai", _openai_answer("length"), "length"),
+        ("openai", _openai_answer("something_new"), "error"),
+        ("openai", _openai_answer(None), "error"),
+    ],
+)
+def test_only_known_complete_finish_reasons_count_as_stop(provider, body, expected):
+    """Anything but "stop" is never cached as a complete answer: unknown reasons must not become "stop"."""
+    assert call(provider, respond(200, body)).finish_reason == expected
+
+
+@pytest.mark.parametrize("reason", ["BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "RECITATION", "SAFETY"])
+def test_gemini_blocked_answers_are_content_filtered(reason):
+    with pytest.raises(errors.ContentFilteredError):
+        call("gemini", respond(200, _gemini_answer(reason)))
+
+
+def test_an_unknown_finish_reason_is_not_cached():
+    from llm_gateway.cache import is_cacheable_result
+    from llm_gateway.models import CompletionRequest, CompletionResult, Usage
+
+    response = call("gemini", respond(200, _gemini_answer("OTHER")))
+    request = CompletionRequest(messages=[Message(role="user", content="hi")], temperature=0)
+    result = CompletionResult(
+        content=response.content,
+        provider="gemini",
+        model="m",
+        finish_reason=response.finish_reason,
+        usage=Usage(),
+        cost_usd=0.0,
+        latency_ms=1.0,
+        attempts=[],
+    )
+    assert not is_cacheable_result(request, result)

@@ -31,6 +31,7 @@ from llm_gateway.models import (
     ProviderResponse,
     Usage,
 )
+from llm_gateway.providers.gemini_schema import UntranslatableSchema, gemini_schema
 from llm_gateway.retry import RetryPolicy
 from llm_gateway.routing import Router
 from llm_gateway.schemas import (
@@ -38,10 +39,10 @@ from llm_gateway.schemas import (
     check_schema,
     named_schema,
     schema_names,
-    strict_compatible,
     validation_problems,
 )
 from llm_gateway.seams import RequestContext
+from llm_gateway.strict_schema import drop_added_nulls, is_strict, strict_form
 from llm_gateway.structured import ReaskPolicy, complete_structured, reask_messages
 
 PERSON = {
@@ -73,6 +74,25 @@ def test_lenient_parsing_reads_what_the_model_meant(text: str, expected: Any) ->
     assert parse_json_lenient(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('answer: ["x"] then {"a": 1}', {"a": 1}),
+        ('Tags ["a", "b"], and the record:\n```json\n{"a": 1}\n```', {"a": 1}),
+        ('"note" first, then {"a": [1, {"b": 2}]}', {"a": [1, {"b": 2}]}),
+        ('[{"a": 1}, {"a": 2}]', [{"a": 1}, {"a": 2}]),  # an array answer is not mined for an element
+        ('[[1], [2], [3], [4], [5], [6], [7], [8], [9]] and {"a": 1}', {"a": 1}),  # elements don't use up tries
+        ('["x"]', ["x"]),  # no object anywhere: the first value, for a precise reask
+    ],
+)
+def test_lenient_parsing_prefers_an_object_when_one_is_wanted(text: str, expected: Any) -> None:
+    assert parse_json_lenient(text, prefer_object=True) == expected
+
+
+def test_without_preference_the_first_value_wins() -> None:
+    assert parse_json_lenient('answer: ["x"] then {"a": 1}') == ["x"]
+
+
 def test_trailing_comma_removal_leaves_strings_alone() -> None:
     assert without_trailing_commas('{"s": "x,}", "t": [1,]}') == '{"s": "x,}", "t": [1]}'
 
@@ -94,12 +114,12 @@ def test_lenient_parsing_explains_failures(text: str, fragment: str) -> None:
 # --------------------------------------------------------------------------- schema checks
 
 
-def test_shipped_schemas_are_valid_and_strict_compatible() -> None:
+def test_shipped_schemas_are_valid_and_already_in_strict_form() -> None:
     assert {"entities", "invoice", "contact"} <= set(schema_names())
     for name in ("entities", "invoice", "contact"):
-        schema = named_schema(name)
+        schema = {k: v for k, v in named_schema(name).items() if k != "$schema"}
         assert schema["type"] == "object"
-        assert strict_compatible(schema), name
+        assert is_strict(schema), name
 
 
 def test_unknown_and_malformed_schema_names() -> None:
@@ -156,14 +176,171 @@ def test_hostile_nesting_is_refused_without_recursing() -> None:
         check_schema({"type": "object", "description": deep})
 
 
-def test_strict_compatibility() -> None:
-    assert strict_compatible(PERSON)
-    open_object = {**PERSON, "additionalProperties": True}
-    optional = {**PERSON, "required": ["name"]}
+def test_strict_form_leaves_a_strict_schema_alone_and_refuses_what_it_cannot_rewrite() -> None:
+    assert strict_form(PERSON) == PERSON
     with_min_length = {**PERSON, "properties": {**PERSON["properties"], "name": {"type": "string", "minLength": 1}}}
     with_uri = {**PERSON, "properties": {**PERSON["properties"], "name": {"type": "string", "format": "uri"}}}
-    for schema in (open_object, optional, with_min_length, with_uri):
-        assert not strict_compatible(schema)
+    free_map = {
+        "type": "object",
+        "properties": {"tags": {"type": "object", "additionalProperties": {"type": "string"}}},
+    }
+    anything = {"type": "object", "properties": {"x": {"description": "any value"}}}
+    one_of = {"type": "object", "properties": {"x": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}
+    for schema in (with_min_length, with_uri, free_map, anything, one_of):
+        assert strict_form(schema) is None, schema
+
+
+def test_strict_form_closes_objects_and_makes_optional_properties_nullable() -> None:
+    loose = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "default": "?"},
+            "age": {"type": "integer"},
+            "kind": {"enum": ["a", "b"]},
+            "home": {"$ref": "#/$defs/place"},
+            "pets": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "string"}}}},
+        },
+        "required": ["name"],
+        "$defs": {"place": {"type": "object", "properties": {"city": {"type": ["string", "null"]}}}},
+    }
+    strict = strict_form(loose)
+    assert strict is not None and loose["required"] == ["name"]  # the caller's schema is not touched
+    assert list(strict["properties"]) == list(loose["properties"])  # key order is answer order
+    assert strict["additionalProperties"] is False and strict["required"] == list(loose["properties"])
+    props = strict["properties"]
+    assert props["name"] == {"type": "string"}  # required: not nullable; "default" is refused by strict mode
+    assert props["age"] == {"type": ["integer", "null"]}
+    assert props["kind"] == {"anyOf": [{"enum": ["a", "b"]}, {"type": "null"}]}
+    assert props["home"] == {"anyOf": [{"$ref": "#/$defs/place"}, {"type": "null"}]}
+    [pets, null] = props["pets"]["anyOf"]  # objects and arrays: an anyOf with null, not a type list
+    assert null == {"type": "null"} and pets["type"] == "array"
+    assert pets["items"] == {
+        "type": "object",
+        "properties": {"n": {"type": ["string", "null"]}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    place = strict["$defs"]["place"]
+    assert place["additionalProperties"] is False and place["properties"]["city"] == {"type": ["string", "null"]}
+
+
+def _object_chain(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"x": schema}, "required": ["x"], "additionalProperties": False}
+    return schema
+
+
+def test_strict_form_respects_openai_limits() -> None:
+    assert strict_form(_object_chain(10)) is not None
+    assert strict_form(_object_chain(11)) is None  # more than 10 levels of nesting
+    array_levels = {"type": "object", "properties": {"x": {"type": "array", "items": _object_chain(9)}}}
+    assert strict_form(array_levels) is None  # arrays count as levels too
+    many = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(5_001)}}
+    assert strict_form(many) is None
+
+
+def test_added_nulls_are_dropped_before_validation_and_allowed_nulls_kept() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer"},
+            "note": {"type": ["string", "null"]},
+            "home": {"$ref": "#/$defs/place"},
+            "pets": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "string"}}}},
+        },
+        "required": ["name"],
+        "$defs": {"place": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    }
+    answer = {"name": "Ada", "age": None, "note": None, "home": {"city": None}, "pets": [{"n": None}, {"n": "Rex"}]}
+    cleaned = drop_added_nulls(schema, answer)
+    assert cleaned == {"name": "Ada", "note": None, "home": {}, "pets": [{}, {"n": "Rex"}]}
+    assert validation_problems(schema, cleaned) == []
+    # A null for a required property is a real mistake: it stays, and validation says so.
+    assert drop_added_nulls(schema, {"name": None}) == {"name": None}
+    assert validation_problems(schema, {"name": None})[0]["path"] == "/name"
+
+
+def test_an_optional_field_left_null_under_strict_mode_costs_no_reask() -> None:
+    optional_age = {**PERSON, "required": ["name"], "properties": {**PERSON["properties"], "age": {"type": "integer"}}}
+    provider = Replies("openai", ['{"name": "Ada", "age": null}'])
+    result = asyncio.run(
+        complete_structured(gateway_with(provider), request(), ctx(), schema=optional_age, name="person")
+    )
+    assert result.asks == 1 and result.data == {"name": "Ada"}
+
+
+# --------------------------------------------------------------------------- Gemini's dialect
+
+
+def _gemini(schema: dict[str, Any]) -> dict[str, Any]:
+    return gemini_schema({"type": "object", "properties": {"x": schema}})["properties"]["x"]
+
+
+def test_shipped_schemas_translate_for_gemini_without_unsupported_formats() -> None:
+    for name in ("entities", "invoice", "contact"):
+        translated = json.dumps(gemini_schema(named_schema(name)))
+        assert '"format"' not in translated and "additionalProperties" not in translated
+        assert "$ref" not in translated and '"type": [' not in translated
+    invoice = gemini_schema(named_schema("invoice"))
+    assert invoice["properties"]["issue_date"] == {
+        "type": "string",
+        "nullable": True,
+        "description": "Date of issue, YYYY-MM-DD. (format: date)",
+    }
+    assert invoice["properties"]["seller"]["propertyOrdering"] == ["name", "address", "tax_id"]
+    assert invoice["propertyOrdering"] == list(named_schema("invoice")["properties"])
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        ({"type": "string", "format": "date-time"}, {"type": "string", "format": "date-time"}),
+        ({"type": "string", "format": "email"}, {"type": "string", "description": "format: email"}),
+        ({"const": "fixed"}, {"type": "string", "enum": ["fixed"]}),
+        ({"const": 3}, {"type": "integer", "description": "exactly 3"}),
+        ({"type": "integer", "enum": [1, 2]}, {"type": "integer", "description": "one of: 1, 2"}),
+        ({"enum": ["a", "b", None]}, {"type": "string", "enum": ["a", "b"], "nullable": True}),
+        (
+            {"type": ["string", "number"], "description": "id"},
+            {"anyOf": [{"type": "string"}, {"type": "number"}], "description": "id"},
+        ),
+        ({"type": ["integer", "null"], "minimum": 0}, {"type": "integer", "minimum": 0, "nullable": True}),
+        ({"anyOf": [{"type": "string"}, {"type": "null"}]}, {"type": "string", "nullable": True}),
+        (
+            {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+            {"anyOf": [{"type": "string"}, {"type": "integer"}]},
+        ),
+        (
+            {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}}, {"required": ["a"]}]},
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"], "propertyOrdering": ["a"]},
+        ),
+        (
+            {"type": "string", "pattern": "^[A-Z]+$", "maxLength": 3},
+            {"type": "string", "description": "matching the pattern ^[A-Z]+$; at most 3 characters"},
+        ),
+    ],
+)
+def test_gemini_translation_keeps_what_the_subset_can_say(schema: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert _gemini(schema) == expected
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object"},  # free-form object
+        {"type": "object", "properties": {}, "additionalProperties": {"type": "string"}},
+        {"description": "anything"},
+        {"type": "array"},  # no items schema
+        {"type": "null"},
+        {"enum": ["a", 1]},  # mixed types
+        {"allOf": [{"type": "string"}, {"type": "integer"}]},  # nothing in common
+    ],
+)
+def test_gemini_translation_refuses_what_the_subset_cannot_say(schema: dict[str, Any]) -> None:
+    with pytest.raises(UntranslatableSchema):
+        _gemini(schema)
 
 
 def test_validation_problems_name_the_path() -> None:
@@ -299,6 +476,12 @@ def test_malformed_then_invalid_then_valid_reasks_with_the_errors_and_counts_eve
     assert "not valid JSON" in second[-1].text()
     assert third[-2].text().startswith("```json") and "/name" in third[-1].text() and "/age" in third[-1].text()
     assert "Ada, 36" not in second[-1].text()
+
+
+def test_an_array_before_the_object_costs_no_reask() -> None:
+    provider = Replies("openai", ['Tags: ["x"]. The record: {"name": "Ada", "age": 36}'])
+    result = run(gateway_with(provider), request())
+    assert result.asks == 1 and result.data == {"name": "Ada", "age": 36}
 
 
 def test_reasks_exhausted_raise_422_with_the_last_errors_and_all_attempts() -> None:

@@ -30,7 +30,7 @@ API_ROUTES = {
     ("get", "/v1/jobs/{job_id}"): "JobsFunction",
 }
 # Functions that queue async jobs (Prefer: respond-async, deferral): JobsSubmitPolicy on JobsTable and jobs/*.
-JOB_SUBMITTERS = {"CompletionFunction", "SummarizationFunction"}
+JOB_SUBMITTERS = {"CompletionFunction", "ExtractionFunction", "SummarizationFunction"}
 S3_PREFIXES = {"ExtractionFunction": "incoming/extract/", "SummarizationFunction": "incoming/summarize/"}
 
 # Allow statements whose actions AWS only authorizes on Resource "*" (X-Ray write access comes from
@@ -346,6 +346,11 @@ def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> 
         assert targets["secretsmanager:GetSecretValue"] == {"ProviderKeysSecret"}
         assert not any(a.startswith("dynamodb:") and "Scan" in a for a in targets), logical_id
         s3 = [s for s in grants if any(a.startswith("s3:") for a in as_list(s["Action"]))]
+        # Cache entries too large for a DynamoDB item: read and write under cache/ only.
+        cache_entries = [{"Fn::Sub": "arn:${AWS::Partition}:s3:::" + BUCKET_NAME_SUB + "/cache/*"}]
+        [cache_s3] = [s for s in s3 if as_list(s["Resource"]) == cache_entries]
+        assert sorted(as_list(cache_s3["Action"])) == ["s3:GetObject", "s3:PutObject"]
+        s3.remove(cache_s3)
         job_bodies = [{"Fn::Sub": "arn:${AWS::Partition}:s3:::" + BUCKET_NAME_SUB + "/jobs/*"}]
         if logical_id in JOB_SUBMITTERS:  # job inputs too large for a job item: write-only, under jobs/
             [jobs_s3] = [s for s in s3 if as_list(s["Resource"]) == job_bodies]

@@ -49,7 +49,7 @@ def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
     cache = (
         CompletionCache(
             cache_backend,
-            catalog_version=catalog.version,
+            catalog_version=catalog.fingerprint,
             default_ttl_s=config.cache_ttl_s,
             timeout_s=config.cache_timeout_s,
             default_tier=config.default_tier,
@@ -92,7 +92,7 @@ def _cache_backend(config: Settings) -> CacheBackend | None:
 
         return MomentoCacheBackend(_momento(config), config.momento_cache_name)
     if config.cache_backend == "dynamodb" and config.cache_table:
-        return DynamoDBCacheBackend(config.cache_table)
+        return DynamoDBCacheBackend(config.cache_table, overflow_bucket=config.documents_bucket)
     return None
 
 

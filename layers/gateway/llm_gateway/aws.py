@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
@@ -40,8 +41,12 @@ STANDARD = CallProfile()
 # Ledger and budgets: retried, yet bounded (a few seconds at worst) since a request waits on them;
 # a ledger write that still fails goes to the retry queue instead.
 DURABLE = CallProfile(connect_timeout_s=1.0, read_timeout_s=3.0, max_attempts=3)
+# Provider keys (Secrets Manager, SSM): a request waits on them after each cache expiry, and a failure
+# is a retryable 503, so a few seconds at worst (botocore's default would be 60 s per read).
+KEYS = CallProfile(connect_timeout_s=1.0, read_timeout_s=2.0, max_attempts=2)
 
 _clients: dict[tuple[str, CallProfile], Any] = {}
+_parameter_providers: dict[str, Any] = {}  # Powertools providers, each with its own value cache
 _session: Any = None  # one boto3 Session for every client: service models are loaded once per process
 _lock = threading.Lock()
 
@@ -72,11 +77,37 @@ def s3(profile: CallProfile = STANDARD) -> S3Client:
     return client("s3", profile)  # type: ignore[no-any-return]
 
 
+def ssm_parameters() -> SSMProvider:
+    """Powertools' SSM provider over a client with explicit timeouts (its values cached per ``max_age``)."""
+    from aws_lambda_powertools.utilities.parameters import SSMProvider
+
+    return _parameter_provider("ssm", lambda: SSMProvider(boto3_client=client("ssm", KEYS)))  # type: ignore[no-any-return]
+
+
+def secrets() -> SecretsProvider:
+    """Powertools' Secrets Manager provider over a client with explicit timeouts."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    return _parameter_provider(  # type: ignore[no-any-return]
+        "secretsmanager", lambda: SecretsProvider(boto3_client=client("secretsmanager", KEYS))
+    )
+
+
+def _parameter_provider(service: str, build: Callable[[], Any]) -> Any:
+    found = _parameter_providers.get(service)
+    if found is None:
+        found = build()  # outside _lock: client() takes it
+        with _lock:
+            found = _parameter_providers.setdefault(service, found)
+    return found
+
+
 def reset_clients() -> None:
     """Forget cached clients (the environment, e.g. AWS_ENDPOINT_URL, changed)."""
     global _session
     with _lock:
         _clients.clear()
+        _parameter_providers.clear()
         _session = None
 
 

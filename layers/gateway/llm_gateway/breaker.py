@@ -7,6 +7,9 @@ At ``failure_threshold`` failures the first instance to notice opens the circuit
 cool-down the circuit is half-open: exactly one instance wins a conditional "probe" claim and calls;
 success closes the circuit, failure opens it again. A probe that never reports back expires.
 
+The gateway orders candidates with ``available`` (read-only) and calls ``allow`` only for the model it
+is about to call, so a probe is never claimed for a fallback that ends up not being called.
+
 State lives in a small store (DynamoDB item in the usage table, or Momento keys), read through a
 local view cached for ``view_ttl_s`` so that a healthy request does not pay a read per candidate.
 Store failures are fail-open: a broken breaker must never stop traffic.
@@ -61,7 +64,7 @@ class BreakerStore(Protocol):
         """Claim the half-open probe; True for exactly one caller until ``probe_until``."""
         ...
 
-    async def close(self, circuit: str, now: float, window: int) -> None:
+    async def close(self, circuit: str, now: float, window: int, ttl_s: int) -> None:
         """Close a half-open circuit and reset its failure count (no-op if it was re-opened meanwhile)."""
         ...
 
@@ -100,7 +103,29 @@ class SharedCircuitBreaker:
     def circuit(provider: str, model: str) -> str:
         return f"{provider}#{model}"
 
+    @property
+    def state_ttl_s(self) -> int:
+        """How long shared state outlives its last write."""
+        return max(self.window_s, self.cooldown_s, self.probe_timeout_s) * 10
+
+    async def available(self, provider: str, model: str) -> bool:
+        """Read-only: closed, or half-open with no probe known to be in flight. Claims nothing."""
+        circuit = self.circuit(provider, model)
+        now = self._clock()
+        try:
+            state = await self._state(circuit, now)
+        except Exception as exc:
+            self._store_failed("available", exc)
+            return True
+        phase = state.phase(now)
+        if phase == "closed" or (phase == "half_open" and state.probe_until <= now):
+            return True
+        self.counters.add("BreakerRejected")
+        return False
+
     async def allow(self, provider: str, model: str) -> bool:
+        """Just before calling the model: closed goes ahead; half-open goes ahead only for the one
+        caller that wins the probe claim."""
         circuit = self.circuit(provider, model)
         now = self._clock()
         try:
@@ -147,13 +172,13 @@ class SharedCircuitBreaker:
         if view is None or not view.state.tripped_at:
             return
         if probing or view.state.phase(now) == "half_open":
-            await self.store.close(circuit, now, int(now // self.window_s))
+            await self.store.close(circuit, now, int(now // self.window_s), self.state_ttl_s)
             self._views.pop(circuit, None)
             self.counters.add("BreakerClosed")
 
     async def _record_failure(self, circuit: str, now: float) -> None:
         window = int(now // self.window_s)
-        ttl_s = max(self.window_s, self.cooldown_s) * 10
+        ttl_s = self.state_ttl_s
         count, state = await self.store.count_failure(circuit, now, window, ttl_s)
         probing = circuit in self._probing
         self._probing.discard(circuit)
@@ -232,7 +257,7 @@ class DynamoDBBreakerStore:
         )
         return item is not None
 
-    async def close(self, circuit: str, now: float, window: int) -> None:
+    async def close(self, circuit: str, now: float, window: int, ttl_s: int) -> None:
         await self._update(
             circuit,
             "SET open_until = :zero, tripped_at = :zero, probe_until = :zero, fc = :zero",

@@ -6,14 +6,35 @@ Reserve-then-settle on one DynamoDB item per tenant and window (usage table):
   (``make budget``); tenants without one get ``GATEWAY_DEFAULT_BUDGET_USD`` (unset: no budget).
 * ``BUDGET#<tenant>`` / ``SPEND#<period>`` (period ``2026-11-23`` or ``2026-11``): ``committed_pusd`` =
   settled spend + outstanding reservations, ``spent_pusd`` = settled spend (integer pico-dollars, see
-  money.py), and one attribute ``r_<id> = {amount, expires}`` per outstanding reservation.
+  money.py), one attribute ``r_<id> = {amount, expires}`` per outstanding reservation and one
+  ``x_<id> = {expires}`` per reservation reclaimed as expired but not settled yet.
 
-Reserving the worst-case cost is one conditional UpdateItem: ``ADD committed_pusd :amount`` only if
-``committed_pusd <= limit - amount``. DynamoDB applies it atomically, so however many instances race,
-``committed`` never exceeds the limit; since an answer never costs more than its worst case, spend
-cannot either (beyond token-estimate error, at most one reservation). Settling removes the
-reservation and adds the actual cost. A reservation that is never settled (the instance died) expires:
-when a reservation is refused, expired ones are reclaimed and the reservation is tried once more.
+Each step is one conditional UpdateItem, so each is exactly-once even when botocore retries it after
+a lost response:
+
+* reserve: ``ADD committed_pusd :amount, SET r_<id>`` only if ``r_<id>`` does not exist and
+  ``committed_pusd <= limit - amount``. A retry whose first attempt landed fails the condition and
+  finds its own ``r_<id>`` (returned with the failure): that is success, not a second charge.
+* settle: ``REMOVE r_<id>, ADD committed_pusd (actual - amount), spent_pusd actual`` only if ``r_<id>``
+  exists. If it does not, either the reservation was reclaimed (then ``x_<id>`` exists and the actual
+  cost is added afresh while removing it, again conditionally) or it was settled already (nothing to do).
+* reclaim: when a reservation is refused, reservations past their expiry (the invocation's deadline
+  plus a grace period) are released (``r_<id>`` swapped for ``x_<id>``) and the reservation is tried
+  once more.
+
+The guarantee, and what it rests on. A reservation succeeds only while ``committed <= limit``, and
+``committed`` always includes settled spend, outstanding reservations and any excess a settlement
+brought in. Hence ``spent <= limit + excess``, where excess is the sum of ``actual - reserved`` over
+the requests whose actual cost was above their reservation and that were already in flight when the
+budget ran out, plus the cost of reservations settled after being reclaimed. "At most one reservation
+over the budget" therefore holds as long as (a) reservations cover the actual cost up to a total error
+of one reservation among concurrent requests: the gateway reserves the worst case, input estimated
+from the request as actually sent (JSON instruction, native schema and tool prompt, images at their
+maximum) with a margin for tokenizer differences (tokens.py), output at ``max_tokens``, which
+providers enforce; and (b) invocations settle before their reservation expires. When an estimate is
+short anyway, the excess is still charged in full (spend stays truthful) and pushes ``committed`` over
+the limit, so every later reservation in the window is refused: an estimation error cannot compound
+beyond the requests already in flight.
 """
 
 from __future__ import annotations
@@ -40,6 +61,7 @@ log = logging.getLogger("llm_gateway.budgets")
 
 Window = Literal["day", "month"]
 WINDOWS: tuple[Window, ...] = ("day", "month")
+ADJECTIVE: dict[Window, str] = {"day": "daily", "month": "monthly"}
 RESERVATION_GRACE_S = 60  # beyond the invocation's own deadline
 MAX_RESERVATION_S = 15 * 60 + RESERVATION_GRACE_S  # a Lambda never runs longer than 15 minutes
 SPEND_RETENTION_S = 400 * 86_400
@@ -120,13 +142,16 @@ class DynamoDBBudgetGuard:
         if not isinstance(reservation, BudgetReservation) or reservation.reservation_id is None:
             return
         try:
-            await aws.in_thread(self._settle, reservation, to_pusd(actual_usd))
+            settled = await aws.in_thread(self._settle, reservation, to_pusd(actual_usd))
         except Exception as exc:  # the reservation will expire; the ledger still has the actual cost
             log.error(
                 "budget settle failed",
                 extra={"tenant": reservation.tenant, "period": reservation.period, "error": type(exc).__name__},
             )
             self.counters.add("BudgetSettleError")
+            return
+        if not settled:
+            self.counters.add("BudgetSettleDuplicate")  # settled before: nothing charged twice
 
     # --- reserving
 
@@ -151,6 +176,7 @@ class DynamoDBBudgetGuard:
         self, tenant: str, policy: BudgetPolicy, period: str, rid: str, amount: int, expires: float
     ) -> bool:
         retain_until = int(period_end(policy.window, self._clock()).timestamp()) + SPEND_RETENTION_S
+        record = {"M": {"amount": _n(amount), "expires": {"N": str(int(expires))}}}
         try:
             self._client().update_item(
                 TableName=self.table,
@@ -158,18 +184,24 @@ class DynamoDBBudgetGuard:
                 UpdateExpression=(
                     "ADD committed_pusd :amount SET #r = :res, expires_at = if_not_exists(expires_at, :keep)"
                 ),
-                ConditionExpression="attribute_not_exists(committed_pusd) OR committed_pusd <= :room",
+                ConditionExpression=(
+                    "attribute_not_exists(#r) AND (attribute_not_exists(committed_pusd) OR committed_pusd <= :room)"
+                ),
                 ExpressionAttributeNames={"#r": f"r_{rid}"},
                 ExpressionAttributeValues={
                     ":amount": _n(amount),
                     ":room": _n(to_pusd(policy.limit_usd) - amount),
-                    ":res": {"M": {"amount": _n(amount), "expires": {"N": str(int(expires))}}},
+                    ":res": record,
                     ":keep": {"N": str(retain_until)},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except Exception as exc:
             if aws.error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                # A retry whose first attempt landed (the response was lost) finds its own reservation
+                # (the id is random: only this call can have written it).
+                current = getattr(exc, "response", {}).get("Item") or {}
+                return bool(current.get(f"r_{rid}", {}).get("M", {}).get("amount") == _n(amount))
             raise
         return True
 
@@ -178,57 +210,79 @@ class DynamoDBBudgetGuard:
         item = self._client().get_item(TableName=self.table, Key=_spend_key(tenant, period), ConsistentRead=True)
         released = False
         for name, value in (item.get("Item") or {}).items():
-            if not name.startswith("r_"):
-                continue
             record: Any = value.get("M", {})
-            if float(record.get("expires", {}).get("N", "0")) > now:
+            expires = float(record.get("expires", {}).get("N", "0"))
+            if name.startswith("x_") and expires < now - MAX_RESERVATION_S:
+                # A reclaimed reservation whose invocation cannot still be running: it will never settle.
+                self._conditional_update(tenant, period, "REMOVE #r", name)
                 continue
-            try:
-                self._client().update_item(
-                    TableName=self.table,
-                    Key=_spend_key(tenant, period),
-                    UpdateExpression="REMOVE #r ADD committed_pusd :release",
-                    ConditionExpression="attribute_exists(#r)",
-                    ExpressionAttributeNames={"#r": name},
-                    ExpressionAttributeValues={":release": _n(-int(record["amount"]["N"]))},
-                )
-            except Exception as exc:
-                if aws.error_code(exc) == "ConditionalCheckFailedException":
-                    continue  # settled or reclaimed by someone else meanwhile
-                raise
-            released = True
-            self.counters.add("BudgetReservationExpired")
+            if not name.startswith("r_") or expires > now:
+                continue
+            if self._conditional_update(
+                tenant,
+                period,
+                "REMOVE #r SET #x = :marker ADD committed_pusd :release",
+                name,
+                names={"#x": "x_" + name.removeprefix("r_")},
+                values={":release": _n(-int(record["amount"]["N"])), ":marker": {"M": {"expires": record["expires"]}}},
+            ):
+                released = True
+                self.counters.add("BudgetReservationExpired")
         return released
 
-    def _settle(self, reservation: BudgetReservation, actual: int) -> None:
-        key = _spend_key(reservation.tenant, reservation.period)
+    def _settle(self, reservation: BudgetReservation, actual: int) -> bool:
+        """Exactly once per reservation. False if it had been settled before (a retry or a duplicate)."""
+        rid = reservation.reservation_id
+        if self._conditional_update(
+            reservation.tenant,
+            reservation.period,
+            "REMOVE #r ADD committed_pusd :delta, spent_pusd :actual",
+            f"r_{rid}",
+            values={":delta": _n(actual - reservation.amount_pusd), ":actual": _n(actual)},
+        ):
+            return True
+        # Reclaimed as expired already: its amount was released, so count the actual cost afresh, once.
+        return self._conditional_update(
+            reservation.tenant,
+            reservation.period,
+            "REMOVE #r ADD committed_pusd :actual, spent_pusd :actual",
+            f"x_{rid}",
+            values={":actual": _n(actual)},
+        )
+
+    def _conditional_update(
+        self,
+        tenant: str,
+        period: str,
+        expression: str,
+        attribute: str,
+        *,
+        names: dict[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """Apply ``expression`` only while ``attribute`` (``#r``) exists; False if it did not."""
+        extra: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
         try:
             self._client().update_item(
                 TableName=self.table,
-                Key=key,
-                UpdateExpression="REMOVE #r ADD committed_pusd :delta, spent_pusd :actual",
+                Key=_spend_key(tenant, period),
+                UpdateExpression=expression,
                 ConditionExpression="attribute_exists(#r)",
-                ExpressionAttributeNames={"#r": f"r_{reservation.reservation_id}"},
-                ExpressionAttributeValues={
-                    ":delta": _n(actual - reservation.amount_pusd),
-                    ":actual": _n(actual),
-                },
+                ExpressionAttributeNames={"#r": attribute, **(names or {})},
+                **extra,
             )
         except Exception as exc:
-            if aws.error_code(exc) != "ConditionalCheckFailedException":
-                raise
-            # Reclaimed as expired already: its amount was released, so count the actual cost afresh.
-            self._client().update_item(
-                TableName=self.table,
-                Key=key,
-                UpdateExpression="ADD committed_pusd :actual, spent_pusd :actual",
-                ExpressionAttributeValues={":actual": _n(actual)},
-            )
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def _committed(self, tenant: str, period: str) -> int | None:
-        item = self._client().get_item(
-            TableName=self.table, Key=_spend_key(tenant, period), ProjectionExpression="committed_pusd"
-        ).get("Item")
+        item = (
+            self._client()
+            .get_item(TableName=self.table, Key=_spend_key(tenant, period), ProjectionExpression="committed_pusd")
+            .get("Item")
+        )
         return int(item["committed_pusd"]["N"]) if item and "committed_pusd" in item else None
 
     def _exceeded(
@@ -237,7 +291,7 @@ class DynamoDBBudgetGuard:
         self.counters.add("BudgetExceeded")
         resets_at = period_end(policy.window, now)
         return BudgetExceededError(
-            f"the {policy.window}ly budget of {policy.limit_usd.normalize():f} USD cannot cover this request "
+            f"the {ADJECTIVE[policy.window]} budget of {policy.limit_usd.normalize():f} USD cannot cover this request "
             f"(worst case {to_usd(amount):.6f} USD); it resets at {resets_at.isoformat()}",
             details={
                 "limit_usd": float(policy.limit_usd),

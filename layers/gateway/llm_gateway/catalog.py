@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cache
 from pathlib import Path
@@ -50,6 +51,17 @@ class ModelSpec(BaseModel):
 class Catalog(BaseModel):
     version: str
     models: list[ModelSpec]
+
+    @property
+    def fingerprint(self) -> str:
+        """The hand-kept version plus a hash of the content: changes whenever a price, window,
+        capability or wire model does, even if nobody bumped ``version`` (cache keys use it).
+        Computed on each use (not cached: a model_copy would carry a stale value along)."""
+        # default=sorted: capabilities and tiers are sets, sorted so every process gets the same hash.
+        content = json.dumps(
+            [m.model_dump() for m in self.models], sort_keys=True, separators=(",", ":"), default=sorted
+        )
+        return f"{self.version}+{hashlib.sha256(content.encode('utf-8')).hexdigest()[:16]}"
 
     def get(self, model_id: str) -> ModelSpec:
         for spec in self.models:

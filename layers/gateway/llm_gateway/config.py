@@ -66,6 +66,7 @@ class Settings(BaseModel):
 
     # Summarization (issue 5): chunk size cap, parallel map calls, prompt templates, input size.
     summary_max_chunk_tokens: int = Field(default=3_000, ge=32, le=200_000)
+    summary_stuff_max_tokens: int = Field(default=32_000, ge=32, le=2_000_000)  # auto's one-call ceiling
     summary_concurrency: int = Field(default=8, ge=1, le=64)
     summary_prompt_version: str = Field(default="v1", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     summary_max_document_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -138,6 +139,7 @@ class Settings(BaseModel):
             "breaker_window_s": "GATEWAY_BREAKER_WINDOW",
             "breaker_cooldown_s": "GATEWAY_BREAKER_COOLDOWN",
             "summary_max_chunk_tokens": "GATEWAY_SUMMARY_MAX_CHUNK_TOKENS",
+            "summary_stuff_max_tokens": "GATEWAY_SUMMARY_STUFF_MAX_TOKENS",
             "summary_concurrency": "GATEWAY_SUMMARY_CONCURRENCY",
             "summary_prompt_version": "GATEWAY_SUMMARY_PROMPT_VERSION",
             "summary_max_document_bytes": "GATEWAY_SUMMARY_MAX_DOCUMENT_BYTES",

@@ -17,9 +17,9 @@ def provider_key(settings: Settings, provider: str) -> str | None:
     if key := settings.api_keys.get(provider):
         return key
     if param := settings.key_params.get(provider):
-        from aws_lambda_powertools.utilities import parameters  # lazy: boto3 is heavy
+        from . import aws
 
-        value = parameters.get_parameter(param, decrypt=True, max_age=KEY_CACHE_SECONDS)
+        value = aws.ssm_parameters().get(param, decrypt=True, max_age=KEY_CACHE_SECONDS)
         return str(value) if value else None
     if settings.provider_keys_secret:
         return _secret_keys(settings.provider_keys_secret).get(provider) or None
@@ -27,9 +27,9 @@ def provider_key(settings: Settings, provider: str) -> str | None:
 
 
 def _secret_keys(secret_id: str) -> dict[str, str]:
-    from aws_lambda_powertools.utilities import parameters
+    from . import aws
 
-    raw: Any = parameters.get_secret(secret_id, max_age=KEY_CACHE_SECONDS)
+    raw: Any = aws.secrets().get(secret_id, max_age=KEY_CACHE_SECONDS)
     data = json.loads(raw) if isinstance(raw, str | bytes) else raw
     if not isinstance(data, dict):
         return {}

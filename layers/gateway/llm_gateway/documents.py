@@ -72,14 +72,16 @@ def _get_object(obj: S3Object, max_bytes: int) -> tuple[bytes, str]:
 
 
 def document_text(raw: bytes, *, name: str = "", content_type: str = "") -> Document:
-    """Text of a document's bytes, by content: PDF, HTML, else UTF-8 text (Markdown and plain text as-is)."""
+    """Text of a document's bytes: PDF (by magic bytes, name or type), HTML (by name, type, or a start of
+    ``<!doctype html`` / ``<html``), else UTF-8 text (Markdown and plain text as-is)."""
     lowered = name.lower()
     if raw.startswith(_PDF_MAGIC) or lowered.endswith(".pdf") or content_type.startswith("application/pdf"):
         return _pdf(raw)
     text = _utf8(raw)
-    if lowered.endswith(_HTML_SUFFIXES) or content_type.startswith(("text/html", "application/xhtml")):
-        from .html_text import html_to_text
+    from .html_text import html_to_text, starts_like_html
 
+    declared = lowered.endswith(_HTML_SUFFIXES) or content_type.startswith(("text/html", "application/xhtml"))
+    if declared or starts_like_html(text):  # uploads often come as .txt or application/octet-stream
         return _non_empty(Document(text=html_to_text(text), kind="html", size_bytes=len(raw)))
     return _non_empty(Document(text=text, kind="text", size_bytes=len(raw)))
 

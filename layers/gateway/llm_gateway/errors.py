@@ -85,6 +85,14 @@ class NotConfiguredError(GatewayError):
     http_status = 501
 
 
+class ProviderKeysUnavailableError(GatewayError):
+    """The provider keys could not be read (Secrets Manager or SSM failed or timed out): retry shortly."""
+
+    code = "provider_keys_unavailable"
+    http_status = 503
+    retryable = True
+
+
 # --- async jobs ----------------------------------------------------------------------------------
 
 

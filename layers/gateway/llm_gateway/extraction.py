@@ -3,9 +3,10 @@
 The schema is inline (a JSON Schema) or the name of one shipped in ``shared/schemas/``. Extraction runs
 at temperature 0 and is cacheable by default (only validated answers are cached, see structured.py).
 
-Documents in S3: trusted entry points (the S3 trigger and Step Functions, authorised by IAM) may read
-any key of the documents bucket and say so with ``ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"``. Every
-other caller, an API key's tenant, may only read its own prefix ``incoming/tenants/<tenant>/``.
+Documents in S3: trusted entry points (the S3 trigger and Step Functions, authorised by IAM, and jobs
+they handed over) may read any key of the documents bucket and say so with
+``ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"``. Every other caller, an API key's tenant (directly or
+through a job), may only read its own prefix ``incoming/tenants/<tenant>/``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import api
+from . import api, aws
+from . import extraction_uploads as uploads
 from .config import Settings, settings
 from .documents import Document, S3Object, read_s3_document
-from .errors import InvalidRequestError
+from .errors import GatewayError, InvalidRequestError
 from .models import CacheControl, CompletionRequest, Message, Tier
 from .schemas import check_schema, named_schema
 from .seams import RequestContext
@@ -28,6 +30,10 @@ from .service import default_gateway
 from .structured import ReaskPolicy, StructuredResult, complete_structured
 
 DOCUMENT_SCOPE_TAG = "documents_scope"
+JOB_SOURCE_TAG = "job_source"  # set by the retry worker on a job's context: who submitted the job
+# Job sources whose submitter was an IAM-authorised entry point (an upload, a task token, a message an
+# IAM principal queued): their documents may be anywhere in the bucket, as for the entry point itself.
+TRUSTED_JOB_SOURCES = frozenset({uploads.UPLOAD_JOB_SOURCE, "stepfunctions", "sqs"})
 TENANT_PREFIX = "incoming/tenants/{tenant}/"
 DEFAULT_MAX_TOKENS = 4_096
 MAX_TEXT_CHARS = 2_000_000
@@ -78,10 +84,50 @@ class ExtractionRequest(BaseModel):
 
 
 async def run_extraction(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-    """The ``extraction`` operation: JSON-ready result with data, provider, model, cost and attempts."""
+    """The ``extraction`` operation: JSON-ready result with data, provider, model, cost and attempts.
+
+    Run as a job that retries an upload (see extraction_uploads), it also writes the upload's result
+    object, or rewrites its error object when the attempt fails.
+    """
     started = time.perf_counter()
     request = api.validate(ExtractionRequest, payload)
     config = settings()
+    if ctx.tags.get(JOB_SOURCE_TAG) in TRUSTED_JOB_SOURCES:  # handed over by an IAM-authorised entry point
+        ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"
+    s3_key = request.s3.key if request.s3 is not None else None
+    upload = uploads.continued_upload(ctx, s3_key, config.documents_bucket)
+    if upload is None:
+        return await _extract(request, ctx, config, started)
+    return await _retry_upload(upload, request, ctx, config, started)
+
+
+async def _retry_upload(
+    upload: uploads.Upload, request: ExtractionRequest, ctx: RequestContext, config: Settings, started: float
+) -> dict[str, Any]:
+    when = uploads.now_iso()
+    attempt = uploads.job_attempt(ctx)
+    job_id = ctx.tags.get("job_id")
+    try:
+        body = await _extract(request, ctx, config, started)
+    except GatewayError as err:
+        final = not err.retryable or uploads.is_last_attempt(attempt)
+        schema = request.json_schema if isinstance(request.json_schema, str) else None
+        await aws.in_thread(
+            uploads.write_error,
+            upload,
+            err,
+            started=when,
+            status="failed" if final else "retrying",
+            schema=schema,
+            job_id=job_id,
+            attempt=attempt,
+        )
+        raise
+    await aws.in_thread(uploads.write_result, upload, body, started=when, job_id=job_id)
+    return body
+
+
+async def _extract(request: ExtractionRequest, ctx: RequestContext, config: Settings, started: float) -> dict[str, Any]:
     schema_name, schema = resolve_schema(request.json_schema)
     source: dict[str, Any]
     if request.s3 is not None:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 
 import httpx
 
+from . import after_response
 from .catalog import Catalog, ModelSpec
 from .errors import (
     AllProvidersFailedError,
     ContextTooLongError,
     GatewayError,
     ProviderAuthError,
+    ProviderBadRequestError,
     ProviderError,
     ProviderTimeoutError,
 )
+from .fallback_time import candidate_context
 from .models import (
     Attempt,
     CompletionRequest,
@@ -29,9 +33,11 @@ from .models import (
     Usage,
 )
 from .providers import Provider
+from .providers.base import with_json_instruction
 from .retry import MIN_CALL_TIME_S, RetryPolicy
 from .routing import Candidate, Router
 from .seams import BudgetGuard, CircuitBreaker, RequestContext, ResponseCache, UsageRecorder
+from .tokens import worst_case_input_tokens
 
 log = logging.getLogger("llm_gateway")
 
@@ -69,22 +75,30 @@ class Gateway:
             if hit is not None:
                 return hit.model_copy(update={"cached": True, "latency_ms": _ms_since(started)})
         plan = self.router.plan(request)
-        candidates = await self._order_by_health(plan.candidates)
+        candidates, forced = await self._order_by_health(plan.candidates)
         attempts: list[Attempt] = []
         last_error: ProviderError | None = None
-        for candidate in candidates:
+        for index, candidate in enumerate(candidates):
             if ctx.deadline.remaining() < MIN_CALL_TIME_S:
                 break
             if isinstance(last_error, ContextTooLongError) and not _larger(candidate.spec, last_error, self.catalog):
                 continue  # a prompt too long for one window only moves to a larger one
+            # The breaker's claim (a half-open probe) is made only now, for the model about to be called:
+            # a probe claimed for a fallback that is never called would stall its recovery. A refusal
+            # skips the model, unless nothing else was or will be called (never fail without a call).
+            required = forced or (not attempts and index == len(candidates) - 1)
             try:
-                response = await self._call_with_retries(candidate, request, ctx, attempts, plan.input_tokens)
+                share = candidate_context(ctx, fallbacks_left=len(candidates) - index - 1)  # room to fall back
+                response = await self._call_with_retries(candidate, request, share, attempts, required=required)
             except ProviderError as err:
                 last_error = err
-                if not _falls_back(err):
+                if not _falls_back(err, native_structured=_native_structured(request, candidate.spec)):
                     err.attempts = attempts
                     raise
                 log.info("falling back", extra={"provider": err.provider, "model": err.model, "error": err.code})
+                continue
+            if response is None:
+                log.info("circuit not available, skipping", extra={"model": candidate.spec.id})
                 continue
             result = CompletionResult(
                 content=response.content,
@@ -108,20 +122,20 @@ class Gateway:
             last_error=last_error,
         )
 
-    async def _order_by_health(self, candidates: list[Candidate]) -> list[Candidate]:
-        """Healthy circuits first; open ones are kept last so that something is always tried."""
+    async def _order_by_health(self, candidates: list[Candidate]) -> tuple[list[Candidate], bool]:
+        """The candidates whose circuit may be called, in order; True when none could and one is forced."""
         if self.breaker is None:
-            return candidates
+            return candidates, False
         breaker = self.breaker
-        # Concurrently: each may be a read of shared state (a cached local view on warm instances).
-        allowed = await asyncio.gather(*(breaker.allow(c.spec.provider, c.spec.id) for c in candidates))
-        healthy = [c for c, ok in zip(candidates, allowed, strict=True) if ok]
-        tripped = [c for c, ok in zip(candidates, allowed, strict=True) if not ok]
+        # Read-only and concurrent: each may be a read of shared state (a cached local view when warm).
+        available = await asyncio.gather(*(breaker.available(c.spec.provider, c.spec.id) for c in candidates))
+        healthy = [c for c, ok in zip(candidates, available, strict=True) if ok]
+        tripped = [c for c, ok in zip(candidates, available, strict=True) if not ok]
         if healthy or not tripped:
-            return healthy
+            return healthy, False
         # Every circuit is open: still try one, the one that failed least recently, rather than none.
         last_failed = [await breaker.last_failure_at(c.spec.provider, c.spec.id) for c in tripped]
-        return [tripped[last_failed.index(min(last_failed))]]
+        return [tripped[last_failed.index(min(last_failed))]], True
 
     async def _call_with_retries(
         self,
@@ -129,8 +143,10 @@ class Gateway:
         request: CompletionRequest,
         ctx: RequestContext,
         attempts: list[Attempt],
-        input_tokens: int,
-    ) -> ProviderResponse:
+        *,
+        required: bool,
+    ) -> ProviderResponse | None:
+        """The model's answer, or None when its circuit refused the call and the call is not ``required``."""
         spec = candidate.spec
         provider = self.providers[spec.provider]
         wire = ProviderRequest(
@@ -146,17 +162,30 @@ class Gateway:
         )
         reservation = None
         if self.budget is not None:
-            reservation = await self.budget.reserve(ctx, spec.worst_case_cost(input_tokens, candidate.max_tokens))
+            worst_input = _worst_case_input(wire, spec.provider)
+            reservation = await self.budget.reserve(ctx, spec.worst_case_cost(worst_input, candidate.max_tokens))
         spent_before = sum(a.cost_usd for a in attempts)
 
         async def one_call() -> ProviderResponse:
             return await self._attempt(provider, spec, wire, ctx, attempts)
 
+        answered = False
         try:
-            return await self.retry.call(one_call, deadline=ctx.deadline)
+            if self.breaker is not None and not await self.breaker.allow(spec.provider, spec.id) and not required:
+                return None  # the reservation is released below (settled at zero)
+            response = await self.retry.call(one_call, deadline=ctx.deadline)
+            answered = True
+            return response
         finally:
             if self.budget is not None and reservation is not None:
-                await self.budget.settle(ctx, reservation, sum(a.cost_usd for a in attempts) - spent_before)
+                budget, spent = self.budget, sum(a.cost_usd for a in attempts) - spent_before
+
+                async def settle() -> None:
+                    await budget.settle(ctx, reservation, spent)
+
+                # An answer ends the request: settle after the response (the reservation holds the worst
+                # case until then). A failure may be followed by a fallback that needs the room now.
+                await (after_response.soon(settle) if answered else settle())
 
     async def _attempt(
         self,
@@ -202,8 +231,14 @@ class Gateway:
             await self.usage.record(ctx, attempt)
 
 
-def _falls_back(err: ProviderError) -> bool:
-    """Another model may succeed where this one could not; the caller's own mistakes do not fall back."""
+def _falls_back(err: ProviderError, *, native_structured: bool) -> bool:
+    """Another model may succeed where this one could not; the caller's own mistakes do not fall back.
+
+    A request refused while a native schema was sent may be the provider rejecting that schema (each
+    supports a different subset of JSON Schema): another provider may accept it.
+    """
+    if native_structured and isinstance(err, ProviderBadRequestError):
+        return True
     return err.retryable or isinstance(err, ProviderAuthError | ContextTooLongError)
 
 
@@ -220,6 +255,16 @@ def _counts_against_health(attempt: Attempt) -> bool:
 def _larger(spec: ModelSpec, err: ContextTooLongError, catalog: Catalog) -> bool:
     failed = catalog.find(err.model)
     return failed is None or spec.context_window > failed.context_window
+
+
+def _worst_case_input(wire: ProviderRequest, provider: str) -> int:
+    """Input tokens to reserve for: the messages as the adapter sends them (with the JSON instruction
+    it adds when the native mode is not used) and the schema when it is sent natively."""
+    fmt = wire.response_format
+    native_schema = None
+    if wire.native_structured and isinstance(fmt, JsonSchemaFormat):
+        native_schema = json.dumps(fmt.json_schema, separators=(",", ":"))
+    return worst_case_input_tokens(with_json_instruction(wire), provider=provider, native_schema=native_schema)
 
 
 def _native_structured(request: CompletionRequest, spec: ModelSpec) -> bool:

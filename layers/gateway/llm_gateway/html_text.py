@@ -20,6 +20,10 @@ _BLOCKS = frozenset(
 )  # fmt: skip
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
+# An HTML document's first bytes: optional BOM, whitespace, <?xml ...?> and comments, then the doctype or <html>.
+_HTML_START = re.compile(
+    r"^\ufeff?\s*(?:<\?xml[^>]*\?>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)[\s>]", re.I | re.S
+)
 _HTML_HINT = re.compile(r"<\s*(?:!doctype\s+html|html|body|p|div|br|h[1-6]|article|section|span|li|table)\b", re.I)
 
 
@@ -94,3 +98,10 @@ def html_to_text(html: str) -> str:
 def looks_like_html(text: str) -> bool:
     """A cheap sniff of the first few kilobytes, for text that arrives without a content type."""
     return bool(_HTML_HINT.search(text[:4096]))
+
+
+def starts_like_html(text: str) -> bool:
+    """Whether ``text`` opens as an HTML document (``<!doctype html`` or ``<html``), for documents that
+    arrive without a telling name or content type. Stricter than :func:`looks_like_html`: Markdown with
+    inline tags stays Markdown."""
+    return bool(_HTML_START.match(text[:4096]))

@@ -1,7 +1,10 @@
 """Async jobs: the job record, its state machine, and where it lives.
 
 A job is one DynamoDB item (``JOBS_TABLE``, key ``job_id``, TTL ``expires_at``) plus, for inputs or
-results too large for an item or a queue message, one S3 object under ``jobs/<tenant>/<job_id>/``.
+results too large for an item or a queue message, one S3 object under ``jobs/<tenant>/<job_id>/``. The
+item is budgeted as a whole (input + result + errors + the rest <= ``ITEM_BUDGET_BYTES``, well under
+DynamoDB's 400 KB): an input that would leave no room for the errors goes to S3 when it is submitted, a
+result that does not fit next to the input goes to S3 when it is stored.
 Submitting puts the item (status ``queued``) and sends ``{"kind": "job", "job_id", "tenant",
 "operation"}`` to the retry queue; the retry worker (``worker.py``) moves it on:
 
@@ -9,6 +12,8 @@ Submitting puts the item (status ``queued``) and sends ``{"kind": "job", "job_id
                       -> retrying -> running ...     (retryable error, SQS backoff)
                       -> failed                      (non-retryable error, or receives exhausted)
     failed (exhausted) -> running                    (its message was redriven from the DLQ)
+    failed (exhausted) -> succeeded                  (an outcome that exists after all: a delivery still
+                                                      running, or stored before a crash, then redriven)
 
 Every transition is a conditional write, so a stale or duplicated message cannot move a job backwards.
 Payloads and results are never logged.
@@ -44,9 +49,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("llm_gateway.jobs")
 
 JobStatus = Literal["queued", "running", "retrying", "succeeded", "failed"]
-JobSource = Literal["api", "async", "deferred", "stepfunctions", "sqs"]
+JobSource = Literal["api", "async", "deferred", "stepfunctions", "sqs", "s3"]  # s3: an upload handed over
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
-MAX_INLINE_RESPONSE_BYTES = 5_000_000  # a GET inlines S3 results up to this (Lambda answers are <= 6 MB)
+# DynamoDB refuses items over 400 KB: the whole item (not each body) stays under this, with room to spare.
+ITEM_BUDGET_BYTES = 350_000
+MAX_ERROR_BYTES = 4_096  # an error record kept in the item (error, last_error): details dropped beyond this
+ERROR_ROOM_BYTES = 2 * MAX_ERROR_BYTES + 1_024  # kept free by the input for the errors a job may collect
+# A GET answers the result inline up to this many bytes of response body as Lambda sends it (its limit is
+# 6 MB for the whole proxy response); larger results are answered with a presigned S3 URL instead.
+MAX_RESPONSE_BODY_BYTES = 4_000_000
 PRESIGNED_URL_TTL_S = 900
 MAX_SQS_DELAY_S = 900
 
@@ -102,6 +113,22 @@ def error_record(err: GatewayError) -> dict[str, Any]:
     return record
 
 
+def bounded_error(error: Mapping[str, Any]) -> dict[str, Any]:
+    """An error record small enough for the job item: its details dropped and message cut when too large."""
+    record = dict(error)
+    if _size(record) <= MAX_ERROR_BYTES:
+        return record
+    record.pop("details", None)
+    if isinstance(record.get("message"), str):
+        record["message"] = record["message"][:1_000]
+    if _size(record) <= MAX_ERROR_BYTES:
+        return record
+    return {k: str(v)[:200] if isinstance(v, str) else v for k, v in record.items() if k in _ERROR_ESSENTIALS}
+
+
+_ERROR_ESSENTIALS = ("code", "message", "retryable", "retry_after")
+
+
 def new_job_id() -> str:
     return "job_" + secrets.token_hex(16)
 
@@ -137,6 +164,20 @@ def _attr(value: Any) -> AttributeValueTypeDef:
     if isinstance(value, int | float):
         return {"N": repr(value)}
     return {"S": str(value)}
+
+
+def item_bytes(job: Job) -> int:
+    """The job's item size as DynamoDB counts it (names and UTF-8 values; numbers at their maximum)."""
+    total = 0
+    for name, attr in _to_item(job).items():
+        total += len(name)
+        if "S" in attr:
+            total += len(str(attr["S"]).encode("utf-8"))
+        elif "N" in attr:
+            total += 21
+        else:
+            total += 1
+    return total
 
 
 def _from_item(item: Mapping[str, Any]) -> Job:
@@ -201,9 +242,11 @@ class JobStore:
         )
 
     def create(self, job: Job, payload: Mapping[str, Any]) -> Job:
-        """Store a new job with its input; raises JobConflictError if the id is taken."""
+        """Store a new job with its input; raises JobConflictError if the id is taken. The input stays in
+        the item only if it leaves room in the item's budget for the errors the job may collect."""
         text = _dumps(payload)
-        if len(text.encode("utf-8")) > self.inline_max_bytes:
+        room = ITEM_BUDGET_BYTES - ERROR_ROOM_BYTES - item_bytes(job) - len("payload")
+        if len(text.encode("utf-8")) > min(self.inline_max_bytes, room):
             job = job.model_copy(update={"payload_ref": self._put_object(job, "input.json", text)})
         else:
             job = job.model_copy(update={"payload": text})
@@ -260,10 +303,12 @@ class JobStore:
 
     # ---- the queue
 
-    def enqueue(self, job: Job, *, delay_s: int = 0) -> None:
+    def enqueue(self, job: Job, *, delay_s: int = 0, continuation: int = 0) -> None:
         if not self.queue_url:
             raise NotConfiguredError("async jobs need RETRY_QUEUE_URL")
-        body = {"kind": "job", "job_id": job.job_id, "tenant": job.tenant, "operation": job.operation}
+        body: dict[str, Any] = {"kind": "job", "job_id": job.job_id, "tenant": job.tenant, "operation": job.operation}
+        if continuation:
+            body["continuation"] = continuation
         aws.sqs(aws.DURABLE).send_message(
             QueueUrl=self.queue_url,
             MessageBody=_dumps(body),
@@ -292,21 +337,31 @@ class JobStore:
         )
 
     def store_result(self, job: Job, output: Any) -> dict[str, Any]:
-        """Put a result where it fits: inline when small, else S3. Returns the fields to record."""
+        """Put a result where it fits: inline when it fits in what is left of the item's budget next to
+        the input (``job`` is the running job, as it is stored), else S3. Returns the fields to record."""
         text = _dumps(output)
         size = len(text.encode("utf-8"))
-        if size > self.inline_max_bytes:
+        room = ITEM_BUDGET_BYTES - item_bytes(job) - len("result") - len("result_size") - 21
+        if size > min(self.inline_max_bytes, room):
             return {"result_ref": self._put_object(job, "result.json", text), "result_size": size}
         return {"result": text, "result_size": size}
 
     def mark_succeeded(self, job: Job, stored: Mapping[str, Any]) -> Job:
+        """Record the result. Also over an exhausted failure: a delivery may still have been running when
+        the last one gave up on the job, and a result that exists is the truth."""
         sets = ", ".join(f"#{name} = :{name}" for name in stored)
         return self._update(
             job,
             f"SET #status = :succeeded, {sets}, #finished_at = :now, #updated_at = :now "
-            "REMOVE #last_error, #next_attempt_at",
-            "#status = :running",
-            {":succeeded": "succeeded", ":running": "running", **{f":{k}": v for k, v in stored.items()}},
+            "REMOVE #last_error, #next_attempt_at, #error, #exhausted",
+            "#status = :running OR (#status = :failed AND #exhausted = :true)",
+            {
+                ":succeeded": "succeeded",
+                ":running": "running",
+                ":failed": "failed",
+                ":true": True,
+                **{f":{k}": v for k, v in stored.items()},
+            },
         )
 
     def mark_retrying(self, job: Job, error: dict[str, Any], next_attempt_at: float) -> Job:
@@ -314,7 +369,12 @@ class JobStore:
             job,
             "SET #status = :retrying, #last_error = :err, #next_attempt_at = :next, #updated_at = :now",
             "#status = :running",
-            {":retrying": "retrying", ":running": "running", ":err": error, ":next": round(next_attempt_at, 3)},
+            {
+                ":retrying": "retrying",
+                ":running": "running",
+                ":err": bounded_error(error),
+                ":next": round(next_attempt_at, 3),
+            },
         )
 
     def mark_failed(self, job: Job, error: dict[str, Any], *, exhausted: bool) -> Job:
@@ -328,7 +388,7 @@ class JobStore:
                 ":queued": "queued",
                 ":running": "running",
                 ":retrying": "retrying",
-                ":err": error,
+                ":err": bounded_error(error),
                 ":exhausted": exhausted,
             },
         )
@@ -388,6 +448,22 @@ class JobStore:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _size(value: Any) -> int:
+    return len(_dumps(value).encode("utf-8"))
+
+
+def encode_body(body: Mapping[str, Any]) -> str:
+    """A JSON answer as the jobs function sends it (UTF-8, not \\u-escaped: CJK text stays 3 bytes a char)."""
+    return _dumps(body)
+
+
+def response_body_bytes(body: Mapping[str, Any]) -> int:
+    """What ``body`` weighs in Lambda's response: the text of ``encode_body`` inside the proxy response's
+    JSON, quotes and backslashes escaped, and counted as if every non-ASCII character were escaped too
+    (the worst case of the runtime's serialiser)."""
+    return len(json.dumps(encode_body(body)))
 
 
 # --------------------------------------------------------------------------- composition
@@ -468,11 +544,15 @@ def view(job: Job, store: JobStore, *, max_attempts: int) -> dict[str, Any]:
         body["last_error"] = job.last_error
     if job.status == "succeeded":
         body["finished_at"] = job.finished_at
-        if job.result_ref and (job.result_size or 0) > MAX_INLINE_RESPONSE_BYTES:
-            body["result_url"] = store.result_url(job)
-            body["result_size"] = job.result_size
-        else:
+        # Inline unless the answer would be too large for Lambda (judged on the encoded answer: escapes
+        # can make it several times the result's own size); then a presigned URL to the S3 object.
+        if not (job.result_ref and (job.result_size or 0) > MAX_RESPONSE_BODY_BYTES):
             body["result"] = store.load_result(job)
+        if job.result_ref and ("result" not in body or response_body_bytes(body) > MAX_RESPONSE_BODY_BYTES):
+            body.pop("result", None)
+            body["result_url"] = store.result_url(job)
+            body["result_url_expires_in"] = PRESIGNED_URL_TTL_S
+            body["result_size"] = job.result_size
     if job.status == "failed":
         body["finished_at"] = job.finished_at
         body["error"] = job.error

@@ -20,20 +20,33 @@ class LenientJsonError(ValueError):
     """No JSON value could be read from the text; the message says why, for a reask."""
 
 
-def parse_json_lenient(text: str) -> Any:
-    """The JSON value in ``text``: the whole text, else a fenced block, else the first balanced ``{...}``."""
+def parse_json_lenient(text: str, *, prefer_object: bool = False) -> Any:
+    """The JSON value in ``text``: the whole text, else a fenced block, else the first balanced value.
+
+    With ``prefer_object`` (the caller wants an object), the first value that is an object wins over an
+    earlier array or string (``'answer: ["x"] then {...}'`` gives the object); values nested inside an
+    earlier one are never picked out of it. Without an object anywhere, the first value is returned.
+    """
     stripped = text.strip().lstrip("\ufeff")
     if not stripped:
         raise LenientJsonError("the answer is empty")
     first_error: json.JSONDecodeError | None = None
-    for candidate in _candidates(stripped):
+    first_value: tuple[Any] | None = None
+    parsed_spans: list[tuple[int, int]] = []
+    for candidate, start, end in _candidates(stripped, parsed_spans):
         for variant in (candidate, without_trailing_commas(candidate)):
             try:
-                value = json.loads(variant)
+                value = _unwrap_encoded(json.loads(variant))
             except json.JSONDecodeError as exc:
                 first_error = first_error or exc
                 continue
-            return _unwrap_encoded(value)
+            if not prefer_object or isinstance(value, dict):
+                return value
+            first_value = first_value or (value,)
+            parsed_spans.append((start, end))
+            break
+    if first_value is not None:
+        return first_value[0]
     if first_error is None or not any(ch in stripped for ch in _OPENERS):
         raise LenientJsonError("the answer contains no JSON object")
     raise LenientJsonError(
@@ -41,22 +54,39 @@ def parse_json_lenient(text: str) -> Any:
     )
 
 
-def _candidates(text: str) -> Iterator[str]:
-    yield text
+def _candidates(text: str, parsed: list[tuple[int, int]]) -> Iterator[tuple[str, int, int]]:
+    """(candidate, start, end) in ``text``: the whole text, fenced blocks, then balanced spans; never one
+    inside a range of ``parsed`` (values already read: their elements are not the answer)."""
+    yield text, 0, len(text)
     for match in _FENCE.finditer(text):
-        yield match.group(1).strip()
-    yield from balanced_spans(text)
+        if not _inside(parsed, match.start(1)):
+            yield match.group(1).strip(), match.start(1), match.end(1)
+    for start, end in _balanced_ranges(text, parsed):
+        yield text[start:end], start, end
+
+
+def _inside(ranges: list[tuple[int, int]], pos: int) -> bool:
+    return any(start <= pos < end for start, end in ranges)
 
 
 def balanced_spans(text: str) -> Iterator[str]:
     """Substrings from an opening bracket to its matching close, skipping brackets inside strings."""
+    for start, end in _balanced_ranges(text, []):
+        yield text[start:end]
+
+
+def _balanced_ranges(text: str, skip: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
     tried = 0
     start = _next_opener(text, 0)
     while start != -1 and tried < _MAX_SPANS:
+        covering = [end for s, end in skip if s <= start < end]
+        if covering:  # ``skip`` grows while this runs: jump past values read meanwhile
+            start = _next_opener(text, max(covering))
+            continue
         tried += 1
         end = _matching_close(text, start)
         if end != -1:
-            yield text[start : end + 1]
+            yield start, end + 1
         start = _next_opener(text, start + 1)
 
 

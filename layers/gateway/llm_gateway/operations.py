@@ -27,7 +27,21 @@ _OPERATIONS: dict[str, str] = {
 # input is refused when it is submitted rather than failing later in the worker.
 _REQUEST_MODELS: dict[str, str] = {
     "completion": "models:CompletionRequest",
+    "extraction": "extraction:ExtractionRequest",
     "summarization": "summarize:SummaryRequest",
+}
+
+
+def _extraction_schema_usable(request: Any) -> None:
+    """The schema named exists, or the inline one is a usable JSON Schema (the extraction's own check)."""
+    from .extraction import resolve_schema
+
+    resolve_schema(request.json_schema)
+
+
+# name -> check beyond the request model, called with the validated request.
+_REQUEST_CHECKS: dict[str, Callable[[Any], None]] = {
+    "extraction": _extraction_schema_usable,
 }
 
 
@@ -53,14 +67,21 @@ def resolve(name: str) -> Operation:
 
 
 def check(name: str, payload: dict[str, Any]) -> None:
-    """Raise InvalidRequestError for an unknown operation or a payload its request model refuses."""
+    """Raise InvalidRequestError (or a subclass: ``schema_not_found``...) for an unknown operation or a
+    payload its operation would refuse, so that a job's input is refused when it is submitted."""
     if name not in _OPERATIONS:
         raise InvalidRequestError(f"unknown operation '{name}'", details={"param": "operation", "operations": names()})
     if target := _REQUEST_MODELS.get(name):
         from . import api  # api imports nothing from here; local import keeps this module light
 
-        module_name, model_name = target.split(":")
-        api.validate(getattr(importlib.import_module(f"{__package__}.{module_name}"), model_name), payload)
+        request = api.validate(_attribute(target), payload)
+        if extra_check := _REQUEST_CHECKS.get(name):
+            extra_check(request)
+
+
+def _attribute(target: str) -> Any:
+    module_name, attribute = target.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module_name}"), attribute)
 
 
 async def run(name: str, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:

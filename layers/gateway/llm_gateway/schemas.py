@@ -1,4 +1,5 @@
-"""JSON Schemas for structured output: checks, strict-mode compatibility, validation, named schemas.
+"""JSON Schemas for structured output: checks, validation, named schemas (provider dialects: strict_schema.py,
+providers/gemini_schema.py).
 
 A schema from a caller is checked once before any provider is called (a bad schema is the caller's
 400, not a provider's), validated with ``jsonschema`` (draft 2020-12), and bounded in size and depth.
@@ -31,35 +32,6 @@ SCHEMA_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
 _LIST = ("anyOf", "oneOf", "allOf", "prefixItems")
 _MAP = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
-
-# OpenAI strict mode rejects these; a schema using them is sent with strict: false (still validated here).
-_NOT_STRICT = frozenset(
-    {
-        "allOf",
-        "oneOf",
-        "not",
-        "if",
-        "then",
-        "else",
-        "dependentRequired",
-        "dependentSchemas",
-        "patternProperties",
-        "unevaluatedProperties",
-        "unevaluatedItems",
-        "propertyNames",
-        "minProperties",
-        "maxProperties",
-        "contains",
-        "minContains",
-        "maxContains",
-        "uniqueItems",
-        "minLength",
-        "maxLength",
-        "prefixItems",
-    }
-)
-_STRICT_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
-
 
 # --------------------------------------------------------------------------- checks
 
@@ -215,30 +187,6 @@ def _check_no_ref_cycle(schema: dict[str, Any]) -> None:
 
     for ref in edges:
         visit(ref)
-
-
-# --------------------------------------------------------------------------- provider compatibility
-
-
-def strict_compatible(schema: dict[str, Any]) -> bool:
-    """Whether OpenAI's strict structured outputs accept ``schema`` as it is.
-
-    Strict mode wants every object closed (``additionalProperties: false``) with every property
-    required (optional ones nullable instead), and supports only a subset of keywords and formats.
-    """
-    for node, _ in _subschemas(schema):
-        if _NOT_STRICT & node.keys():
-            return False
-        fmt = node.get("format")
-        if fmt is not None and fmt not in _STRICT_FORMATS:
-            return False
-        kinds = node.get("type")
-        is_object = kinds == "object" or (isinstance(kinds, list) and "object" in kinds) or "properties" in node
-        if is_object:
-            properties = node.get("properties") or {}
-            if node.get("additionalProperties") is not False or set(node.get("required") or []) != set(properties):
-                return False
-    return True
 
 
 # --------------------------------------------------------------------------- validation

@@ -46,7 +46,13 @@ class BudgetGuard(Protocol):
 
 
 class CircuitBreaker(Protocol):
-    async def allow(self, provider: str, model: str) -> bool: ...
+    async def available(self, provider: str, model: str) -> bool:
+        """Read-only: could the model be called now? (For ordering; claims nothing.)"""
+        ...
+
+    async def allow(self, provider: str, model: str) -> bool:
+        """Just before a call: True to go ahead (claims the half-open probe when there is one)."""
+        ...
 
     async def record(self, provider: str, model: str, *, ok: bool) -> None: ...
 

@@ -1,31 +1,61 @@
-"""Composition root: build the gateway once per process from settings (providers, router, retry policy)."""
+"""Composition root: build the gateway from settings (providers, router, retry policy) and keep it per process.
+
+Provider keys may change under a warm process (a key filled into the secret after a cold start, a
+rotation): every call checks them again, which costs a dict lookup while Powertools' cache holds them
+(``credentials.KEY_CACHE_SECONDS``), and the providers and router are rebuilt when they changed. The
+cache, ledger, budgets and breaker are kept across such rebuilds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cache
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import httpx
 
-from .accounting import build_accounting
+from .accounting import Accounting, build_accounting
 from .catalog import Catalog, default_catalog
 from .config import Settings, settings
 from .credentials import provider_key
+from .errors import ProviderKeysUnavailableError
 from .gateway import Gateway
 from .providers import PROVIDER_NAMES, Provider, adapter_class
 from .retry import RetryPolicy
 from .routing import Router
 from .runtime import http_client
 
+log = logging.getLogger("llm_gateway.service")
 
-def configured_providers(config: Settings) -> dict[str, Provider]:
+# After a failed key refresh, a warm gateway keeps its last keys this long before asking again, so
+# that a Secrets Manager outage costs one slow fetch per interval rather than one per request.
+KEY_RETRY_S = 30.0
+
+ProviderKeys = Mapping[str, str | None]
+
+
+def provider_keys(config: Settings) -> dict[str, str | None]:
+    """Each callable provider's key now (environment first, then SSM, then the secret; cached remotely)."""
+    try:
+        return {name: provider_key(config, name) for name in PROVIDER_NAMES if config.base_url(name) is not None}
+    except Exception as exc:  # Powertools' GetSecretError/GetParameterError, timeouts, a secret that is not JSON
+        log.warning("provider keys could not be read", extra={"error_type": type(exc).__name__})
+        raise ProviderKeysUnavailableError(
+            "the provider keys could not be read from Secrets Manager or SSM; retry shortly"
+        ) from None
+
+
+def configured_providers(config: Settings, keys: ProviderKeys | None = None) -> dict[str, Provider]:
     """Providers that can be called: a key is set (or, for a self-hosted server, a base URL)."""
+    keys = provider_keys(config) if keys is None else keys
     providers: dict[str, Provider] = {}
     for name in PROVIDER_NAMES:
         base_url = config.base_url(name)
         if base_url is None:
             continue
-        key = provider_key(config, name)
+        key = keys.get(name)
         if key is None and name != "openai_compatible":
             continue
         providers[name] = adapter_class(name)(
@@ -40,9 +70,11 @@ def build_gateway(
     catalog: Catalog | None = None,
     client: Callable[[], httpx.AsyncClient] = http_client,
     retry: RetryPolicy | None = None,
+    keys: ProviderKeys | None = None,
+    accounting: Accounting | None = None,
 ) -> Gateway:
     catalog = catalog or default_catalog()
-    providers = configured_providers(config)
+    providers = configured_providers(config, keys)
     router = Router(
         catalog,
         providers.keys(),
@@ -56,7 +88,8 @@ def build_gateway(
         max_delay_s=config.backoff_max_s,
         max_retry_after_s=config.max_retry_after_s,
     )
-    accounting = build_accounting(config, catalog)  # cache, ledger, budgets, breaker: on when configured
+    # Cache, ledger, budgets, breaker: on when configured.
+    accounting = accounting or build_accounting(config, catalog)
     return Gateway(
         catalog=catalog,
         router=router,
@@ -71,10 +104,46 @@ def build_gateway(
     )
 
 
-@cache
+@dataclass(frozen=True)
+class _Built:
+    config: Settings
+    keys: ProviderKeys
+    accounting: Accounting
+    gateway: Gateway
+
+
+_lock = threading.Lock()
+_built: _Built | None = None
+_quiet_until = 0.0  # monotonic time before which a failed key refresh is not retried
+
+
 def default_gateway() -> Gateway:
-    """The process-wide gateway, built on first use (keys fetched then, and cached)."""
-    return build_gateway(settings())
+    """The process-wide gateway, built on first use and rebuilt when the provider keys change.
+
+    Raises ProviderKeysUnavailableError (503, retryable) when the keys cannot be read and no gateway
+    was built yet; a warm gateway keeps its last keys through a failed refresh.
+    """
+    global _built, _quiet_until
+    config = settings()
+    with _lock:
+        current = _built if _built is not None and _built.config is config else None
+        if current is not None and time.monotonic() < _quiet_until:
+            return current.gateway
+        try:
+            keys = provider_keys(config)
+        except ProviderKeysUnavailableError:
+            if current is None:
+                raise
+            _quiet_until = time.monotonic() + KEY_RETRY_S
+            return current.gateway
+        if current is not None and current.keys == keys:
+            return current.gateway
+        accounting = current.accounting if current is not None else build_accounting(config, default_catalog())
+        gateway = build_gateway(config, keys=keys, accounting=accounting)
+        if current is not None:
+            log.info("provider keys changed; providers rebuilt", extra={"providers": sorted(gateway.providers)})
+        _built = _Built(config=config, keys=keys, accounting=accounting, gateway=gateway)
+        return gateway
 
 
 def reset() -> None:
@@ -83,7 +152,10 @@ def reset() -> None:
 
     from . import aws, catalog, config, resources
 
-    default_gateway.cache_clear()
+    global _built, _quiet_until
+    with _lock:
+        _built = None
+        _quiet_until = 0.0
     config.settings.cache_clear()
     catalog.default_catalog.cache_clear()
     resources.shared_dir.cache_clear()

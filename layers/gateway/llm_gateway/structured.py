@@ -26,6 +26,7 @@ from .models import Attempt, CacheControl, CompletionRequest, CompletionResult, 
 from .retry import MIN_CALL_TIME_S
 from .schemas import validation_problems
 from .seams import RequestContext, ResponseCache
+from .strict_schema import drop_added_nulls
 from .tokens import estimate_message_tokens
 
 StopReason = Literal["max_reasks", "token_budget", "deadline"]
@@ -167,11 +168,14 @@ def _read_answer(
     if result.finish_reason == "length":
         problems.append({"path": "/", "message": "the answer was cut off at the output token limit; be more concise"})
     try:
-        data = parse_json_lenient(result.content)
+        data = parse_json_lenient(result.content, prefer_object=True)
     except LenientJsonError as exc:
         return None, [*problems, {"path": "/", "message": str(exc)}]
     if not isinstance(data, dict):
         return None, [*problems, {"path": "/", "message": f"expected a JSON object, got {_json_type(data)}"}]
+    # OpenAI's strict form makes optional properties required-but-nullable: a null the caller's schema
+    # refuses there means "absent".
+    data = drop_added_nulls(schema, data)
     return data, problems + validation_problems(schema, data)
 
 

@@ -6,10 +6,22 @@
   collapsed group by group, recursively, until they fit.
 - ``refine`` (on request): a running summary is rewritten with each chunk in turn, in document order.
 
+``auto`` picks ``stuff`` when the document fits one call of the chosen model (its context window less
+the prompt and the answer) and stays under ``stuff_max_tokens``, a ceiling for quality (long inputs
+dilute a single call's attention); otherwise ``map_reduce`` over chunks of at most ``max_chunk_tokens``.
+
 Every model call is a deterministic ``CompletionRequest`` (temperature 0, the prompt version in
 ``prompt_version``), so the gateway's response cache serves the chunks of a retried document without
-paying for them twice. Before each phase the time it needs is estimated against the invocation's
-deadline; work that cannot finish raises :class:`DeadlineExceededError` before spending anything on it.
+paying for them twice. Time is checked against the invocation's deadline in one of two ways:
+
+* resumable (the default: jobs, S3 uploads, direct invocation): calls start while one more is expected
+  to finish in time; then :class:`DeadlineExceededError` is raised with the progress made. Finished calls
+  are cached, so the next attempt (the job's next delivery) starts where this one stopped. A run that has
+  paid for nothing yet starts one wave whatever the estimate (given ``PROGRESS_FLOOR_S``), so that every
+  attempt makes progress; estimates are also capped at the gateway's per-call timeout.
+* ``plan_ahead`` (synchronous HTTP): each phase is estimated as a whole and refused before spending
+  anything when it cannot finish, so that the caller quickly gets a job instead of a long wait.
+
 When every provider is down and the caller allows it, an extractive summary (no model) is returned,
 marked ``degraded``.
 """
@@ -27,7 +39,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import api
+from . import api, aws
+from . import summary_uploads as uploads
 from .chunking import MIN_CHUNK_TOKENS, chunk_budget, split_text
 from .config import Settings, settings
 from .documents import read_s3_document
@@ -39,7 +52,7 @@ from .errors import (
     NoEligibleModelError,
     ProviderError,
 )
-from .extraction import DocumentRef, document_location
+from .extraction import DOCUMENT_SCOPE_TAG, DocumentRef, document_location
 from .extractive import extractive_summary
 from .gateway import Gateway
 from .html_text import html_to_text
@@ -54,12 +67,22 @@ Style = Literal["paragraph", "bullets"]
 
 MAX_TEXT_CHARS = 2_000_000  # inline text; larger documents go through S3
 MAX_COLLAPSE_ROUNDS = 12
+DEFAULT_STUFF_MAX_TOKENS = 32_000  # GATEWAY_SUMMARY_STUFF_MAX_TOKENS
+MIN_NOTE_WORDS, MAX_NOTE_WORDS = 40, 250  # notes of a map or collapse call
+MAX_NOTE_TOKENS = 2 * MAX_NOTE_WORDS + 64  # the most output a map or collapse call asks for
 # Time a call is assumed to take before any has been measured: a fixed part plus generation at a
 # modest speed. Replaced by what this process observes per model (an exponential moving average).
 PRIOR_CALL_BASE_S = 2.0
 PRIOR_TOKENS_PER_S = 120.0
 FINISH_RESERVE_S = 0.5  # left at the end for building and returning the answer
+# With this much time left, a resumable run that has paid for no call yet starts one wave even when the
+# estimate says it will not finish: an estimate above a whole attempt's budget must not stall a job.
+PROGRESS_FLOOR_S = 5.0
 _OBSERVED_WEIGHT = 0.3
+JOB_SOURCE_TAG = "job_source"  # set by the retry worker on a job's context: who submitted the job
+# Job sources whose submitter was an IAM-authorised entry point (an upload, a direct invocation, a
+# message queued by a principal of the account), never an API key's tenant.
+TRUSTED_JOB_SOURCES = frozenset({uploads.UPLOAD_JOB_SOURCE, "stepfunctions", "sqs"})
 
 
 # --------------------------------------------------------------------------- request and result
@@ -105,6 +128,7 @@ class SummaryRequest(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=128)
     tier: Tier | None = None
     fallback: list[str] | None = Field(default=None, max_length=8)
+    # map_reduce/refine chunk size; auto's choice of stuff depends on the model's window, not on this
     chunk_tokens: int | None = Field(default=None, ge=MIN_CHUNK_TOKENS, le=200_000)
     concurrency: int | None = Field(default=None, ge=1, le=64)
     allow_degraded: bool = False
@@ -200,6 +224,7 @@ class _Ledger:
 
     calls: int = 0
     cached_calls: int = 0
+    paid_calls: int = 0  # answered by a provider in this run (and now cached): the run's progress
     attempts: list[Attempt] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
@@ -215,6 +240,7 @@ class _Ledger:
         if result.cached:
             self.cached_calls += 1
             return  # paid for by an earlier request
+        self.paid_calls += 1
         self.attempts.extend(result.attempts)
         self.usage = self.usage + result.usage
         self.cost_usd = round(self.cost_usd + result.cost_usd, 10)
@@ -252,6 +278,8 @@ _PROCESS_TIMER = CallTimer()
 class _Plan:
     budget: int  # document tokens per call (chunks, and notes per combine)
     hard_limit: int  # what the window allows without the speed cap (collapse may use it to progress)
+    stuff_limit: int  # the largest document ``auto`` summarizes in one call
+    stuff_hard_limit: int  # the largest document one call can take at all
     answer_tokens: int
     note_words: int
     note_tokens: int
@@ -264,22 +292,28 @@ class Summarizer:
         gateway: Gateway,
         *,
         max_chunk_tokens: int = 3_000,
+        stuff_max_tokens: int = DEFAULT_STUFF_MAX_TOKENS,
         concurrency: int = 8,
         prompt_version: str = "v1",
         timer: CallTimer | None = None,
     ) -> None:
         self.gateway = gateway
-        self.max_chunk_tokens = max_chunk_tokens
+        self.max_chunk_tokens = max_chunk_tokens  # map_reduce/refine chunk size (quick calls)
+        self.stuff_max_tokens = stuff_max_tokens  # auto's ceiling for one call (quality)
         self.concurrency = concurrency
         self.prompts = load_prompts(prompt_version)
         self.timer = timer or _PROCESS_TIMER
 
-    async def summarize(self, text: str, request: SummaryRequest, ctx: RequestContext) -> SummaryResult:
+    async def summarize(
+        self, text: str, request: SummaryRequest, ctx: RequestContext, *, plan_ahead: bool = False
+    ) -> SummaryResult:
+        """The summary; :class:`DeadlineExceededError` when it cannot finish in this invocation (resumable
+        by default: what was done is cached; ``plan_ahead``: refused before a phase that would not fit)."""
         started = time.perf_counter()
         text = text.replace("\r\n", "\n").strip()
         if not text:
             raise InvalidRequestError("the document has no text to summarize", details={"param": "text"})
-        run = _Run(self, request, ctx)
+        run = _Run(self, request, ctx, plan_ahead=plan_ahead)
         try:
             summary, strategy, chunks, rounds = await run.execute(text)
         except GatewayError as err:
@@ -345,11 +379,12 @@ def _is_outage(err: GatewayError) -> bool:
 class _Run:
     """One summary: the plan, the phases and the ledger."""
 
-    def __init__(self, owner: Summarizer, request: SummaryRequest, ctx: RequestContext) -> None:
+    def __init__(self, owner: Summarizer, request: SummaryRequest, ctx: RequestContext, *, plan_ahead: bool) -> None:
         self.owner = owner
         self.prompts = owner.prompts
         self.request = request
         self.ctx = ctx
+        self.plan_ahead = plan_ahead
         self.ledger = _Ledger()
         self.route = request.model or f"tier:{request.tier or 'default'}"
 
@@ -359,17 +394,16 @@ class _Run:
         tokens = estimate_text_tokens(text)
         strategy: Strategy
         if request.strategy == "auto":
-            strategy = "stuff" if tokens <= plan.budget else "map_reduce"
+            strategy = "stuff" if tokens <= plan.stuff_limit else "map_reduce"
         else:
             strategy = request.strategy
         if strategy == "stuff":
-            if tokens > plan.hard_limit:
+            if tokens > plan.stuff_hard_limit:
                 raise InvalidRequestError(
                     f"the document (about {tokens} tokens) does not fit one call of the chosen model; "
                     "use strategy 'map_reduce' or 'refine'",
-                    details={"param": "strategy", "document_tokens": tokens, "limit": plan.hard_limit},
+                    details={"param": "strategy", "document_tokens": tokens, "limit": plan.stuff_hard_limit},
                 )
-            self._ensure_time("stuff", waves=1, max_tokens=plan.answer_tokens)
             return await self._stuff(text, plan), "stuff", 1, 0
         chunks = [c.text for c in split_text(text, plan.budget)]
         if strategy == "refine":
@@ -393,15 +427,25 @@ class _Run:
         )
         # refine also carries the running summary in its input
         prompt_tokens = overhead + (answer_tokens if refine else 0)
-        budget = chunk_budget(context_window=window, prompt_tokens=prompt_tokens, output_tokens=answer_tokens, cap=cap)
-        hard = chunk_budget(
-            context_window=window, prompt_tokens=prompt_tokens, output_tokens=answer_tokens, cap=window
+        # A chunk goes to map calls (notes of up to MAX_NOTE_TOKENS) as well as to final calls (the
+        # answer): room for the larger of the two outputs.
+        output_room = max(answer_tokens, min(MAX_NOTE_TOKENS, max_output))
+        budget = chunk_budget(context_window=window, prompt_tokens=prompt_tokens, output_tokens=output_room, cap=cap)
+        hard = chunk_budget(context_window=window, prompt_tokens=prompt_tokens, output_tokens=output_room, cap=window)
+        # One stuff call answers with the final summary only; the ceiling keeps long inputs out of it.
+        stuff_hard = chunk_budget(
+            context_window=window,
+            prompt_tokens=self._prompt_tokens(self.prompts.stuff),
+            output_tokens=answer_tokens,
+            cap=window,
         )
-        note_words = max(40, min(250, budget // 10))
+        note_words = max(MIN_NOTE_WORDS, min(MAX_NOTE_WORDS, budget // 10))
         note_tokens = min(2 * note_words + 64, max_output)
         return _Plan(
             budget=budget,
             hard_limit=hard,
+            stuff_limit=min(stuff_hard, self.owner.stuff_max_tokens),
+            stuff_hard_limit=stuff_hard,
             answer_tokens=answer_tokens,
             note_words=note_words,
             note_tokens=note_tokens,
@@ -428,18 +472,19 @@ class _Run:
     # ---- phases
 
     async def _stuff(self, text: str, plan: _Plan) -> str:
+        self._ensure_next("stuff", plan.answer_tokens)
         result = await self._call(self._final_prompt(self.prompts.stuff, text), plan.answer_tokens)
         return result.content
 
     async def _map_reduce(self, chunks: list[str], plan: _Plan) -> tuple[str, int]:
-        map_waves = math.ceil(len(chunks) / plan.concurrency)
-        self._ensure_time(
+        self._ensure_phase(
             "map_reduce",
-            waves=map_waves + self._expected_collapse_waves(len(chunks), plan),
+            waves=math.ceil(len(chunks) / plan.concurrency) + self._expected_collapse_waves(len(chunks), plan),
             max_tokens=plan.note_tokens,
             final_tokens=plan.answer_tokens,
         )
-        notes = await self._parallel([self._note_prompt(c, plan) for c in chunks], plan.note_tokens, plan.concurrency)
+        prompts = [self._note_prompt(c, plan) for c in chunks]
+        notes = await self._parallel("map", prompts, plan.note_tokens, plan.concurrency)
         rounds = 0
         while _joined_tokens(notes) > plan.budget:
             rounds += 1
@@ -450,15 +495,15 @@ class _Run:
                     "choose a model with a larger window",
                     details={"notes": len(notes), "budget": plan.budget},
                 )
-            self._ensure_time(
+            self._ensure_phase(
                 "collapse",
                 waves=math.ceil(len(groups) / plan.concurrency) + self._expected_collapse_waves(len(groups), plan),
                 max_tokens=plan.note_tokens,
                 final_tokens=plan.answer_tokens,
             )
             prompts = [self._collapse_prompt(group, plan) for group in groups]
-            notes = await self._parallel(prompts, plan.note_tokens, plan.concurrency)
-        self._ensure_time("combine", waves=0, max_tokens=plan.note_tokens, final_tokens=plan.answer_tokens)
+            notes = await self._parallel("collapse", prompts, plan.note_tokens, plan.concurrency)
+        self._ensure_next("combine", plan.answer_tokens)
         final = await self._call(self._final_prompt(self.prompts.combine, _join(notes)), plan.answer_tokens)
         return final.content, rounds
 
@@ -466,7 +511,8 @@ class _Run:
         summary = ""
         for index, chunk in enumerate(chunks):
             # Re-estimated before every step with what this run has measured so far.
-            self._ensure_time("refine", waves=len(chunks) - index, max_tokens=plan.answer_tokens)
+            self._ensure_phase("refine", waves=len(chunks) - index, max_tokens=plan.answer_tokens)
+            self._ensure_next("refine", plan.answer_tokens, done=index, total=len(chunks))
             if index == 0:
                 prompt = self._final_prompt(self.prompts.stuff, chunk)
             else:
@@ -483,19 +529,49 @@ class _Run:
             notes, total = groups, groups * plan.note_tokens
         return waves
 
-    def _ensure_time(self, phase: str, *, waves: int, max_tokens: int, final_tokens: int | None = None) -> None:
-        """Raise before a phase that would not finish: ``waves`` rounds of parallel calls, then
-        (``final_tokens``) the one final call."""
-        needed = waves * self.owner.timer.expected(self.route, max_tokens) + FINISH_RESERVE_S
+    # ---- time
+
+    def _call_seconds(self, max_tokens: int) -> float:
+        """Expected duration of one call; never more than the gateway lets a call take."""
+        return min(self.owner.timer.expected(self.route, max_tokens), self.owner.gateway.request_timeout_s)
+
+    def _ensure_phase(self, phase: str, *, waves: int, max_tokens: int, final_tokens: int | None = None) -> None:
+        """``plan_ahead`` only: raise before a phase that would not finish, ``waves`` rounds of parallel
+        calls and then (``final_tokens``) the one final call."""
+        if not self.plan_ahead:
+            return
+        needed = waves * self._call_seconds(max_tokens) + FINISH_RESERVE_S
         if final_tokens is not None:
-            needed += self.owner.timer.expected(self.route, final_tokens)
+            needed += self._call_seconds(final_tokens)
         remaining = self.ctx.deadline.remaining()
         if needed > remaining:
-            raise DeadlineExceededError(
-                f"summarizing this document needs about {needed:.0f} s ({phase}); {remaining:.0f} s are left in "
-                "this invocation. Submit it asynchronously, or retry: finished parts are cached",
-                details={"phase": phase, "estimated_s": round(needed, 1), "remaining_s": round(remaining, 1)},
-            )
+            raise self._deadline_error(phase, needed, remaining)
+
+    def _may_start(self, max_tokens: int) -> bool:
+        """Whether one more call may start: it is expected to finish in time, or (resumable) this run
+        has paid for nothing yet, so that each attempt moves the document forward."""
+        remaining = self.ctx.deadline.remaining()
+        if self._call_seconds(max_tokens) + FINISH_RESERVE_S <= remaining:
+            return True
+        return not self.plan_ahead and self.ledger.paid_calls == 0 and remaining >= PROGRESS_FLOOR_S
+
+    def _ensure_next(self, phase: str, max_tokens: int, *, done: int = 0, total: int = 1) -> None:
+        if not self._may_start(max_tokens):
+            needed = self._call_seconds(max_tokens) + FINISH_RESERVE_S
+            raise self._deadline_error(phase, needed, self.ctx.deadline.remaining(), done=done, total=total)
+
+    def _deadline_error(
+        self, phase: str, needed: float, remaining: float, *, done: int | None = None, total: int | None = None
+    ) -> DeadlineExceededError:
+        details: dict[str, Any] = {"phase": phase, "estimated_s": round(needed, 1), "remaining_s": round(remaining, 1)}
+        if done is not None:
+            details.update(done=done, total=total)
+        details["paid_calls"] = self.ledger.paid_calls  # finished and cached: the next attempt skips them
+        return DeadlineExceededError(
+            f"summarizing this document needs about {needed:.0f} s more ({phase}); {remaining:.0f} s are left in "
+            "this invocation. Submit it asynchronously, or retry: finished parts are cached",
+            details=details,
+        )
 
     # ---- prompts to requests
 
@@ -547,15 +623,21 @@ class _Run:
             self.owner.timer.observe(self.route, time.monotonic() - started)
         return result
 
-    async def _parallel(self, prompts: list[str], max_tokens: int, concurrency: int) -> list[str]:
+    async def _parallel(self, phase: str, prompts: list[str], max_tokens: int, concurrency: int) -> list[str]:
         """Run the calls at most ``concurrency`` at a time; answers in prompt order. After a failure no
-        new call starts (those in flight finish, and are cached), and the first error is raised."""
+        new call starts (those in flight finish, and are cached), and the first error is raised. A call
+        is started only while :meth:`_may_start` allows it; if time runs out first, the calls in flight
+        finish (and are cached) and :class:`DeadlineExceededError` says how far the phase got."""
         semaphore = asyncio.Semaphore(concurrency)
         failure: list[BaseException] = []
+        out_of_time: list[float] = []  # the remaining time when the first call was held back
 
         async def one(prompt: str) -> str | None:
             async with semaphore:
-                if failure:
+                if failure or out_of_time:
+                    return None
+                if not self._may_start(max_tokens):
+                    out_of_time.append(self.ctx.deadline.remaining())
                     return None
                 try:
                     return (await self._call(prompt, max_tokens)).content.strip()
@@ -566,7 +648,12 @@ class _Run:
         answers = await asyncio.gather(*(one(p) for p in prompts))
         if failure:
             raise failure[0]
-        return [a for a in answers if a is not None]
+        done = [a for a in answers if a is not None]
+        if out_of_time:
+            left = len(prompts) - len(done)
+            needed = math.ceil(left / concurrency) * self._call_seconds(max_tokens) + FINISH_RESERVE_S
+            raise self._deadline_error(phase, needed, out_of_time[0], done=len(done), total=len(prompts))
+        return done
 
 
 def _join(notes: list[str]) -> str:
@@ -609,20 +696,50 @@ def _ms_since(started: float) -> float:
 # --------------------------------------------------------------------------- the operation
 
 
-async def run_summary(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-    """The ``summarization`` operation: a JSON-ready :class:`SummaryResult`."""
+async def run_summary(payload: dict[str, Any], ctx: RequestContext, *, plan_ahead: bool = False) -> dict[str, Any]:
+    """The ``summarization`` operation: a JSON-ready :class:`SummaryResult`.
+
+    Resumable unless ``plan_ahead`` (see the module docstring). Run as a job that continues an upload
+    (job source ``s3``), it also writes the upload's result objects, or its error object on a failure
+    that retrying cannot fix (retryable ones are the job's to retry, ending on the dead-letter queue).
+    """
     request = api.validate(SummaryRequest, payload)
     config = settings()
-    text, source = await load_document(request, ctx, config)
-    summarizer = Summarizer(
-        default_gateway(),
-        max_chunk_tokens=config.summary_max_chunk_tokens,
-        concurrency=config.summary_concurrency,
-        prompt_version=config.summary_prompt_version,
-    )
-    result = await summarizer.summarize(text, request, ctx)
+    upload = _continued_upload(request, ctx, config)
+    started = uploads.now_iso()
+    try:
+        text, source = await load_document(request, ctx, config)
+        summarizer = Summarizer(
+            default_gateway(),
+            max_chunk_tokens=config.summary_max_chunk_tokens,
+            stuff_max_tokens=config.summary_stuff_max_tokens,
+            concurrency=config.summary_concurrency,
+            prompt_version=config.summary_prompt_version,
+        )
+        result = await summarizer.summarize(text, request, ctx, plan_ahead=plan_ahead)
+    except GatewayError as err:
+        if upload is not None and not err.retryable:
+            await aws.in_thread(uploads.write_error, upload, err, started=started, job_id=ctx.tags.get("job_id"))
+        raise
     result.source = source
-    return result.model_dump(mode="json")
+    output = result.model_dump(mode="json")
+    if upload is not None:
+        await aws.in_thread(uploads.write_result, upload, output, started=started, job_id=ctx.tags.get("job_id"))
+    return output
+
+
+def _continued_upload(request: SummaryRequest, ctx: RequestContext, config: Settings) -> uploads.Upload | None:
+    """The upload this job finishes, if it is one. Jobs that trusted entry points handed over (an
+    upload, a direct invocation, a message an IAM principal queued) keep their bucket-wide read access;
+    jobs submitted over HTTP stay within their tenant's prefix. The source is set by the submitter's
+    code, never taken from the payload, so a caller cannot claim it."""
+    job_source = ctx.tags.get(JOB_SOURCE_TAG)
+    if job_source not in TRUSTED_JOB_SOURCES:
+        return None
+    ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"
+    if job_source != uploads.UPLOAD_JOB_SOURCE or request.s3 is None or not uploads.is_upload_key(request.s3.key):
+        return None
+    return uploads.Upload(bucket=document_location(request.s3, ctx, config).bucket, key=request.s3.key)
 
 
 async def load_document(request: SummaryRequest, ctx: RequestContext, config: Settings) -> tuple[str, dict[str, Any]]:

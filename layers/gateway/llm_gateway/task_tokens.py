@@ -23,8 +23,8 @@ GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
 
 
 def error_name(code: str) -> str:
-    """``rate_limited`` -> ``RateLimitedError`` (as ``api.named_error`` names exceptions)."""
-    return "".join(part.capitalize() for part in code.split("_")) + "Error"
+    """``rate_limited`` -> ``RateLimitedError`` (as ``api.named_error`` names exceptions: no ``...ErrorError``)."""
+    return "".join(part.capitalize() for part in code.removesuffix("_error").split("_")) + "Error"
 
 
 class TaskNotifier:

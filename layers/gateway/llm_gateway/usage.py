@@ -11,8 +11,11 @@ Item layout in the usage table (``pk`` + ``sk``):
   pico-dollars, see money.py; reports convert back to USD).
 
 The record and both aggregates are written in one transaction whose record ``Put`` is conditional
-on the record not existing: a record is counted exactly once, even when it is replayed. A write that
-still fails after botocore's bounded retries goes to the retry queue as::
+on the record not existing: a record is counted exactly once, even when it is replayed. Concurrent
+transactions on a busy tenant's aggregate items cancel each other (``TransactionConflict``), which
+botocore does not retry: the ledger retries those itself, a few times with jittered backoff within the
+invocation's deadline (a cancelled transaction wrote nothing, so this cannot double-count). A write
+that still fails goes to the retry queue as::
 
     {"kind": "usage", "version": 1, "record": {<UsageRecord fields>}}
 
@@ -23,8 +26,10 @@ recovered from the logs. ``requests`` counts answered requests (successful attem
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,8 +39,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from . import aws
+from . import after_response, aws
 from .counters import Counters
+from .deadline import Deadline
 from .errors import InvalidRequestError
 from .models import Attempt, CompletionResult
 from .money import to_pusd, to_usd, usd_text
@@ -62,6 +68,9 @@ COUNTERS = (
     "saved_pusd",
 )
 MONEY = {"cost_pusd": "cost_usd", "saved_pusd": "saved_usd"}  # stored name -> reported name (USD)
+CONFLICT_RETRIES = 4  # after the first try; conflicts clear in milliseconds
+CONFLICT_BASE_DELAY_S = 0.025  # full jitter: up to 25, 50, 100, 200 ms
+CONFLICT_TIME_NEEDED_S = 1.0  # do not start another try with less time left than this
 
 
 class UsageRecord(BaseModel):
@@ -150,9 +159,11 @@ class UsageLedger:
         queue_client: Callable[[], SQSClient] | None = None,
         clock: Callable[[], float] = time.time,
         counters: Counters | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.table = table
         self.queue_url = queue_url
+        self._rng = rng or random.Random()
         self.retention_days = retention_days
         self._client = client or (lambda: aws.dynamodb(aws.DURABLE))
         self._queue_client = queue_client or (lambda: aws.sqs(aws.STANDARD))
@@ -160,19 +171,33 @@ class UsageLedger:
         self.counters = counters or Counters()
 
     async def record(self, ctx: RequestContext, attempt: Attempt) -> None:
-        await self._save(record_for_attempt(ctx, attempt, now=self._clock()))
+        record = record_for_attempt(ctx, attempt, now=self._clock())
+        await after_response.soon(lambda: self._save(record, ctx.deadline))
 
     async def record_cache_hit(self, ctx: RequestContext, result: CompletionResult, saved_usd: float) -> None:
-        await self._save(record_for_cache_hit(ctx, result, saved_usd, now=self._clock()))
+        record = record_for_cache_hit(ctx, result, saved_usd, now=self._clock())
+        await after_response.soon(lambda: self._save(record, ctx.deadline))
 
-    async def _save(self, record: UsageRecord) -> None:
-        try:
-            await aws.in_thread(write_record, self._client(), self.table, record, retention_days=self.retention_days)
-            self.counters.add("UsageRecorded")
-            return
-        except Exception as exc:
-            log.warning("usage write failed, queueing it", extra={"error": type(exc).__name__, "detail": str(exc)})
-            self.counters.add("UsageWriteFailed")
+    async def _save(self, record: UsageRecord, deadline: Deadline | None = None) -> None:
+        tries = 0
+        while True:
+            try:
+                await aws.in_thread(
+                    write_record, self._client(), self.table, record, retention_days=self.retention_days
+                )
+                self.counters.add("UsageRecorded")
+                return
+            except Exception as exc:
+                delay = self._conflict_delay(exc, tries, deadline)
+                if delay is None:
+                    log.warning(
+                        "usage write failed, queueing it", extra={"error": type(exc).__name__, "detail": str(exc)}
+                    )
+                    self.counters.add("UsageWriteFailed")
+                    break
+            self.counters.add("UsageWriteConflict")
+            tries += 1
+            await asyncio.sleep(delay)
         try:
             if not self.queue_url:
                 raise RuntimeError("no RETRY_QUEUE_URL configured")
@@ -190,6 +215,23 @@ class UsageLedger:
                 extra={"error": type(exc).__name__, "usage_message": usage_message(record)},
             )
             self.counters.add("UsageLost")
+
+    def _conflict_delay(self, exc: BaseException, tries: int, deadline: Deadline | None) -> float | None:
+        """How long to wait before trying a conflicted transaction again; None: do not (queue it)."""
+        if tries >= CONFLICT_RETRIES or not is_transaction_conflict(exc):
+            return None
+        delay = self._rng.uniform(0.0, CONFLICT_BASE_DELAY_S * 2**tries)
+        if deadline is not None and deadline.remaining() < delay + CONFLICT_TIME_NEEDED_S:
+            return None
+        return delay
+
+
+def is_transaction_conflict(exc: BaseException) -> bool:
+    """A transaction cancelled because another one was writing the same item at the same time."""
+    if aws.error_code(exc) != "TransactionCanceledException":
+        return False
+    reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+    return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
 
 
 def write_record(client: DynamoDBClient, table: str, record: UsageRecord, *, retention_days: int = 400) -> bool:

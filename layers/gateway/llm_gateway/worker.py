@@ -11,14 +11,29 @@ Messages (``kind`` decides, ``job`` when absent):
 
 Outcomes: return normally and the message is deleted; raise :class:`RetryLater` and the handler makes
 the message visible again after ``delay_s`` (SQS visibility: the backoff) and reports it as a batch item
-failure. On the last allowed receive the job is marked failed and the message is left to the queue's
-redrive policy, which moves it to the dead-letter queue; a redriven message reopens the job. A poison
-message (not JSON, unknown kind, no such job, another tenant's job) goes straight to the dead-letter
-queue, kept for inspection and never retried.
+failure.
+
+How every job ends (a result, a clear error, or its message on the dead-letter queue, and the job's
+status says which):
+
+* A delivery up to ``JOB_MAX_RECEIVES`` runs an attempt. When the last of them would hand its message
+  back, for whatever reason (a retryable error, a lost race, Step Functions unreachable...), the job is
+  marked failed with the reason, its task is told (SendTaskFailure), and the worker moves the message to
+  the dead-letter queue itself (:meth:`Worker._give_up`, the one place that does it).
+* The queue's maxReceiveCount is ``JOB_MAX_RECEIVES + 1``: if the last allowed delivery ended without a
+  word (the Lambda timed out or crashed), the message comes back once more. That delivery runs nothing:
+  it keeps an outcome the operation had already stored, else fails the job the same way. Only if that
+  too fails does the queue's redrive policy move the message, and ``make redrive`` reopens the job.
+* A redriven message reopens a job that failed because its deliveries ran out.
+* A poison message (not JSON, unknown kind, no such job, another tenant's job) goes straight to the
+  dead-letter queue, kept for inspection and never retried; a task token found in it is failed with
+  ``InvalidRequestError`` so the waiting execution ends at once.
+* A job started with too little time left in the invocation could only burn a delivery: its message is
+  queued afresh instead (no delivery or attempt spent) and this one let go.
 
 Effects happen once per job: the operation runs inside Powertools idempotency keyed by the job id (a
-concurrent duplicate gets "in progress", a later one the stored outcome), and every job transition is a
-conditional write. Payloads are never logged.
+concurrent duplicate finds the work in progress and leaves it to the delivery doing it, a later one
+gets the stored outcome), and every job transition is a conditional write. Payloads are never logged.
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,24 +66,46 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llm_gateway.worker")
 
-MIN_ATTEMPT_S = 5.0  # less time than this left in the invocation: hand the message back untouched
+MIN_ATTEMPT_S = 5.0  # less time than this left for a batch's first job: queue it afresh instead
 BOOKKEEPING_S = 2.0  # kept back from an attempt's deadline for the writes that follow it
 MAX_VISIBILITY_S = 43_200  # SQS's limit on a visibility timeout
+MAX_TASK_TOKEN_CHARS = 2_048
+# A long job (a big summary) that ran out of time but moved forward (its finished parts are cached)
+# goes on in a fresh message: progress spends no delivery. Bounded, so nothing loops for ever.
+MAX_CONTINUATIONS = 20
 
-Outcome = Literal["succeeded", "failed", "duplicate", "poison", "usage"]
+Outcome = Literal["succeeded", "failed", "duplicate", "poison", "usage", "requeued", "continued", "dead_lettered"]
 POISON_ATTRIBUTE = "gateway-poison"  # on messages the worker set aside in the dead-letter queue
+DEAD_LETTER_ATTRIBUTE = "gateway-gave-up"  # on messages whose deliveries ran out (a redrive may help)
+_TOKEN_IN_TEXT = re.compile(r'"task_token"\s*:\s*"([^"\\]{1,2048})"')
 
 
 class RetryLater(Exception):
-    """Hand the message back: visible again after ``delay_s`` (None: the queue's visibility timeout)."""
+    """Hand the message back: visible again after ``delay_s`` (None: the queue's visibility timeout).
+    ``error``: the error record to fail the job with if this was its last allowed delivery."""
 
-    def __init__(self, reason: str, *, delay_s: int | None) -> None:
+    def __init__(self, reason: str, *, delay_s: int | None, error: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.delay_s = delay_s
+        self.error = error
 
 
 class PoisonMessage(Exception):
-    """A message that can never succeed: dropped (deleted) with a logged reason, never retried."""
+    """A message that can never succeed: set aside with its reason, never retried. ``code`` names the
+    error a task token found in it is failed with."""
+
+    def __init__(self, reason: str, *, code: str = InvalidRequestError.code, job_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.job_id = job_id
+
+
+class _InProgress(Exception):
+    """Another delivery holds the job's idempotency lock: it is running the job right now."""
+
+
+class _NoAttemptLeft(Exception):
+    """Raised instead of running an operation when a delivery may only collect a stored outcome."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +124,8 @@ class JobMessage(BaseModel):
     tenant: str = Field(min_length=1, max_length=256)
     operation: str | None = Field(default=None, min_length=1, max_length=64)
     input: dict[str, Any] | None = None
-    task_token: str | None = Field(default=None, min_length=1, max_length=2048)
+    task_token: str | None = Field(default=None, min_length=1, max_length=MAX_TASK_TOKEN_CHARS)
+    continuation: int = Field(default=0, ge=0, le=MAX_CONTINUATIONS)  # fresh messages of a job in progress
 
     @model_validator(mode="after")
     def _names_a_job(self) -> JobMessage:
@@ -114,6 +153,17 @@ def parse_message(body: str) -> JobMessage | dict[str, Any]:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise PoisonMessage(f"invalid job message: {where}: {first['msg']}") from None
+
+
+def task_token_in(body: str) -> str | None:
+    """The Step Functions task token a message carries, even when the message is otherwise unusable."""
+    try:
+        data = json.loads(body)
+    except (TypeError, ValueError):
+        match = _TOKEN_IN_TEXT.search(body) if isinstance(body, str) else None
+        return match.group(1) if match else None
+    token = data.get("task_token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) and 0 < len(token) <= MAX_TASK_TOKEN_CHARS else None
 
 
 def backoff_s(
@@ -145,63 +195,110 @@ class Worker:
         self.rng = rng or random.Random()
         self.clock = clock
 
-    def handle(self, delivery: Delivery, lambda_context: Any = None) -> Outcome:
+    def handle(self, delivery: Delivery, lambda_context: Any = None, *, first_in_batch: bool = True) -> Outcome:
+        """Move one message's work forward. ``first_in_batch``: no earlier record of this invocation ran
+        (a later one starts a job only if the whole ``JOB_MAX_RUNTIME`` still fits)."""
         try:
             message = parse_message(delivery.body)
-            if isinstance(message, dict):
-                return self._replay_usage(message, delivery)
-            return self._run_job(message, delivery, lambda_context)
+            try:
+                return self._dispatch(message, delivery, lambda_context, first_in_batch=first_in_batch)
+            except RetryLater as later:
+                if delivery.receive_count < self.config.job_max_receives:
+                    raise
+                return self._give_up(None if isinstance(message, dict) else message, delivery, later)
         except PoisonMessage as poison:
-            self._set_aside(delivery, str(poison))
+            self._fail_poisoned_task(delivery, poison)
+            self._dead_letter(delivery, str(poison), poison=True)
             return "poison"
 
-    def _set_aside(self, delivery: Delivery, reason: str) -> None:
-        """Move a poison message to the dead-letter queue (or, without one, drop it with its reason)."""
-        dlq = self.config.retry_dlq_url
-        log.warning(
-            "poison message set aside" if dlq else "poison message dropped (no RETRY_DLQ_URL)",
-            extra={"message_id": delivery.message_id, "reason": reason},
-        )
-        if dlq:
-            try:
-                aws.sqs(aws.DURABLE).send_message(
-                    QueueUrl=dlq,
-                    MessageBody=delivery.body,
-                    MessageAttributes={POISON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:256]}},
-                )
-            except Exception:
-                raise RetryLater("could not move the poison message to the dead-letter queue", delay_s=None) from None
+    def _dispatch(
+        self, message: JobMessage | dict[str, Any], delivery: Delivery, lambda_context: Any, *, first_in_batch: bool
+    ) -> Outcome:
+        try:
+            if isinstance(message, dict):
+                return self._replay_usage(message, delivery)
+            if delivery.receive_count > self.config.job_max_receives:
+                return self._after_last_delivery(message, delivery, lambda_context)
+            return self._run_job(message, delivery, lambda_context, first_in_batch=first_in_batch)
+        except (PoisonMessage, RetryLater):
+            raise
+        except Exception as exc:
+            # AWS trouble (or a bug) outside an attempt: back off like any retryable error, so that the
+            # last delivery still ends the job with a reason.
+            log.exception("message handling failed", extra={"message_id": delivery.message_id})
+            trouble = JobsUnavailableError(f"internal error ({type(exc).__name__})")
+            raise RetryLater(str(trouble), delay_s=self._backoff(delivery, None), error=error_record(trouble)) from None
 
     # ---- jobs
 
-    def _run_job(self, message: JobMessage, delivery: Delivery, lambda_context: Any) -> Outcome:
+    def _run_job(
+        self, message: JobMessage, delivery: Delivery, lambda_context: Any, *, first_in_batch: bool
+    ) -> Outcome:
         job = self._job_for(message, delivery)
         if job.terminal and not job.reopenable:
             self._notify(job, delivery)
             return "duplicate"
         remaining = _remaining_s(lambda_context)
-        if remaining is not None and remaining < MIN_ATTEMPT_S + BOOKKEEPING_S:
-            raise RetryLater("too little time left in this invocation", delay_s=1)
+        if not self._time_for_a_job(remaining, first_in_batch=first_in_batch):
+            return self._requeue(job)
         budget = min(self.config.job_max_runtime_s, (remaining if remaining is not None else 900.0) - BOOKKEEPING_S)
         try:
             stored = self._execute(job, budget, lambda_context)
+        except _InProgress:
+            return self._in_progress_elsewhere(job, delivery, lambda_context)
         except RetryLater:
             raise
         except GatewayError as err:
-            return self._on_error(job, err, delivery)
+            return self._on_error(job, err, delivery, continuation=message.continuation)
         except JobConflictError:
             return self._on_conflict(job, delivery)
         except Exception as exc:
             # AWS trouble or a bug: retry with backoff, and end on the dead-letter queue if it persists.
             log.exception("job attempt crashed", extra={"job_id": job.job_id})
             return self._on_error(job, JobsUnavailableError(f"internal error ({type(exc).__name__})"), delivery)
+        return self._finish(job, stored, delivery)
+
+    def _finish(self, job: Job, stored: dict[str, Any], delivery: Delivery) -> Outcome:
         try:
             done = self.store.mark_succeeded(job, stored)
         except JobConflictError:
             return self._on_conflict(job, delivery)
+        except Exception as exc:
+            # The outcome is kept by idempotency: the next delivery records it without running it again.
+            log.warning("job result not recorded", extra={"job_id": job.job_id, "error": type(exc).__name__})
+            unrecorded = JobsUnavailableError(f"the job's result could not be recorded ({type(exc).__name__})")
+            raise RetryLater(
+                str(unrecorded), delay_s=self._backoff(delivery, None), error=error_record(unrecorded)
+            ) from None
         log.info("job succeeded", extra=_log_fields(done))
         self._notify(done, delivery)
         return "succeeded"
+
+    def _time_for_a_job(self, remaining: float | None, *, first_in_batch: bool) -> bool:
+        if remaining is None:
+            return True
+        needed = MIN_ATTEMPT_S if first_in_batch else self.config.job_max_runtime_s
+        return remaining - BOOKKEEPING_S >= needed
+
+    def _requeue(self, job: Job) -> Outcome:
+        """Too little time left to start the job: queue its message afresh (this delivery counts for
+        nothing, the job is untouched) and let this one be deleted."""
+        try:
+            self.store.enqueue(job)
+        except Exception as exc:
+            log.warning("could not queue the job afresh", extra={"job_id": job.job_id, "error": type(exc).__name__})
+            raise RetryLater("too little time left in this invocation", delay_s=0) from None
+        log.info("job queued afresh: too little time left in this invocation", extra=_log_fields(job))
+        return "requeued"
+
+    def _in_progress_elsewhere(self, job: Job, delivery: Delivery, lambda_context: Any) -> Outcome:
+        """Another delivery is running the job and owns its outcome (its own message comes back if it
+        dies): this one is redundant. Without a Lambda context the lock has no expiry to rely on, so the
+        message is handed back instead."""
+        if _remaining_s(lambda_context) is not None:
+            log.info("job already in progress elsewhere; duplicate delivery dropped", extra={"job_id": job.job_id})
+            return "duplicate"
+        raise RetryLater("another delivery of this job is in progress", delay_s=self._backoff(delivery, None))
 
     def _job_for(self, message: JobMessage, delivery: Delivery) -> Job:
         if message.job_id is not None:
@@ -216,7 +313,7 @@ class Worker:
 
     def _submitted_by_message(self, message: JobMessage, delivery: Delivery) -> Job:
         assert message.operation is not None and message.input is not None
-        job_id = derived_job_id(message.task_token or delivery.message_id)
+        job_id = self._message_job_id(message, delivery)
         existing = self.store.get(job_id)
         if existing is not None:
             return existing
@@ -232,10 +329,12 @@ class Worker:
             return self.store.create(new, message.input)
         except JobConflictError:
             raise RetryLater("the job is being created by another delivery", delay_s=1) from None
-        except GatewayError as err:  # e.g. an input too large to keep: tell the waiting task, drop the message
-            if message.task_token:
-                self.notifier.fail(message.task_token, code=err.code, cause={"job_id": job_id, **error_record(err)})
-            raise PoisonMessage(f"the job could not be created: {err.code}") from None
+        except GatewayError as err:  # e.g. an input too large to keep: the waiting task is told, as poison
+            raise PoisonMessage(f"the job could not be created: {err.message}", code=err.code, job_id=job_id) from None
+
+    @staticmethod
+    def _message_job_id(message: JobMessage, delivery: Delivery) -> str:
+        return message.job_id or derived_job_id(message.task_token or delivery.message_id)
 
     def _execute(self, job: Job, budget_s: float, lambda_context: Any) -> dict[str, Any]:
         """Claim the job, run its operation, keep its result: at most once per job id at a time, and
@@ -272,26 +371,56 @@ class Worker:
                 return kept
             raise
 
-    def _on_error(self, job: Job, err: GatewayError, delivery: Delivery) -> Outcome:
+    def _stored_outcome(self, job: Job, lambda_context: Any) -> dict[str, Any] | None:
+        """The outcome an earlier delivery's operation stored (then died before recording it in the job),
+        without running the operation: None when there is none."""
+        if self.job_persistence is None:
+            return None
+
+        def refuse(job_key: dict[str, str]) -> dict[str, Any]:
+            raise _NoAttemptLeft
+
+        try:
+            return _run_idempotent(
+                refuse, {"job_id": job.job_id}, self.job_persistence, "job_id", "job", self._ttl(), lambda_context
+            )
+        except _NoAttemptLeft:
+            return None
+
+    def _on_error(self, job: Job, err: GatewayError, delivery: Delivery, *, continuation: int = 0) -> Outcome:
         record = error_record(err)
         try:
+            if err.retryable and _made_progress(err) and continuation < MAX_CONTINUATIONS:
+                continued = self._continue(job, record, continuation + 1)
+                if continued is not None:
+                    return continued
             if not err.retryable:
                 failed = self.store.mark_failed(job, record, exhausted=False)
                 log.warning("job failed", extra=_log_fields(failed, code=err.code))
                 self._notify(failed, delivery)
                 return "failed"
             if delivery.receive_count >= self.config.job_max_receives:
-                record["message"] = f"gave up after {delivery.receive_count} deliveries; last error: {err.message}"
-                failed = self.store.mark_failed(job, record, exhausted=True)
-                log.warning("job retries exhausted", extra=_log_fields(failed, code=err.code))
-                self._notify(failed, delivery)
-                raise RetryLater("retries exhausted: the redrive policy moves the message to the DLQ", delay_s=0)
+                raise RetryLater(f"retryable error {err.code} on the last delivery", delay_s=0, error=record)
             delay = self._backoff(delivery, getattr(getattr(err, "last_error", err), "retry_after", None))
             retrying = self.store.mark_retrying(job, record, self.clock() + delay)
             log.info("job will be retried", extra=_log_fields(retrying, code=err.code, delay_s=delay))
             raise RetryLater(f"retryable error {err.code}", delay_s=delay)
         except JobConflictError:
             return self._on_conflict(job, delivery)
+
+    def _continue(self, job: Job, record: dict[str, Any], continuation: int) -> Outcome | None:
+        """Go on in a fresh message at once (this delivery is deleted, none is spent); None if it can't be
+        queued, and the ordinary retry path takes over."""
+        retrying = self.store.mark_retrying(job, record, self.clock())
+        try:
+            self.store.enqueue(retrying, continuation=continuation)
+        except Exception as exc:
+            log.warning(
+                "could not queue the job's continuation", extra={"job_id": job.job_id, "error": type(exc).__name__}
+            )
+            return None
+        log.info("job continues in a fresh message", extra=_log_fields(retrying, continuation=continuation))
+        return "continued"
 
     def _on_conflict(self, job: Job, delivery: Delivery) -> Outcome:
         """A transition lost a race: fine if the job is finished (another delivery did it), else retry."""
@@ -300,6 +429,105 @@ class Worker:
             self._notify(current, delivery)
             return "duplicate"
         raise RetryLater("the job changed under this delivery", delay_s=1)
+
+    # ---- the end of a job's deliveries
+
+    def _after_last_delivery(self, message: JobMessage, delivery: Delivery, lambda_context: Any) -> Outcome:
+        """One delivery past JOB_MAX_RECEIVES: the last allowed one ended without a word (timed out,
+        crashed). Run nothing: record an outcome the operation already stored, else give up on the job."""
+        job = self._job_for(message, delivery)
+        if job.terminal and not job.reopenable:
+            self._notify(job, delivery)
+            return "duplicate"
+        try:
+            stored = self._stored_outcome(job, lambda_context)
+        except _InProgress:
+            return self._in_progress_elsewhere(job, delivery, lambda_context)
+        if stored is not None:
+            log.info("job outcome recovered after its last delivery", extra={"job_id": job.job_id})
+            return self._finish(job, stored, delivery)
+        unfinished = JobsUnavailableError(
+            f"the last allowed delivery ({self.config.job_max_receives}) did not finish "
+            "(the worker timed out or stopped)",
+            details={"last_error": job.last_error} if job.last_error else None,
+        )
+        return self._give_up(message, delivery, RetryLater(str(unfinished), delay_s=0, error=error_record(unfinished)))
+
+    def _give_up(self, message: JobMessage | None, delivery: Delivery, later: RetryLater) -> Outcome:
+        """The last allowed delivery is handing its message back: the job ends failed with the reason (a
+        redrive may reopen it), its task is told, and the message goes to the dead-letter queue. Should
+        any of that fail, the message is handed back and the next delivery (or the queue) finishes it."""
+        reason = f"gave up after {min(delivery.receive_count, self.config.job_max_receives)} deliveries"
+        if message is not None:
+            try:
+                self._fail_exhausted(message, delivery, later, reason)
+            except RetryLater:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "could not fail the job", extra={"message_id": delivery.message_id, "error": type(exc).__name__}
+                )
+                raise RetryLater("could not record the job's failure", delay_s=0) from None
+        self._dead_letter(delivery, f"{reason}: {later}")
+        return "dead_lettered"
+
+    def _fail_exhausted(self, message: JobMessage, delivery: Delivery, later: RetryLater, reason: str) -> None:
+        job = self.store.get(self._message_job_id(message, delivery))
+        if job is None or job.tenant != message.tenant:
+            return
+        if not job.terminal:
+            if later.error is not None:
+                record = {**later.error, "message": f"{reason}; last error: {later.error.get('message', '')}"}
+            else:
+                record = error_record(JobsUnavailableError(f"{reason}: {later}"))
+            try:
+                job = self.store.mark_failed(job, record, exhausted=True)
+                log.warning("job retries exhausted", extra=_log_fields(job, code=record.get("code")))
+            except JobConflictError:  # it moved on meanwhile (another delivery finished it)
+                job = self.store.get(job.job_id) or job
+        try:
+            self._notify(job, delivery)
+        except RetryLater:  # the message is on its way to the DLQ anyway; a redrive tells the task again
+            log.warning("task not told of the job's end", extra={"job_id": job.job_id})
+
+    def _dead_letter(self, delivery: Delivery, reason: str, *, poison: bool = False) -> None:
+        """Move the message to the dead-letter queue with its reason (a poison message is marked so that
+        ``make redrive`` leaves it there). Without RETRY_DLQ_URL, poison is dropped with a logged reason and
+        anything else is handed back for the queue's redrive policy to move."""
+        dlq = self.config.retry_dlq_url
+        log.warning(
+            "message set aside" if dlq else "message dropped (no RETRY_DLQ_URL)" if poison else "message handed back",
+            extra={"message_id": delivery.message_id, "reason": reason, "poison": poison},
+        )
+        if not dlq:
+            if poison:
+                return
+            raise RetryLater(reason, delay_s=0)
+        attribute = POISON_ATTRIBUTE if poison else DEAD_LETTER_ATTRIBUTE
+        try:
+            aws.sqs(aws.DURABLE).send_message(
+                QueueUrl=dlq,
+                MessageBody=delivery.body,
+                MessageAttributes={attribute: {"DataType": "String", "StringValue": reason[:256]}},
+            )
+        except Exception:
+            raise RetryLater("could not move the message to the dead-letter queue", delay_s=0) from None
+
+    def _fail_poisoned_task(self, delivery: Delivery, poison: PoisonMessage) -> None:
+        """A poison message may still carry a task token: fail that task now (best effort) rather than
+        leave its execution waiting for its timeout."""
+        token = task_token_in(delivery.body)
+        if token is None:
+            return
+        cause: dict[str, Any] = {"code": poison.code, "message": str(poison), "retryable": False}
+        if poison.job_id:
+            cause["job_id"] = poison.job_id
+        try:
+            self.notifier.fail(token, code=poison.code, cause=cause)
+        except Exception as exc:
+            log.warning(
+                "could not fail the poison message's task", extra={"error": aws.error_code(exc) or type(exc).__name__}
+            )
 
     def _notify(self, job: Job, delivery: Delivery) -> None:
         """Complete the job's Step Functions task, once (re-sent if a crash lost the first try)."""
@@ -338,8 +566,7 @@ class Worker:
             raise PoisonMessage(f"unusable usage message: {err.message}") from None
         except Exception as exc:
             log.warning("usage replay failed", extra={"message_id": delivery.message_id, "error": type(exc).__name__})
-            last = delivery.receive_count >= self.config.job_max_receives
-            raise RetryLater("usage replay failed", delay_s=0 if last else self._backoff(delivery, None)) from None
+            raise RetryLater("usage replay failed", delay_s=self._backoff(delivery, None)) from None
         log.info("usage record replayed", extra={"message_id": delivery.message_id, "written": written})
         return "usage"
 
@@ -387,8 +614,14 @@ def _run_idempotent(
     try:
         result: dict[str, Any] = wrapped(**{argument: data})
     except IdempotencyAlreadyInProgressError:
-        raise RetryLater("another delivery of this message's work is in progress", delay_s=None) from None
+        raise _InProgress from None
     return result
+
+
+def _made_progress(err: GatewayError) -> bool:
+    """A deadline error from an operation that finished (and cached) part of its work in this attempt."""
+    details = err.details if isinstance(err.details, dict) else {}
+    return err.code == "deadline_exceeded" and int(details.get("paid_calls") or 0) > 0
 
 
 def hand_back(queue_arn: str, receipt_handle: str, delay_s: int) -> None:

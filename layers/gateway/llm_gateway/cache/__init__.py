@@ -2,10 +2,12 @@
 
 Policy lives here, once, whatever the backend:
 
-* Key: a sha256 of the scope (the tenant, or an explicitly shared namespace), the catalog version and
-  the canonical request: route as resolved (model, or tier after the default), fallbacks, capabilities,
-  messages, every sampling parameter, the response format with its schema, and the prompt version.
-  Two tenants therefore never share an entry, unless both ask for the same ``shared:`` namespace.
+* Key: a sha256 of the scope (tenant and namespace as separate fields, or an explicitly shared
+  namespace), the catalog fingerprint (its version plus a hash of its content, so a price or wire-model
+  change invalidates entries) and the canonical request: route as resolved (model, or tier after the
+  default), fallbacks, capabilities, messages, every sampling parameter, the response format with its
+  schema, and the prompt version. Two tenants therefore never share an entry, unless both ask for the
+  same ``shared:`` namespace.
 * Only deterministic requests are cached (temperature 0, or ``cache.force``); only complete answers
   are stored (finish reason ``stop``, non-empty, valid JSON when JSON was asked for): never errors,
   refusals or truncated answers.
@@ -13,8 +15,9 @@ Policy lives here, once, whatever the backend:
   ``namespace`` partitions (within the tenant, or across tenants with the ``shared:`` prefix).
 * A backend that fails or is slower than ``timeout_s`` is skipped (fail-open): logged, counted, and
   the request goes on to the provider.
-* Entries are zlib-compressed above a few KB, so that even a maximal answer fits a DynamoDB item;
-  one that still does not fit is not stored (counted), never an exception.
+* Entries are zlib-compressed above a few KB. One still larger than the backend takes (a DynamoDB
+  item) goes to S3 when the backend has a bucket (see dynamodb.py), else it is not stored (counted),
+  never an exception.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from .. import after_response
 from ..counters import Counters
 from ..errors import InvalidRequestError
 from ..models import CacheControl, CompletionRequest, CompletionResult, Usage
@@ -37,7 +41,7 @@ from ..seams import RequestContext
 
 log = logging.getLogger("llm_gateway.cache")
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 SHARED_PREFIX = "shared:"
 COMPRESS_ABOVE_BYTES = 4_096
 _RAW, _ZLIB = b"J", b"Z"
@@ -57,13 +61,17 @@ class CacheBackend(Protocol):
 # --------------------------------------------------------------------------- keys
 
 
-def cache_scope(tenant: str, namespace: str | None) -> str:
-    """Whose entries these are: a ``shared:`` namespace is the only way across tenants."""
+def cache_scope(tenant: str, namespace: str | None) -> dict[str, str | None]:
+    """Whose entries these are: a ``shared:`` namespace is the only way across tenants.
+
+    Separate fields, hashed as JSON: no tenant id can be crafted to collide with another tenant's
+    namespace (as joining them into one string would allow).
+    """
     if namespace and namespace.startswith(SHARED_PREFIX):
-        return f"shared/{namespace.removeprefix(SHARED_PREFIX)}"
+        return {"shared": namespace.removeprefix(SHARED_PREFIX)}
     if not tenant:
         raise ValueError("a cache scope needs a tenant")
-    return f"tenant/{tenant}" + (f"/ns/{namespace}" if namespace else "")
+    return {"tenant": tenant, "namespace": namespace or None}
 
 
 def canonical_request(request: CompletionRequest, *, default_tier: str, default_max_tokens: int) -> dict[str, Any]:
@@ -252,6 +260,9 @@ class CompletionCache:
             return
         ttl = request.cache.ttl_seconds if request.cache and request.cache.ttl_seconds else self.default_ttl_s
         key = self.key_for(ctx.tenant, request)
+        await after_response.soon(lambda: self._set(key, value, ttl))
+
+    async def _set(self, key: str, value: bytes, ttl: int) -> None:
         try:
             await asyncio.wait_for(self.backend.set(key, value, ttl), timeout=self.timeout_s)
         except Exception as exc:

@@ -8,6 +8,7 @@ client is used from a worker thread: its gRPC channel is thread-safe and not tie
 from __future__ import annotations
 
 import threading
+import uuid
 import warnings
 from collections.abc import Callable
 from datetime import timedelta
@@ -98,9 +99,14 @@ class MomentoBreakerStore:
     """Breaker state as Momento keys under ``breaker:<provider>#<model>:``.
 
     ``open`` exists exactly while the circuit is open (its TTL is the cool-down; SetIfNotExists makes
-    one instance the opener), ``tripped`` marks "opened, not yet closed", ``probe`` is the half-open
-    claim (SetIfNotExists, TTL = probe timeout), ``fail:<window>`` counts failures (Increment),
-    ``last`` is the last failure time.
+    one instance the opener), ``probe`` is the half-open claim (SetIfNotExists, TTL = probe timeout),
+    ``fail:<window>`` counts failures (Increment), ``last`` is the last failure time.
+
+    "Opened, not yet closed" is versioned, because Momento has no compare-and-delete: each trip writes
+    ``tripped = <time>|<nonce>``, a new version; closing writes that version into ``closed``. The circuit
+    is tripped while the two differ. A closer that read version A cannot hide a re-trip that happened
+    after its check (version B): it can only mark A closed. (A check-then-delete of ``tripped`` could
+    delete B's marker and make a re-opened circuit read as closed once ``open`` expires.)
     """
 
     def __init__(self, client: Callable[[], CacheClient], cache_name: str) -> None:
@@ -123,8 +129,8 @@ class MomentoBreakerStore:
     async def claim_probe(self, circuit: str, now: float, probe_until: float) -> bool:
         return await aws.in_thread(self._claim_probe, circuit, now, probe_until)
 
-    async def close(self, circuit: str, now: float, window: int) -> None:
-        await aws.in_thread(self._close, circuit, window)
+    async def close(self, circuit: str, now: float, window: int, ttl_s: int) -> None:
+        await aws.in_thread(self._close, circuit, window, ttl_s)
 
     # --- blocking implementations (run in a worker thread)
 
@@ -137,11 +143,22 @@ class MomentoBreakerStore:
         return counted.value, self._read(circuit)
 
     def _read(self, circuit: str) -> CircuitState:
+        open_until = self._number(_key(circuit, "open"))
+        version = self._trip_version(circuit)
+        tripped_at = _trip_time(version) if version else 0.0
+        # Between the opener's SetIfNotExists and its ``tripped`` write the circuit is open all the same.
         return CircuitState(
-            open_until=self._number(_key(circuit, "open")),
-            tripped_at=self._number(_key(circuit, "tripped")),
+            open_until=open_until,
+            tripped_at=tripped_at or open_until,
             last_failure_at=self._number(_key(circuit, "last")),
         )
+
+    def _trip_version(self, circuit: str) -> str | None:
+        """The current trip's version, None when the circuit has not tripped since it last closed."""
+        tripped = self._text(_key(circuit, "tripped"))
+        if tripped is None or tripped == self._text(_key(circuit, "closed")):
+            return None
+        return tripped
 
     def _trip(self, circuit: str, now: float, open_until: float, ttl_s: int) -> bool:
         opened = self.client.set_if_not_exists(
@@ -151,7 +168,8 @@ class MomentoBreakerStore:
             return False
         if not isinstance(opened, CacheSetIfNotExists.Stored):
             raise MomentoError(str(opened))
-        self._check(self.client.set(self.cache_name, _key(circuit, "tripped"), repr(now), timedelta(seconds=ttl_s)))
+        version = f"{now!r}|{uuid.uuid4().hex[:12]}"
+        self._check(self.client.set(self.cache_name, _key(circuit, "tripped"), version, timedelta(seconds=ttl_s)))
         self._check(self.client.delete(self.cache_name, _key(circuit, "probe")))
         return True
 
@@ -166,18 +184,25 @@ class MomentoBreakerStore:
             raise MomentoError(str(claimed))
         return isinstance(claimed, CacheSetIfNotExists.Stored)
 
-    def _close(self, circuit: str, window: int) -> None:
-        if self._number(_key(circuit, "open")):
-            return  # re-opened meanwhile
-        for suffix in ("tripped", "probe", f"fail:{window}"):
+    def _close(self, circuit: str, window: int, ttl_s: int) -> None:
+        version = self._trip_version(circuit)  # read before the check: a later trip is a new version
+        if version is None or self._number(_key(circuit, "open")):
+            return  # closed already, or re-opened meanwhile
+        # Marks only the version read above as closed; ``tripped`` itself is never deleted.
+        self._check(self.client.set(self.cache_name, _key(circuit, "closed"), version, timedelta(seconds=ttl_s)))
+        for suffix in ("probe", f"fail:{window}"):
             self._check(self.client.delete(self.cache_name, _key(circuit, suffix)))
 
     def _number(self, key: str) -> float:
+        text = self._text(key)
+        return float(text) if text is not None else 0.0
+
+    def _text(self, key: str) -> str | None:
         response = self.client.get(self.cache_name, key)
         if isinstance(response, CacheGet.Hit):
-            return float(response.value_string)
+            return response.value_string
         if isinstance(response, CacheGet.Miss):
-            return 0.0
+            return None
         raise MomentoError(str(response))
 
     @staticmethod
@@ -188,3 +213,10 @@ class MomentoBreakerStore:
 
 def _key(circuit: str, suffix: str) -> str:
     return f"breaker:{circuit}:{suffix}"
+
+
+def _trip_time(version: str) -> float:
+    try:
+        return float(version.partition("|")[0])
+    except ValueError:
+        return 1.0  # an unreadable version still means "tripped"

@@ -18,12 +18,14 @@ from .base import Provider, WireRequest, with_json_instruction
 
 API_VERSION = "2023-06-01"
 
+# Anything else (a new or unknown reason) is "error": the answer is returned but never cached as complete.
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "tool_use": "stop",  # only forced structured-output tools are sent, so a tool call is the answer
     "max_tokens": "length",
-    "pause_turn": "stop",
+    "model_context_window_exceeded": "length",  # cut off, like max_tokens
+    "pause_turn": "error",  # a server tool paused the turn: the answer is unfinished
 }
 
 _ERROR_TYPES: dict[str, type[ProviderError]] = {
@@ -107,7 +109,7 @@ class AnthropicProvider(Provider):
         cache_write = int(usage.get("cache_creation_input_tokens") or 0)
         return ProviderResponse(
             content=content,
-            finish_reason=_FINISH.get(stop_reason, "stop"),
+            finish_reason=_FINISH.get(stop_reason, "error"),
             usage=Usage(
                 # Anthropic's input_tokens excludes cache reads and writes; ours counts all input.
                 input_tokens=int(usage["input_tokens"]) + cache_read + cache_write,

@@ -7,6 +7,7 @@ An adapter implements three small hooks: build the wire request, parse a success
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -55,8 +56,11 @@ class Provider(ABC):
         timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
         model = request.model
         try:
-            response = await client.post(wire.url, headers=wire.headers, json=wire.body, timeout=timeout)
-        except httpx.TimeoutException as exc:
+            # httpx's read timeout restarts with every chunk received: a slow-drip answer could outlast
+            # it many times over. The whole call, body included, is bounded here.
+            async with asyncio.timeout(timeout_s):
+                response = await client.post(wire.url, headers=wire.headers, json=wire.body, timeout=timeout)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise ProviderTimeoutError(
                 f"{self.name} did not answer within {timeout_s:.1f}s", provider=self.name, model=model
             ) from exc

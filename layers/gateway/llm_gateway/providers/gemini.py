@@ -25,8 +25,11 @@ from ..models import (
     Usage,
 )
 from .base import Provider, WireRequest, with_json_instruction
+from .gemini_schema import UntranslatableSchema, gemini_schema
 
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
+# Anything else (OTHER, MALFORMED_FUNCTION_CALL, FINISH_REASON_UNSPECIFIED, a new reason, none at all) is
+# "error": the answer is returned but never cached as complete.
 _FINISH: dict[str, FinishReason] = {"STOP": "stop", "MAX_TOKENS": "length"}
 _STATUS: dict[str, type[ProviderError]] = {
     "RESOURCE_EXHAUSTED": RateLimitedError,
@@ -36,55 +39,6 @@ _STATUS: dict[str, type[ProviderError]] = {
     "UNAUTHENTICATED": ProviderAuthError,
     "PERMISSION_DENIED": ProviderAuthError,
 }
-# The subset of JSON Schema that Gemini's responseSchema (an OpenAPI schema object) accepts.
-_SCHEMA_KEYS = {
-    "type",
-    "format",
-    "description",
-    "nullable",
-    "enum",
-    "items",
-    "properties",
-    "required",
-    "minItems",
-    "maxItems",
-    "minimum",
-    "maximum",
-    "anyOf",
-    "propertyOrdering",
-    "title",
-}
-
-
-def gemini_schema(schema: Any, defs: dict[str, Any] | None = None) -> Any:
-    """Translate a JSON Schema to Gemini's dialect: inline ``$ref``s, ``type: [x, "null"]`` to nullable."""
-    if not isinstance(schema, dict):
-        return schema
-    defs = defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
-    if "$ref" in schema:
-        name = str(schema["$ref"]).rsplit("/", 1)[-1]
-        return gemini_schema(defs.get(name, {}), defs)
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key not in _SCHEMA_KEYS and key != "oneOf":
-            continue
-        if key == "type" and isinstance(value, list):
-            kinds = [v for v in value if v != "null"]
-            out["type"] = kinds[0] if kinds else "string"
-            if "null" in value:
-                out["nullable"] = True
-        elif key == "properties":
-            out["properties"] = {k: gemini_schema(v, defs) for k, v in value.items()}
-            # Gemini otherwise answers with keys in alphabetical order; keep the schema author's order.
-            if "propertyOrdering" not in schema:
-                out["propertyOrdering"] = list(value)
-        elif key == "items":
-            out["items"] = gemini_schema(value, defs)
-        elif key in ("anyOf", "oneOf"):
-            out["anyOf"] = [gemini_schema(v, defs) for v in value]
-        else:
-            out[key] = value
-    return out
 
 
 def _parts(message: Message) -> list[dict[str, Any]]:
@@ -108,6 +62,15 @@ class GeminiProvider(Provider):
     name = "gemini"
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
+        fmt = request.response_format
+        json_mode = request.native_structured and isinstance(fmt, JsonSchemaFormat | JsonObjectFormat)
+        response_schema: dict[str, Any] | None = None
+        if json_mode and isinstance(fmt, JsonSchemaFormat):
+            try:
+                response_schema = gemini_schema(fmt.json_schema)
+            except UntranslatableSchema:
+                # JSON mode with the full schema in the prompt instead (the answer is validated either way).
+                request = request.model_copy(update={"native_structured": False})
         messages = with_json_instruction(request)
         system = "\n\n".join(m.text() for m in messages if m.role == "system")
         contents = [
@@ -124,11 +87,10 @@ class GeminiProvider(Provider):
             config["stopSequences"] = request.stop
         if request.seed is not None:
             config["seed"] = request.seed
-        fmt = request.response_format
-        if request.native_structured and isinstance(fmt, JsonSchemaFormat | JsonObjectFormat):
+        if json_mode:
             config["responseMimeType"] = "application/json"
-            if isinstance(fmt, JsonSchemaFormat):
-                config["responseSchema"] = gemini_schema(fmt.json_schema)
+        if response_schema is not None:
+            config["responseSchema"] = response_schema
         body: dict[str, Any] = {"contents": contents, "generationConfig": config}
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
@@ -150,7 +112,7 @@ class GeminiProvider(Provider):
                 )
             raise ValueError("no candidates in the answer")
         candidate = candidates[0]
-        reason = str(candidate.get("finishReason", "STOP"))
+        reason = str(candidate.get("finishReason", ""))
         if reason in _BLOCKED:
             raise ContentFilteredError(
                 f"{self.name} blocked the answer: {reason}", provider=self.name, model=request.model
@@ -160,7 +122,7 @@ class GeminiProvider(Provider):
         usage = data.get("usageMetadata") or {}
         return ProviderResponse(
             content=content,
-            finish_reason=_FINISH.get(reason, "stop"),
+            finish_reason=_FINISH.get(reason, "error"),
             usage=Usage(
                 input_tokens=int(usage.get("promptTokenCount", 0)),
                 # Thinking tokens are billed as output.

@@ -15,9 +15,10 @@ from ..models import (
     ProviderResponse,
     Usage,
 )
-from ..schemas import strict_compatible
+from ..strict_schema import strict_form
 from .base import Provider, WireRequest, with_json_instruction
 
+# Anything else (a new or unknown reason) is "error": the answer is returned but never cached as complete.
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -42,8 +43,13 @@ def _wire_message(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": parts}
 
 
-def _strict(fmt: JsonSchemaFormat) -> bool:
-    return fmt.strict and strict_compatible(fmt.json_schema)
+def _json_schema_format(fmt: JsonSchemaFormat) -> dict[str, Any]:
+    """Strict mode whenever the schema has a strict form (rewritten: objects closed, optional properties
+    required but nullable; structured.py drops the added nulls); otherwise the schema as it is, non-strict."""
+    strict = strict_form(fmt.json_schema) if fmt.strict else None
+    if strict is None:
+        return {"name": fmt.name, "schema": fmt.json_schema, "strict": False}
+    return {"name": fmt.name, "schema": strict, "strict": True}
 
 
 class OpenAIProvider(Provider):
@@ -61,11 +67,7 @@ class OpenAIProvider(Provider):
                 body[key] = value
         fmt = request.response_format
         if isinstance(fmt, JsonSchemaFormat) and request.native_structured:
-            body["response_format"] = {
-                "type": "json_schema",
-                # Strict mode refuses schemas outside its subset: those go non-strict (still validated by callers).
-                "json_schema": {"name": fmt.name, "schema": fmt.json_schema, "strict": _strict(fmt)},
-            }
+            body["response_format"] = {"type": "json_schema", "json_schema": _json_schema_format(fmt)}
         elif isinstance(fmt, JsonObjectFormat) and request.native_structured:
             body["response_format"] = {"type": "json_object"}
         headers = {"content-type": "application/json"}
@@ -76,7 +78,7 @@ class OpenAIProvider(Provider):
     def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
         choice = data["choices"][0]
         message = choice["message"]
-        finish = _FINISH.get(str(choice.get("finish_reason")), "stop")
+        finish = _FINISH.get(str(choice.get("finish_reason")), "error")
         if message.get("refusal") or (finish == "content_filter" and not message.get("content")):
             raise ContentFilteredError(
                 f"{self.name} refused or filtered the answer", provider=self.name, model=request.model

@@ -1,0 +1,281 @@
+"""Bookkeeping that may finish after the caller has its answer: ledger writes, budget settlement, cache fills.
+
+A request waits on none of it. On Lambda, an *internal extension* (a thread registered with the Extensions
+API during init) keeps the sandbox alive after the handler returns: Lambda sends the response as soon as the
+runtime posts it, but does not freeze the sandbox, nor deliver the next event, until every extension has
+called ``/event/next`` again. The extension thread calls it only once the work of that invocation is done,
+so the work is as durable as it was inline (each piece keeps its own failure path: a usage write that fails
+goes to the retry queue) and never overlaps the next invocation.
+
+Modes (``GATEWAY_AFTER_RESPONSE``):
+
+* ``inline``: the work runs before the handler returns (the default off Lambda, and what tests rely on);
+* ``extension``: the Lambda internal extension above (the default when ``AWS_LAMBDA_RUNTIME_API`` is set);
+* ``thread``: a background thread runs it (the local harness: the same latency profile without Lambda).
+
+Usage: the handler is wrapped in :func:`handler` (or :func:`scope`); code with deferrable work awaits
+:func:`soon` with a coroutine factory, which queues it, or runs it at once (inline mode, or no scope: the
+retry worker and the jobs API never defer, so a job's usage records are written within the job).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import http.client
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+log = logging.getLogger("llm_gateway.after_response")
+
+Mode = Literal["inline", "thread", "extension"]
+Work = Callable[[], Coroutine[Any, Any, None]]
+
+EXTENSION_NAME = "llm-gateway-after-response"
+API_VERSION = "2020-01-01"
+IDLE_POLL_S = 0.05
+
+_pending: contextvars.ContextVar[list[Work] | None] = contextvars.ContextVar("after_response_pending", default=None)
+
+
+@dataclass
+class _Batch:
+    request_id: str
+    work: list[Work] = field(default_factory=list)
+
+
+class _Runner:
+    """Runs batches on one daemon thread, in order; ``extension`` subclasses it to pace Lambda."""
+
+    def __init__(self) -> None:
+        self._batches: queue.Queue[_Batch] = queue.Queue()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="after-response", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: _Batch) -> None:
+        with self._idle:
+            self._in_flight += 1
+        self._batches.put(batch)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True once every submitted batch has run (tests and the bench; Lambda never needs it)."""
+        give_up = time.monotonic() + timeout_s
+        with self._idle:
+            while self._in_flight:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, IDLE_POLL_S))
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            self._run(self._batches.get())
+
+    def _run(self, batch: _Batch) -> None:
+        _run_batch(batch)
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+
+class _Extension(_Runner):
+    """The Lambda internal extension: registered during init, paces each invocation's end."""
+
+    def __init__(self, runtime_api: str) -> None:
+        super().__init__()
+        host, _, port = runtime_api.partition(":")
+        self._conn = http.client.HTTPConnection(host, int(port or 80), timeout=None)  # /next blocks by design
+        self._id = ""
+
+    def register(self) -> None:
+        body = json.dumps({"events": ["INVOKE"]})  # internal extensions cannot register for SHUTDOWN
+        headers = {"Lambda-Extension-Name": EXTENSION_NAME, "Content-Type": "application/json"}
+        self._conn.request("POST", f"/{API_VERSION}/extension/register", body=body, headers=headers)
+        response = self._conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"extension register failed: HTTP {response.status} {payload[:200]!r}")
+        self._id = response.getheader("Lambda-Extension-Identifier") or ""
+
+    def _next_event(self) -> dict[str, Any]:
+        self._conn.request(
+            "GET", f"/{API_VERSION}/extension/event/next", headers={"Lambda-Extension-Identifier": self._id}
+        )
+        response = self._conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"extension next failed: HTTP {response.status} {payload[:200]!r}")
+        event: dict[str, Any] = json.loads(payload or b"{}")
+        return event
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                event = self._next_event()
+            except Exception as exc:
+                # Without /next Lambda would time the invocation out: run the work inline from now on.
+                log.error("after-response extension stopped", extra={"error": type(exc).__name__})
+                _fall_back_to_inline(self)
+                self._drain_forever()
+                return
+            if event.get("eventType") != "INVOKE":
+                continue
+            self._finish_invocation(str(event.get("requestId") or ""), event.get("deadlineMs"))
+
+    def _finish_invocation(self, request_id: str, deadline_ms: Any) -> None:
+        """Run batches until this invocation's own has run (or its deadline passed), then return to /next."""
+        deadline = float(deadline_ms) / 1000.0 if isinstance(deadline_ms, int | float) else time.time() + 900
+        while True:
+            try:
+                batch = self._batches.get(timeout=max(0.0, deadline - time.time()))
+            except queue.Empty:
+                return  # the handler never finished (it timed out): Lambda resets the sandbox anyway
+            self._run(batch)
+            if not request_id or batch.request_id == request_id:
+                return
+
+    def _drain_forever(self) -> None:
+        while True:
+            self._run(self._batches.get())
+
+
+def _run_batch(batch: _Batch) -> None:
+    from .runtime import run_sync  # this thread's own event loop, kept for its lifetime
+
+    for work in batch.work:
+        try:
+            run_sync(work())
+        except Exception as exc:  # each piece has its own failure path; this is the last guard
+            log.error("after-response work failed", extra={"error": type(exc).__name__})
+
+
+_runner: _Runner | None = None
+_mode: Mode = "inline"
+_lock = threading.Lock()
+
+
+def configured_mode(environ: os._Environ[str] | dict[str, str] | None = None) -> Mode:
+    env = os.environ if environ is None else environ
+    value = (env.get("GATEWAY_AFTER_RESPONSE") or "").strip().lower()
+    if value in ("inline", "thread", "extension"):
+        if value == "extension" and not env.get("AWS_LAMBDA_RUNTIME_API"):
+            return "inline"  # nothing to register with
+        return value  # type: ignore[return-value]
+    if value not in ("", "auto"):
+        log.warning("unknown GATEWAY_AFTER_RESPONSE %r: running bookkeeping inline", value)
+        return "inline"
+    return "extension" if env.get("AWS_LAMBDA_RUNTIME_API") else "inline"
+
+
+def install(mode: Mode | None = None) -> Mode:
+    """Set the mode once per process. Call it at handler-module import: Lambda accepts extension
+    registration only during init. Off Lambda it starts at most a thread; it never fails the import."""
+    global _runner, _mode
+    with _lock:
+        if _runner is not None or (mode is None and _mode != "inline"):
+            return _mode
+        wanted = mode or configured_mode()
+        try:
+            if wanted == "extension":
+                extension = _Extension(os.environ["AWS_LAMBDA_RUNTIME_API"])
+                extension.register()
+                _runner = extension
+            elif wanted == "thread":
+                _runner = _Runner()
+            if _runner is not None:
+                _runner.start()
+            _mode = wanted
+        except Exception as exc:
+            log.error("after-response %s mode unavailable, running inline", wanted, extra={"error": repr(exc)})
+            _runner, _mode = None, "inline"
+        return _mode
+
+
+def mode() -> Mode:
+    return _mode
+
+
+def _fall_back_to_inline(runner: _Runner) -> None:
+    global _mode
+    with _lock:
+        if _runner is runner:  # not a runner that tests already replaced
+            _mode = "inline"
+
+
+def defer(work: Work) -> bool:
+    """Queue ``work`` for after the response. False: not deferred (inline mode, or no scope): await it now."""
+    pending = _pending.get()
+    if pending is None or _mode == "inline":
+        return False
+    pending.append(work)
+    return True
+
+
+async def soon(work: Work) -> None:
+    """Run ``work`` after the response when a scope allows it, else now."""
+    if not defer(work):
+        await work()
+
+
+@contextlib.contextmanager
+def scope(request_id: str = "") -> Iterator[None]:
+    """One invocation: work deferred inside it is handed over when it ends, whatever the outcome."""
+    pending: list[Work] = []
+    token = _pending.set(pending)
+    try:
+        yield
+    finally:
+        _pending.reset(token)
+        runner = _runner
+        if runner is not None and _mode == "extension":
+            runner.submit(_Batch(request_id, pending))  # even empty: it ends the extension's invocation
+        elif runner is not None and _mode == "thread":
+            if pending:
+                runner.submit(_Batch(request_id, pending))
+        elif pending:  # the mode fell back to inline mid-invocation: run it here
+            _run_batch(_Batch(request_id, pending))
+
+
+def handler(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Decorator for a Lambda handler: everything it defers is handed over when it returns or raises.
+
+    Installs the mode at decoration time (module import, i.e. Lambda's init phase). In extension mode
+    every invocation of the function must pass through a wrapped handler, or the extension would hold
+    the sandbox until the invocation's deadline.
+    """
+    install()
+
+    def wrapped(event: Any, context: Any) -> Any:
+        with scope(str(getattr(context, "aws_request_id", "") or "")):
+            return fn(event, context)
+
+    wrapped.__name__ = getattr(fn, "__name__", "lambda_handler")
+    wrapped.__doc__ = fn.__doc__
+    wrapped.__wrapped__ = fn  # type: ignore[attr-defined]
+    return wrapped
+
+
+def wait_idle(timeout_s: float = 10.0) -> bool:
+    """Block until all handed-over work has run (tests, the local harness and the bench)."""
+    runner = _runner
+    return True if runner is None else runner.wait_idle(timeout_s)
+
+
+def _reset_for_tests() -> None:
+    """Forget the mode (the running thread, if any, stays idle; it is a daemon)."""
+    global _runner, _mode
+    with _lock:
+        _runner, _mode = None, "inline"
