@@ -429,6 +429,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per AWS call
+        _make_moto_dynamodb_atomic()
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         _, port = self._moto.get_host_and_port()
@@ -1057,6 +1058,58 @@ class _BridgeHandler(BaseHTTPRequestHandler):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _make_moto_dynamodb_atomic() -> None:
+    """One DynamoDB request at a time per table in moto, as DynamoDB applies each write and transaction
+    atomically.
+
+    moto's server answers on many threads with no lock of its own: concurrent writes to one item can
+    lose an update, and a transaction can fail with "dictionary changed size during iteration". Lambda's
+    concurrent invocations (our pollers, the bridge, after-response threads) would see errors that real
+    DynamoDB never gives. Locks are per table (a transaction takes its tables' locks in name order), so
+    a cache read never queues behind moto's slow copy of the usage table in a ledger transaction.
+    Process-wide and idempotent: moto runs in this process.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_gateway_atomic", False):
+        return
+    original = DynamoHandler.call_action
+    guard = threading.Lock()
+    table_locks: dict[str, threading.RLock] = {}
+
+    def locks_for(handler: Any) -> list[threading.RLock]:
+        with guard:
+            return [table_locks.setdefault(name, threading.RLock()) for name in _dynamodb_tables(handler)]
+
+    def call_action(self: Any) -> Any:
+        with contextlib.ExitStack() as held:
+            for lock in locks_for(self):
+                held.enter_context(lock)
+            return original(self)
+
+    call_action._gateway_atomic = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def _dynamodb_tables(handler: Any) -> list[str]:
+    """The tables a DynamoDB request touches, sorted (the lock order)."""
+    params = getattr(handler, "params", None)
+    if not isinstance(params, dict):
+        try:
+            params = json.loads(getattr(handler, "body", None) or "{}")
+        except (TypeError, ValueError):
+            return []
+    if not isinstance(params, dict):
+        return []
+    names = {params["TableName"]} if isinstance(params.get("TableName"), str) else set()
+    for item in params.get("TransactItems") or []:
+        for operation in item.values() if isinstance(item, dict) else []:
+            if isinstance(operation, dict) and isinstance(operation.get("TableName"), str):
+                names.add(operation["TableName"])
+    names.update(name for name in (params.get("RequestItems") or {}) if isinstance(name, str))
+    return sorted(names)
 
 
 def _put_env(name: str, value: str | None) -> None:

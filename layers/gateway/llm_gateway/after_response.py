@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import http.client
 import json
 import logging
 import os
@@ -96,6 +95,8 @@ class _Extension(_Runner):
 
     def __init__(self, runtime_api: str) -> None:
         super().__init__()
+        import http.client  # only on Lambda: it costs a few ms of cold start
+
         host, _, port = runtime_api.partition(":")
         self._conn = http.client.HTTPConnection(host, int(port or 80), timeout=None)  # /next blocks by design
         self._id = ""

@@ -9,15 +9,24 @@ A deployment without jobs (no JOBS_TABLE) ignores both, as RFC 7240 allows for a
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from . import jobs
 from .config import settings
 from .errors import GatewayError
 
+if TYPE_CHECKING:
+    from . import jobs
+
 RESPOND_ASYNC = "respond-async"
 DEFER_ON_FAILURE = "defer-on-failure"
+
+
+def _jobs() -> ModuleType:
+    """The jobs module, imported only when a request asks for async work (it is not free at cold start)."""
+    return importlib.import_module(f"{__package__}.jobs")
 
 
 def preferences(event: Mapping[str, Any]) -> set[str]:
@@ -38,13 +47,16 @@ def preferences(event: Mapping[str, Any]) -> set[str]:
 
 
 def wants_async(event: Mapping[str, Any]) -> bool:
-    return RESPOND_ASYNC in preferences(event) and jobs.configured()
+    return RESPOND_ASYNC in preferences(event) and bool(_jobs().configured())
 
 
 def should_defer(event: Mapping[str, Any], err: BaseException) -> bool:
     """True when the caller opted in and the failure is one that waiting may fix."""
     return (
-        isinstance(err, GatewayError) and err.retryable and DEFER_ON_FAILURE in preferences(event) and jobs.configured()
+        isinstance(err, GatewayError)
+        and err.retryable
+        and DEFER_ON_FAILURE in preferences(event)
+        and bool(_jobs().configured())
     )
 
 
@@ -57,8 +69,9 @@ def submit(
     deferred: bool,
 ) -> jobs.Job:
     """Queue the request as a job; a deferred one waits one backoff step first (providers just failed)."""
-    delay = min(settings().job_backoff_base_s, jobs.MAX_SQS_DELAY_S) if deferred else 0
-    return jobs.submit(
+    module = _jobs()
+    delay = min(settings().job_backoff_base_s, module.MAX_SQS_DELAY_S) if deferred else 0
+    job: jobs.Job = module.submit(
         operation,
         payload,
         tenant=tenant,
@@ -66,6 +79,7 @@ def submit(
         source="deferred" if deferred else "async",
         delay_s=delay,
     )
+    return job
 
 
 def accepted(
