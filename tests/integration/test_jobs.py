@@ -739,6 +739,40 @@ def test_a_long_job_that_moves_forward_goes_on_in_a_fresh_message_without_spendi
     assert not [m for m in dead_letters(stack) if job.job_id in m["Body"]]  # nothing was given up on
 
 
+@pytest.mark.parametrize(
+    ("operation", "key", "payload"),
+    [
+        ("summarization", "incoming/summarize/outage/{doc}.md", {}),
+        ("extraction", "incoming/extract/invoice/{doc}.txt", {"schema": "invoice"}),
+    ],
+)
+def test_an_upload_job_given_up_on_leaves_an_error_object_next_to_the_document(
+    fast, simulator, operation, key, payload
+):
+    stack = fast
+    bucket, s3 = stack.physical["DocumentsBucket"], stack.client("s3")
+    key = key.format(doc=uuid.uuid4().hex)
+    notified = threading.Event()  # the upload's own S3 notification is not this test's: swallow it
+    function = "SummarizationFunction" if operation == "summarization" else "ExtractionFunction"
+    stack.handler_overrides[function] = lambda event, context: notified.set()
+    s3.put_object(Bucket=bucket, Key=key, Body=b"Invoice 7 from ACME, due 2026-12-01, total 120 EUR.")
+    assert notified.wait(20), "no S3 notification"
+    store = jobs.default_store()
+    job = store.create(
+        store.new_job(operation=operation, tenant="documents", source="s3"), {"s3": {"key": key}, **payload}
+    )
+    simulator.add_fault("overloaded")  # every provider, every call: retryable, so the job is retried...
+    # ...until its last allowed delivery, which gives up on it.
+    assert default_worker().handle(delivery(job, MAX_RECEIVES), invocation(60)) == "dead_lettered"
+    assert store.get(job.job_id).status == "failed"
+    error_key = key.replace("incoming/", "errors/", 1) + ".json"
+    record = json.loads(s3.get_object(Bucket=bucket, Key=error_key)["Body"].read())
+    assert record["source_key"] == key and record["job_id"] == job.job_id
+    assert record["error"]["retryable"] is True and "gave up after" in record["error"]["message"]
+    s3.head_object(Bucket=bucket, Key=key)  # the document is still there
+    dead_lettered(stack, job.job_id)
+
+
 # --------------------------------------------------------------------------- what the API answers
 
 

@@ -201,3 +201,19 @@ def _put_json(bucket: str, key: str, body: dict[str, Any]) -> None:
         Body=json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"),
         ContentType="application/json",
     )
+
+
+def job_gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any]) -> None:
+    """The worker gave up on an upload's job (its deliveries ran out): the error object says so."""
+    key = (payload.get("s3") or {}).get("key") if isinstance(payload.get("s3"), dict) else None
+    bucket = settings().documents_bucket
+    if job.source != UPLOAD_JOB_SOURCE or job.tenant != UPLOAD_TENANT or not bucket or not isinstance(key, str):
+        return
+    if not is_upload_key(key):
+        return
+    upload = Upload(bucket=bucket, key=key)
+    schema = payload.get("schema") if isinstance(payload.get("schema"), str) else None
+    body: dict[str, Any] = {**upload.describe(), "status": "failed", "job_id": job.job_id, "error": error}
+    if schema is not None:
+        body["schema"] = schema
+    _put_json(bucket, upload.error_key, {**body, "failed_at": now_iso()})

@@ -45,6 +45,20 @@ _REQUEST_CHECKS: dict[str, Callable[[Any], None]] = {
 }
 
 
+# name -> "module:function" called when the worker gives up on a job of that operation (its deliveries ran
+# out): ``(job, payload, error)``, e.g. to leave an error object next to an uploaded document.
+_GAVE_UP_HOOKS: dict[str, str] = {
+    "extraction": "extraction_uploads:job_gave_up",
+    "summarization": "summary_uploads:job_gave_up",
+}
+
+
+def gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any]) -> None:
+    """Tell the job's operation that the worker gave up on it (best effort is the caller's to handle)."""
+    if target := _GAVE_UP_HOOKS.get(job.operation):
+        _attribute(target)(job, payload, error)
+
+
 def register(name: str, target: str, *, request_model: str | None = None) -> None:
     """Add an operation (``"module:function"`` inside llm_gateway); modules call this for their own."""
     _OPERATIONS[name] = target

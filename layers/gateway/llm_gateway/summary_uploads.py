@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import aws
+from .config import settings
 from .errors import GatewayError
 
 INPUT_PREFIX = "incoming/summarize/"
@@ -91,3 +92,17 @@ def _put_json(bucket: str, key: str, body: dict[str, Any]) -> None:
 
 def _put(bucket: str, key: str, body: bytes, content_type: str) -> None:
     aws.s3().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+
+def job_gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any]) -> None:
+    """The worker gave up on an upload's job (its deliveries ran out): the error object says so."""
+    key = (payload.get("s3") or {}).get("key") if isinstance(payload.get("s3"), dict) else None
+    bucket = settings().documents_bucket
+    if job.source != UPLOAD_JOB_SOURCE or job.tenant != UPLOAD_TENANT or not bucket or not isinstance(key, str):
+        return
+    if not is_upload_key(key):
+        return
+    upload = Upload(bucket=bucket, key=key)
+    _put_json(
+        bucket, upload.error_key, {**upload.describe(), "error": error, "job_id": job.job_id, "failed_at": now_iso()}
+    )

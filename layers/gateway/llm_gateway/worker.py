@@ -483,12 +483,22 @@ class Worker:
             try:
                 job = self.store.mark_failed(job, record, exhausted=True)
                 log.warning("job retries exhausted", extra=_log_fields(job, code=record.get("code")))
+                self._tell_operation(job, record)
             except JobConflictError:  # it moved on meanwhile (another delivery finished it)
                 job = self.store.get(job.job_id) or job
         try:
             self._notify(job, delivery)
         except RetryLater:  # the message is on its way to the DLQ anyway; a redrive tells the task again
             log.warning("task not told of the job's end", extra={"job_id": job.job_id})
+
+    def _tell_operation(self, job: Job, record: dict[str, Any]) -> None:
+        """Best effort: the operation may leave a trace of its own (an upload's error object)."""
+        try:
+            operations.gave_up(job, self.store.load_payload(job), record)
+        except Exception as exc:
+            log.warning(
+                "operation not told of the job's end", extra={"job_id": job.job_id, "error": type(exc).__name__}
+            )
 
     def _dead_letter(self, delivery: Delivery, reason: str, *, poison: bool = False) -> None:
         """Move the message to the dead-letter queue with its reason (a poison message is marked so that
