@@ -197,3 +197,14 @@ def test_a_failed_registration_runs_the_work_inline(monkeypatch: pytest.MonkeyPa
     assert after_response.install("extension") == "inline"
     with after_response.scope("r1"):
         assert after_response.defer(_work([], "w")) is False
+
+
+def test_flush_writes_what_was_deferred_so_far_before_a_hand_off() -> None:
+    after_response.install("thread")
+    done: list[str] = []
+    with after_response.scope("r1"):
+        assert after_response.defer(_work(done, "cache fill"))
+        after_response.flush()  # e.g. just before a job is queued that may need that cache entry
+        assert done == ["cache fill"]
+        assert after_response.defer(_work(done, "ledger"))
+    assert after_response.wait_idle(5.0) and done == ["cache fill", "ledger"]  # nothing ran twice

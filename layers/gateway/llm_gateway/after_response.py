@@ -20,6 +20,7 @@ retry worker and the jobs API never defer, so a job's usage records are written 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import json
@@ -229,6 +230,23 @@ async def soon(work: Work) -> None:
     """Run ``work`` after the response when a scope allows it, else now."""
     if not defer(work):
         await work()
+
+
+def flush() -> None:
+    """Run now, on this thread, what the current invocation has deferred so far. Called before a hand-off
+    to the job queue: a job may start at once in another sandbox, and must find this invocation's cache
+    fills (finished parts of a long summary) and ledger records already written."""
+    pending = _pending.get()
+    if not pending:
+        return
+    try:
+        asyncio.get_running_loop()
+        return  # inside the event loop (never the case at a hand-off): it cannot block on it, keep the queue
+    except RuntimeError:
+        pass
+    work = list(pending)
+    pending.clear()
+    _run_batch(_Batch("", work))
 
 
 @contextlib.contextmanager

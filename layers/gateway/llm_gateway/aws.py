@@ -9,8 +9,11 @@ attempts) is the only retry layer for AWS calls; the provider RetryPolicy never 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -111,9 +114,26 @@ def reset_clients() -> None:
         _session = None
 
 
+# Blocking boto3 calls wait on the network, not the CPU: asyncio's default executor (CPU count + 4
+# threads, i.e. 5-6 on Lambda) would queue a cache read behind a burst of ledger writes from parallel
+# map calls, long enough to time the read out and pay for the call again.
+IO_THREADS = 32
+_executor: ThreadPoolExecutor | None = None
+
+
+def _io_executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="aws-io")
+    return _executor
+
+
 async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run a blocking boto3 call off the event loop, so parallel operations do not serialize on it."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)  # as asyncio.to_thread
+    return await asyncio.get_running_loop().run_in_executor(_io_executor(), call)
 
 
 def error_code(exc: BaseException) -> str | None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from . import aws, operations
+from . import after_response, aws, operations
 from .config import Settings, settings
 from .errors import (
     GatewayError,
@@ -507,6 +507,7 @@ def submit(
     """Accept a job: validate it, store it (queued), queue it. Nothing is half-accepted: when queueing
     fails the job is marked failed and JobsUnavailableError (503, retryable) is raised."""
     operations.check(operation, dict(payload))
+    after_response.flush()  # the job may start at once: what this invocation owes the cache lands first
     store = store or default_store()
     job = store.create(
         store.new_job(operation=operation, tenant=tenant, source=source, request_id=request_id, task_token=task_token),
