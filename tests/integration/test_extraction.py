@@ -562,8 +562,18 @@ def read_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
 
 
 def test_upload_during_an_outage_is_retried_as_a_job_until_it_has_a_result(
-    fast_jobs: LocalStack, simulator: ProviderSimulator, s3: Any, bucket: str, aws_clients: Callable[[str], Any]
+    fast_jobs: LocalStack,
+    simulator: ProviderSimulator,
+    s3: Any,
+    bucket: str,
+    aws_clients: Callable[[str], Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # 5 s between job attempts: on a slow machine the outage must not use up the job's deliveries
+    # before the test has seen one attempt fail and ended it.
+    monkeypatch.setenv("JOB_BACKOFF_BASE", "5")
+    monkeypatch.setenv("JOB_BACKOFF_MAX", "5")
+    service.reset()
     simulator.add_fault("overloaded")  # every provider answers 503/529
     run = uuid.uuid4().hex[:8]
     key = f"incoming/extract/contact/{run}/card.md"

