@@ -1091,6 +1091,52 @@ def _make_moto_dynamodb_atomic() -> None:
 
     call_action._gateway_atomic = True  # type: ignore[attr-defined]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    _make_moto_transactions_item_scoped()
+
+
+def _make_moto_transactions_item_scoped() -> None:
+    """moto backs up every table a transaction touches (a deep copy of the whole table) to roll back a
+    cancelled one: each ledger write then costs time in proportion to the usage table, and a long local
+    session (or test run) slows to a crawl. Back up the transaction's own items instead, and restore
+    them when it is cancelled; the table's lock (above) keeps anyone from seeing the half-done state."""
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    backend_class = models.DynamoDBBackend
+    original = backend_class.transact_write_items
+
+    class _TablesNotCopied:  # moto's `copy` as its transaction code sees it: tables are not copied
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = []
+        for entry in transact_items:
+            try:
+                _, op = next(iter(entry.items()))
+                table = self.get_table(op["TableName"])
+                key = op.get("Key") or {
+                    name: op["Item"][name] for name in (table.hash_key_attr, table.range_key_attr) if name
+                }
+                current = self.get_item(op["TableName"], key)
+            except Exception:
+                continue  # a malformed entry: moto refuses it below, before it changes anything
+            saved.append((op["TableName"], key, None if current is None else current.to_json()["Attributes"]))
+        try:
+            return original(self, transact_items)  # type: ignore[no-any-return]
+        except Exception:
+            for table_name, key, attributes in reversed(saved):
+                if attributes is None:
+                    self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, copy.deepcopy(attributes))
+            raise
+
+    models.copy = _TablesNotCopied  # type: ignore[attr-defined]
+    backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
 def _dynamodb_tables(handler: Any) -> list[str]:

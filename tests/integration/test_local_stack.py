@@ -528,3 +528,39 @@ def test_invoke_cli_reports_a_raised_error_and_exits_1(mini_template: Path) -> N
     assert done.returncode == 1
     assert json.loads(done.stdout) == {"errorType": "EchoError", "errorMessage": "boom"}
     assert "Traceback" in done.stderr
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(local_stack):
+    """The stack's moto backs up a transaction's own items, not whole tables: a cancelled one must
+    still leave nothing half-done (a new item gone, an updated one back to its old value)."""
+    from botocore.exceptions import ClientError
+
+    ddb, table = local_stack.client("dynamodb"), local_stack.physical["UsageTable"]
+    pk = f"TX#{uuid.uuid4().hex}"
+    ddb.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": "old"}, "n": {"N": "1"}})
+    with pytest.raises(ClientError) as info:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": table, "Item": {"pk": {"S": pk}, "sk": {"S": "new"}}}},
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": pk}, "sk": {"S": "old"}},
+                        "UpdateExpression": "ADD n :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+                {
+                    "ConditionCheck": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": pk}, "sk": {"S": "missing"}},
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+            ]
+        )
+    assert info.value.response["Error"]["Code"] == "TransactionCanceledException"
+    items = ddb.query(TableName=table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": {"S": pk}})[
+        "Items"
+    ]
+    assert items == [{"pk": {"S": pk}, "sk": {"S": "old"}, "n": {"N": "1"}}]
