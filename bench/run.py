@@ -39,6 +39,11 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PARTS = ("layer", "cold", "warm", "cache")
 COLD_TARGET = 0.10  # handler import <= 1/10 of `import litellm`
 WARM_TARGET = 1 / 3  # added p50 <= 1/3 of LiteLLM proxy's
+WARM_NOTES = {
+    "bridge": "incl. moto server time and the local API Gateway stand-in",
+    "bridge_excl_moto": "incl. the local API Gateway stand-in (API Gateway's job in AWS)",
+    "handler": "incl. moto server time",
+}
 
 
 def _functions() -> list[tuple[str, Path]]:
@@ -208,9 +213,10 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
                     f"{label} {q}",
                     added[name][q],
                     lite.get(q),
-                    # Raw moto paths carry moto's own costs (not AWS's): judged once those are taken out.
-                    target=WARM_TARGET if q == "p50" and name not in ("bridge", "handler") else None,
-                    note="incl. moto server time" if name in ("bridge", "handler") else "",
+                    # Judged: the handler (event in, response out) without moto's own costs, which are
+                    # not AWS's; the bridge rows also carry our local stand-in for API Gateway.
+                    target=WARM_TARGET if q == "p50" and name in ("handler_excl_moto", "core") else None,
+                    note=WARM_NOTES.get(name, ""),
                 )
             )
     if aws_calls := warm.get("aws_calls_per_request"):
