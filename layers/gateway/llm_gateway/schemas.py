@@ -130,8 +130,11 @@ def _check_ref(schema: dict[str, Any], ref: str) -> None:
         raise SchemaError(f"the reference '{_short(ref)}' points nowhere in the schema", details={"param": "schema"})
 
 
-def _resolve_pointer(schema: dict[str, Any], ref: str) -> dict[str, Any] | None:
-    target: Any = schema
+def local_ref_target(root: Any, ref: str) -> Any:
+    """What a local ``$ref`` ("#/$defs/x", RFC 6901 escapes) points at in ``root``; None if nothing."""
+    if not ref.startswith("#"):
+        return None
+    target: Any = root
     for part in ref[1:].strip("/").split("/") if ref != "#" else []:
         part = part.replace("~1", "/").replace("~0", "~")
         if isinstance(target, dict) and part in target:
@@ -140,6 +143,11 @@ def _resolve_pointer(schema: dict[str, Any], ref: str) -> dict[str, Any] | None:
             target = target[int(part)]
         else:
             return None
+    return target
+
+
+def _resolve_pointer(schema: dict[str, Any], ref: str) -> dict[str, Any] | None:
+    target = local_ref_target(schema, ref)
     return target if isinstance(target, dict) else None
 
 

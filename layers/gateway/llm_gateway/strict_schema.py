@@ -21,6 +21,8 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from .schemas import local_ref_target
+
 MAX_NESTING = 10  # objects and arrays on one path, the root counting as 1
 MAX_PROPERTIES = 5_000
 MAX_ENUM_VALUES = 1_000
@@ -247,18 +249,7 @@ def _resolve(schema: Any, root: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _pointer(root: dict[str, Any], ref: str) -> Any:
-    if not ref.startswith("#"):
-        return None
-    target: Any = root
-    for part in ref[1:].strip("/").split("/") if ref != "#" else []:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(target, dict) and part in target:
-            target = target[part]
-        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-            target = target[int(part)]
-        else:
-            return None
-    return target
+    return local_ref_target(root, ref)
 
 
 def _kinds(node: dict[str, Any]) -> list[str]:

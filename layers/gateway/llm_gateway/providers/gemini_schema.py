@@ -25,6 +25,8 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from ..schemas import local_ref_target
+
 MAX_DEPTH = 32
 MAX_REF_HOPS = 32
 _FORMATS = {"string": {"date-time", "enum"}, "integer": {"int32", "int64"}, "number": {"float", "double"}}
@@ -246,13 +248,7 @@ def _with_description(out: dict[str, Any], description: Any, hints: list[str]) -
 def _pointer(root: dict[str, Any], ref: str) -> Any:
     if not ref.startswith("#"):
         raise UntranslatableSchema("only local references can be inlined")
-    target: Any = root
-    for part in ref[1:].strip("/").split("/") if ref != "#" else []:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(target, dict) and part in target:
-            target = target[part]
-        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-            target = target[int(part)]
-        else:
-            raise UntranslatableSchema(f"the reference {ref!r} leads nowhere")
+    target = local_ref_target(root, ref)
+    if target is None:
+        raise UntranslatableSchema(f"the reference {ref!r} leads nowhere")
     return target
