@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,7 +41,6 @@ Work = Callable[[], Coroutine[Any, Any, None]]
 
 EXTENSION_NAME = "llm-gateway-after-response"
 API_VERSION = "2020-01-01"
-IDLE_POLL_S = 0.05
 
 _pending: contextvars.ContextVar[list[Work] | None] = contextvars.ContextVar("after_response_pending", default=None)
 
@@ -58,11 +58,9 @@ class _Runner:
         self._batches: queue.Queue[_Batch] = queue.Queue()
         self._idle = threading.Condition()
         self._in_flight = 0
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="after-response", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._loop, name="after-response", daemon=True).start()
 
     def submit(self, batch: _Batch) -> None:
         with self._idle:
@@ -71,14 +69,8 @@ class _Runner:
 
     def wait_idle(self, timeout_s: float) -> bool:
         """True once every submitted batch has run (tests and the bench; Lambda never needs it)."""
-        give_up = time.monotonic() + timeout_s
         with self._idle:
-            while self._in_flight:
-                left = give_up - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(min(left, IDLE_POLL_S))
-        return True
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout_s)
 
     def _loop(self) -> None:
         while True:
@@ -131,7 +123,7 @@ class _Extension(_Runner):
                 # Without /next Lambda would time the invocation out: run the work inline from now on.
                 log.error("after-response extension stopped", extra={"error": type(exc).__name__})
                 _fall_back_to_inline(self)
-                self._drain_forever()
+                super()._loop()  # run what is still queued, as a plain background thread
                 return
             if event.get("eventType") != "INVOKE":
                 continue
@@ -149,10 +141,6 @@ class _Extension(_Runner):
             if not request_id or batch.request_id == request_id:
                 return
 
-    def _drain_forever(self) -> None:
-        while True:
-            self._run(self._batches.get())
-
 
 def _run_batch(batch: _Batch) -> None:
     from .runtime import run_sync  # this thread's own event loop, kept for its lifetime
@@ -169,7 +157,7 @@ _mode: Mode = "inline"
 _lock = threading.Lock()
 
 
-def configured_mode(environ: os._Environ[str] | dict[str, str] | None = None) -> Mode:
+def configured_mode(environ: Mapping[str, str] | None = None) -> Mode:
     env = os.environ if environ is None else environ
     value = (env.get("GATEWAY_AFTER_RESPONSE") or "").strip().lower()
     if value in ("inline", "thread", "extension"):
@@ -204,10 +192,6 @@ def install(mode: Mode | None = None) -> Mode:
             log.error("after-response %s mode unavailable, running inline", wanted, extra={"error": repr(exc)})
             _runner, _mode = None, "inline"
         return _mode
-
-
-def mode() -> Mode:
-    return _mode
 
 
 def _fall_back_to_inline(runner: _Runner) -> None:
@@ -277,13 +261,11 @@ def handler(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """
     install()
 
+    @functools.wraps(fn)
     def wrapped(event: Any, context: Any) -> Any:
         with scope(str(getattr(context, "aws_request_id", "") or "")):
             return fn(event, context)
 
-    wrapped.__name__ = getattr(fn, "__name__", "lambda_handler")
-    wrapped.__doc__ = fn.__doc__
-    wrapped.__wrapped__ = fn  # type: ignore[attr-defined]
     return wrapped
 
 
