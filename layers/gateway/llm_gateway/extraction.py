@@ -83,6 +83,15 @@ class ExtractionRequest(BaseModel):
         return self
 
 
+def widen_scope_for_trusted_job(ctx: RequestContext) -> bool:
+    """A job that an IAM-authorised entry point handed over may read anywhere in the bucket, as that
+    entry point could; a job submitted over HTTP stays within its tenant's prefix. True if widened."""
+    if ctx.tags.get(JOB_SOURCE_TAG) not in TRUSTED_JOB_SOURCES:
+        return False
+    ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"
+    return True
+
+
 async def run_extraction(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
     """The ``extraction`` operation: JSON-ready result with data, provider, model, cost and attempts.
 
@@ -92,8 +101,7 @@ async def run_extraction(payload: dict[str, Any], ctx: RequestContext) -> dict[s
     started = time.perf_counter()
     request = api.validate(ExtractionRequest, payload)
     config = settings()
-    if ctx.tags.get(JOB_SOURCE_TAG) in TRUSTED_JOB_SOURCES:  # handed over by an IAM-authorised entry point
-        ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"
+    widen_scope_for_trusted_job(ctx)
     s3_key = request.s3.key if request.s3 is not None else None
     upload = uploads.continued_upload(ctx, s3_key, config.documents_bucket)
     if upload is None:

@@ -21,24 +21,24 @@ fails: Lambda retries the S3 event, then sends it to the function's on-failure d
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
-from . import aws, jobs
+from . import jobs
 from .config import settings
 from .errors import GatewayError, InvalidRequestError
 from .seams import RequestContext
+from .upload_outputs import UPLOAD_JOB_SOURCE as UPLOAD_JOB_SOURCE  # re-exported: callers name it here
+from .upload_outputs import UPLOAD_TENANT as UPLOAD_TENANT
+from .upload_outputs import error_record, gave_up_upload, put_json
+from .upload_outputs import now_iso as now_iso
 
 log = logging.getLogger("llm_gateway.extraction_uploads")
 
 INPUT_PREFIX = "incoming/extract/"
 RESULTS_PREFIX = "results/extract/"
 ERRORS_PREFIX = "errors/extract/"
-UPLOAD_TENANT = "documents"  # usage (and cached answers) of uploads are this tenant's
-UPLOAD_JOB_SOURCE: Final = "s3"  # the job source of an upload handed over to the job queue
 OPERATION = "extraction"
 
 ErrorStatus = Literal["retrying", "failed"]
@@ -81,10 +81,6 @@ def schema_from_key(key: str) -> str:
     return schema
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 # --------------------------------------------------------------------------- outcomes
 
 
@@ -105,10 +101,10 @@ def write_result(upload: Upload, result: dict[str, Any], *, started: str, job_id
     }
     if job_id:
         body["job_id"] = job_id
-    _put_json(upload.bucket, upload.result_key, body)
+    put_json(upload.bucket, upload.result_key, body)
     if job_id:
         resolved = {**upload.describe(), "status": "resolved", "job_id": job_id, "result_key": upload.result_key}
-        _put_json(upload.bucket, upload.error_key, {**resolved, "resolved_at": now_iso()})
+        put_json(upload.bucket, upload.error_key, {**resolved, "resolved_at": now_iso()})
 
 
 def write_error(
@@ -129,7 +125,7 @@ def write_error(
     if attempt is not None:
         body.update(attempt=attempt, max_attempts=settings().job_max_receives)
     body.update(error_record(err))
-    _put_json(upload.bucket, upload.error_key, {**body, "failed_at": started})
+    put_json(upload.bucket, upload.error_key, {**body, "failed_at": started})
 
 
 def write_crash(upload: Upload, exc: BaseException, *, started: str, schema: str | None = None) -> None:
@@ -138,15 +134,7 @@ def write_crash(upload: Upload, exc: BaseException, *, started: str, schema: str
     body: dict[str, Any] = {**upload.describe(), "status": "failed"}
     if schema is not None:
         body["schema"] = schema
-    _put_json(upload.bucket, upload.error_key, {**body, "error": error, "failed_at": started})
-
-
-def error_record(err: GatewayError) -> dict[str, Any]:
-    return {
-        "error": {**err.to_dict(), "retryable": err.retryable},
-        "attempts": [a.model_dump(mode="json") for a in err.attempts],
-        "cost_usd": round(sum(a.cost_usd for a in err.attempts), 10),
-    }
+    put_json(upload.bucket, upload.error_key, {**body, "error": error, "failed_at": started})
 
 
 # --------------------------------------------------------------------------- retrying as a job
@@ -194,26 +182,13 @@ def is_last_attempt(attempt: int) -> bool:
     return attempt >= settings().job_max_receives
 
 
-def _put_json(bucket: str, key: str, body: dict[str, Any]) -> None:
-    aws.s3().put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8"),
-        ContentType="application/json",
-    )
-
-
 def job_gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any]) -> None:
     """The worker gave up on an upload's job (its deliveries ran out): the error object says so."""
-    key = (payload.get("s3") or {}).get("key") if isinstance(payload.get("s3"), dict) else None
-    bucket = settings().documents_bucket
-    if job.source != UPLOAD_JOB_SOURCE or job.tenant != UPLOAD_TENANT or not bucket or not isinstance(key, str):
+    if (found := gave_up_upload(job, payload, is_upload_key)) is None:
         return
-    if not is_upload_key(key):
-        return
-    upload = Upload(bucket=bucket, key=key)
+    upload = Upload(*found)
     schema = payload.get("schema") if isinstance(payload.get("schema"), str) else None
     body: dict[str, Any] = {**upload.describe(), "status": "failed", "job_id": job.job_id, "error": error}
     if schema is not None:
         body["schema"] = schema
-    _put_json(bucket, upload.error_key, {**body, "failed_at": now_iso()})
+    put_json(upload.bucket, upload.error_key, {**body, "failed_at": now_iso()})

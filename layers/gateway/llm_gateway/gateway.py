@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -178,11 +179,8 @@ class Gateway:
             return response
         finally:
             if self.budget is not None and reservation is not None:
-                budget, spent = self.budget, sum(a.cost_usd for a in attempts) - spent_before
-
-                async def settle() -> None:
-                    await budget.settle(ctx, reservation, spent)
-
+                spent = sum(a.cost_usd for a in attempts) - spent_before
+                settle = functools.partial(self.budget.settle, ctx, reservation, spent)
                 # An answer ends the request: settle after the response (the reservation holds the worst
                 # case until then). A failure may be followed by a fallback that needs the room now.
                 await (after_response.soon(settle) if answered else settle())

@@ -52,7 +52,7 @@ from .errors import (
     NoEligibleModelError,
     ProviderError,
 )
-from .extraction import DOCUMENT_SCOPE_TAG, DocumentRef, document_location
+from .extraction import JOB_SOURCE_TAG, DocumentRef, document_location, widen_scope_for_trusted_job
 from .extractive import extractive_summary
 from .gateway import Gateway
 from .html_text import html_to_text
@@ -79,10 +79,6 @@ FINISH_RESERVE_S = 0.5  # left at the end for building and returning the answer
 # estimate says it will not finish: an estimate above a whole attempt's budget must not stall a job.
 PROGRESS_FLOOR_S = 5.0
 _OBSERVED_WEIGHT = 0.3
-JOB_SOURCE_TAG = "job_source"  # set by the retry worker on a job's context: who submitted the job
-# Job sources whose submitter was an IAM-authorised entry point (an upload, a direct invocation, a
-# message queued by a principal of the account), never an API key's tenant.
-TRUSTED_JOB_SOURCES = frozenset({uploads.UPLOAD_JOB_SOURCE, "stepfunctions", "sqs"})
 
 
 # --------------------------------------------------------------------------- request and result
@@ -733,11 +729,13 @@ def _continued_upload(request: SummaryRequest, ctx: RequestContext, config: Sett
     upload, a direct invocation, a message an IAM principal queued) keep their bucket-wide read access;
     jobs submitted over HTTP stay within their tenant's prefix. The source is set by the submitter's
     code, never taken from the payload, so a caller cannot claim it."""
-    job_source = ctx.tags.get(JOB_SOURCE_TAG)
-    if job_source not in TRUSTED_JOB_SOURCES:
+    if not widen_scope_for_trusted_job(ctx):
         return None
-    ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"
-    if job_source != uploads.UPLOAD_JOB_SOURCE or request.s3 is None or not uploads.is_upload_key(request.s3.key):
+    if (
+        ctx.tags.get(JOB_SOURCE_TAG) != uploads.UPLOAD_JOB_SOURCE
+        or request.s3 is None
+        or not uploads.is_upload_key(request.s3.key)
+    ):
         return None
     return uploads.Upload(bucket=document_location(request.s3, ctx, config).bucket, key=request.s3.key)
 
