@@ -33,6 +33,7 @@ from local.stack import LocalStack
 from tests.pdf_bytes import pdf_with_lines
 from tests.support.accounting import api_key_for
 from tests.support.accounting import unique as unique_id
+from tests.support.waiting import queue_depth, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -469,27 +470,6 @@ def fast_jobs(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Itera
     wait_for(lambda: queue_depth(sqs, local_stack.physical["RetryQueue"]) == 0, timeout=60, what="retry queue drained")
     monkeypatch.undo()
     service.reset()
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.1)
-
-
-def queue_depth(sqs: Any, url: str) -> int:
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return sum(int(attrs.get(name, 0)) for name in names)
 
 
 def job_view(api: httpx.Client, job_id: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -28,10 +28,10 @@ from local.context import LambdaContext
 from local.redrive import redrive
 from local.stack import LocalStack
 from tests.support.accounting import api_key_for, unique
+from tests.support.waiting import queue_depth, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
-T = TypeVar("T")
 
 # Faithful but quick: one try per candidate model, and 1 s of SQS backoff between job attempts.
 FAST_RETRIES = {
@@ -77,27 +77,6 @@ def tenant_key(stack: LocalStack) -> Iterator[tuple[str, str]]:
     tenant = unique("jobs")
     with api_key_for(stack, tenant) as key:
         yield tenant, key
-
-
-def wait_for(check: Callable[[], T], *, timeout: float = 30, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {what}")
-        time.sleep(0.1)
-
-
-def queue_depth(sqs: Any, url: str) -> int:
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return sum(int(attrs.get(name, 0)) for name in names)
 
 
 def prompt(marker: str) -> dict[str, Any]:
