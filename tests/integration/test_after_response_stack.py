@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from llm_gateway import after_response
 from local.stack import LocalStack
+from tests.support.accounting import ledger_items
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +26,7 @@ def thread_mode() -> Iterator[None]:
 
 
 def ledger_records(local_stack: LocalStack, tenant: str) -> int:
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    items = local_stack.client("dynamodb").query(
-        TableName=local_stack.physical["UsageTable"],
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"USAGE#{tenant}#{day}"}},
-    )["Items"]
-    return len(items)
+    return len(ledger_items(local_stack, tenant))
 
 
 def test_the_answer_does_not_wait_for_the_ledger_write(local_stack: LocalStack, simulator, thread_mode) -> None:

@@ -7,7 +7,6 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -31,7 +30,7 @@ from llm_gateway.schemas import named_schema, validation_problems
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
 from tests.pdf_bytes import pdf_with_lines
-from tests.support.accounting import api_key_for
+from tests.support.accounting import api_key_for, ledger_items
 from tests.support.accounting import unique as unique_id
 from tests.support.waiting import queue_depth, wait_for
 
@@ -439,13 +438,7 @@ def local_stack_api(local_stack: LocalStack) -> httpx.Client:
 
 
 def ledger_records(local_stack: LocalStack, aws_clients: Callable[[str], Any], tenant: str) -> list[dict[str, Any]]:
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    items: list[dict[str, Any]] = aws_clients("dynamodb").query(
-        TableName=local_stack.physical["UsageTable"],
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"USAGE#{tenant}#{day}"}},
-    )["Items"]
-    return items
+    return ledger_items(local_stack, tenant)
 
 
 # --------------------------------------------------------------------------- async and deferred (job queue)

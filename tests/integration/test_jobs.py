@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ from llm_gateway.worker import Delivery, Worker, default_worker
 from local.context import LambdaContext
 from local.redrive import redrive
 from local.stack import LocalStack
-from tests.support.accounting import api_key_for, unique
+from tests.support.accounting import api_key_for, ledger_items, unique
 from tests.support.waiting import queue_depth, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
@@ -111,12 +110,7 @@ def provider_successes(simulator: Any, marker: str) -> int:
 
 def ledger_successes(stack: LocalStack, tenant: str) -> dict[str, list[float]]:
     """Successful attempts in the usage ledger, by job id (request ids are ``<job_id>#<attempt>``)."""
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    items = stack.client("dynamodb").query(
-        TableName=stack.physical["UsageTable"],
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"USAGE#{tenant}#{day}"}},
-    )["Items"]
+    items = ledger_items(stack, tenant)
     by_job: dict[str, list[float]] = {}
     for item in items:
         if item["outcome"]["S"] == "success":

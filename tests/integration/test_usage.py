@@ -19,7 +19,7 @@ from llm_gateway.runtime import run_sync
 from llm_gateway.seams import RequestContext
 from llm_gateway.usage import CONFLICT_RETRIES, UsageLedger, replay_usage_message, report_range, usage_summary
 from local import usage_cli
-from tests.support.accounting import api_key_for, complete, gateway_from_env, unique
+from tests.support.accounting import api_key_for, complete, gateway_from_env, ledger_items, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -34,15 +34,6 @@ def summary(table, tenant):
     return usage_summary(aws.dynamodb(), table, tenant, first, last)
 
 
-def attempt_records(local_stack, table, tenant):
-    day = datetime.now(UTC).strftime("%Y-%m-%d")
-    return local_stack.client("dynamodb").query(
-        TableName=table,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": f"USAGE#{tenant}#{day}"}},
-    )["Items"]
-
-
 def test_every_attempt_of_a_fallback_is_recorded_and_costs_add_up(local_stack, simulator, table):
     simulator.add_fault("rate_limit", provider="openai", retry_after=0)
     gateway = gateway_from_env(breaker_backend="off")
@@ -52,7 +43,7 @@ def test_every_attempt_of_a_fallback_is_recorded_and_costs_add_up(local_stack, s
     )
     assert [(a.provider, a.outcome) for a in result.attempts] == [("openai", "error"), ("anthropic", "success")]
 
-    records = attempt_records(local_stack, table, tenant)
+    records = ledger_items(local_stack, tenant)
     assert sorted((r["provider"]["S"], r["outcome"]["S"]) for r in records) == [
         ("anthropic", "success"),
         ("openai", "error"),
@@ -117,7 +108,7 @@ def test_a_failed_write_is_queued_then_replayed_exactly_once(local_stack, table)
 
     assert replay_usage_message(message["Body"], table=table) is True
     assert replay_usage_message(message["Body"], table=table) is False  # a redelivery is not counted twice
-    [record] = attempt_records(local_stack, table, tenant)
+    [record] = ledger_items(local_stack, tenant)
     assert record["cached_input_tokens"]["N"] == "40" and record["request_id"]["S"] == "req-queued"
     totals = summary(table, tenant)["totals"]
     assert (totals["requests"], totals["attempts"], totals["input_tokens"]) == (1, 1, 100)
@@ -131,9 +122,9 @@ def test_the_retry_worker_replays_a_queued_record(local_stack, table):
     run_sync(ledger.record(ctx(tenant), ATTEMPT))
     assert ledger.counters.get("UsageQueued") == 1
     deadline = time.monotonic() + 20
-    while not attempt_records(local_stack, table, tenant) and time.monotonic() < deadline:
+    while not ledger_items(local_stack, tenant) and time.monotonic() < deadline:
         time.sleep(0.2)
-    [record] = attempt_records(local_stack, table, tenant)
+    [record] = ledger_items(local_stack, tenant)
     assert record["request_id"]["S"] == "req-queued"
     assert summary(table, tenant)["totals"]["attempts"] == 1
 
@@ -208,7 +199,7 @@ def test_a_transaction_conflict_is_retried_in_place_and_counted_once(local_stack
     assert client.transactions == 3
     assert ledger.counters.get("UsageWriteConflict") == 2 and ledger.counters.get("UsageRecorded") == 1
     assert ledger.counters.get("UsageWriteFailed") == 0 and ledger.counters.get("UsageQueued") == 0
-    assert len(attempt_records(local_stack, table, tenant)) == 1
+    assert len(ledger_items(local_stack, tenant)) == 1
     totals = summary(table, tenant)["totals"]
     assert (totals["attempts"], totals["input_tokens"]) == (1, 100)
 
@@ -221,7 +212,7 @@ def test_persistent_conflicts_are_retried_a_bounded_number_of_times_then_queued(
     run_sync(ledger.record(ctx(tenant), ATTEMPT))
     assert client.transactions == 1 + CONFLICT_RETRIES
     assert ledger.counters.get("UsageWriteFailed") == 1 and ledger.counters.get("UsageQueued") == 1
-    assert attempt_records(local_stack, table, tenant) == []  # a cancelled transaction wrote nothing
+    assert ledger_items(local_stack, tenant) == []  # a cancelled transaction wrote nothing
     [message] = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
     assert replay_usage_message(message["Body"], table=table) is True
     assert summary(table, tenant)["totals"]["attempts"] == 1

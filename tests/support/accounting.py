@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from llm_gateway import aws
@@ -106,3 +107,14 @@ def atomic_moto_dynamodb() -> Iterator[None]:
         yield
     finally:
         DynamoHandler.call_action = original  # type: ignore[method-assign]
+
+
+def ledger_items(stack: LocalStack, tenant: str) -> list[dict[str, Any]]:
+    """Today's usage ledger records of ``tenant`` (one per attempt or cache hit), as DynamoDB items."""
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    items: list[dict[str, Any]] = stack.client("dynamodb").query(
+        TableName=stack.physical["UsageTable"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"USAGE#{tenant}#{day}"}},
+    )["Items"]
+    return items
