@@ -9,7 +9,7 @@ import pytest
 
 from llm_gateway.breaker import DynamoDBBreakerStore, SharedCircuitBreaker
 from llm_gateway.runtime import close_thread_resources, run_sync
-from tests.support.accounting import atomic_moto_dynamodb, complete, gateway_from_env, private_table_like, unique
+from tests.support.accounting import complete, gateway_from_env, private_table_like, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -107,11 +107,10 @@ def test_concurrent_failures_across_instances_open_the_circuit_once(local_stack,
         finally:
             close_thread_resources()
 
-    with atomic_moto_dynamodb():
-        threads = [threading.Thread(target=fail, args=(b,)) for b in breakers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+    threads = [threading.Thread(target=fail, args=(b,)) for b in breakers]  # moto is atomic per table here
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
     assert sum(b.counters.get("BreakerOpened") for b in breakers) == 1
     assert not run_sync(breakers[0].allow("gemini", "gemini-2.0-flash"))

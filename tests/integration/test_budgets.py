@@ -1,4 +1,5 @@
-"""Per-tenant budgets on the usage table (moto server over real sockets), including the 50-way race."""
+"""Per-tenant budgets on the usage table (moto server over real sockets), including the 50-way race
+(the local stack makes moto's DynamoDB atomic per table, as DynamoDB is: see local/stack.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from llm_gateway.tokens import estimate_message_tokens, worst_case_input_tokens
 from local import budget_cli
 from tests.support.accounting import (
     api_key_for,
-    atomic_moto_dynamodb,
     complete,
     dynamodb_calls,
     gateway_from_env,
@@ -54,12 +54,6 @@ class Clock:
 
 def ctx(tenant, deadline_s=30.0):
     return RequestContext(tenant=tenant, request_id=unique("req"), deadline=Deadline(deadline_s))
-
-
-@pytest.fixture
-def atomic_dynamodb():
-    with atomic_moto_dynamodb():
-        yield
 
 
 def reservation_for(spec, messages, max_tokens):
@@ -96,7 +90,6 @@ def race(tenant, body, *, n=50):
     return outcomes, costs
 
 
-@pytest.mark.usefixtures("atomic_dynamodb")
 def test_fifty_concurrent_requests_cannot_overspend_a_budget_that_fits_ten(local_stack, simulator, table):
     spec = default_catalog().get("gpt-4o-mini")
     messages = [{"role": "user", "content": PROMPT}]
@@ -125,7 +118,6 @@ def test_fifty_concurrent_requests_cannot_overspend_a_budget_that_fits_ten(local
     assert status["outstanding_reservations"] == 0 and status["committed_usd"] == pytest.approx(spent)
 
 
-@pytest.mark.usefixtures("atomic_dynamodb")
 def test_the_race_holds_when_the_provider_bills_more_input_than_the_gateway_estimates(local_stack, simulator, table):
     """Claude has no JSON mode, so the adapter adds a JSON instruction (billed input) to every request,
     and here the provider's tokenizer counts 20% more than the gateway's estimate of what was sent."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -83,30 +82,6 @@ def api_key_for(stack: LocalStack, tenant: str) -> Iterator[str]:
         yield key
     finally:
         stack.api_keys.pop(key, None)
-
-
-@contextlib.contextmanager
-def atomic_moto_dynamodb() -> Iterator[None]:
-    """Serialize the in-process moto server's DynamoDB requests while active.
-
-    DynamoDB applies each write to an item atomically; moto's server handles requests on concurrent
-    threads without any lock, so two concurrent UpdateItem calls on one item can lose an update. The
-    concurrency tests need DynamoDB's guarantee, not moto's race (moto runs in this process).
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    original = DynamoHandler.call_action
-    lock = threading.Lock()
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]
 
 
 def ledger_items(stack: LocalStack, tenant: str) -> list[dict[str, Any]]:
