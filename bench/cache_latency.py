@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     for latency in (int(x) for x in args.provider_ms.split(",")):
         with LocalStack(port=0, simulate=True, api_keys={"bench-cache-key": "bench-cache-tenant"}) as stack:
             if args.budget_usd is not None:
-                from llm_gateway.budgets import DynamoDBBudgetGuard
+                from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
 
                 guard = DynamoDBBudgetGuard(stack.physical["UsageTable"])
                 guard.set_policy("bench-cache-tenant", args.budget_usd, "day")

@@ -52,7 +52,7 @@ def run(
     """Measure, and return the figures (``rows`` for the bench table)."""
     if delay_ms <= 0:
         raise ValueError("the delay must be positive: the target is counted in rounds of it")
-    from llm_gateway.chunking import split_text
+    from llm_gateway.documents.chunking import split_text
     from local.simulator import ProviderSimulator
 
     text = build_document(chunks)
@@ -114,9 +114,9 @@ def _summarizer_factory(simulator: Any) -> Any:
     import random
 
     from llm_gateway.config import Settings
-    from llm_gateway.retry import RetryPolicy
-    from llm_gateway.service import build_gateway
-    from llm_gateway.summarize import CallTimer, Summarizer
+    from llm_gateway.operations.summarization import CallTimer, Summarizer
+    from llm_gateway.routing.retry import RetryPolicy
+    from llm_gateway.wiring import build_gateway
 
     urls = simulator.base_urls()
     config = Settings(openai_base_url=urls["openai"], api_keys={"openai": "sim-key"}, request_timeout_s=30.0)
@@ -129,10 +129,10 @@ def _summarizer_factory(simulator: Any) -> Any:
 
 
 def _summarize(summarizer: Any, text: str) -> tuple[float, dict[str, Any]]:
-    from llm_gateway.deadline import Deadline
+    from llm_gateway.interfaces import RequestContext
+    from llm_gateway.operations.summarization import SummaryRequest
+    from llm_gateway.routing.deadline import Deadline
     from llm_gateway.runtime import run_sync
-    from llm_gateway.seams import RequestContext
-    from llm_gateway.summarize import SummaryRequest
 
     # map_reduce explicitly: the whole document would fit one call of the model's window (auto: stuff)
     request = SummaryRequest(text=text, model=MODEL, fallback=[], strategy="map_reduce")

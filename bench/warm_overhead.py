@@ -111,7 +111,7 @@ def _aws_calls(call: Call, *, count: int) -> dict[str, float]:
 @contextlib.contextmanager
 def _backends_off(stack: LocalStack) -> Iterator[None]:
     """Blank every variable that names a local AWS resource, so that the gateway builds without them."""
-    from llm_gateway import service
+    from llm_gateway import wiring as service
 
     physical = {v for v in stack.physical.values() if v}
     names = [k for k, v in os.environ.items() if v in physical]

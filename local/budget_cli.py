@@ -1,7 +1,7 @@
 """Set or show a tenant's budget: ``python -m local.budget_cli --tenant T [--limit USD --window day|month]``.
 
 ``make budget TENANT=... LIMIT=... WINDOW=...``. Writes the ``BUDGET#<tenant>`` / ``CONFIG`` item of the
-usage table (see llm_gateway/budgets.py); running functions pick a change up within a minute. Without
+usage table (see llm_gateway/accounting/budgets.py); running functions pick a change up within a minute. Without
 ``--limit`` it shows the budget and the current window's committed and spent amounts.
 """
 
@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from llm_gateway.budgets import WINDOWS, DynamoDBBudgetGuard
+from llm_gateway.accounting.budgets import WINDOWS, DynamoDBBudgetGuard
 from local.usage_cli import find_table
 
 

@@ -128,12 +128,12 @@ def load_cases(root: Path = GOLDEN_DIR, schemas: list[str] | None = None) -> lis
 
 def run_case(case: Case, *, model: str | None = None, tier: str | None = None) -> CaseResult:
     """One extraction through the real operation (this process's gateway and environment)."""
-    from llm_gateway.deadline import Deadline
-    from llm_gateway.documents import document_text
+    from llm_gateway.documents.loading import document_text
     from llm_gateway.errors import GatewayError
-    from llm_gateway.extraction import run_extraction
+    from llm_gateway.interfaces import RequestContext
+    from llm_gateway.operations.extraction import run_extraction
+    from llm_gateway.routing.deadline import Deadline
     from llm_gateway.runtime import run_sync
-    from llm_gateway.seams import RequestContext
 
     payload: dict[str, Any] = {"schema": case.schema, "cache": {"no_cache": True, "no_store": True}}
     if model:
@@ -173,7 +173,7 @@ def run_eval(cases: list[Case], *, model: str | None = None, tier: str | None = 
 def provider_environment(simulate: bool, simulator: ProviderSimulator | None = None) -> Iterator[str]:
     """Point the gateway at a simulator (ours, or the one given) or at the real providers, with no AWS
     resources, for the duration; yields a label. The environment is restored afterwards."""
-    from llm_gateway import service
+    from llm_gateway import wiring as service
 
     saved = dict(os.environ)
     owned = None

@@ -1,6 +1,6 @@
 """What each provider refuses in a structured-output schema, for the simulator to refuse it too (400).
 
-Written apart from the gateway's own translations (``llm_gateway.strict_schema``, ``providers/
+Written apart from the gateway's own translations (``llm_gateway.structured.strict``, ``providers/
 gemini_schema.py``) so that a translation bug shows up as the provider's error in tests, not as a
 silent pass. Each check returns the provider's error message, or None when the schema is accepted.
 

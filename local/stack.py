@@ -1179,7 +1179,7 @@ def close_thread_resources() -> None:
 
 def _reset_gateway_caches() -> None:
     """The gateway caches settings from the environment; forget them when the environment changes."""
-    service = sys.modules.get("llm_gateway.service")
+    service = sys.modules.get("llm_gateway.wiring")
     reset = getattr(service, "reset", None)
     if callable(reset):
         reset()

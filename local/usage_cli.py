@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from llm_gateway import aws
+from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import InvalidRequestError
-from llm_gateway.usage import report_range, usage_summary
 
 COLUMNS = (
     ("requests", "requests", "{:d}"),

@@ -17,14 +17,17 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import after_response, api, aws, job_http, openai_compat
-from llm_gateway.cache import cache_control_from_headers
+from llm_gateway import after_response, aws
+from llm_gateway.accounting.cache import cache_control_from_headers
+from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError, NotConfiguredError
+from llm_gateway.http import framing as api
+from llm_gateway.http import openai_chat as openai_compat
+from llm_gateway.http import prefer as job_http
 from llm_gateway.models import CompletionRequest, CompletionResult
 from llm_gateway.runtime import run_sync
-from llm_gateway.service import default_gateway
-from llm_gateway.usage import report_range, usage_summary
+from llm_gateway.wiring import default_gateway
 
 logger = Logger()
 metrics = Metrics()

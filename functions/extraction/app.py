@@ -24,13 +24,15 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import after_response, api, job_http
-from llm_gateway import extraction_uploads as uploads
+from llm_gateway import after_response
 from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
-from llm_gateway.extraction import DOCUMENT_SCOPE_TAG, run_extraction
+from llm_gateway.http import framing as api
+from llm_gateway.http import prefer as job_http
+from llm_gateway.interfaces import RequestContext
+from llm_gateway.operations import extraction_uploads as uploads
+from llm_gateway.operations.extraction import DOCUMENT_SCOPE_TAG, run_extraction
 from llm_gateway.runtime import run_sync
-from llm_gateway.seams import RequestContext
 
 logger = Logger()
 metrics = Metrics()

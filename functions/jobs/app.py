@@ -20,9 +20,11 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_gateway import api, job_http, jobs
 from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
+from llm_gateway.http import framing as api
+from llm_gateway.http import prefer as job_http
+from llm_gateway.jobs import store as jobs
 
 logger = Logger()
 app = APIGatewayRestResolver()

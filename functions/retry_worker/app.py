@@ -1,11 +1,11 @@
 """Retry worker: drains the retry queue (async jobs, deferred requests, usage writes to replay).
 
-Thin on purpose: ``llm_gateway.worker`` decides what each message means. Powertools batch processing
+Thin on purpose: ``llm_gateway.jobs.worker`` decides what each message means. Powertools batch processing
 reports failed messages one by one (``ReportBatchItemFailures``), so a job that must wait never makes
 the batch's finished jobs run again. A message handed back is made visible again after its backoff
 (ChangeMessageVisibility). After JOB_MAX_RECEIVES deliveries the worker fails the job and moves the
 message to the dead-letter queue itself; the queue's redrive policy (maxReceiveCount = JOB_MAX_RECEIVES
-+ 1) catches a message whose last delivery died with the invocation (see ``llm_gateway.worker``).
++ 1) catches a message whose last delivery died with the invocation (see ``llm_gateway.jobs.worker``).
 
 BatchSize is 1 in template.yaml: each job gets the whole invocation (JOB_MAX_RUNTIME, 165 of its 180 s).
 With larger batches, a record after the first starts only if JOB_MAX_RUNTIME still fits; otherwise its
@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway.worker import Delivery, RetryLater, default_worker, hand_back
+from llm_gateway.jobs.worker import Delivery, RetryLater, default_worker, hand_back
 
 logger = Logger()
 metrics = Metrics()

@@ -33,14 +33,17 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import after_response, api, job_http, jobs
-from llm_gateway import summary_uploads as uploads
+from llm_gateway import after_response
 from llm_gateway.config import settings
 from llm_gateway.errors import DeadlineExceededError, GatewayError, InvalidRequestError
-from llm_gateway.extraction import DOCUMENT_SCOPE_TAG
+from llm_gateway.http import framing as api
+from llm_gateway.http import prefer as job_http
+from llm_gateway.interfaces import RequestContext
+from llm_gateway.jobs import store as jobs
+from llm_gateway.operations import summary_uploads as uploads
+from llm_gateway.operations.extraction import DOCUMENT_SCOPE_TAG
+from llm_gateway.operations.summarization import run_summary
 from llm_gateway.runtime import run_sync
-from llm_gateway.seams import RequestContext
-from llm_gateway.summarize import run_summary
 
 logger = Logger()
 metrics = Metrics()

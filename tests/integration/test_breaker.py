@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from llm_gateway.breaker import DynamoDBBreakerStore, SharedCircuitBreaker
+from llm_gateway.routing.breaker import DynamoDBBreakerStore, SharedCircuitBreaker
 from llm_gateway.runtime import close_thread_resources, run_sync
 from tests.support.accounting import complete, gateway_from_env, private_table_like, unique
 

@@ -14,15 +14,15 @@ import pytest
 from botocore.config import Config
 
 from llm_gateway import aws
-from llm_gateway.budgets import DynamoDBBudgetGuard
+from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
 from llm_gateway.catalog import default_catalog
-from llm_gateway.deadline import Deadline
+from llm_gateway.documents.tokens import estimate_message_tokens, worst_case_input_tokens
 from llm_gateway.errors import BudgetExceededError, BudgetUnavailableError, GatewayError
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import JsonObjectFormat, Message, ProviderRequest, Usage
 from llm_gateway.providers.base import with_json_instruction
+from llm_gateway.routing.deadline import Deadline
 from llm_gateway.runtime import close_thread_resources, run_sync
-from llm_gateway.seams import RequestContext
-from llm_gateway.tokens import estimate_message_tokens, worst_case_input_tokens
 from local import budget_cli
 from tests.support.accounting import (
     api_key_for,

@@ -13,8 +13,8 @@ import pytest
 from botocore.config import Config
 
 from llm_gateway import aws
-from llm_gateway.cache import CompletionCache
-from llm_gateway.cache.dynamodb import DynamoDBCacheBackend
+from llm_gateway.accounting.cache import CompletionCache
+from llm_gateway.accounting.cache.dynamodb import DynamoDBCacheBackend
 from llm_gateway.errors import GatewayError
 from llm_gateway.models import CompletionRequest
 from tests.support.accounting import MESSAGES, api_key_for, complete, dynamodb_calls, gateway_from_env, unique

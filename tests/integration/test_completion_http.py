@@ -22,7 +22,8 @@ import httpx
 import openai
 import pytest
 
-from llm_gateway import aws, service
+from llm_gateway import aws
+from llm_gateway import wiring as service
 from llm_gateway.errors import ProviderTimeoutError
 from llm_gateway.models import Message, ProviderRequest
 from llm_gateway.providers.openai import OpenAIProvider

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_gateway import service
-from llm_gateway.api import named_error
+from llm_gateway import wiring as service
 from llm_gateway.catalog import default_catalog
 from llm_gateway.errors import (
     AllProvidersFailedError,
@@ -25,8 +24,9 @@ from llm_gateway.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
+from llm_gateway.http.framing import named_error
 from llm_gateway.models import Usage
-from llm_gateway.schemas import named_schema, validation_problems
+from llm_gateway.structured.schemas import named_schema, validation_problems
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
 from tests.pdf_bytes import pdf_with_lines

@@ -5,13 +5,13 @@ import random
 import pytest
 
 from llm_gateway.config import Settings
-from llm_gateway.deadline import Deadline
 from llm_gateway.errors import AllProvidersFailedError, ProviderAuthError, ProviderBadRequestError
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CompletionRequest
-from llm_gateway.retry import RetryPolicy
+from llm_gateway.routing.deadline import Deadline
+from llm_gateway.routing.retry import RetryPolicy
 from llm_gateway.runtime import run_sync
-from llm_gateway.seams import RequestContext
-from llm_gateway.service import build_gateway
+from llm_gateway.wiring import build_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +196,7 @@ LOOSE = {
 
 
 def _structured(simulator, model, schema, name="result"):
-    from llm_gateway.structured import complete_structured
+    from llm_gateway.structured.reask import complete_structured
 
     request = CompletionRequest.model_validate(
         {"messages": [{"role": "user", "content": "Extract."}], "model": model, "fallback": [], "max_tokens": 2000}
@@ -209,7 +209,7 @@ def _structured(simulator, model, schema, name="result"):
 @pytest.mark.parametrize("model", MODELS)
 def test_shipped_schemas_are_accepted_by_every_native_mode(simulator, model, schema_name):
     """The simulator refuses what each real provider refuses (Gemini formats, OpenAI strict rules)."""
-    from llm_gateway.schemas import named_schema, validation_problems
+    from llm_gateway.structured.schemas import named_schema, validation_problems
 
     schema = named_schema(schema_name)
     result = _structured(simulator, model, schema, schema_name)
@@ -224,7 +224,7 @@ def test_shipped_schemas_are_accepted_by_every_native_mode(simulator, model, sch
 
 @pytest.mark.parametrize("model", MODELS)
 def test_typical_inline_schemas_use_each_native_mode(simulator, model):
-    from llm_gateway.schemas import validation_problems
+    from llm_gateway.structured.schemas import validation_problems
 
     result = _structured(simulator, model, LOOSE)
     assert validation_problems(LOOSE, result.data) == []

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from llm_gateway import jobs
 from llm_gateway.errors import JobNotFoundError, PayloadTooLargeError
-from llm_gateway.jobs import ITEM_BUDGET_BYTES, JobConflictError, JobStore
+from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.store import ITEM_BUDGET_BYTES, JobConflictError, JobStore
 from local.stack import LocalStack
 from tests.support.accounting import unique
 

@@ -19,10 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_gateway import aws, jobs, service
+from llm_gateway import aws
+from llm_gateway import wiring as service
 from llm_gateway.config import settings
+from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.worker import Delivery, Worker, default_worker
 from llm_gateway.runtime import close_thread_resources
-from llm_gateway.worker import Delivery, Worker, default_worker
 from local.context import LambdaContext
 from local.redrive import redrive
 from local.stack import LocalStack

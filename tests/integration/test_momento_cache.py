@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from llm_gateway.breaker import SharedCircuitBreaker
-from llm_gateway.cache.momento import MomentoBreakerStore, momento_client
+from llm_gateway.accounting.cache.momento import MomentoBreakerStore, momento_client
+from llm_gateway.routing.breaker import SharedCircuitBreaker
 from llm_gateway.runtime import run_sync
 from local.stack import REPO_ROOT
 from tests.support.accounting import complete, gateway_from_env, unique
@@ -141,7 +141,7 @@ def test_momento_is_imported_only_when_selected():
         """
         import sys
         from llm_gateway.config import Settings
-        from llm_gateway.service import build_gateway
+        from llm_gateway.wiring import build_gateway
         build_gateway(Settings(cache_table="c", usage_table="u", api_keys={"openai": "k"}))
         print("momento" in sys.modules, "grpc" in sys.modules)
         build_gateway(Settings(cache_backend="momento", momento_local_endpoint="127.0.0.1:1", api_keys={"openai": "k"}))

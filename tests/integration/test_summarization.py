@@ -15,24 +15,25 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_gateway import jobs, service
-from llm_gateway import summarize as summarize_module
+from llm_gateway import wiring as service
 from llm_gateway.catalog import Catalog, default_catalog
-from llm_gateway.chunking import ESTIMATE_SAFETY
 from llm_gateway.config import Settings
-from llm_gateway.deadline import Deadline
+from llm_gateway.documents.chunking import ESTIMATE_SAFETY
+from llm_gateway.documents.tokens import estimate_text_tokens
 from llm_gateway.errors import (
     AllProvidersFailedError,
     DeadlineExceededError,
     InvalidRequestError,
     ProviderBadRequestError,
 )
-from llm_gateway.retry import RetryPolicy
+from llm_gateway.interfaces import RequestContext
+from llm_gateway.jobs import store as jobs
+from llm_gateway.operations import summarization as summarize_module
+from llm_gateway.operations.summarization import CallTimer, Summarizer, SummaryRequest
+from llm_gateway.routing.deadline import Deadline
+from llm_gateway.routing.retry import RetryPolicy
 from llm_gateway.runtime import run_sync
-from llm_gateway.seams import RequestContext
-from llm_gateway.service import build_gateway
-from llm_gateway.summarize import CallTimer, Summarizer, SummaryRequest
-from llm_gateway.tokens import estimate_text_tokens
+from llm_gateway.wiring import build_gateway
 from local.context import LambdaContext
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack, api_gateway_event

@@ -12,12 +12,18 @@ import pytest
 from botocore.exceptions import ClientError
 
 from llm_gateway import aws
-from llm_gateway.deadline import Deadline
+from llm_gateway.accounting.usage import (
+    CONFLICT_RETRIES,
+    UsageLedger,
+    replay_usage_message,
+    report_range,
+    usage_summary,
+)
 from llm_gateway.errors import InvalidRequestError
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import Attempt, Usage
+from llm_gateway.routing.deadline import Deadline
 from llm_gateway.runtime import run_sync
-from llm_gateway.seams import RequestContext
-from llm_gateway.usage import CONFLICT_RETRIES, UsageLedger, replay_usage_message, report_range, usage_summary
 from local import usage_cli
 from tests.support.accounting import api_key_for, complete, gateway_from_env, ledger_items, unique
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from llm_gateway import aws
 from llm_gateway.config import Settings
-from llm_gateway.deadline import Deadline
 from llm_gateway.gateway import Gateway
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CompletionRequest, CompletionResult
-from llm_gateway.retry import RetryPolicy
+from llm_gateway.routing.deadline import Deadline
+from llm_gateway.routing.retry import RetryPolicy
 from llm_gateway.runtime import run_sync
-from llm_gateway.seams import RequestContext
-from llm_gateway.service import build_gateway
+from llm_gateway.wiring import build_gateway
 from local.stack import LocalStack
 
 MESSAGES = [{"role": "user", "content": "Name a prime number."}]

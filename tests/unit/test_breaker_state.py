@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from llm_gateway.breaker import CircuitState, SharedCircuitBreaker
 from llm_gateway.catalog import default_catalog
 from llm_gateway.errors import ProviderUnavailableError
+from llm_gateway.routing.breaker import CircuitState, SharedCircuitBreaker
 from llm_gateway.runtime import run_sync
 
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from llm_gateway.accounting.budgets import period_end, period_of
+from llm_gateway.accounting.money import to_pusd, to_usd, usd_text
 from llm_gateway.aws import CallProfile
-from llm_gateway.budgets import period_end, period_of
 from llm_gateway.catalog import default_catalog
-from llm_gateway.money import to_pusd, to_usd, usd_text
 
 
 def ts(text: str) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from llm_gateway.cache import (
+from llm_gateway.accounting.cache import (
     cache_control_from_headers,
     cache_key,
     cache_scope,

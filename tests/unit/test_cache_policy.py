@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from llm_gateway.cache import CompletionCache
-from llm_gateway.deadline import Deadline
+from llm_gateway.accounting.cache import CompletionCache
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CompletionRequest, CompletionResult, Usage
+from llm_gateway.routing.deadline import Deadline
 from llm_gateway.runtime import run_sync
-from llm_gateway.seams import RequestContext
 
 
 class MemoryBackend:

@@ -5,15 +5,15 @@ from itertools import pairwise
 
 import pytest
 
-from llm_gateway.chunking import (
+from llm_gateway.documents.chunking import (
     MAX_OVERLAP_TOKENS,
     chunk_budget,
     default_overlap,
     split_sentences,
     split_text,
 )
+from llm_gateway.documents.tokens import estimate_text_tokens
 from llm_gateway.errors import InvalidRequestError
-from llm_gateway.tokens import estimate_text_tokens
 
 
 def paragraph(n: int, sentences: int = 6) -> str:

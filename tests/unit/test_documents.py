@@ -9,9 +9,9 @@ from types import ModuleType
 import pytest
 
 from llm_gateway.config import Settings
-from llm_gateway.documents import document_text
+from llm_gateway.documents.loading import document_text
 from llm_gateway.errors import InvalidRequestError, UnsupportedDocumentError
-from llm_gateway.summary_uploads import is_upload_key, output_keys
+from llm_gateway.operations.summary_uploads import is_upload_key, output_keys
 from tests.pdf_bytes import pdf_with_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

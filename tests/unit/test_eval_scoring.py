@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_gateway.schemas import named_schema, validation_problems
+from llm_gateway.structured.schemas import named_schema, validation_problems
 from local.eval import GOLDEN_DIR, load_cases
 from local.eval_scoring import Counts, score, total
 

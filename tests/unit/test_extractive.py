@@ -1,7 +1,7 @@
 """The extractive (no model) summary used in degraded mode, and HTML to text."""
 
-from llm_gateway.extractive import extractive_summary
-from llm_gateway.html_text import html_to_text, looks_like_html
+from llm_gateway.documents.html_text import html_to_text, looks_like_html
+from llm_gateway.operations.extractive_summary import extractive_summary
 
 ARTICLE = """# Harbour report
 

@@ -7,7 +7,13 @@ import random
 import pytest
 
 from llm_gateway.catalog import default_catalog
-from llm_gateway.deadline import Deadline
+from llm_gateway.documents.tokens import (
+    ESTIMATE_MARGIN,
+    IMAGE_MAX_TOKENS,
+    NATIVE_SCHEMA_OVERHEAD_TOKENS,
+    estimate_message_tokens,
+    estimate_text_tokens,
+)
 from llm_gateway.errors import (
     AllProvidersFailedError,
     ContextTooLongError,
@@ -16,18 +22,12 @@ from llm_gateway.errors import (
     RateLimitedError,
 )
 from llm_gateway.gateway import Gateway
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CompletionRequest, Message, ProviderResponse, Usage
 from llm_gateway.providers.base import json_instruction
-from llm_gateway.retry import RetryPolicy
-from llm_gateway.routing import Router
-from llm_gateway.seams import RequestContext
-from llm_gateway.tokens import (
-    ESTIMATE_MARGIN,
-    IMAGE_MAX_TOKENS,
-    NATIVE_SCHEMA_OVERHEAD_TOKENS,
-    estimate_message_tokens,
-    estimate_text_tokens,
-)
+from llm_gateway.routing.deadline import Deadline
+from llm_gateway.routing.retry import RetryPolicy
+from llm_gateway.routing.router import Router
 
 
 class ScriptedProvider:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
-from llm_gateway import api, job_http, jobs, operations
 from llm_gateway.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
@@ -19,9 +18,13 @@ from llm_gateway.errors import (
     SchemaError,
     SchemaNotFoundError,
 )
+from llm_gateway.http import framing as api
+from llm_gateway.http import prefer as job_http
+from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.task_tokens import error_name
+from llm_gateway.jobs.worker import BOOKKEEPING_S, JobMessage, PoisonMessage, backoff_s, parse_message, task_token_in
 from llm_gateway.models import CompletionRequest
-from llm_gateway.task_tokens import error_name
-from llm_gateway.worker import BOOKKEEPING_S, JobMessage, PoisonMessage, backoff_s, parse_message, task_token_in
+from llm_gateway.operations import registry as operations
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from llm_gateway import api
 from llm_gateway.errors import InvalidRequestError, PayloadTooLargeError, UnauthorizedError
+from llm_gateway.http import framing as api
 from llm_gateway.models import CompletionRequest, JsonSchemaFormat, Message, Usage
 
 

@@ -10,8 +10,6 @@ from typing import Any
 
 import pytest
 
-from llm_gateway import api, openai_compat
-from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     AllProvidersFailedError,
     GatewayError,
@@ -24,10 +22,13 @@ from llm_gateway.errors import (
     RateLimitedError,
     SchemaError,
 )
-from llm_gateway.fallback_time import FALLBACK_SHARE, MIN_SHARE_S, candidate_context
+from llm_gateway.http import framing as api
+from llm_gateway.http import openai_chat as openai_compat
+from llm_gateway.interfaces import RequestContext
+from llm_gateway.jobs.task_tokens import error_name
 from llm_gateway.models import CompletionRequest, ImagePart, JsonSchemaFormat, TextPart
-from llm_gateway.seams import RequestContext
-from llm_gateway.task_tokens import error_name
+from llm_gateway.routing.deadline import Deadline
+from llm_gateway.routing.fallback_time import FALLBACK_SHARE, MIN_SHARE_S, candidate_context
 
 USER = {"role": "user", "content": "Hello"}
 

@@ -250,7 +250,7 @@ def test_gemini_blocked_answers_are_content_filtered(reason):
 
 
 def test_an_unknown_finish_reason_is_not_cached():
-    from llm_gateway.cache import is_cacheable_result
+    from llm_gateway.accounting.cache import is_cacheable_result
     from llm_gateway.models import CompletionRequest, CompletionResult, Usage
 
     response = call("gemini", respond(200, _gemini_answer("OTHER")))

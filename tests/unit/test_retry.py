@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from llm_gateway.deadline import Deadline
 from llm_gateway.errors import ProviderAuthError, ProviderBadRequestError, ProviderUnavailableError, RateLimitedError
-from llm_gateway.retry import RetryPolicy
+from llm_gateway.routing.deadline import Deadline
+from llm_gateway.routing.retry import RetryPolicy
 
 
 class Flaky:

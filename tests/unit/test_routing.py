@@ -3,7 +3,7 @@ import pytest
 from llm_gateway.catalog import Catalog, ModelSpec, default_catalog
 from llm_gateway.errors import InvalidRequestError, NoEligibleModelError, UnknownModelError
 from llm_gateway.models import CompletionRequest, Usage
-from llm_gateway.routing import Router, provider_diverse
+from llm_gateway.routing.router import Router, provider_diverse
 
 ALL = {"openai", "anthropic", "gemini"}
 

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from llm_gateway.catalog import default_catalog
-from llm_gateway.deadline import Deadline
 from llm_gateway.errors import (
     AllProvidersFailedError,
     ExtractionFailedError,
@@ -20,7 +19,7 @@ from llm_gateway.errors import (
     SchemaNotFoundError,
 )
 from llm_gateway.gateway import Gateway
-from llm_gateway.lenient_json import LenientJsonError, parse_json_lenient, without_trailing_commas
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import (
     Attempt,
     CacheControl,
@@ -31,19 +30,20 @@ from llm_gateway.models import (
     ProviderResponse,
     Usage,
 )
-from llm_gateway.providers.gemini_schema import UntranslatableSchema, gemini_schema
-from llm_gateway.retry import RetryPolicy
-from llm_gateway.routing import Router
-from llm_gateway.schemas import (
+from llm_gateway.routing.deadline import Deadline
+from llm_gateway.routing.retry import RetryPolicy
+from llm_gateway.routing.router import Router
+from llm_gateway.structured.gemini import UntranslatableSchema, gemini_schema
+from llm_gateway.structured.lenient_json import LenientJsonError, parse_json_lenient, without_trailing_commas
+from llm_gateway.structured.reask import ReaskPolicy, complete_structured, reask_messages
+from llm_gateway.structured.schemas import (
     MAX_SCHEMA_BYTES,
     check_schema,
     named_schema,
     schema_names,
     validation_problems,
 )
-from llm_gateway.seams import RequestContext
-from llm_gateway.strict_schema import drop_added_nulls, is_strict, strict_form
-from llm_gateway.structured import ReaskPolicy, complete_structured, reask_messages
+from llm_gateway.structured.strict import drop_added_nulls, is_strict, strict_form
 
 PERSON = {
     "type": "object",
@@ -563,7 +563,7 @@ def test_reask_messages_are_bounded() -> None:
 
 
 def test_inline_schema_names_come_from_a_usable_title_only() -> None:
-    from llm_gateway.extraction import resolve_schema
+    from llm_gateway.operations.extraction import resolve_schema
 
     assert resolve_schema({**PERSON, "title": "person"})[0] == "person"
     assert resolve_schema({**PERSON, "title": "Persön lichkeit"})[0] == "extraction"  # providers refuse it

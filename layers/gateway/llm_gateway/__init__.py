@@ -4,7 +4,7 @@ Public surface: request/response models, the exception tree, and the gateway. He
 pieces (provider adapters, AWS clients, Momento) are imported where they are used, not here.
 """
 
-from .errors import GatewayError
-from .models import CompletionRequest, CompletionResult
+from llm_gateway.errors import GatewayError
+from llm_gateway.models import CompletionRequest, CompletionResult
 
 __all__ = ["CompletionRequest", "CompletionResult", "GatewayError"]

@@ -143,7 +143,7 @@ class _Extension(_Runner):
 
 
 def _run_batch(batch: _Batch) -> None:
-    from .runtime import run_sync  # this thread's own event loop, kept for its lifetime
+    from llm_gateway.runtime import run_sync  # this thread's own event loop, kept for its lifetime
 
     for work in batch.work:
         try:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from .errors import UnknownModelError
-from .models import Usage
-from .resources import shared_dir
+from llm_gateway.errors import UnknownModelError
+from llm_gateway.models import Usage
+from llm_gateway.resources import shared_dir
 
 
 class ModelSpec(BaseModel):

@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from . import after_response
-from .catalog import Catalog, ModelSpec
-from .errors import (
+from llm_gateway import after_response
+from llm_gateway.catalog import Catalog, ModelSpec
+from llm_gateway.documents.tokens import worst_case_input_tokens
+from llm_gateway.errors import (
     AllProvidersFailedError,
     ContextTooLongError,
     GatewayError,
@@ -22,8 +23,8 @@ from .errors import (
     ProviderError,
     ProviderTimeoutError,
 )
-from .fallback_time import candidate_context
-from .models import (
+from llm_gateway.interfaces import BudgetGuard, CircuitBreaker, RequestContext, ResponseCache, UsageRecorder
+from llm_gateway.models import (
     Attempt,
     CompletionRequest,
     CompletionResult,
@@ -33,12 +34,11 @@ from .models import (
     ProviderResponse,
     Usage,
 )
-from .providers import Provider
-from .providers.base import with_json_instruction
-from .retry import MIN_CALL_TIME_S, RetryPolicy
-from .routing import Candidate, Router
-from .seams import BudgetGuard, CircuitBreaker, RequestContext, ResponseCache, UsageRecorder
-from .tokens import worst_case_input_tokens
+from llm_gateway.providers import Provider
+from llm_gateway.providers.base import with_json_instruction
+from llm_gateway.routing.fallback_time import candidate_context
+from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy
+from llm_gateway.routing.router import Candidate, Router
 
 log = logging.getLogger("llm_gateway")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Provider, WireRequest
+from llm_gateway.providers.base import Provider, WireRequest
 
 _ADAPTERS = {
     "openai": ("openai", "OpenAIProvider"),

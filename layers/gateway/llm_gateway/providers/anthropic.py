@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import (
+from llm_gateway.errors import (
     ContentFilteredError,
     ContextTooLongError,
     ProviderAuthError,
@@ -13,8 +13,16 @@ from ..errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from ..models import FinishReason, ImagePart, JsonSchemaFormat, Message, ProviderRequest, ProviderResponse, Usage
-from .base import Provider, WireRequest, with_json_instruction
+from llm_gateway.models import (
+    FinishReason,
+    ImagePart,
+    JsonSchemaFormat,
+    Message,
+    ProviderRequest,
+    ProviderResponse,
+    Usage,
+)
+from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
 
 API_VERSION = "2023-06-01"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import (
+from llm_gateway.errors import (
     MalformedResponseError,
     ProviderAuthError,
     ProviderBadRequestError,
@@ -27,7 +27,7 @@ from ..errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from ..models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
+from llm_gateway.models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
 
 MAX_RETRY_AFTER_S = 3600.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..errors import (
+from llm_gateway.errors import (
     ContentFilteredError,
     ContextTooLongError,
     ProviderAuthError,
@@ -14,7 +14,7 @@ from ..errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from ..models import (
+from llm_gateway.models import (
     FinishReason,
     ImagePart,
     JsonObjectFormat,
@@ -24,8 +24,8 @@ from ..models import (
     ProviderResponse,
     Usage,
 )
-from .base import Provider, WireRequest, with_json_instruction
-from .gemini_schema import UntranslatableSchema, gemini_schema
+from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+from llm_gateway.structured.gemini import UntranslatableSchema, gemini_schema
 
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 # Anything else (OTHER, MALFORMED_FUNCTION_CALL, FINISH_REASON_UNSPECIFIED, a new reason, none at all) is

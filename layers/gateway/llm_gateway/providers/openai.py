@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ContentFilteredError, ContextTooLongError, ProviderAuthError, ProviderError
-from ..models import (
+from llm_gateway.errors import ContentFilteredError, ContextTooLongError, ProviderAuthError, ProviderError
+from llm_gateway.models import (
     FinishReason,
     ImagePart,
     JsonObjectFormat,
@@ -15,8 +15,8 @@ from ..models import (
     ProviderResponse,
     Usage,
 )
-from ..strict_schema import strict_form
-from .base import Provider, WireRequest, with_json_instruction
+from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+from llm_gateway.structured.strict import strict_form
 
 # Anything else (a new or unknown reason) is "error": the answer is returned but never cached as complete.
 _FINISH: dict[str, FinishReason] = {

@@ -1,0 +1,396 @@
+"""The usage ledger: one record per provider attempt (and per cache hit), plus running aggregates.
+
+Item layout in the usage table (``pk`` + ``sk``):
+
+* ``USAGE#<tenant>#<YYYY-MM-DD>`` / ``<ISO time>#<record id>``: one attempt: tenant, request id,
+  operation, provider, model, outcome (``success`` | ``error`` | ``cache_hit``), error code,
+  input/output/cached-input tokens, cost, latency, and (for hits) the cost the hit saved.
+* ``AGG#<tenant>`` / ``DAY#<date>`` and ``AGG#<tenant>`` / ``MODEL#<date>#<provider>/<model>``:
+  counters ``requests``, ``attempts``, ``errors``, ``cache_hits``, ``input_tokens``, ``output_tokens``,
+  ``cached_input_tokens``, ``cost_pusd``, ``saved_pusd`` kept with atomic ``ADD`` (money as integer
+  pico-dollars, see money.py; reports convert back to USD).
+
+The record and both aggregates are written in one transaction whose record ``Put`` is conditional
+on the record not existing: a record is counted exactly once, even when it is replayed. Concurrent
+transactions on a busy tenant's aggregate items cancel each other (``TransactionConflict``), which
+botocore does not retry: the ledger retries those itself, a few times with jittered backoff within the
+invocation's deadline (a cancelled transaction wrote nothing, so this cannot double-count). A write
+that still fails goes to the retry queue as::
+
+    {"kind": "usage", "version": 1, "record": {<UsageRecord fields>}}
+
+and the retry worker calls :func:`replay_usage_message` with the message body. If even the queue is
+unreachable the record is logged at ERROR level in full (it holds no prompt text), so it can be
+recovered from the logs. ``requests`` counts answered requests (successful attempts plus cache hits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from llm_gateway import after_response, aws
+from llm_gateway.accounting.counters import Counters
+from llm_gateway.accounting.money import to_pusd, to_usd, usd_text
+from llm_gateway.errors import InvalidRequestError
+from llm_gateway.interfaces import RequestContext
+from llm_gateway.models import Attempt, CompletionResult
+from llm_gateway.routing.deadline import Deadline
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger("llm_gateway.accounting.usage")
+
+USAGE_MESSAGE_KIND = "usage"
+USAGE_MESSAGE_VERSION = 1
+MAX_REPORT_DAYS = 366
+COUNTERS = (
+    "requests",
+    "attempts",
+    "errors",
+    "cache_hits",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_pusd",
+    "saved_pusd",
+)
+MONEY = {"cost_pusd": "cost_usd", "saved_pusd": "saved_usd"}  # stored name -> reported name (USD)
+CONFLICT_RETRIES = 4  # after the first try; conflicts clear in milliseconds
+CONFLICT_BASE_DELAY_S = 0.025  # full jitter: up to 25, 50, 100, 200 ms
+CONFLICT_TIME_NEEDED_S = 1.0  # do not start another try with less time left than this
+
+
+class UsageRecord(BaseModel):
+    record_id: str
+    tenant: str
+    request_id: str
+    operation: str
+    timestamp: float
+    provider: str
+    model: str
+    outcome: Literal["success", "error", "cache_hit", "skipped"]
+    error_code: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    latency_ms: float = 0.0
+
+    @property
+    def day(self) -> str:
+        return datetime.fromtimestamp(self.timestamp, UTC).strftime("%Y-%m-%d")
+
+    def increments(self) -> dict[str, int]:
+        return {
+            "requests": int(self.outcome in ("success", "cache_hit")),
+            "attempts": int(self.outcome in ("success", "error")),
+            "errors": int(self.outcome == "error"),
+            "cache_hits": int(self.outcome == "cache_hit"),
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cost_pusd": to_pusd(self.cost_usd),
+            "saved_pusd": to_pusd(self.saved_usd),
+        }
+
+
+def record_for_attempt(ctx: RequestContext, attempt: Attempt, *, now: float) -> UsageRecord:
+    return UsageRecord(
+        record_id=uuid.uuid4().hex,
+        tenant=ctx.tenant,
+        request_id=ctx.request_id,
+        operation=ctx.operation,
+        timestamp=now,
+        provider=attempt.provider,
+        model=attempt.model,
+        outcome=attempt.outcome,
+        error_code=attempt.error_code,
+        input_tokens=attempt.usage.input_tokens,
+        output_tokens=attempt.usage.output_tokens,
+        cached_input_tokens=attempt.usage.cached_input_tokens,
+        cost_usd=attempt.cost_usd,
+        latency_ms=attempt.duration_ms,
+    )
+
+
+def record_for_cache_hit(ctx: RequestContext, result: CompletionResult, saved_usd: float, *, now: float) -> UsageRecord:
+    return UsageRecord(
+        record_id=uuid.uuid4().hex,
+        tenant=ctx.tenant,
+        request_id=ctx.request_id,
+        operation=ctx.operation,
+        timestamp=now,
+        provider=result.provider,
+        model=result.model,
+        outcome="cache_hit",
+        saved_usd=saved_usd,
+        latency_ms=result.latency_ms,
+    )
+
+
+def usage_message(record: UsageRecord) -> dict[str, Any]:
+    return {"kind": USAGE_MESSAGE_KIND, "version": USAGE_MESSAGE_VERSION, "record": record.model_dump(mode="json")}
+
+
+class UsageLedger:
+    """The gateway's UsageRecorder. Never fails a request: a write that cannot land is queued."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        queue_url: str | None = None,
+        retention_days: int = 400,
+        client: Callable[[], DynamoDBClient] | None = None,
+        queue_client: Callable[[], SQSClient] | None = None,
+        clock: Callable[[], float] = time.time,
+        counters: Counters | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.table = table
+        self.queue_url = queue_url
+        self._rng = rng or random.Random()
+        self.retention_days = retention_days
+        self._client = client or (lambda: aws.dynamodb(aws.DURABLE))
+        self._queue_client = queue_client or (lambda: aws.sqs(aws.STANDARD))
+        self._clock = clock
+        self.counters = counters or Counters()
+
+    async def record(self, ctx: RequestContext, attempt: Attempt) -> None:
+        record = record_for_attempt(ctx, attempt, now=self._clock())
+        await after_response.soon(lambda: self._save(record, ctx.deadline))
+
+    async def record_cache_hit(self, ctx: RequestContext, result: CompletionResult, saved_usd: float) -> None:
+        record = record_for_cache_hit(ctx, result, saved_usd, now=self._clock())
+        await after_response.soon(lambda: self._save(record, ctx.deadline))
+
+    async def _save(self, record: UsageRecord, deadline: Deadline | None = None) -> None:
+        tries = 0
+        while True:
+            try:
+                await aws.in_thread(
+                    write_record, self._client(), self.table, record, retention_days=self.retention_days
+                )
+                self.counters.add("UsageRecorded")
+                return
+            except Exception as exc:
+                delay = self._conflict_delay(exc, tries, deadline)
+                if delay is None:
+                    log.warning(
+                        "usage write failed, queueing it", extra={"error": type(exc).__name__, "detail": str(exc)}
+                    )
+                    self.counters.add("UsageWriteFailed")
+                    break
+            self.counters.add("UsageWriteConflict")
+            tries += 1
+            await asyncio.sleep(delay)
+        try:
+            if not self.queue_url:
+                raise RuntimeError("no RETRY_QUEUE_URL configured")
+            await aws.in_thread(
+                self._queue_client().send_message,
+                QueueUrl=self.queue_url,
+                MessageBody=json.dumps(usage_message(record), separators=(",", ":")),
+                MessageAttributes={"kind": {"DataType": "String", "StringValue": USAGE_MESSAGE_KIND}},
+            )
+            self.counters.add("UsageQueued")
+        except Exception as exc:
+            # Last resort: the full record in the logs (no prompt text in it), for manual recovery.
+            log.error(
+                "usage record could not be written or queued",
+                extra={"error": type(exc).__name__, "usage_message": usage_message(record)},
+            )
+            self.counters.add("UsageLost")
+
+    def _conflict_delay(self, exc: BaseException, tries: int, deadline: Deadline | None) -> float | None:
+        """How long to wait before trying a conflicted transaction again; None: do not (queue it)."""
+        if tries >= CONFLICT_RETRIES or not is_transaction_conflict(exc):
+            return None
+        delay = self._rng.uniform(0.0, CONFLICT_BASE_DELAY_S * 2**tries)
+        if deadline is not None and deadline.remaining() < delay + CONFLICT_TIME_NEEDED_S:
+            return None
+        return delay
+
+
+def is_transaction_conflict(exc: BaseException) -> bool:
+    """A transaction cancelled because another one was writing the same item at the same time."""
+    if aws.error_code(exc) != "TransactionCanceledException":
+        return False
+    reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+    return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
+
+
+def write_record(client: DynamoDBClient, table: str, record: UsageRecord, *, retention_days: int = 400) -> bool:
+    """Write one record and its aggregates atomically. False if it was already written (a replay)."""
+    day = record.day
+    increments = record.increments()
+    names = {f"#{name}": name for name in increments}
+    values = {f":{name}": {"N": str(value)} for name, value in increments.items()}
+    adds = "ADD " + ", ".join(f"#{name} :{name}" for name in increments)
+    item: dict[str, Any] = {
+        "pk": {"S": f"USAGE#{record.tenant}#{day}"},
+        "sk": {"S": f"{_iso(record.timestamp)}#{record.record_id}"},
+        "expires_at": {"N": str(int(record.timestamp) + retention_days * 86_400)},
+    }
+    for name, value in record.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            item[name] = {"S": value}
+        elif name.endswith("_usd"):
+            item[name] = {"N": usd_text(value)}
+        else:
+            item[name] = {"N": format(Decimal(repr(round(value, 6))), "f") if isinstance(value, float) else str(value)}
+    aggregate_keys = (
+        {"pk": {"S": f"AGG#{record.tenant}"}, "sk": {"S": f"DAY#{day}"}},
+        {"pk": {"S": f"AGG#{record.tenant}"}, "sk": {"S": f"MODEL#{day}#{record.provider}/{record.model}"}},
+    )
+    operations: list[Any] = [
+        {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
+    ]
+    for key in aggregate_keys:
+        operations.append(
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": key,
+                    "UpdateExpression": adds,
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+        )
+    try:
+        client.transact_write_items(TransactItems=operations)
+    except Exception as exc:
+        reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+        if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+            return False  # recorded before: counting it again would double-bill
+        raise
+    return True
+
+
+def replay_usage_message(
+    body: str | bytes | Mapping[str, Any],
+    *,
+    table: str | None = None,
+    client: DynamoDBClient | None = None,
+) -> bool:
+    """Apply a queued usage message (for the retry worker). Idempotent: True if written now, False if
+    it had been written before. Raises InvalidRequestError for a message that can never be applied
+    (send it to the dead-letter queue) and AWS errors for ones worth retrying later."""
+    try:
+        message = json.loads(body) if isinstance(body, str | bytes) else dict(body)
+        if message.get("kind") != USAGE_MESSAGE_KIND:
+            raise InvalidRequestError(f"not a usage message (kind={message.get('kind')!r})")
+        if message.get("version") != USAGE_MESSAGE_VERSION:
+            raise InvalidRequestError(f"unsupported usage message version {message.get('version')!r}")
+        record = UsageRecord.model_validate(message.get("record"))
+    except (ValueError, TypeError, AttributeError, ValidationError) as exc:
+        if isinstance(exc, InvalidRequestError):
+            raise
+        raise InvalidRequestError(f"malformed usage message: {type(exc).__name__}") from None
+    if table is None:
+        from llm_gateway.config import settings
+
+        table = settings().usage_table
+    if not table:
+        raise RuntimeError("USAGE_TABLE is not configured; cannot replay usage")
+    return write_record(client or aws.dynamodb(aws.DURABLE), table, record)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def parse_day(value: str | None, *, param: str, default: date) -> date:
+    if value is None or value == "":
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        message = f"{param} must be a date as YYYY-MM-DD, got {value!r}"
+        raise InvalidRequestError(message, details={"param": param}) from None
+
+
+def report_range(start: str | None, end: str | None, *, today: date | None = None) -> tuple[date, date]:
+    """The inclusive date range of a usage report: default the last 7 days, at most a year."""
+    today = today or datetime.now(UTC).date()
+    last = parse_day(end, param="to", default=today)
+    first = parse_day(start, param="from", default=last - timedelta(days=6))
+    if first > last:
+        raise InvalidRequestError("'from' must not be after 'to'", details={"param": "from"})
+    if (last - first).days + 1 > MAX_REPORT_DAYS:
+        raise InvalidRequestError(f"a report covers at most {MAX_REPORT_DAYS} days", details={"param": "from"})
+    return first, last
+
+
+def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, last: date) -> dict[str, Any]:
+    """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model."""
+    days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
+    models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
+    day_rows = [{"date": item["sk"]["S"].removeprefix("DAY#"), **_counters(item)} for item in days]
+    model_rows = []
+    for item in models:
+        _, day, name = item["sk"]["S"].split("#", 2)
+        provider, _, model = name.partition("/")
+        model_rows.append({"date": day, "provider": provider, "model": model, **_counters(item)})
+    totals: dict[str, int | float] = {MONEY.get(name, name): 0 for name in COUNTERS}
+    for row in day_rows:
+        for name in totals:
+            totals[name] += row[name]
+    for name in MONEY.values():
+        totals[name] = round(totals[name], 12)
+    totals["cache_hit_rate"] = round(totals["cache_hits"] / totals["requests"], 4) if totals["requests"] else 0.0
+    return {
+        "object": "usage.summary",
+        "tenant": tenant,
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "totals": totals,
+        "days": day_rows,
+        "models": model_rows,
+    }
+
+
+def _query(client: DynamoDBClient, table: str, tenant: str, low: str, high: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk AND sk BETWEEN :low AND :high",
+        "ExpressionAttributeValues": {":pk": {"S": f"AGG#{tenant}"}, ":low": {"S": low}, ":high": {"S": high}},
+    }
+    while True:
+        page = client.query(**kwargs)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _counters(item: Mapping[str, Any]) -> dict[str, int | float]:
+    row: dict[str, int | float] = {}
+    for name in COUNTERS:
+        raw = int(Decimal(item.get(name, {}).get("N", "0")))
+        if name in MONEY:
+            row[MONEY[name]] = to_usd(raw)
+        else:
+            row[name] = raw
+    return row
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

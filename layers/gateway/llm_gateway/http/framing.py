@@ -1,0 +1,301 @@
+"""Framing shared by every entry point: body decoding and limits, validation errors, tenant identity,
+deadlines, error bodies and error logging.
+
+Plain functions over dicts, so the handlers stay thin and this stays testable without Lambda.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from llm_gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, SchemaError, UnauthorizedError
+from llm_gateway.interfaces import RequestContext
+from llm_gateway.models import CompletionRequest, JsonSchemaFormat
+from llm_gateway.routing.deadline import Deadline
+
+M = TypeVar("M", bound=BaseModel)
+
+# Deeper than any request the gateway accepts needs (a response schema may nest 64 levels, see
+# schemas.MAX_JSON_NESTING, inside a job's input): deeper documents are refused before anything
+# recurses into them (pydantic's serializer gives up at a few hundred levels, with a 500).
+MAX_JSON_DEPTH = 100
+API_GATEWAY_TIMEOUT_MS = 29_000  # a REST API's integration timeout, whatever the function's own
+MAX_ERRORS = 20
+_STACK_FRAMES = 8
+
+# Parts of a pydantic error location that name a union member ("str", "list[...]", "TextPart") rather
+# than a field: left out of the ``param`` a caller sees.
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "none", "json-or-python"})
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def read_body(event: Mapping[str, Any]) -> str | None:
+    """The text body of an API Gateway proxy event, decoding base64; a 400 when it is not UTF-8.
+
+    Powertools' ``decoded_body`` raises UnicodeDecodeError (or binascii.Error) on such bodies: a 500.
+    """
+    body = event.get("body")
+    if body is None:
+        return None
+    if not isinstance(body, str):
+        raise InvalidRequestError("the body must be text (JSON)", details={"param": "body"})
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequestError("the body is not valid base64", details={"param": "body"}) from None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _not_utf8() from None
+    try:
+        body.encode("utf-8")  # a lone surrogate would fail every later encode
+    except UnicodeEncodeError:
+        raise _not_utf8() from None
+    return body
+
+
+def _not_utf8() -> InvalidRequestError:
+    return InvalidRequestError("the body is not valid UTF-8", details={"param": "body"})
+
+
+def parse_json_body(body: str | None, *, max_bytes: int) -> Any:
+    if body is None or not body.strip():
+        raise InvalidRequestError("the request body is empty; send a JSON object", details={"param": "body"})
+    size = len(body.encode("utf-8", errors="replace"))
+    if size > max_bytes:
+        raise PayloadTooLargeError(
+            f"the request body is {size} bytes; the limit is {max_bytes}", details={"limit": max_bytes}
+        )
+    try:
+        data = json.loads(body)
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise _too_deep("the request body", MAX_JSON_DEPTH, "body") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidRequestError(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            details={"param": "body"},
+        ) from None
+    check_json_depth(data, what="the request body", param="body")
+    return data
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` levels deep (iteratively: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def check_json_depth(
+    value: Any, *, limit: int = MAX_JSON_DEPTH, what: str = "the request", param: str = "body"
+) -> None:
+    if json_depth_exceeds(value, limit):
+        raise _too_deep(what, limit, param)
+
+
+def _too_deep(what: str, limit: int, param: str) -> InvalidRequestError:
+    return InvalidRequestError(f"{what} nests more than {limit} levels deep", details={"param": param, "limit": limit})
+
+
+def check_response_format(request: CompletionRequest, *, param: str) -> None:
+    """A response schema within the limits extraction applies (schemas.py), before it is serialized,
+    cached or sent: 400 ``invalid_schema`` otherwise."""
+    fmt = request.response_format
+    if not isinstance(fmt, JsonSchemaFormat):
+        return
+    from llm_gateway.structured import schemas  # light: jsonschema itself is imported only to validate
+
+    if json_depth_exceeds(fmt.json_schema, schemas.MAX_JSON_NESTING):
+        raise SchemaError(
+            f"the schema nests more than {schemas.MAX_JSON_NESTING} levels deep",
+            details={"param": param, "limit": schemas.MAX_JSON_NESTING},
+        )
+    size = len(json.dumps(fmt.json_schema, separators=(",", ":")).encode("utf-8", errors="replace"))
+    if size > schemas.MAX_SCHEMA_BYTES:
+        raise SchemaError(
+            f"the schema is {size} bytes; the limit is {schemas.MAX_SCHEMA_BYTES}",
+            details={"param": param, "limit": schemas.MAX_SCHEMA_BYTES},
+        )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def invalid(param: str, message: str) -> InvalidRequestError:
+    """A 400 naming the offending parameter, shaped like :func:`validate`'s."""
+    return InvalidRequestError(
+        f"{param}: {message}", details={"param": param, "errors": [{"param": param, "message": message}]}
+    )
+
+
+def validate(model: type[M], data: Any, *, rename: Mapping[str, str] | None = None) -> M:
+    """Validate into ``model``; pydantic errors become one readable InvalidRequestError.
+
+    ``rename`` maps a top-level field to the name the caller used for it (e.g. ``tier`` -> ``model``).
+    """
+    if not isinstance(data, dict):
+        raise InvalidRequestError("the request body must be a JSON object", details={"param": "body"})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(exc, rename or {})
+        first = problems[0]
+        raise InvalidRequestError(
+            f"{first['param']}: {first['message']}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            details={"param": first["param"], "errors": problems[:MAX_ERRORS]},
+        ) from None
+
+
+def _problems(exc: ValidationError, rename: Mapping[str, str]) -> list[dict[str, str]]:
+    found: list[tuple[list[str], str, bool]] = []
+    for error in exc.errors():
+        loc = error["loc"]
+        path = [str(part) for part in loc if not _is_type_tag(part)]
+        if path and path[0] in rename:
+            path[0] = rename[path[0]]
+        found.append((path, error["msg"], bool(loc) and _is_type_tag(loc[-1])))
+    problems: list[dict[str, str]] = []
+    for path, message, wrong_member in found:
+        # A value that matches no member of a union gets one error per member; when some member got
+        # further (an error deeper inside the value), "not a <member>" is noise.
+        if wrong_member and any(len(other) > len(path) and other[: len(path)] == path for other, _, _ in found):
+            continue
+        problem = {"param": ".".join(path) or "body", "message": message}
+        if problem not in problems:
+            problems.append(problem)
+    return problems or [{"param": "body", "message": "invalid request"}]
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part[:1].isupper())
+
+
+# --------------------------------------------------------------------------- identity and time
+
+
+def tenant_from_request_context(request_context: dict[str, Any] | None) -> str:
+    """The caller's tenant: a Lambda authorizer's ``tenant`` claim, else the API key's id.
+
+    Never read from the body or headers: those are the caller's to forge.
+    """
+    ctx = request_context or {}
+    authorizer = ctx.get("authorizer") or {}
+    if isinstance(authorizer, dict):
+        for key in ("tenant", "tenantId", "tenant_id"):
+            if authorizer.get(key):
+                return str(authorizer[key])
+    identity = ctx.get("identity") or {}
+    if isinstance(identity, dict) and identity.get("apiKeyId"):
+        return str(identity["apiKeyId"])
+    raise UnauthorizedError("no tenant identity on this request (an API key is required)")
+
+
+def http_remaining_ms(remaining_ms: int | None, *, request_epoch_ms: Any = None, now_ms: float | None = None) -> int:
+    """Time left to answer an API Gateway request: API Gateway gives up after 29 s whatever the
+    function's timeout, counting from when it received the request (a cold start's init included)."""
+    budget = API_GATEWAY_TIMEOUT_MS
+    if isinstance(request_epoch_ms, int | float) and not isinstance(request_epoch_ms, bool):
+        elapsed = (time.time() * 1000.0 if now_ms is None else now_ms) - float(request_epoch_ms)
+        if 0 <= elapsed < API_GATEWAY_TIMEOUT_MS:  # else a replayed or sample event: not a clock to trust
+            budget -= int(elapsed)
+    return budget if remaining_ms is None else min(remaining_ms, budget)
+
+
+def request_context_for(
+    *,
+    tenant: str,
+    request_id: str,
+    remaining_ms: int | None,
+    margin_s: float,
+    operation: str,
+    log_prompts: bool,
+) -> RequestContext:
+    remaining_s = (remaining_ms / 1000.0) if remaining_ms is not None else 60.0
+    return RequestContext(
+        tenant=tenant,
+        request_id=request_id,
+        deadline=Deadline(max(remaining_s - margin_s, 0.0)),
+        operation=operation,
+        log_prompts=log_prompts,
+    )
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_body(err: GatewayError) -> dict[str, Any]:
+    """The gateway's own error shape: ``{"error": {"code", "message", "details"?}}``."""
+    return {"error": err.to_dict()}
+
+
+def log_unexpected(logger: Any, err: BaseException) -> None:
+    """Log an unexpected exception by type and location only: its message may quote the caller's input
+    (pydantic's do), so the message and traceback are logged only when GATEWAY_LOG_PROMPTS is on."""
+    if _log_prompts():
+        logger.exception("unexpected error")
+        return
+    frames = traceback.extract_tb(err.__traceback__)[-_STACK_FRAMES:]
+    stack = [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
+    logger.error(
+        "unexpected error",
+        extra={
+            "error_type": f"{type(err).__module__}.{type(err).__qualname__}",
+            "location": stack[-1] if stack else "unknown",
+            "stack": stack,
+        },
+    )
+
+
+def _log_prompts() -> bool:
+    try:
+        from llm_gateway.config import settings
+
+        return settings().log_prompts
+    except Exception:  # the settings may be what failed; stay quiet rather than fail again
+        return False
+
+
+_NAMED: dict[str, type[Exception]] = {}
+
+
+def error_class_name(code: str) -> str:
+    """``rate_limited`` -> ``RateLimitedError``; ``provider_auth_error`` -> ``ProviderAuthError`` (no ...ErrorError)."""
+    return "".join(part.capitalize() for part in code.removesuffix("_error").split("_")) + "Error"
+
+
+def named_error(err: GatewayError) -> Exception:
+    """An exception whose class name is the error code in CamelCase (``rate_limited`` -> ``RateLimitedError``).
+
+    Lambda reports the class name as ``errorType``, which is what a Step Functions ``Retry``/``Catch``
+    matches on; the message is the JSON error body, which lands in the state's ``Cause``.
+    """
+    name = error_class_name(err.code)
+    cls = _NAMED.get(name)
+    if cls is None:
+        cls = type(name, (Exception,), {"__module__": "llm_gateway"})
+        _NAMED[name] = cls
+    body = err.to_dict()
+    body["retryable"] = err.retryable
+    return cls(json.dumps(body))

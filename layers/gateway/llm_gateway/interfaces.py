@@ -1,0 +1,61 @@
+"""The interfaces the gateway calls around each request, each optional.
+
+The cache, the usage ledger, budgets and the circuit breaker plug in here; the gateway works without
+any of them (a plain deployment, a unit test). Implementations live in their own modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from llm_gateway.models import Attempt, CompletionRequest, CompletionResult
+from llm_gateway.routing.deadline import Deadline
+
+
+@dataclass
+class RequestContext:
+    """Who is asking and how long we have. The tenant always comes from the platform, never the body."""
+
+    tenant: str
+    request_id: str
+    deadline: Deadline
+    operation: str = "completion"
+    log_prompts: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class ResponseCache(Protocol):
+    async def lookup(self, ctx: RequestContext, request: CompletionRequest) -> CompletionResult | None: ...
+
+    async def store(self, ctx: RequestContext, request: CompletionRequest, result: CompletionResult) -> None: ...
+
+
+class UsageRecorder(Protocol):
+    async def record(self, ctx: RequestContext, attempt: Attempt) -> None: ...
+
+
+class Reservation(Protocol):
+    amount_usd: float
+
+
+class BudgetGuard(Protocol):
+    async def reserve(self, ctx: RequestContext, amount_usd: float) -> Reservation: ...
+
+    async def settle(self, ctx: RequestContext, reservation: Reservation, actual_usd: float) -> None: ...
+
+
+class CircuitBreaker(Protocol):
+    async def available(self, provider: str, model: str) -> bool:
+        """Read-only: could the model be called now? (For ordering; claims nothing.)"""
+        ...
+
+    async def allow(self, provider: str, model: str) -> bool:
+        """Just before a call: True to go ahead (claims the half-open probe when there is one)."""
+        ...
+
+    async def record(self, provider: str, model: str, *, ok: bool) -> None: ...
+
+    async def last_failure_at(self, provider: str, model: str) -> float:
+        """Epoch seconds of the model's last counted failure (0 if none); picks a model when all are open."""
+        ...
