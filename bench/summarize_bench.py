@@ -114,7 +114,8 @@ def _summarizer_factory(simulator: Any) -> Any:
     import random
 
     from llm_gateway.config import Settings
-    from llm_gateway.operations.summarization import CallTimer, Summarizer
+    from llm_gateway.operations.summarization.planning import CallTimer
+    from llm_gateway.operations.summarization.summarizer import Summarizer
     from llm_gateway.routing.retry import RetryPolicy
     from llm_gateway.wiring import build_gateway
 
@@ -130,7 +131,7 @@ def _summarizer_factory(simulator: Any) -> Any:
 
 def _summarize(summarizer: Any, text: str) -> tuple[float, dict[str, Any]]:
     from llm_gateway.interfaces import RequestContext
-    from llm_gateway.operations.summarization import SummaryRequest
+    from llm_gateway.operations.summarization.request import SummaryRequest
     from llm_gateway.routing.deadline import Deadline
     from llm_gateway.runtime import run_sync
 

@@ -42,7 +42,7 @@ from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs import store as jobs
 from llm_gateway.operations import summary_uploads as uploads
 from llm_gateway.operations.extraction import DOCUMENT_SCOPE_TAG
-from llm_gateway.operations.summarization import run_summary
+from llm_gateway.operations.summarization.operation import run_summary
 from llm_gateway.runtime import run_sync
 
 logger = Logger()

@@ -28,8 +28,11 @@ from llm_gateway.errors import (
 )
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs import store as jobs
-from llm_gateway.operations import summarization as summarize_module
-from llm_gateway.operations.summarization import CallTimer, Summarizer, SummaryRequest
+from llm_gateway.operations.summarization import run as summary_run_module
+from llm_gateway.operations.summarization import summarizer as summarizer_module
+from llm_gateway.operations.summarization.planning import CallTimer
+from llm_gateway.operations.summarization.request import SummaryRequest
+from llm_gateway.operations.summarization.summarizer import Summarizer
 from llm_gateway.routing.deadline import Deadline
 from llm_gateway.routing.retry import RetryPolicy
 from llm_gateway.runtime import run_sync
@@ -590,8 +593,8 @@ def short_job_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(summarize_module, "_PROCESS_TIMER", CallTimer())
-    monkeypatch.setattr(summarize_module, "FINISH_RESERVE_S", 1.5)  # generous: slow CI calls still finish
+    monkeypatch.setattr(summarizer_module, "_PROCESS_TIMER", CallTimer())
+    monkeypatch.setattr(summary_run_module, "FINISH_RESERVE_S", 1.5)  # generous: slow CI calls still finish
     service.reset()
     yield
     monkeypatch.undo()

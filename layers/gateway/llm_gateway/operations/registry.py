@@ -20,7 +20,7 @@ Operation = Callable[[dict[str, Any], RequestContext], Awaitable[dict[str, Any]]
 _OPERATIONS: dict[str, str] = {
     "completion": "operations.completion:run_completion",
     "extraction": "operations.extraction:run_extraction",
-    "summarization": "operations.summarization:run_summary",
+    "summarization": "operations.summarization.operation:run_summary",
 }
 
 # name -> "module:Model": the pydantic model an operation validates its payload with, so that a job's
@@ -28,7 +28,7 @@ _OPERATIONS: dict[str, str] = {
 _REQUEST_MODELS: dict[str, str] = {
     "completion": "models:CompletionRequest",
     "extraction": "operations.extraction:ExtractionRequest",
-    "summarization": "operations.summarization:SummaryRequest",
+    "summarization": "operations.summarization.request:SummaryRequest",
 }
 
 
