@@ -6,7 +6,7 @@ import asyncio
 import math
 import string
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llm_gateway.documents.chunking import chunk_budget, split_text
 from llm_gateway.documents.tokens import estimate_text_tokens
@@ -18,17 +18,18 @@ from llm_gateway.operations.summarization.planning import (
     MAX_NOTE_TOKENS,
     MAX_NOTE_WORDS,
     MIN_NOTE_WORDS,
+    CallTimer,
     Ledger,
     Plan,
     group_notes,
     join_notes,
     joined_tokens,
 )
-from llm_gateway.operations.summarization.prompts import focus_text, style_text
+from llm_gateway.operations.summarization.prompts import Prompts, focus_text, style_text
 from llm_gateway.operations.summarization.request import Strategy, SummaryRequest
 
 if TYPE_CHECKING:
-    from llm_gateway.operations.summarization.summarizer import Summarizer
+    from llm_gateway.gateway import Gateway
 
 FINISH_RESERVE_S = 0.5  # left at the end for building and returning the answer
 # With this much time left, a resumable run that has paid for no call yet starts one wave even when the
@@ -36,10 +37,21 @@ FINISH_RESERVE_S = 0.5  # left at the end for building and returning the answer
 PROGRESS_FLOOR_S = 5.0
 
 
+class RunOwner(Protocol):
+    """What a run uses of the summarizer that starts it (a protocol: this module does not import it)."""
+
+    gateway: Gateway
+    prompts: Prompts
+    timer: CallTimer
+    max_chunk_tokens: int
+    stuff_max_tokens: int
+    concurrency: int
+
+
 class SummaryRun:
     """One summary: the plan, the phases and the ledger."""
 
-    def __init__(self, owner: Summarizer, request: SummaryRequest, ctx: RequestContext, *, plan_ahead: bool) -> None:
+    def __init__(self, owner: RunOwner, request: SummaryRequest, ctx: RequestContext, *, plan_ahead: bool) -> None:
         self.owner = owner
         self.prompts = owner.prompts
         self.request = request
