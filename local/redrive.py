@@ -29,8 +29,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-POISON_ATTRIBUTE = "gateway-poison"  # llm_gateway.jobs.worker.POISON_ATTRIBUTE (no layer import needed here)
-GAVE_UP_ATTRIBUTE = "gateway-gave-up"  # llm_gateway.jobs.worker.DEAD_LETTER_ATTRIBUTE: dropped when moved back
+POISON_ATTRIBUTE = "gateway-poison"  # llm_gateway.jobs.endings.POISON_ATTRIBUTE (no layer import needed here)
+GAVE_UP_ATTRIBUTE = "gateway-gave-up"  # llm_gateway.jobs.endings.DEAD_LETTER_ATTRIBUTE: dropped when moved back
 RECEIVE_VISIBILITY_S = 60  # a message being moved is hidden this long; plenty for one send + delete
 
 

@@ -24,7 +24,9 @@ from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.http import framing as api
 from llm_gateway.http import prefer as job_http
-from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.store import default_store
+from llm_gateway.jobs.submit import submit
+from llm_gateway.jobs.views import encode_body, view
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -50,7 +52,7 @@ def create_job() -> Response[str]:
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
     data = api.parse_json_body(api.read_body(event.raw_event), max_bytes=settings().max_body_bytes)
     request = api.validate(JobRequest, data)
-    job = jobs.submit(request.operation, request.input, tenant=tenant, source="api", request_id=_request_id())
+    job = submit(request.operation, request.input, tenant=tenant, source="api", request_id=_request_id())
     status, body, headers = job_http.accepted(event.raw_event, job)
     return _json(status, body, headers)
 
@@ -58,9 +60,9 @@ def create_job() -> Response[str]:
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response[str]:
     tenant = api.tenant_from_request_context(app.current_event.raw_event.get("requestContext"))
-    store = jobs.default_store()
+    store = default_store()
     job = store.get_for_tenant(job_id, tenant)
-    return _json(200, jobs.view(job, store, max_attempts=settings().job_max_receives), {"cache-control": "no-store"})
+    return _json(200, view(job, store, max_attempts=settings().job_max_receives), {"cache-control": "no-store"})
 
 
 @app.exception_handler(GatewayError)
@@ -85,7 +87,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str]) -> Respons
     return Response(
         status_code=status,
         content_type="application/json",
-        body=jobs.encode_body(body),  # what jobs.view measured against Lambda's response limit
+        body=encode_body(body),  # what view measured against Lambda's response limit
         headers={**headers, "x-request-id": _request_id()},
     )
 
@@ -97,7 +99,7 @@ def _request_id() -> str:
 def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     try:
         request = api.validate(DirectJobRequest, event)
-        job = jobs.submit(
+        job = submit(
             request.operation,
             request.input,
             tenant=request.tenant,

@@ -23,7 +23,8 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway.jobs.worker import Delivery, RetryLater, default_worker, hand_back
+from llm_gateway.jobs.messages import Delivery, RetryLater, hand_back
+from llm_gateway.jobs.worker import default_worker
 
 logger = Logger()
 metrics = Metrics()

@@ -40,6 +40,7 @@ from llm_gateway.http import framing as api
 from llm_gateway.http import prefer as job_http
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.submit import submit
 from llm_gateway.operations import summary_uploads as uploads
 from llm_gateway.operations.extraction import DOCUMENT_SCOPE_TAG
 from llm_gateway.operations.summarization.operation import run_summary
@@ -213,9 +214,7 @@ def _on_s3_record(record: dict[str, Any], context: LambdaContext | None) -> str:
             if not jobs.configured():
                 raise
             # The job continues from the cached calls and writes the result objects when it ends.
-            job = jobs.submit(
-                OPERATION, payload, tenant=S3_TENANT, source=uploads.UPLOAD_JOB_SOURCE, request_id=request_id
-            )
+            job = submit(OPERATION, payload, tenant=S3_TENANT, source=uploads.UPLOAD_JOB_SOURCE, request_id=request_id)
             logger.info("document summary handed to a job", key=key, job_id=job.job_id, progress=err.details)
             metrics.add_metric(name="DeferredSummaries", unit=MetricUnit.Count, value=1)
             return "deferred"
@@ -261,7 +260,7 @@ def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> 
         except DeadlineExceededError as err:
             if not jobs.configured():
                 raise
-            job = jobs.submit(OPERATION, payload, tenant=tenant, source=DIRECT_JOB_SOURCE, request_id=ctx.request_id)
+            job = submit(OPERATION, payload, tenant=tenant, source=DIRECT_JOB_SOURCE, request_id=ctx.request_id)
             logger.info("summary handed to a job", tenant=tenant, job_id=job.job_id, progress=err.details)
             metrics.add_metric(name="DeferredSummaries", unit=MetricUnit.Count, value=1)
             return {

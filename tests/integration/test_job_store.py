@@ -7,8 +7,8 @@ import time
 import pytest
 
 from llm_gateway.errors import JobNotFoundError, PayloadTooLargeError
-from llm_gateway.jobs import store as jobs
-from llm_gateway.jobs.store import ITEM_BUDGET_BYTES, JobConflictError, JobStore
+from llm_gateway.jobs.model import ITEM_BUDGET_BYTES, item_bytes
+from llm_gateway.jobs.store import JobConflictError, JobStore
 from local.stack import LocalStack
 from tests.support.accounting import unique
 
@@ -175,7 +175,7 @@ def test_input_and_result_share_one_item_budget(roomy_store):
     assert "result" not in stored and stored["result_ref"].endswith("/result.json")  # no room left: S3
     done = store.mark_succeeded(running, stored)  # real DynamoDB refused the ~480 KB item here
     assert done.status == "succeeded" and store.load_result(done) == {"content": "y" * 240_000}
-    assert jobs.item_bytes(store.get(job.job_id)) <= ITEM_BUDGET_BYTES
+    assert item_bytes(store.get(job.job_id)) <= ITEM_BUDGET_BYTES
 
     # A small result next to the same input still stays in the item.
     running = store.claim(create(store, payload=payload))
@@ -199,4 +199,4 @@ def test_an_input_that_leaves_no_room_for_errors_goes_to_s3_at_submit(local_stac
     failed = store.mark_failed(store.claim(retrying), huge_details, exhausted=True)
     assert "details" not in failed.error and len(failed.error["message"]) <= 1_000
     assert failed.error["code"] == "providers_unavailable" and failed.error["retryable"] is True
-    assert jobs.item_bytes(failed) <= ITEM_BUDGET_BYTES
+    assert item_bytes(failed) <= ITEM_BUDGET_BYTES

@@ -23,7 +23,10 @@ from llm_gateway import aws
 from llm_gateway import wiring as service
 from llm_gateway.config import settings
 from llm_gateway.jobs import store as jobs
-from llm_gateway.jobs.worker import Delivery, Worker, default_worker
+from llm_gateway.jobs.messages import Delivery
+from llm_gateway.jobs.model import Job, derived_job_id
+from llm_gateway.jobs.store import JobStore
+from llm_gateway.jobs.worker import Worker, default_worker
 from llm_gateway.runtime import close_thread_resources
 from local.context import LambdaContext
 from local.redrive import redrive
@@ -555,20 +558,20 @@ def test_redrive_cli_moves_messages_back_and_leaves_poison(stack, capsys):
 # --------------------------------------------------------------------------- how jobs end
 
 
-class FlakyJobStore(jobs.JobStore):
+class FlakyJobStore(JobStore):
     """The deployment's store, except that recording a success fails (DynamoDB throttled, say)."""
 
-    def mark_succeeded(self, job: jobs.Job, stored: Any) -> jobs.Job:
+    def mark_succeeded(self, job: Job, stored: Any) -> Job:
         raise RuntimeError("ProvisionedThroughputExceededException (simulated)")
 
 
-def new_job(tenant: str, marker: str) -> jobs.Job:
+def new_job(tenant: str, marker: str) -> Job:
     """A job in the table but not on the queue: only the deliveries a test makes exist."""
     store = jobs.default_store()
     return store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt(marker))
 
 
-def delivery(job: jobs.Job, receive_count: int) -> Delivery:
+def delivery(job: Job, receive_count: int) -> Delivery:
     return Delivery(
         message_id=str(uuid.uuid4()),
         body=job_message(job.job_id, job.tenant),
@@ -772,7 +775,7 @@ def test_extraction_jobs_are_validated_when_submitted(stack, http, tenant_key):
     wait_status(http, key, [accepted.json()["id"]], "succeeded")
 
 
-def succeeded_job(tenant: str, result: Any) -> jobs.Job:
+def succeeded_job(tenant: str, result: Any) -> Job:
     store = jobs.default_store()
     running = store.claim(store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt("x")))
     return store.mark_succeeded(running, store.store_result(running, result))
@@ -890,7 +893,7 @@ def test_a_step_functions_job_whose_deliveries_all_died_fails_its_task(fast, exe
     assert deaths == list(range(1, MAX_RECEIVES + 1))
     assert described["status"] == "FAILED" and described["error"] == "JobsUnavailableError"
     [message] = [m for m in dead_letters(stack) if tenant in m["Body"]]
-    job = jobs.default_store().get(jobs.derived_job_id(json.loads(message["Body"])["task_token"]))
+    job = jobs.default_store().get(derived_job_id(json.loads(message["Body"])["task_token"]))
     assert job is not None and job.status == "failed" and job.exhausted and job.notified_at is not None
     assert job.attempts == 0 and "did not finish" in (job.error or {})["message"]
     dead_letters(stack, delete=lambda m: tenant in m["Body"])

@@ -28,6 +28,7 @@ from llm_gateway.errors import (
 )
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.model import Job
 from llm_gateway.operations.summarization import run as summary_run_module
 from llm_gateway.operations.summarization import summarizer as summarizer_module
 from llm_gateway.operations.summarization.planning import CallTimer
@@ -102,7 +103,7 @@ def unique_tenant() -> str:
     return unique("summaries")
 
 
-def wait_for_job(job_id: str, timeout: float = 60) -> jobs.Job:
+def wait_for_job(job_id: str, timeout: float = 60) -> Job:
     store = jobs.default_store()
     deadline = time.monotonic() + timeout
     while True:

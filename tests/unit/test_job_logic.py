@@ -21,8 +21,11 @@ from llm_gateway.errors import (
 from llm_gateway.http import framing as api
 from llm_gateway.http import prefer as job_http
 from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.messages import JobMessage, PoisonMessage, backoff_s, parse_message, task_token_in
+from llm_gateway.jobs.model import MAX_ERROR_BYTES, bounded_error, derived_job_id, new_job_id
 from llm_gateway.jobs.task_tokens import error_name
-from llm_gateway.jobs.worker import BOOKKEEPING_S, JobMessage, PoisonMessage, backoff_s, parse_message, task_token_in
+from llm_gateway.jobs.views import encode_body, response_body_bytes
+from llm_gateway.jobs.worker import BOOKKEEPING_S
 from llm_gateway.models import CompletionRequest
 from llm_gateway.operations import registry as operations
 
@@ -154,8 +157,8 @@ def test_a_task_token_is_found_even_in_an_unusable_message(body, token):
 
 
 def test_derived_job_ids_are_stable_and_well_formed():
-    assert jobs.derived_job_id("token-1") == jobs.derived_job_id("token-1") != jobs.derived_job_id("token-2")
-    assert len(jobs.derived_job_id("x")) == len(jobs.new_job_id()) == 36
+    assert derived_job_id("token-1") == derived_job_id("token-1") != derived_job_id("token-2")
+    assert len(derived_job_id("x")) == len(new_job_id()) == 36
 
 
 def test_task_failure_names_match_the_named_errors_of_direct_invocation():
@@ -180,20 +183,20 @@ def test_extraction_jobs_are_checked_by_the_extraction_itself():
 
 def test_error_records_are_bounded_for_the_job_item():
     small = {"code": "rate_limited", "message": "slow down", "retryable": True, "details": {"a": 1}}
-    assert jobs.bounded_error(small) == small
+    assert bounded_error(small) == small
     huge = {"code": "providers_unavailable", "message": "m" * 50_000, "retryable": True, "details": {"x": "y" * 9_000}}
-    bounded = jobs.bounded_error(huge)
+    bounded = bounded_error(huge)
     assert bounded == {"code": "providers_unavailable", "message": "m" * 1_000, "retryable": True}
-    assert len(json.dumps(bounded)) <= jobs.MAX_ERROR_BYTES
+    assert len(json.dumps(bounded)) <= MAX_ERROR_BYTES
 
 
 def test_answers_are_measured_as_lambda_sends_them():
     ascii_body = {"result": {"content": "a" * 1_000}}
     cjk_body = {"result": {"content": "长" * 1_000}}
-    assert len(jobs.encode_body(cjk_body).encode("utf-8")) < 3_100  # sent as UTF-8, not \u-escaped
-    assert jobs.response_body_bytes(ascii_body) < 1_100
-    assert jobs.response_body_bytes(cjk_body) >= 6_000  # escaped, in the worst case, inside the proxy JSON
-    assert jobs.response_body_bytes({"text": 'say "hi"'}) == len(json.dumps(jobs.encode_body({"text": 'say "hi"'})))
+    assert len(encode_body(cjk_body).encode("utf-8")) < 3_100  # sent as UTF-8, not \u-escaped
+    assert response_body_bytes(ascii_body) < 1_100
+    assert response_body_bytes(cjk_body) >= 6_000  # escaped, in the worst case, inside the proxy JSON
+    assert response_body_bytes({"text": 'say "hi"'}) == len(json.dumps(encode_body({"text": 'say "hi"'})))
 
 
 def test_a_completion_request_survives_the_trip_through_a_job():

@@ -18,7 +18,7 @@ from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError
 
 if TYPE_CHECKING:
-    from llm_gateway.jobs import store as jobs
+    from llm_gateway.jobs.model import Job
 
 RESPOND_ASYNC = "respond-async"
 DEFER_ON_FAILURE = "defer-on-failure"
@@ -67,11 +67,11 @@ def submit(
     tenant: str,
     request_id: str,
     deferred: bool,
-) -> jobs.Job:
+) -> Job:
     """Queue the request as a job; a deferred one waits one backoff step first (providers just failed)."""
     module = _jobs()
     delay = min(settings().job_backoff_base_s, module.MAX_SQS_DELAY_S) if deferred else 0
-    job: jobs.Job = module.submit(
+    job: Job = importlib.import_module("llm_gateway.jobs.submit").submit(
         operation,
         payload,
         tenant=tenant,
@@ -83,7 +83,7 @@ def submit(
 
 
 def accepted(
-    event: Mapping[str, Any], job: jobs.Job, *, preference: str | None = None, cause: GatewayError | None = None
+    event: Mapping[str, Any], job: Job, *, preference: str | None = None, cause: GatewayError | None = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """(status, body, headers) of the 202 answer for an accepted job."""
     body: dict[str, Any] = {"id": job.job_id, "object": "job", "status": job.status, "operation": job.operation}

@@ -1,11 +1,11 @@
-"""Async jobs: the job record, its state machine, and where it lives.
+"""Async jobs: where a job lives (DynamoDB item, S3 bodies, the retry queue), and its state machine.
 
 A job is one DynamoDB item (``JOBS_TABLE``, key ``job_id``, TTL ``expires_at``) plus, for inputs or
 results too large for an item or a queue message, one S3 object under ``jobs/<tenant>/<job_id>/``. The
 item is budgeted as a whole (input + result + errors + the rest <= ``ITEM_BUDGET_BYTES``, well under
 DynamoDB's 400 KB): an input that would leave no room for the errors goes to S3 when it is submitted, a
 result that does not fit next to the input goes to S3 when it is stored.
-Submitting puts the item (status ``queued``) and sends ``{"kind": "job", "job_id", "tenant",
+Submitting (``submit.py``) puts the item (status ``queued``) and sends ``{"kind": "job", "job_id", "tenant",
 "operation"}`` to the retry queue; the retry worker (``worker.py``) moves it on:
 
     queued -> running -> succeeded
@@ -21,176 +21,37 @@ Payloads and results are never logged.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel
-
-from llm_gateway import after_response, aws
+from llm_gateway import aws
 from llm_gateway.config import Settings, settings
-from llm_gateway.errors import (
-    GatewayError,
-    JobNotFoundError,
-    JobsUnavailableError,
-    NotConfiguredError,
-    PayloadTooLargeError,
+from llm_gateway.errors import JobNotFoundError, NotConfiguredError, PayloadTooLargeError
+from llm_gateway.jobs.model import (
+    ERROR_ROOM_BYTES,
+    ITEM_BUDGET_BYTES,
+    Job,
+    JobSource,
+    bounded_error,
+    compact_json,
+    from_item,
+    item_bytes,
+    new_job_id,
+    object_prefix,
+    to_attribute,
+    to_item,
 )
-from llm_gateway.operations import registry as operations
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
-
-log = logging.getLogger("llm_gateway.jobs.store")
-
-JobStatus = Literal["queued", "running", "retrying", "succeeded", "failed"]
-JobSource = Literal["api", "async", "deferred", "stepfunctions", "sqs", "s3"]  # s3: an upload handed over
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed"})
-# DynamoDB refuses items over 400 KB: the whole item (not each body) stays under this, with room to spare.
-ITEM_BUDGET_BYTES = 350_000
-MAX_ERROR_BYTES = 4_096  # an error record kept in the item (error, last_error): details dropped beyond this
-ERROR_ROOM_BYTES = 2 * MAX_ERROR_BYTES + 1_024  # kept free by the input for the errors a job may collect
-# A GET answers the result inline up to this many bytes of response body as Lambda sends it (its limit is
-# 6 MB for the whole proxy response); larger results are answered with a presigned S3 URL instead.
-MAX_RESPONSE_BODY_BYTES = 4_000_000
 PRESIGNED_URL_TTL_S = 900
 MAX_SQS_DELAY_S = 900
-
-# Fields kept as JSON text in the item (no float/Decimal conversions, one attribute each).
-_JSON_FIELDS = ("error", "last_error")
 
 
 class JobConflictError(Exception):
     """A conditional transition lost a race (the job moved on, e.g. another delivery finished it)."""
-
-
-class Job(BaseModel):
-    job_id: str
-    tenant: str
-    operation: str
-    status: JobStatus
-    source: JobSource = "api"
-    request_id: str = ""
-    attempts: int = 0
-    created_at: float
-    updated_at: float
-    expires_at: int
-    started_at: float | None = None
-    finished_at: float | None = None
-    next_attempt_at: float | None = None
-    payload: str | None = None  # JSON text, or payload_ref (S3 key) when large
-    payload_ref: str | None = None
-    result: str | None = None  # JSON text, or result_ref (S3 key) when large
-    result_ref: str | None = None
-    result_size: int | None = None
-    error: dict[str, Any] | None = None  # final error (status failed)
-    last_error: dict[str, Any] | None = None  # error of the last attempt (status retrying)
-    exhausted: bool = False  # failed because receives ran out: a redrive may reopen it
-    task_token: str | None = None
-    notified_at: float | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL
-
-    @property
-    def reopenable(self) -> bool:
-        return self.status == "failed" and self.exhausted
-
-
-def error_record(err: GatewayError) -> dict[str, Any]:
-    """What a job keeps of an error: the public body plus whether retrying may help."""
-    record = err.to_dict()
-    record["retryable"] = err.retryable
-    retry_after = getattr(getattr(err, "last_error", err), "retry_after", None)
-    if retry_after:
-        record["retry_after"] = retry_after
-    return record
-
-
-def bounded_error(error: Mapping[str, Any]) -> dict[str, Any]:
-    """An error record small enough for the job item: its details dropped and message cut when too large."""
-    record = dict(error)
-    if _size(record) <= MAX_ERROR_BYTES:
-        return record
-    record.pop("details", None)
-    if isinstance(record.get("message"), str):
-        record["message"] = record["message"][:1_000]
-    if _size(record) <= MAX_ERROR_BYTES:
-        return record
-    return {k: str(v)[:200] if isinstance(v, str) else v for k, v in record.items() if k in _ERROR_ESSENTIALS}
-
-
-_ERROR_ESSENTIALS = ("code", "message", "retryable", "retry_after")
-
-
-def new_job_id() -> str:
-    return "job_" + secrets.token_hex(16)
-
-
-def derived_job_id(seed: str) -> str:
-    """A stable id for a job submitted straight to the queue (seeded by its task token or message id),
-    so that duplicate deliveries of the submission land on the same job."""
-    return "job_" + hashlib.sha256(seed.encode("utf-8")).hexdigest()[:32]
-
-
-def object_prefix(tenant: str, job_id: str) -> str:
-    safe_tenant = re.sub(r"[^A-Za-z0-9_.-]", "_", tenant)[:128] or "_"
-    return f"jobs/{safe_tenant}/{job_id}/"
-
-
-# --------------------------------------------------------------------------- item encoding
-
-
-def _to_item(job: Job) -> dict[str, AttributeValueTypeDef]:
-    item: dict[str, AttributeValueTypeDef] = {}
-    for name, value in job.model_dump().items():
-        if value is None:
-            continue
-        item[name] = _attr(value)
-    return item
-
-
-def _attr(value: Any) -> AttributeValueTypeDef:
-    if isinstance(value, dict | list):
-        return {"S": json.dumps(value, separators=(",", ":"))}
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": repr(value)}
-    return {"S": str(value)}
-
-
-def item_bytes(job: Job) -> int:
-    """The job's item size as DynamoDB counts it (names and UTF-8 values; numbers at their maximum)."""
-    total = 0
-    for name, attr in _to_item(job).items():
-        total += len(name)
-        if "S" in attr:
-            total += len(str(attr["S"]).encode("utf-8"))
-        elif "N" in attr:
-            total += 21
-        else:
-            total += 1
-    return total
-
-
-def _from_item(item: Mapping[str, Any]) -> Job:
-    data: dict[str, Any] = {}
-    for name, attr in item.items():
-        if "S" in attr:
-            data[name] = json.loads(attr["S"]) if name in _JSON_FIELDS else attr["S"]
-        elif "N" in attr:
-            data[name] = float(attr["N"]) if "." in attr["N"] or "e" in attr["N"].lower() else int(attr["N"])
-        elif "BOOL" in attr:
-            data[name] = attr["BOOL"]
-    return Job.model_validate(data)
 
 
 # --------------------------------------------------------------------------- the store
@@ -245,7 +106,7 @@ class JobStore:
     def create(self, job: Job, payload: Mapping[str, Any]) -> Job:
         """Store a new job with its input; raises JobConflictError if the id is taken. The input stays in
         the item only if it leaves room in the item's budget for the errors the job may collect."""
-        text = _dumps(payload)
+        text = compact_json(payload)
         room = ITEM_BUDGET_BYTES - ERROR_ROOM_BYTES - item_bytes(job) - len("payload")
         if len(text.encode("utf-8")) > min(self.inline_max_bytes, room):
             job = job.model_copy(update={"payload_ref": self._put_object(job, "input.json", text)})
@@ -254,7 +115,7 @@ class JobStore:
         try:
             aws.dynamodb(aws.DURABLE).put_item(
                 TableName=self.table,
-                Item=_to_item(job),
+                Item=to_item(job),
                 ConditionExpression="attribute_not_exists(job_id)",
             )
         except Exception as exc:
@@ -272,7 +133,7 @@ class JobStore:
         )
         if not item:
             return None
-        job = _from_item(item)
+        job = from_item(item)
         return None if job.expires_at <= self._now() else job
 
     def get_for_tenant(self, job_id: str, tenant: str) -> Job:
@@ -312,7 +173,7 @@ class JobStore:
             body["continuation"] = continuation
         aws.sqs(aws.DURABLE).send_message(
             QueueUrl=self.queue_url,
-            MessageBody=_dumps(body),
+            MessageBody=compact_json(body),
             DelaySeconds=max(0, min(int(delay_s), MAX_SQS_DELAY_S)),
         )
 
@@ -340,7 +201,7 @@ class JobStore:
     def store_result(self, job: Job, output: Any) -> dict[str, Any]:
         """Put a result where it fits: inline when it fits in what is left of the item's budget next to
         the input (``job`` is the running job, as it is stored), else S3. Returns the fields to record."""
-        text = _dumps(output)
+        text = compact_json(output)
         size = len(text.encode("utf-8"))
         room = ITEM_BUDGET_BYTES - item_bytes(job) - len("result") - len("result_size") - 21
         if size > min(self.inline_max_bytes, room):
@@ -401,7 +262,7 @@ class JobStore:
         condition = f"attribute_exists(#job_id) AND #tenant = :tenant AND ({condition})"
         # Every attribute goes through a #placeholder: status, error, result... are DynamoDB reserved words.
         names = {f"#{name}": name for name in re.findall(r"#(\w+)", f"{update} {condition}")}
-        attr_values = {name: _attr(value) for name, value in values.items()}
+        attr_values = {name: to_attribute(value) for name, value in values.items()}
         attr_values[":now"] = {"N": repr(round(self._now(), 3))}
         attr_values[":tenant"] = {"S": job.tenant}
         try:
@@ -418,7 +279,7 @@ class JobStore:
             if aws.error_code(exc) == "ConditionalCheckFailedException":
                 raise JobConflictError(f"job {job.job_id} is no longer in a state that allows this") from None
             raise
-        return _from_item(response["Attributes"])
+        return from_item(response["Attributes"])
 
     # ---- S3 bodies
 
@@ -447,26 +308,6 @@ class JobStore:
         return self.clock()
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _size(value: Any) -> int:
-    return len(_dumps(value).encode("utf-8"))
-
-
-def encode_body(body: Mapping[str, Any]) -> str:
-    """A JSON answer as the jobs function sends it (UTF-8, not \\u-escaped: CJK text stays 3 bytes a char)."""
-    return _dumps(body)
-
-
-def response_body_bytes(body: Mapping[str, Any]) -> int:
-    """What ``body`` weighs in Lambda's response: the text of ``encode_body`` inside the proxy response's
-    JSON, quotes and backslashes escaped, and counted as if every non-ASCII character were escaped too
-    (the worst case of the runtime's serialiser)."""
-    return len(json.dumps(encode_body(body)))
-
-
 # --------------------------------------------------------------------------- composition
 
 
@@ -492,70 +333,3 @@ def _store(table: str, queue_url: str, bucket: str | None, inline_max: int, ttl_
 def configured(config: Settings | None = None) -> bool:
     config = config or settings()
     return bool(config.jobs_table and config.retry_queue_url)
-
-
-def submit(
-    operation: str,
-    payload: Mapping[str, Any],
-    *,
-    tenant: str,
-    source: JobSource,
-    request_id: str = "",
-    task_token: str | None = None,
-    delay_s: int = 0,
-    store: JobStore | None = None,
-) -> Job:
-    """Accept a job: validate it, store it (queued), queue it. Nothing is half-accepted: when queueing
-    fails the job is marked failed and JobsUnavailableError (503, retryable) is raised."""
-    operations.check(operation, dict(payload))
-    after_response.flush()  # the job may start at once: what this invocation owes the cache lands first
-    store = store or default_store()
-    job = store.create(
-        store.new_job(operation=operation, tenant=tenant, source=source, request_id=request_id, task_token=task_token),
-        payload,
-    )
-    try:
-        store.enqueue(job, delay_s=delay_s)
-    except Exception as exc:
-        log.error("could not queue job", extra={"job_id": job.job_id, "error": type(exc).__name__})
-        unavailable = JobsUnavailableError("the job could not be queued; nothing was accepted, retry later")
-        try:
-            store.mark_failed(job, error_record(unavailable), exhausted=False)
-        except Exception:
-            log.exception("could not mark the unqueued job failed", extra={"job_id": job.job_id})
-        raise unavailable from None
-    log.info("job accepted", extra={"job_id": job.job_id, "tenant": tenant, "operation": operation, "source": source})
-    return job
-
-
-def view(job: Job, store: JobStore, *, max_attempts: int) -> dict[str, Any]:
-    """The caller's view of a job (``GET /v1/jobs/{id}``)."""
-    body: dict[str, Any] = {
-        "id": job.job_id,
-        "object": "job",
-        "operation": job.operation,
-        "status": job.status,
-        "attempts": job.attempts,
-        "max_attempts": max_attempts,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "expires_at": job.expires_at,
-    }
-    if job.status == "retrying":
-        body["next_attempt_at"] = job.next_attempt_at
-        body["last_error"] = job.last_error
-    if job.status == "succeeded":
-        body["finished_at"] = job.finished_at
-        # Inline unless the answer would be too large for Lambda (judged on the encoded answer: escapes
-        # can make it several times the result's own size); then a presigned URL to the S3 object.
-        if not (job.result_ref and (job.result_size or 0) > MAX_RESPONSE_BODY_BYTES):
-            body["result"] = store.load_result(job)
-        if job.result_ref and ("result" not in body or response_body_bytes(body) > MAX_RESPONSE_BODY_BYTES):
-            body.pop("result", None)
-            body["result_url"] = store.result_url(job)
-            body["result_url_expires_in"] = PRESIGNED_URL_TTL_S
-            body["result_size"] = job.result_size
-    if job.status == "failed":
-        body["finished_at"] = job.finished_at
-        body["error"] = job.error
-    return body

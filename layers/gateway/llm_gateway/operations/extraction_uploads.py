@@ -29,6 +29,8 @@ from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs import store as jobs
+from llm_gateway.jobs.model import Job
+from llm_gateway.jobs.submit import submit
 from llm_gateway.operations.upload_outputs import (
     UPLOAD_JOB_SOURCE as UPLOAD_JOB_SOURCE,  # re-exported: callers name it here
 )
@@ -142,14 +144,14 @@ def write_crash(upload: Upload, exc: BaseException, *, started: str, schema: str
 # --------------------------------------------------------------------------- retrying as a job
 
 
-def hand_over(upload: Upload, schema: str, err: GatewayError, *, request_id: str) -> jobs.Job | None:
+def hand_over(upload: Upload, schema: str, err: GatewayError, *, request_id: str) -> Job | None:
     """Queue a job that retries the upload, when ``err`` may pass and this deployment has a job queue.
     None when it will not be retried (the caller records a final failure)."""
     if not err.retryable or not jobs.configured():
         return None
     payload = {"s3": {"bucket": upload.bucket, "key": upload.key}, "schema": schema}
     try:
-        return jobs.submit(
+        return submit(
             OPERATION,
             payload,
             tenant=UPLOAD_TENANT,
