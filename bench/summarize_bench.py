@@ -120,7 +120,7 @@ def _summarizer_factory(simulator: Any) -> Any:
     from llm_gateway.wiring import build_gateway
 
     urls = simulator.base_urls()
-    config = Settings(openai_base_url=urls["openai"], api_keys={"openai": "sim-key"}, request_timeout_s=30.0)
+    config = Settings(openai_base_url=urls["openai"], openai_api_key="sim-key", request_timeout_s=30.0)
     gateway = build_gateway(config, retry=RetryPolicy(max_attempts=1, rng=random.Random(1)))
 
     def make(concurrency: int) -> Summarizer:

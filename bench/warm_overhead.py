@@ -111,19 +111,19 @@ def _aws_calls(call: Call, *, count: int) -> dict[str, float]:
 @contextlib.contextmanager
 def _backends_off(stack: LocalStack) -> Iterator[None]:
     """Blank every variable that names a local AWS resource, so that the gateway builds without them."""
-    from llm_gateway import wiring as service
+    from llm_gateway import wiring
 
     physical = {v for v in stack.physical.values() if v}
     names = [k for k, v in os.environ.items() if v in physical]
     saved = {k: os.environ[k] for k in names}
     for name in names:
         os.environ[name] = ""  # Settings treat an empty variable as unset
-    service.reset()
+    wiring.reset()
     try:
         yield
     finally:
         os.environ.update(saved)
-        service.reset()
+        wiring.reset()
 
 
 def run(

@@ -128,6 +128,7 @@ def load_cases(root: Path = GOLDEN_DIR, schemas: list[str] | None = None) -> lis
 
 def run_case(case: Case, *, model: str | None = None, tier: str | None = None) -> CaseResult:
     """One extraction through the real operation (this process's gateway and environment)."""
+    from llm_gateway import wiring
     from llm_gateway.documents.loading import document_text
     from llm_gateway.errors import GatewayError
     from llm_gateway.interfaces import RequestContext
@@ -146,7 +147,7 @@ def run_case(case: Case, *, model: str | None = None, tier: str | None = None) -
     try:
         raw = case.document.read_bytes()
         payload["text"] = document_text(raw, name=case.document.name).text
-        result = run_sync(run_extraction(payload, ctx))
+        result = run_sync(run_extraction(payload, ctx, wiring.services()))
     except GatewayError as err:
         spent = round(sum(a.cost_usd for a in err.attempts), 10)
         fields = score(case.expected, None, ignore=case.ignore)
@@ -173,7 +174,7 @@ def run_eval(cases: list[Case], *, model: str | None = None, tier: str | None = 
 def provider_environment(simulate: bool, simulator: ProviderSimulator | None = None) -> Iterator[str]:
     """Point the gateway at a simulator (ours, or the one given) or at the real providers, with no AWS
     resources, for the duration; yields a label. The environment is restored afterwards."""
-    from llm_gateway import wiring as service
+    from llm_gateway import wiring
 
     saved = dict(os.environ)
     owned = None
@@ -191,14 +192,14 @@ def provider_environment(simulate: bool, simulator: ProviderSimulator | None = N
             for var in REAL_KEY_VARS.values():
                 os.environ[var] = SIM_KEY
             os.environ.pop("PROVIDER_KEYS_SECRET", None)
-        service.reset()
+        wiring.reset()
         yield "simulator" if simulate else "real providers: " + ", ".join(real_providers())
     finally:
         if owned is not None:
             owned.stop()
         os.environ.clear()
         os.environ.update(saved)
-        service.reset()
+        wiring.reset()
 
 
 def real_providers() -> list[str]:

@@ -20,14 +20,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from llm_gateway import after_response, aws
 from llm_gateway.accounting.cache import cache_control_from_headers
 from llm_gateway.accounting.usage import report_range, usage_summary
-from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError, NotConfiguredError
 from llm_gateway.http import framing as api
 from llm_gateway.http import openai_chat as openai_compat
 from llm_gateway.http import prefer as job_http
 from llm_gateway.models import CompletionRequest, CompletionResult
 from llm_gateway.runtime import run_sync
-from llm_gateway.wiring import default_gateway
+from llm_gateway.wiring import services
 
 logger = Logger()
 metrics = Metrics()
@@ -42,7 +41,7 @@ NATIVE_SCHEMA_PARAM = "response_format.schema"
 def _complete(
     request: CompletionRequest, *, tenant: str, request_id: str, remaining_ms: int | None
 ) -> CompletionResult:
-    config = settings()
+    config = services().settings
     ctx = api.request_context_for(
         tenant=tenant,
         request_id=request_id,
@@ -50,10 +49,11 @@ def _complete(
         margin_s=config.deadline_margin_s,
         operation="completion",
         log_prompts=config.log_prompts,
+        defer=after_response.current(),
     )
     if ctx.log_prompts:
         logger.info("prompt", messages=[m.model_dump() for m in request.messages])
-    result = run_sync(default_gateway().complete(request, ctx))
+    result = run_sync(services().gateway().complete(request, ctx))
     _observe(result, tenant=tenant)
     return result
 
@@ -83,7 +83,7 @@ def _http_input() -> tuple[Any, str]:
     """(the parsed JSON body, the caller's tenant); 400/401/413 for what cannot be read."""
     event = app.current_event
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
-    data = api.parse_json_body(api.read_body(event.raw_event), max_bytes=settings().max_body_bytes)
+    data = api.parse_json_body(api.read_body(event.raw_event), max_bytes=services().settings.max_body_bytes)
     return data, tenant
 
 
@@ -98,15 +98,31 @@ def _complete_or_accept(request: CompletionRequest, tenant: str) -> CompletionRe
     defer-on-failure`` when retries and fallbacks ran out on a retryable error."""
     event = app.current_event.raw_event
     job_input = request.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if job_http.wants_async(event):
-        job = job_http.submit("completion", job_input, tenant=tenant, request_id=_request_id(), deferred=False)
+    if job_http.wants_async(event, services()):
+        job = job_http.submit(
+            services(),
+            "completion",
+            job_input,
+            tenant=tenant,
+            request_id=_request_id(),
+            deferred=False,
+            defer=after_response.current(),
+        )
         return _json(*job_http.accepted(event, job, preference=job_http.RESPOND_ASYNC))
     try:
         return _complete(request, tenant=tenant, request_id=_request_id(), remaining_ms=_http_remaining_ms())
     except GatewayError as err:
-        if not job_http.should_defer(event, err):
+        if not job_http.should_defer(event, err, services()):
             raise
-        job = job_http.submit("completion", job_input, tenant=tenant, request_id=_request_id(), deferred=True)
+        job = job_http.submit(
+            services(),
+            "completion",
+            job_input,
+            tenant=tenant,
+            request_id=_request_id(),
+            deferred=True,
+            defer=after_response.current(),
+        )
         logger.info("completion deferred", tenant=tenant, job_id=job.job_id, code=err.code)
         metrics.add_metric(name="DeferredCompletions", unit=MetricUnit.Count, value=1)
         return _json(*job_http.accepted(event, job, preference=job_http.DEFER_ON_FAILURE, cause=err))
@@ -156,7 +172,7 @@ def completions() -> Response[str]:
 def usage() -> Response[str]:
     """The caller's own usage between ``from`` and ``to`` (YYYY-MM-DD, inclusive; default the last 7 days)."""
     tenant = api.tenant_from_request_context(app.current_event.raw_event.get("requestContext"))
-    table = settings().usage_table
+    table = services().settings.usage_table
     if not table:
         raise NotConfiguredError("usage reporting is not configured here (USAGE_TABLE)")
     params = app.current_event.query_string_parameters or {}
@@ -175,7 +191,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
     if err.attempts and not openai_style:
         body["error"]["attempts"] = [a.model_dump(mode="json") for a in err.attempts]
     headers = {}
-    retry_after = getattr(getattr(err, "last_error", err), "retry_after", None)
+    retry_after = err.retry_after
     if retry_after:
         headers["retry-after"] = str(max(1, round(retry_after)))
     return _json(err.http_status, body, headers)
@@ -183,7 +199,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    api.log_unexpected(logger, err)
+    api.log_unexpected(logger, err, log_prompts=services().settings.log_prompts)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error", "type": "api_error"}}, {})
 
 

@@ -25,7 +25,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway import after_response
-from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.http import framing as api
 from llm_gateway.http import prefer as job_http
@@ -33,6 +32,7 @@ from llm_gateway.interfaces import RequestContext
 from llm_gateway.operations import extraction_uploads as uploads
 from llm_gateway.operations.extraction import DOCUMENT_SCOPE_TAG, run_extraction
 from llm_gateway.runtime import run_sync
+from llm_gateway.wiring import services
 
 logger = Logger()
 metrics = Metrics()
@@ -48,7 +48,7 @@ schema_from_key = uploads.schema_from_key
 
 
 def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted: bool) -> RequestContext:
-    config = settings()
+    config = services().settings
     ctx = api.request_context_for(
         tenant=tenant,
         request_id=request_id,
@@ -56,6 +56,7 @@ def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted:
         margin_s=config.deadline_margin_s,
         operation="extraction",
         log_prompts=config.log_prompts,
+        defer=after_response.current(),
     )
     if trusted:  # IAM-authorised entry points may read any document in the bucket
         ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"
@@ -65,7 +66,7 @@ def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted:
 def _extract(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
     if ctx.log_prompts:
         logger.info("extraction input", payload=payload)
-    result = run_sync(run_extraction(payload, ctx))
+    result = run_sync(run_extraction(payload, ctx, services()))
     logger.info(
         "extraction",
         tenant=ctx.tenant,
@@ -93,14 +94,22 @@ def _remaining_ms(context: Any) -> int | None:
 @app.post("/v1/extractions")
 def extractions() -> Response[str]:
     event = app.current_event
-    config = settings()
+    config = services().settings
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
     payload = api.parse_json_body(api.read_body(event.raw_event), max_bytes=config.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequestError("the request body must be a JSON object", details={"param": "body"})
     raw = event.raw_event
-    if job_http.wants_async(raw):
-        job = job_http.submit(OPERATION, payload, tenant=tenant, request_id=_request_id(), deferred=False)
+    if job_http.wants_async(raw, services()):
+        job = job_http.submit(
+            services(),
+            OPERATION,
+            payload,
+            tenant=tenant,
+            request_id=_request_id(),
+            deferred=False,
+            defer=after_response.current(),
+        )
         return _json(*job_http.accepted(raw, job, preference=job_http.RESPOND_ASYNC))
     ctx = _context(
         tenant=tenant, request_id=_request_id(), remaining_ms=_remaining_ms(app.lambda_context), trusted=False
@@ -108,9 +117,17 @@ def extractions() -> Response[str]:
     try:
         result = _extract(payload, ctx)
     except GatewayError as err:
-        if not job_http.should_defer(raw, err):
+        if not job_http.should_defer(raw, err, services()):
             raise
-        job = job_http.submit(OPERATION, payload, tenant=tenant, request_id=_request_id(), deferred=True)
+        job = job_http.submit(
+            services(),
+            OPERATION,
+            payload,
+            tenant=tenant,
+            request_id=_request_id(),
+            deferred=True,
+            defer=after_response.current(),
+        )
         logger.info("extraction deferred", tenant=tenant, job_id=job.job_id, code=err.code)
         metrics.add_metric(name="DeferredExtractions", unit=MetricUnit.Count, value=1)
         return _json(*job_http.accepted(raw, job, preference=job_http.DEFER_ON_FAILURE, cause=err))
@@ -133,7 +150,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
     if err.attempts:
         body["error"]["attempts"] = [a.model_dump(mode="json") for a in err.attempts]
     headers = {}
-    retry_after = getattr(getattr(err, "last_error", err), "retry_after", None)
+    retry_after = err.retry_after
     if retry_after:
         headers["retry-after"] = str(max(1, round(retry_after)))
     return _json(err.http_status, body, headers)
@@ -141,7 +158,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    api.log_unexpected(logger, err)
+    api.log_unexpected(logger, err, log_prompts=services().settings.log_prompts)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error"}}, {})
 
 
@@ -182,11 +199,22 @@ def _on_s3_record(record: dict[str, Any], context: LambdaContext | None) -> str:
         ctx = _context(tenant=S3_TENANT, request_id=request_id, remaining_ms=_remaining_ms(context), trusted=True)
         result = _extract({"s3": {"bucket": bucket, "key": key}, "schema": schema}, ctx)
     except GatewayError as err:
-        job = uploads.hand_over(upload, schema, err, request_id=request_id) if schema is not None else None
+        job = (
+            uploads.hand_over(upload, schema, err, request_id=request_id, services=services())
+            if schema is not None
+            else None
+        )
         status: uploads.ErrorStatus = "retrying" if job is not None else "failed"
         job_id = job.job_id if job is not None else None
         uploads.write_error(
-            upload, err, started=started, status=status, schema=schema, job_id=job_id, attempt=0 if job else None
+            upload,
+            err,
+            started=started,
+            status=status,
+            schema=schema,
+            job_id=job_id,
+            attempt=0 if job else None,
+            max_attempts=services().settings.job_max_receives,
         )
         logger.warning(
             "document extraction failed",
@@ -202,7 +230,9 @@ def _on_s3_record(record: dict[str, Any], context: LambdaContext | None) -> str:
         return status
     except Exception as exc:  # a bug or an AWS failure: still leave a trace next to the document
         logger.error("document extraction crashed", key=key)
-        api.log_unexpected(logger, exc)  # type and place only: the message may quote the document
+        api.log_unexpected(
+            logger, exc, log_prompts=services().settings.log_prompts
+        )  # type and place only: the message may quote the document
         uploads.write_crash(upload, exc, started=started, schema=schema)
         metrics.add_metric(name="ExtractionFailures", unit=MetricUnit.Count, value=1)
         return "failed"

@@ -20,13 +20,12 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.http import framing as api
 from llm_gateway.http import prefer as job_http
-from llm_gateway.jobs.store import default_store
-from llm_gateway.jobs.submit import submit
 from llm_gateway.jobs.views import encode_body, view
+from llm_gateway.operations import registry
+from llm_gateway.wiring import services
 
 logger = Logger()
 app = APIGatewayRestResolver()
@@ -50,9 +49,11 @@ class DirectJobRequest(JobRequest):
 def create_job() -> Response[str]:
     event = app.current_event
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
-    data = api.parse_json_body(api.read_body(event.raw_event), max_bytes=settings().max_body_bytes)
+    data = api.parse_json_body(api.read_body(event.raw_event), max_bytes=services().settings.max_body_bytes)
     request = api.validate(JobRequest, data)
-    job = submit(request.operation, request.input, tenant=tenant, source="api", request_id=_request_id())
+    job = registry.accept_job(
+        services(), request.operation, request.input, tenant=tenant, source="api", request_id=_request_id()
+    )
     status, body, headers = job_http.accepted(event.raw_event, job)
     return _json(status, body, headers)
 
@@ -60,9 +61,11 @@ def create_job() -> Response[str]:
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response[str]:
     tenant = api.tenant_from_request_context(app.current_event.raw_event.get("requestContext"))
-    store = default_store()
+    store = services().job_store()
     job = store.get_for_tenant(job_id, tenant)
-    return _json(200, view(job, store, max_attempts=settings().job_max_receives), {"cache-control": "no-store"})
+    return _json(
+        200, view(job, store, max_attempts=services().settings.job_max_receives), {"cache-control": "no-store"}
+    )
 
 
 @app.exception_handler(GatewayError)
@@ -74,7 +77,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    api.log_unexpected(logger, err)
+    api.log_unexpected(logger, err, log_prompts=services().settings.log_prompts)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error"}}, {})
 
 
@@ -99,7 +102,8 @@ def _request_id() -> str:
 def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     try:
         request = api.validate(DirectJobRequest, event)
-        job = submit(
+        job = registry.accept_job(
+            services(),
             request.operation,
             request.input,
             tenant=request.tenant,

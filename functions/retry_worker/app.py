@@ -24,7 +24,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway.jobs.messages import Delivery, RetryLater, hand_back
-from llm_gateway.jobs.worker import default_worker
+from llm_gateway.jobs.worker import Worker, worker_for
+from llm_gateway.wiring import Services, services
 
 logger = Logger()
 metrics = Metrics()
@@ -41,6 +42,19 @@ OUTCOME_METRICS = {
 }
 
 
+_workers: dict[int, tuple[Services, Worker]] = {}
+
+
+def _worker() -> Worker:
+    """One worker per process, rebuilt when the services are (tests reset them between stacks)."""
+    current = services()
+    kept = _workers.get(0)
+    if kept is None or kept[0] is not current:
+        kept = (current, worker_for(current))
+        _workers[0] = kept
+    return kept[1]
+
+
 def record_handler(
     record: SQSRecord, lambda_context: LambdaContext | None = None, *, first_message_id: str | None = None
 ) -> str:
@@ -52,11 +66,16 @@ def record_handler(
     )
     try:
         first = first_message_id is None or first_message_id == record.message_id
-        outcome = default_worker().handle(delivery, lambda_context, first_in_batch=first)
+        outcome = _worker().handle(delivery, lambda_context, first_in_batch=first)
     except RetryLater as later:
         logger.info("message handed back", message_id=record.message_id, reason=str(later), delay_s=later.delay_s)
         if later.delay_s is not None:
-            hand_back(record.event_source_arn, record.receipt_handle, later.delay_s)
+            hand_back(
+                record.event_source_arn,
+                record.receipt_handle,
+                later.delay_s,
+                retry_queue_url=services().settings.retry_queue_url,
+            )
         metrics.add_metric(name="MessagesHandedBack", unit=MetricUnit.Count, value=1)
         raise
     metrics.add_metric(name=OUTCOME_METRICS[outcome], unit=MetricUnit.Count, value=1)

@@ -34,17 +34,16 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway import after_response
-from llm_gateway.config import settings
 from llm_gateway.errors import DeadlineExceededError, GatewayError, InvalidRequestError
 from llm_gateway.http import framing as api
 from llm_gateway.http import prefer as job_http
 from llm_gateway.interfaces import RequestContext
-from llm_gateway.jobs import store as jobs
 from llm_gateway.jobs.submit import submit
 from llm_gateway.operations import summary_uploads as uploads
 from llm_gateway.operations.extraction import DOCUMENT_SCOPE_TAG
 from llm_gateway.operations.summarization.operation import run_summary
 from llm_gateway.runtime import run_sync
+from llm_gateway.wiring import services
 
 logger = Logger()
 metrics = Metrics()
@@ -60,7 +59,7 @@ API_GATEWAY_TIMEOUT_MS = 29_000  # a REST API's integration timeout, whatever th
 
 
 def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted: bool) -> RequestContext:
-    config = settings()
+    config = services().settings
     ctx = api.request_context_for(
         tenant=tenant,
         request_id=request_id,
@@ -68,6 +67,7 @@ def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted:
         margin_s=config.deadline_margin_s,
         operation=OPERATION,
         log_prompts=config.log_prompts,
+        defer=after_response.current(),
     )
     if trusted:  # IAM-authorised entry points may read any document in the bucket
         ctx.tags[DOCUMENT_SCOPE_TAG] = "bucket"
@@ -77,7 +77,7 @@ def _context(*, tenant: str, request_id: str, remaining_ms: int | None, trusted:
 def _summarize(payload: dict[str, Any], ctx: RequestContext, *, plan_ahead: bool = False) -> dict[str, Any]:
     if ctx.log_prompts:
         logger.info("summarization input", payload=payload)
-    result = run_sync(run_summary(payload, ctx, plan_ahead=plan_ahead))
+    result = run_sync(run_summary(payload, ctx, services(), plan_ahead=plan_ahead))
     logger.info(
         "summary",
         tenant=ctx.tenant,
@@ -110,14 +110,22 @@ def _remaining_ms(context: Any) -> int | None:
 @app.post("/v1/summaries")
 def summaries() -> Response[str]:
     event = app.current_event
-    config = settings()
+    config = services().settings
     tenant = api.tenant_from_request_context(event.raw_event.get("requestContext"))
     payload = api.parse_json_body(api.read_body(event.raw_event), max_bytes=config.max_body_bytes)
     if not isinstance(payload, dict):
         raise InvalidRequestError("the request body must be a JSON object", details={"param": "body"})
     raw = event.raw_event
-    if job_http.wants_async(raw):
-        job = job_http.submit(OPERATION, payload, tenant=tenant, request_id=_request_id(), deferred=False)
+    if job_http.wants_async(raw, services()):
+        job = job_http.submit(
+            services(),
+            OPERATION,
+            payload,
+            tenant=tenant,
+            request_id=_request_id(),
+            deferred=False,
+            defer=after_response.current(),
+        )
         return _json(*job_http.accepted(raw, job, preference=job_http.RESPOND_ASYNC))
     remaining = _remaining_ms(app.lambda_context)
     remaining = API_GATEWAY_TIMEOUT_MS if remaining is None else min(remaining, API_GATEWAY_TIMEOUT_MS)
@@ -127,11 +135,11 @@ def summaries() -> Response[str]:
     except DeadlineExceededError as err:
         # Too long to finish before API Gateway gives up: the job queue finishes it (no opt-in needed,
         # the alternative is an error), when this deployment has one.
-        if not jobs.configured():
+        if not services().jobs_configured:
             raise
         return _accept_deferred(raw, payload, tenant, err, delayed=False)
     except GatewayError as err:
-        if not job_http.should_defer(raw, err):
+        if not job_http.should_defer(raw, err, services()):
             raise
         return _accept_deferred(raw, payload, tenant, err, delayed=True)
     headers = {
@@ -148,7 +156,15 @@ def summaries() -> Response[str]:
 def _accept_deferred(
     raw: dict[str, Any], payload: dict[str, Any], tenant: str, err: GatewayError, *, delayed: bool
 ) -> Response[str]:
-    job = job_http.submit(OPERATION, payload, tenant=tenant, request_id=_request_id(), deferred=delayed)
+    job = job_http.submit(
+        services(),
+        OPERATION,
+        payload,
+        tenant=tenant,
+        request_id=_request_id(),
+        deferred=delayed,
+        defer=after_response.current(),
+    )
     logger.info("summary deferred", tenant=tenant, job_id=job.job_id, code=err.code)
     metrics.add_metric(name="DeferredSummaries", unit=MetricUnit.Count, value=1)
     preference = job_http.DEFER_ON_FAILURE if delayed else None
@@ -164,7 +180,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
     if err.attempts:
         body["error"]["attempts"] = [a.model_dump(mode="json") for a in err.attempts]
     headers = {}
-    retry_after = getattr(getattr(err, "last_error", err), "retry_after", None)
+    retry_after = err.retry_after
     if retry_after:
         headers["retry-after"] = str(max(1, round(retry_after)))
     return _json(err.http_status, body, headers)
@@ -172,7 +188,7 @@ def gateway_error(err: GatewayError) -> Response[str]:
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    api.log_unexpected(logger, err)
+    api.log_unexpected(logger, err, log_prompts=services().settings.log_prompts)
     return _json(500, {"error": {"code": "internal_error", "message": "internal error"}}, {})
 
 
@@ -211,10 +227,18 @@ def _on_s3_record(record: dict[str, Any], context: LambdaContext | None) -> str:
         try:
             result = _summarize(payload, ctx)
         except DeadlineExceededError as err:
-            if not jobs.configured():
+            if not services().jobs_configured:
                 raise
             # The job continues from the cached calls and writes the result objects when it ends.
-            job = submit(OPERATION, payload, tenant=S3_TENANT, source=uploads.UPLOAD_JOB_SOURCE, request_id=request_id)
+            job = submit(
+                OPERATION,
+                payload,
+                tenant=S3_TENANT,
+                source=uploads.UPLOAD_JOB_SOURCE,
+                request_id=request_id,
+                store=services().job_store(),
+                defer=ctx.defer,
+            )
             logger.info("document summary handed to a job", key=key, job_id=job.job_id, progress=err.details)
             metrics.add_metric(name="DeferredSummaries", unit=MetricUnit.Count, value=1)
             return "deferred"
@@ -224,7 +248,9 @@ def _on_s3_record(record: dict[str, Any], context: LambdaContext | None) -> str:
         return "failed"
     except Exception as exc:  # a bug or an AWS failure: still leave a trace next to the document
         logger.error("document summary crashed", key=key)
-        api.log_unexpected(logger, exc)  # type and place only: the message may quote the document
+        api.log_unexpected(
+            logger, exc, log_prompts=services().settings.log_prompts
+        )  # type and place only: the message may quote the document
         uploads.write_crash(upload, exc, started=started)
         return "failed"
     uploads.write_result(upload, result, started=started)
@@ -258,9 +284,17 @@ def _direct_invocation(event: dict[str, Any], context: LambdaContext | None) -> 
         try:
             return _summarize(payload, ctx)
         except DeadlineExceededError as err:
-            if not jobs.configured():
+            if not services().jobs_configured:
                 raise
-            job = submit(OPERATION, payload, tenant=tenant, source=DIRECT_JOB_SOURCE, request_id=ctx.request_id)
+            job = submit(
+                OPERATION,
+                payload,
+                tenant=tenant,
+                source=DIRECT_JOB_SOURCE,
+                request_id=ctx.request_id,
+                store=services().job_store(),
+                defer=ctx.defer,
+            )
             logger.info("summary handed to a job", tenant=tenant, job_id=job.job_id, progress=err.details)
             metrics.add_metric(name="DeferredSummaries", unit=MetricUnit.Count, value=1)
             return {

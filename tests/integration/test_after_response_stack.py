@@ -37,7 +37,7 @@ def test_the_answer_does_not_wait_for_the_ledger_write(local_stack: LocalStack, 
         gate.wait(30)
 
     with after_response.scope("blocker"):
-        assert after_response.defer(hold)
+        assert after_response.current().defer(hold)
     before = ledger_records(local_stack, "tenant-a")
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Deferred ledger?"}]}
     with httpx.Client(base_url=local_stack.api_url, timeout=30) as client:

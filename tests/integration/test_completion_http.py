@@ -22,8 +22,7 @@ import httpx
 import openai
 import pytest
 
-from llm_gateway import aws
-from llm_gateway import wiring as service
+from llm_gateway import aws, wiring
 from llm_gateway.errors import ProviderTimeoutError
 from llm_gateway.models import Message, ProviderRequest
 from llm_gateway.providers.openai import OpenAIProvider
@@ -59,10 +58,10 @@ def client(local_stack: LocalStack) -> openai.OpenAI:
 @pytest.fixture
 def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     """Change the functions' environment for one test; the gateway re-reads it before and after."""
-    service.reset()
+    wiring.reset()
     yield monkeypatch
     monkeypatch.undo()
-    service.reset()
+    wiring.reset()
 
 
 def prompt(text: str = "Say hello") -> str:
@@ -389,7 +388,7 @@ def _keys_from_secret(aws_clients: Any, environment: pytest.MonkeyPatch, value: 
     aws_clients("secretsmanager").create_secret(Name=name, SecretString=json.dumps(value))
     environment.delenv("OPENAI_API_KEY", raising=False)
     environment.setenv("PROVIDER_KEYS_SECRET", name)
-    service.reset()
+    wiring.reset()
     return name
 
 
@@ -418,7 +417,7 @@ def test_an_unreadable_secret_is_a_retryable_503(
 ) -> None:
     environment.delenv("OPENAI_API_KEY", raising=False)
     environment.setenv("PROVIDER_KEYS_SECRET", f"no-such-secret-{uuid.uuid4().hex[:8]}")
-    service.reset()
+    wiring.reset()
     response = _openai_only(api)
     assert response.status_code == 503, response.text
     assert response.json()["error"]["code"] == "provider_keys_unavailable"
@@ -433,11 +432,11 @@ def test_an_unreadable_secret_is_a_retryable_503(
 
 def test_a_warm_gateway_keeps_its_keys_when_a_refresh_fails(aws_clients: Any, environment: pytest.MonkeyPatch) -> None:
     secret = _keys_from_secret(aws_clients, environment, {"openai": "sim-key"})
-    first = service.default_gateway()
+    first = wiring.services().gateway()
     assert "openai" in first.providers
     aws_clients("secretsmanager").delete_secret(SecretId=secret, ForceDeleteWithoutRecovery=True)
     aws.secrets().clear_cache()  # the cached keys expire: the next request reads the secret again
-    assert service.default_gateway() is first  # a Secrets Manager outage does not fail warm requests
+    assert wiring.services().gateway() is first  # a Secrets Manager outage does not fail warm requests
 
 
 # --------------------------------------------------------------------------- direct invocation

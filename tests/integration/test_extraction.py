@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_gateway import wiring as service
+from llm_gateway import wiring
 from llm_gateway.catalog import default_catalog
 from llm_gateway.errors import (
     AllProvidersFailedError,
@@ -393,7 +393,7 @@ def test_state_machine_retries_and_catches_the_names_the_function_raises(local_s
         return type(named_error(err)).__name__
 
     def exhausted(cause: ProviderError) -> GatewayError:
-        return AllProvidersFailedError("all failed", attempts=[], last_error=cause)
+        return AllProvidersFailedError.for_last("all failed", attempts=[], last_error=cause)
 
     assert name(exhausted(RateLimitedError("429"))) in retried
     assert name(exhausted(ProviderUnavailableError("503"))) in retried
@@ -457,12 +457,12 @@ FAST_JOBS = {
 def fast_jobs(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
     for name, value in FAST_JOBS.items():
         monkeypatch.setenv(name, value)
-    service.reset()  # the handlers re-read the environment
+    wiring.reset()  # the handlers re-read the environment
     yield local_stack
     sqs = local_stack.client("sqs")
     wait_for(lambda: queue_depth(sqs, local_stack.physical["RetryQueue"]) == 0, timeout=60, what="retry queue drained")
     monkeypatch.undo()
-    service.reset()
+    wiring.reset()
 
 
 def job_view(api: httpx.Client, job_id: str) -> dict[str, Any]:
@@ -546,7 +546,7 @@ def test_upload_during_an_outage_is_retried_as_a_job_until_it_has_a_result(
     # before the test has seen one attempt fail and ended it.
     monkeypatch.setenv("JOB_BACKOFF_BASE", "5")
     monkeypatch.setenv("JOB_BACKOFF_MAX", "5")
-    service.reset()
+    wiring.reset()
     simulator.add_fault("overloaded")  # every provider answers 503/529
     run = uuid.uuid4().hex[:8]
     key = f"incoming/extract/contact/{run}/card.md"

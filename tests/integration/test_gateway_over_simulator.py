@@ -1,7 +1,5 @@
 """The real adapters and the gateway against the provider simulator, over real sockets."""
 
-import random
-
 import pytest
 
 from llm_gateway.config import Settings
@@ -22,10 +20,10 @@ def gateway_for(sim, *, providers=("openai", "anthropic", "gemini"), timeout_s=5
         openai_base_url=urls["openai"],
         anthropic_base_url=urls["anthropic"],
         gemini_base_url=urls["gemini"],
-        api_keys=keys or {p: "sim-key" for p in providers},
+        **{f"{p}_api_key": key for p, key in (keys or {p: "sim-key" for p in providers}).items()},
         request_timeout_s=timeout_s,
     )
-    retry = RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.05, rng=random.Random(3))
+    retry = RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.05)
     return build_gateway(settings, retry=retry)
 
 

@@ -19,14 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_gateway import aws
-from llm_gateway import wiring as service
-from llm_gateway.config import settings
+from llm_gateway import aws, wiring
+from llm_gateway.config import Settings
 from llm_gateway.jobs import store as jobs
 from llm_gateway.jobs.messages import Delivery
 from llm_gateway.jobs.model import Job, derived_job_id
 from llm_gateway.jobs.store import JobStore
-from llm_gateway.jobs.worker import Worker, default_worker
+from llm_gateway.jobs.worker import Worker, worker_for
 from llm_gateway.runtime import close_thread_resources
 from local.context import LambdaContext
 from local.redrive import redrive
@@ -63,10 +62,10 @@ def stack(local_stack: LocalStack) -> Iterator[LocalStack]:
 def fast(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
     for name, value in FAST_RETRIES.items():
         monkeypatch.setenv(name, value)
-    service.reset()  # the handlers re-read the environment
+    wiring.reset()  # the handlers re-read the environment
     yield stack
     monkeypatch.undo()
-    service.reset()
+    wiring.reset()
 
 
 @pytest.fixture
@@ -340,7 +339,7 @@ def test_duplicate_deliveries_run_a_job_once(fast, http, tenant_key, simulator):
 
     # Duplicates before the job ever ran, picked up by two pollers at once: one runs it.
     marker = uuid.uuid4().hex
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     job = store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt(marker))
     simulator.set_latency(500)
     sqs.send_message_batch(
@@ -358,7 +357,7 @@ def test_concurrent_duplicates_run_once_and_the_loser_steps_aside(fast, tenant_k
     tenant, _ = tenant_key
     stack = fast
     marker = uuid.uuid4().hex
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     job = store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt(marker))
     body = job_message(job.job_id, tenant)  # not on the queue: only these deliveries exist
     simulator.set_latency(500)
@@ -397,7 +396,7 @@ def test_poison_messages_are_set_aside_without_a_retry_storm(stack, http, tenant
     marker = uuid.uuid4().hex
     # Default backoff here (30 s): a retried message could not reach the DLQ within this test's waits.
     sqs.send_message(QueueUrl=stack.physical["RetryQueue"], MessageBody=f"<not json {marker}>")
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     invalid = store.create(  # a job whose input its operation refuses (submit() would have said 400)
         store.new_job(operation="completion", tenant=tenant, source="api"), {"messages": "hello", "marker": marker}
     )
@@ -442,7 +441,7 @@ def test_a_result_larger_than_a_queue_message_is_stored_in_s3(fast, http, tenant
     [done] = wait_status(http, key, [job_id], "succeeded").values()
     assert done["result"]["content"] == big
 
-    item = jobs.default_store().get(job_id)
+    item = jobs.store_for(Settings.from_env()).get(job_id)
     assert item is not None and item.result is None
     assert item.result_ref == f"jobs/{tenant}/{job_id}/result.json"
     head = stack.client("s3").head_object(Bucket=stack.physical["DocumentsBucket"], Key=item.result_ref)
@@ -513,7 +512,7 @@ def test_step_functions_task_tokens_succeed_and_fail_by_name(fast, executing_sta
     cause = json.loads(failure["cause"])
     assert cause["code"] == "invalid_request" and cause["retryable"] is False and cause["job_id"].startswith("job_")
 
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     for job_id, status in ((output["job_id"], "succeeded"), (cause["job_id"], "failed")):
         job = store.get(job_id)
         assert job is not None and job.status == status and job.tenant == tenant
@@ -567,7 +566,7 @@ class FlakyJobStore(JobStore):
 
 def new_job(tenant: str, marker: str) -> Job:
     """A job in the table but not on the queue: only the deliveries a test makes exist."""
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     return store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt(marker))
 
 
@@ -602,12 +601,12 @@ def test_the_last_delivery_handing_back_fails_the_job_and_a_redrive_bills_nothin
     job = new_job(tenant, marker)
     # The operation runs and its outcome is kept, but the job cannot be marked succeeded: on its last
     # allowed delivery that hand-back must not leave the job "running" while its message leaves.
+    flaky_store = FlakyJobStore(
+        table=stack.physical["JobsTable"], queue_url=None, bucket=stack.physical["DocumentsBucket"]
+    )
     flaky = Worker(
-        store=FlakyJobStore(
-            table=stack.physical["JobsTable"], queue_url=None, bucket=stack.physical["DocumentsBucket"]
-        ),
-        config=settings(),
-        job_persistence=default_worker().job_persistence,
+        wiring.Services(Settings.from_env(), job_store=flaky_store),
+        job_persistence=worker_for(wiring.services()).job_persistence,
     )
     assert flaky.handle(delivery(job, MAX_RECEIVES), invocation(60)) == "dead_lettered"
     failed = get_job(http, key, job.job_id)
@@ -630,7 +629,7 @@ def test_a_last_delivery_that_dies_with_its_invocation_still_ends_failed(fast, h
     tenant, key = tenant_key
     stack = fast
     job = new_job(tenant, uuid.uuid4().hex)
-    store, sqs, url = jobs.default_store(), stack.client("sqs"), stack.physical["RetryQueue"]
+    store, sqs, url = jobs.store_for(Settings.from_env()), stack.client("sqs"), stack.physical["RetryQueue"]
     lid = stack.function_id("RetryWorkerFunction")
     real_handler = stack._load_handler(lid)
     deaths: list[int] = []
@@ -658,7 +657,7 @@ def test_a_last_delivery_that_dies_with_its_invocation_still_ends_failed(fast, h
 def test_an_outcome_stored_before_a_crash_is_recorded_not_run_again(fast, http, tenant_key, simulator):
     tenant, key = tenant_key
     stack = fast
-    worker = default_worker()
+    worker = worker_for(wiring.services())
     for receive_count in (2, MAX_RECEIVES + 1):  # a redelivery, and the settling delivery after the last
         marker = uuid.uuid4().hex
         job = new_job(tenant, marker)
@@ -674,7 +673,7 @@ def test_an_outcome_stored_before_a_crash_is_recorded_not_run_again(fast, http, 
 
 def test_a_job_without_time_to_run_is_queued_afresh_not_burnt(fast, http, tenant_key, simulator):
     tenant, key = tenant_key
-    worker = default_worker()
+    worker = worker_for(wiring.services())
     short, late = new_job(tenant, uuid.uuid4().hex), new_job(tenant, uuid.uuid4().hex)
     # 3 s left on the job's last delivery; and a batch's second record with less than JOB_MAX_RUNTIME left.
     assert worker.handle(delivery(short, MAX_RECEIVES), invocation(3)) == "requeued"
@@ -696,20 +695,20 @@ def test_a_long_job_that_moves_forward_goes_on_in_a_fresh_message_without_spendi
         "GATEWAY_CACHE_TIMEOUT": "5",
     }.items():
         monkeypatch.setenv(name, value)
-    service.reset()
+    wiring.reset()
     simulator.set_latency(300)  # 40 map calls one after another: about 12 s, more than one attempt holds
     marker = uuid.uuid4().hex
     paragraphs = [
         f"Part {i} of {marker}: " + "the council reviewed the ferry timetable and budget. " * 16 for i in range(40)
     ]
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     job = store.create(
         store.new_job(operation="summarization", tenant=tenant, source="api"),
         {"text": "\n\n".join(paragraphs), "strategy": "map_reduce"},
     )
     # Its last allowed delivery, with a few seconds to run: a summary this long cannot finish, but it
     # pays for (and caches) some chunks, so it goes on in a fresh message instead of dying on the DLQ.
-    assert default_worker().handle(delivery(job, MAX_RECEIVES), invocation(10)) == "continued"
+    assert worker_for(wiring.services()).handle(delivery(job, MAX_RECEIVES), invocation(10)) == "continued"
     partway = get_job(http, key, job.job_id)
     assert partway["status"] in ("retrying", "running", "succeeded") and partway["attempts"] >= 1
     [done] = wait_status(http, key, [job.job_id], "succeeded", timeout=60).values()
@@ -735,13 +734,13 @@ def test_an_upload_job_given_up_on_leaves_an_error_object_next_to_the_document(
     stack.handler_overrides[function] = lambda event, context: notified.set()
     s3.put_object(Bucket=bucket, Key=key, Body=b"Invoice 7 from ACME, due 2026-12-01, total 120 EUR.")
     assert notified.wait(20), "no S3 notification"
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     job = store.create(
         store.new_job(operation=operation, tenant="documents", source="s3"), {"s3": {"key": key}, **payload}
     )
     simulator.add_fault("overloaded")  # every provider, every call: retryable, so the job is retried...
     # ...until its last allowed delivery, which gives up on it.
-    assert default_worker().handle(delivery(job, MAX_RECEIVES), invocation(60)) == "dead_lettered"
+    assert worker_for(wiring.services()).handle(delivery(job, MAX_RECEIVES), invocation(60)) == "dead_lettered"
     assert store.get(job.job_id).status == "failed"
     error_key = key.replace("incoming/", "errors/", 1) + ".json"
     record = json.loads(s3.get_object(Bucket=bucket, Key=error_key)["Body"].read())
@@ -776,7 +775,7 @@ def test_extraction_jobs_are_validated_when_submitted(stack, http, tenant_key):
 
 
 def succeeded_job(tenant: str, result: Any) -> Job:
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     running = store.claim(store.create(store.new_job(operation="completion", tenant=tenant, source="api"), prompt("x")))
     return store.mark_succeeded(running, store.store_result(running, result))
 
@@ -893,7 +892,7 @@ def test_a_step_functions_job_whose_deliveries_all_died_fails_its_task(fast, exe
     assert deaths == list(range(1, MAX_RECEIVES + 1))
     assert described["status"] == "FAILED" and described["error"] == "JobsUnavailableError"
     [message] = [m for m in dead_letters(stack) if tenant in m["Body"]]
-    job = jobs.default_store().get(derived_job_id(json.loads(message["Body"])["task_token"]))
+    job = jobs.store_for(Settings.from_env()).get(derived_job_id(json.loads(message["Body"])["task_token"]))
     assert job is not None and job.status == "failed" and job.exhausted and job.notified_at is not None
     assert job.attempts == 0 and "did not finish" in (job.error or {})["message"]
     dead_letters(stack, delete=lambda m: tenant in m["Body"])

@@ -142,9 +142,9 @@ def test_momento_is_imported_only_when_selected():
         import sys
         from llm_gateway.config import Settings
         from llm_gateway.wiring import build_gateway
-        build_gateway(Settings(cache_table="c", usage_table="u", api_keys={"openai": "k"}))
+        build_gateway(Settings(cache_table="c", usage_table="u", openai_api_key="k"))
         print("momento" in sys.modules, "grpc" in sys.modules)
-        build_gateway(Settings(cache_backend="momento", momento_local_endpoint="127.0.0.1:1", api_keys={"openai": "k"}))
+        build_gateway(Settings(cache_backend="momento", momento_local_endpoint="127.0.0.1:1", openai_api_key="k"))
         print("momento" in sys.modules)
         """
     )

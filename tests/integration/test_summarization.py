@@ -5,7 +5,6 @@ degraded extractive mode, POST /v1/summaries, S3 uploads and Step Functions payl
 from __future__ import annotations
 
 import json
-import random
 import re
 import string
 import time
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from llm_gateway import wiring as service
+from llm_gateway import wiring
 from llm_gateway.catalog import Catalog, default_catalog
 from llm_gateway.config import Settings
 from llm_gateway.documents.chunking import ESTIMATE_SAFETY
@@ -72,11 +71,11 @@ def gateway_for(sim: ProviderSimulator, *, catalog: Catalog | None = None, **set
         openai_base_url=urls["openai"],
         anthropic_base_url=urls["anthropic"],
         gemini_base_url=urls["gemini"],
-        api_keys={p: "sim-key" for p in ("openai", "anthropic", "gemini")},
+        **{f"{p}_api_key": "sim-key" for p in ("openai", "anthropic", "gemini")},
         request_timeout_s=5.0,
         **settings,
     )
-    retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.05, rng=random.Random(5))
+    retry = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.05)
     return build_gateway(config, retry=retry, catalog=catalog)
 
 
@@ -104,7 +103,7 @@ def unique_tenant() -> str:
 
 
 def wait_for_job(job_id: str, timeout: float = 60) -> Job:
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     deadline = time.monotonic() + timeout
     while True:
         job = store.get(job_id)
@@ -450,7 +449,7 @@ def test_step_functions_payload_too_long_for_the_invocation_returns_a_job_that_f
     assert reference["deferred_because"]["code"] == "deadline_exceeded"
     job = wait_for_job(reference["id"])
     assert job.status == "succeeded" and job.tenant == too_long["tenant"] and job.source == "stepfunctions"
-    result = jobs.default_store().load_result(job)
+    result = jobs.store_for(Settings.from_env()).load_result(job)
     assert (result["strategy"], result["chunks"]) == ("map_reduce", 60)
 
 
@@ -596,10 +595,10 @@ def short_job_attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(summarizer_module, "_PROCESS_TIMER", CallTimer())
     monkeypatch.setattr(summary_run_module, "FINISH_RESERVE_S", 1.5)  # generous: slow CI calls still finish
-    service.reset()
+    wiring.reset()
     yield
     monkeypatch.undo()
-    service.reset()
+    wiring.reset()
 
 
 @pytest.mark.timeout(300)  # several job deliveries of a long document: slow on a loaded machine
@@ -690,7 +689,7 @@ def run_execution(local_stack: LocalStack, machine: str, data: dict[str, Any], *
 
 def test_sample_state_machine_waits_for_a_summary_handed_to_a_job(local_stack, executing_state_machines):
     machine = summary_job_states(local_stack)
-    store = jobs.default_store()
+    store = jobs.store_for(Settings.from_env())
     job = store.create(store.new_job(operation="summarization", tenant=unique_tenant(), source="stepfunctions"),
                        {"text": document(3)})  # fmt: skip
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from datetime import UTC, datetime
 
@@ -194,7 +193,7 @@ class ConflictingTransactions:
 
 def conflicted_ledger(local_stack, table, conflicts, queue_url=None):
     client = ConflictingTransactions(local_stack.client("dynamodb"), conflicts)
-    ledger = UsageLedger(table, queue_url=queue_url, client=lambda: client, rng=random.Random(7))
+    ledger = UsageLedger(table, queue_url=queue_url, client=lambda: client)
     return ledger, client
 
 
@@ -234,7 +233,7 @@ def test_no_conflict_retry_past_the_invocations_deadline(local_stack, table):
 
 
 def test_other_transaction_failures_are_not_retried_in_place(local_stack, table):
-    ledger = UsageLedger("no-such-table", queue_url=None, rng=random.Random(7))
+    ledger = UsageLedger("no-such-table", queue_url=None)
     run_sync(ledger.record(ctx(unique()), ATTEMPT))
     assert ledger.counters.get("UsageWriteConflict") == 0 and ledger.counters.get("UsageWriteFailed") == 1
 

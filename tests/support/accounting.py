@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ def settings_from_env(**overrides: Any) -> Settings:
 
 
 def gateway_from_env(attempts: int = 1, **overrides: Any) -> Gateway:
-    retry = RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.02, rng=random.Random(1))
+    retry = RetryPolicy(max_attempts=attempts, base_delay_s=0.01, max_delay_s=0.02)
     return build_gateway(settings_from_env(**overrides), retry=retry)
 
 

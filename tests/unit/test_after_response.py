@@ -36,12 +36,12 @@ def _work(log: list[str], name: str, delay_s: float = 0.0) -> after_response.Wor
 def test_inline_mode_never_defers_so_the_caller_awaits_the_work() -> None:
     assert after_response.install("inline") == "inline"
     with after_response.scope("r1"):
-        assert after_response.defer(_work([], "w")) is False
+        assert after_response.current().defer(_work([], "w")) is False
 
 
 def test_defer_outside_a_scope_is_refused_even_in_thread_mode() -> None:
     after_response.install("thread")
-    assert after_response.defer(_work([], "w")) is False
+    assert after_response.current().defer(_work([], "w")) is False
 
 
 def test_thread_mode_runs_the_work_after_the_handler_returned() -> None:
@@ -50,7 +50,7 @@ def test_thread_mode_runs_the_work_after_the_handler_returned() -> None:
 
     @after_response.handler
     def handle(event: Any, context: Any) -> str:
-        assert after_response.defer(_work(done, "ledger", delay_s=0.2))
+        assert after_response.current().defer(_work(done, "ledger", delay_s=0.2))
         return "answer"
 
     assert handle({}, SimpleNamespace(aws_request_id="r1")) == "answer"
@@ -65,7 +65,7 @@ def test_work_deferred_by_a_failing_handler_still_runs() -> None:
 
     @after_response.handler
     def handle(event: Any, context: Any) -> str:
-        after_response.defer(_work(done, "settle"))
+        after_response.current().defer(_work(done, "settle"))
         raise ValueError("boom")
 
     with pytest.raises(ValueError):
@@ -81,8 +81,8 @@ def test_a_failing_piece_does_not_stop_the_rest() -> None:
         raise RuntimeError("write failed")
 
     with after_response.scope("r1"):
-        after_response.defer(broken)
-        after_response.defer(_work(done, "next"))
+        after_response.current().defer(broken)
+        after_response.current().defer(_work(done, "next"))
     assert after_response.wait_idle(5.0) and done == ["next"]
 
 
@@ -165,7 +165,7 @@ def test_extension_registers_for_invoke_and_holds_each_invocation_until_its_work
 
     @after_response.handler
     def handle(event: Any, context: Any) -> str:
-        assert after_response.defer(_work(done, "ledger", delay_s=0.3))
+        assert after_response.current().defer(_work(done, "ledger", delay_s=0.3))
         return "answer"
 
     for request_id in ("r1", "r2"):
@@ -196,15 +196,15 @@ def test_a_failed_registration_runs_the_work_inline(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")  # nothing listens there
     assert after_response.install("extension") == "inline"
     with after_response.scope("r1"):
-        assert after_response.defer(_work([], "w")) is False
+        assert after_response.current().defer(_work([], "w")) is False
 
 
 def test_flush_writes_what_was_deferred_so_far_before_a_hand_off() -> None:
     after_response.install("thread")
     done: list[str] = []
     with after_response.scope("r1"):
-        assert after_response.defer(_work(done, "cache fill"))
-        after_response.flush()  # e.g. just before a job is queued that may need that cache entry
+        assert after_response.current().defer(_work(done, "cache fill"))
+        after_response.current().flush()  # e.g. just before a job is queued that may need that cache entry
         assert done == ["cache fill"]
-        assert after_response.defer(_work(done, "ledger"))
+        assert after_response.current().defer(_work(done, "ledger"))
     assert after_response.wait_idle(5.0) and done == ["cache fill", "ledger"]  # nothing ran twice

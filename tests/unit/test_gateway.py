@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import random
 
 import pytest
 
@@ -59,7 +58,7 @@ def make(providers, **router_kw):
         router=router,
         providers=providers,
         client=lambda: None,
-        retry=RetryPolicy(max_attempts=2, sleep=_no_sleep, rng=random.Random(0)),
+        retry=RetryPolicy(max_attempts=2, sleep=_no_sleep),
     )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml  # type: ignore[import-untyped]
 
+from llm_gateway.config import Settings
 from llm_gateway.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
@@ -20,7 +20,6 @@ from llm_gateway.errors import (
 )
 from llm_gateway.http import framing as api
 from llm_gateway.http import prefer as job_http
-from llm_gateway.jobs import store as jobs
 from llm_gateway.jobs.messages import JobMessage, PoisonMessage, backoff_s, parse_message, task_token_in
 from llm_gateway.jobs.model import MAX_ERROR_BYTES, bounded_error, derived_job_id, new_job_id
 from llm_gateway.jobs.task_tokens import error_name
@@ -28,6 +27,7 @@ from llm_gateway.jobs.views import encode_body, response_body_bytes
 from llm_gateway.jobs.worker import BOOKKEEPING_S
 from llm_gateway.models import CompletionRequest
 from llm_gateway.operations import registry as operations
+from llm_gateway.wiring import Services
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
@@ -64,25 +64,25 @@ def outage() -> AllProvidersFailedError:
 
 
 @pytest.fixture
-def jobs_configured(monkeypatch):
-    monkeypatch.setattr(jobs, "configured", lambda config=None: True)
+def jobs_configured() -> Services:
+    return Services(Settings(jobs_table="jobs", retry_queue_url="https://sqs.local/queue"))
 
 
 def test_deferral_needs_the_opt_in_and_a_retryable_error(jobs_configured):
     opted_in = event("defer-on-failure")
-    assert job_http.should_defer(opted_in, outage())
-    assert job_http.should_defer(opted_in, RateLimitedError("slow down"))
-    assert not job_http.should_defer(event(), outage())  # no opt-in: the caller gets the 503
-    assert not job_http.should_defer(event("respond-async"), outage())
-    assert not job_http.should_defer(opted_in, InvalidRequestError("bad"))  # waiting would not fix it
-    assert not job_http.should_defer(opted_in, BudgetExceededError("over budget"))
-    assert not job_http.should_defer(opted_in, ValueError("not a gateway error"))
+    assert job_http.should_defer(opted_in, outage(), jobs_configured)
+    assert job_http.should_defer(opted_in, RateLimitedError("slow down"), jobs_configured)
+    assert not job_http.should_defer(event(), outage(), jobs_configured)  # no opt-in: the caller gets the 503
+    assert not job_http.should_defer(event("respond-async"), outage(), jobs_configured)
+    assert not job_http.should_defer(opted_in, InvalidRequestError("bad"), jobs_configured)  # waiting would not fix it
+    assert not job_http.should_defer(opted_in, BudgetExceededError("over budget"), jobs_configured)
+    assert not job_http.should_defer(opted_in, ValueError("not a gateway error"), jobs_configured)
 
 
-def test_preferences_are_ignored_without_a_jobs_table(monkeypatch):
-    monkeypatch.setattr(jobs, "configured", lambda config=None: False)
-    assert not job_http.wants_async(event("respond-async"))
-    assert not job_http.should_defer(event("defer-on-failure"), outage())
+def test_preferences_are_ignored_without_a_jobs_table():
+    no_jobs = Services(Settings())
+    assert not job_http.wants_async(event("respond-async"), no_jobs)
+    assert not job_http.should_defer(event("defer-on-failure"), outage(), no_jobs)
 
 
 def test_location_includes_the_stage_only_on_the_execute_api_host():
@@ -96,16 +96,15 @@ def test_location_includes_the_stage_only_on_the_execute_api_host():
 
 
 def test_backoff_grows_is_capped_jittered_and_honours_retry_after():
-    rng = random.Random(7)
-    delays = [backoff_s(n, base_s=30, cap_s=900, retry_after_s=None, rng=rng) for n in range(1, 8)]
+    delays = [backoff_s(n, base_s=30, cap_s=900, retry_after_s=None) for n in range(1, 8)]
     for n, delay in enumerate(delays, start=1):
         step = min(900, 30 * 2 ** (n - 1))
         assert step / 2 <= delay <= step, (n, delay)  # equal jitter: half fixed, half random
     assert max(delays) <= 900
-    assert backoff_s(1, base_s=30, cap_s=900, retry_after_s=120, rng=rng) >= 120
-    assert backoff_s(1, base_s=30, cap_s=900, retry_after_s=5000, rng=rng) == 900  # never past the cap
-    assert backoff_s(50_000, base_s=30, cap_s=100_000, retry_after_s=None, rng=rng) <= 43_200  # SQS limit
-    assert backoff_s(3, base_s=1, cap_s=1, retry_after_s=None, rng=rng) == 1
+    assert backoff_s(1, base_s=30, cap_s=900, retry_after_s=120) >= 120
+    assert backoff_s(1, base_s=30, cap_s=900, retry_after_s=5000) == 900  # never past the cap
+    assert backoff_s(50_000, base_s=30, cap_s=100_000, retry_after_s=None) <= 43_200  # SQS limit
+    assert backoff_s(3, base_s=1, cap_s=1, retry_after_s=None) == 1
 
 
 # --------------------------------------------------------------------------- messages

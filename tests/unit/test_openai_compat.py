@@ -327,16 +327,12 @@ def _raise_with_prompt() -> None:
     raise ValueError("input_value='my secret prompt'")
 
 
-def test_unexpected_errors_are_logged_by_type_and_place_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llm_gateway import config
-
+def test_unexpected_errors_are_logged_by_type_and_place_only() -> None:
     logger = RecordingLogger()
-    monkeypatch.setenv("GATEWAY_LOG_PROMPTS", "false")
-    config.settings.cache_clear()
     try:
         _raise_with_prompt()
     except ValueError as exc:
-        api.log_unexpected(logger, exc)
+        api.log_unexpected(logger, exc, log_prompts=False)
     [(level, _, kwargs)] = logger.calls
     assert level == "error"  # not .exception: no traceback text, no message
     assert "secret prompt" not in repr(kwargs)
@@ -344,12 +340,9 @@ def test_unexpected_errors_are_logged_by_type_and_place_only(monkeypatch: pytest
     assert extra["error_type"] == "builtins.ValueError"
     assert extra["location"].startswith("test_openai_compat.py:") and "_raise_with_prompt" in extra["location"]
 
-    monkeypatch.setenv("GATEWAY_LOG_PROMPTS", "true")
-    config.settings.cache_clear()
     logger.calls.clear()
     try:
         _raise_with_prompt()
     except ValueError as exc:
-        api.log_unexpected(logger, exc)
+        api.log_unexpected(logger, exc, log_prompts=True)
     assert [c[0] for c in logger.calls] == ["exception"]  # asked for: the full traceback
-    config.settings.cache_clear()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -418,7 +417,7 @@ def gateway_with(provider: Replies, *, cache: DictCache | None = None, ledger: L
         router=Router(catalog, [provider.name], auto_fallback=False),
         providers={provider.name: provider},  # type: ignore[dict-item]
         client=lambda: None,  # type: ignore[arg-type, return-value]
-        retry=RetryPolicy(max_attempts=2, sleep=_no_sleep, rng=random.Random(0)),
+        retry=RetryPolicy(max_attempts=2, sleep=_no_sleep),
         cache=cache,
         usage=ledger,
     )

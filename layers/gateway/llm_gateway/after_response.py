@@ -13,9 +13,11 @@ Modes (``GATEWAY_AFTER_RESPONSE``):
 * ``extension``: the Lambda internal extension above (the default when ``AWS_LAMBDA_RUNTIME_API`` is set);
 * ``thread``: a background thread runs it (the local harness: the same latency profile without Lambda).
 
-Usage: the handler is wrapped in :func:`handler` (or :func:`scope`); code with deferrable work awaits
-:func:`soon` with a coroutine factory, which queues it, or runs it at once (inline mode, or no scope: the
-retry worker and the jobs API never defer, so a job's usage records are written within the job).
+Usage: the handler is wrapped in :func:`handler` (or :func:`scope`), which opens one :class:`Deferral` per
+invocation. The edge takes it with :func:`current` and passes it down in the request context; code with
+deferrable work awaits ``ctx.defer.soon(factory)``, which queues it, or runs it at once (inline mode, or
+:data:`RUN_NOW`: the retry worker and the jobs API never defer, so a job's usage records are written
+within the job). Nothing below the edge reads this module's state.
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ Work = Callable[[], Coroutine[Any, Any, None]]
 
 EXTENSION_NAME = "llm-gateway-after-response"
 API_VERSION = "2020-01-01"
-
-_pending: contextvars.ContextVar[list[Work] | None] = contextvars.ContextVar("after_response_pending", default=None)
 
 
 @dataclass
@@ -201,47 +201,63 @@ def _fall_back_to_inline(runner: _Runner) -> None:
             _mode = "inline"
 
 
-def defer(work: Work) -> bool:
-    """Queue ``work`` for after the response. False: not deferred (inline mode, or no scope): await it now."""
-    pending = _pending.get()
-    if pending is None or _mode == "inline":
-        return False
-    pending.append(work)
-    return True
+class Deferral:
+    """The after-response work of one invocation. ``soon`` queues a coroutine factory (or runs it now),
+    ``flush`` runs what is queued so far on the calling thread."""
+
+    def __init__(self, request_id: str = "", *, later: bool) -> None:
+        self.request_id = request_id
+        self._later = later
+        self.pending: list[Work] = []
+
+    def defer(self, work: Work) -> bool:
+        """Queue ``work`` for after the response. False: not deferred (inline mode, or RUN_NOW): run it now."""
+        if not self._later or _mode == "inline":
+            return False
+        self.pending.append(work)
+        return True
+
+    async def soon(self, work: Work) -> None:
+        """Run ``work`` after the response when this invocation may defer, else now."""
+        if not self.defer(work):
+            await work()
+
+    def flush(self) -> None:
+        """Run now what this invocation has deferred so far. Called before a hand-off to the job queue: a
+        job may start at once in another sandbox, and must find this invocation's cache fills (finished
+        parts of a long summary) and ledger records already written."""
+        if not self.pending:
+            return
+        try:
+            asyncio.get_running_loop()
+            return  # inside the event loop (never the case at a hand-off): it cannot block on it, keep the queue
+        except RuntimeError:
+            pass
+        work = list(self.pending)
+        self.pending.clear()
+        _run_batch(_Batch("", work))
 
 
-async def soon(work: Work) -> None:
-    """Run ``work`` after the response when a scope allows it, else now."""
-    if not defer(work):
-        await work()
+RUN_NOW = Deferral(later=False)  # no invocation scope: everything runs at once, within the caller
+_current: contextvars.ContextVar[Deferral] = contextvars.ContextVar("after_response_deferral", default=RUN_NOW)
 
 
-def flush() -> None:
-    """Run now, on this thread, what the current invocation has deferred so far. Called before a hand-off
-    to the job queue: a job may start at once in another sandbox, and must find this invocation's cache
-    fills (finished parts of a long summary) and ledger records already written."""
-    pending = _pending.get()
-    if not pending:
-        return
-    try:
-        asyncio.get_running_loop()
-        return  # inside the event loop (never the case at a hand-off): it cannot block on it, keep the queue
-    except RuntimeError:
-        pass
-    work = list(pending)
-    pending.clear()
-    _run_batch(_Batch("", work))
+def current() -> Deferral:
+    """The running invocation's deferral (:data:`RUN_NOW` outside :func:`scope`). For the edge only: it
+    passes the deferral down in the request context."""
+    return _current.get()
 
 
 @contextlib.contextmanager
-def scope(request_id: str = "") -> Iterator[None]:
+def scope(request_id: str = "") -> Iterator[Deferral]:
     """One invocation: work deferred inside it is handed over when it ends, whatever the outcome."""
-    pending: list[Work] = []
-    token = _pending.set(pending)
+    deferral = Deferral(request_id, later=True)
+    token = _current.set(deferral)
     try:
-        yield
+        yield deferral
     finally:
-        _pending.reset(token)
+        _current.reset(token)
+        pending = deferral.pending
         runner = _runner
         if runner is not None and _mode == "extension":
             runner.submit(_Batch(request_id, pending))  # even empty: it ends the extension's invocation

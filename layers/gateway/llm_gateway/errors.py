@@ -17,10 +17,13 @@ class GatewayError(Exception):
     http_status: int = 500
     retryable: bool = False
 
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, message: str, *, details: dict[str, Any] | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or {}
+        self.retry_after = retry_after  # seconds the caller should wait before retrying, when known
         self.attempts: list[Any] = []  # provider attempts made before the error, when there were any
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,8 +131,9 @@ class ProviderError(GatewayError):
         model: str = "",
         status_code: int | None = None,
         details: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, details=details)
+        super().__init__(message, details=details, retry_after=retry_after)
         self.provider = provider
         self.model = model
         self.status_code = status_code
@@ -140,10 +144,6 @@ class RateLimitedError(ProviderError):
     http_status = 429
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
 
 class ProviderUnavailableError(ProviderError):
     """5xx, 503 or 529 overloaded: the provider cannot serve right now."""
@@ -151,10 +151,6 @@ class ProviderUnavailableError(ProviderError):
     code = "provider_unavailable"
     http_status = 503
     retryable = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
 
 
 class ProviderTimeoutError(ProviderError):
@@ -254,23 +250,42 @@ class DeadlineExceededError(GatewayError):
 
 
 class AllProvidersFailedError(GatewayError):
-    """Every candidate was tried and failed. Carries the attempts; status follows the last cause."""
+    """Every candidate was tried and failed on errors that waiting may fix. Carries the attempts.
+
+    Build it with :meth:`for_last`, which picks the class that names the outcome (a subclass when every
+    failure ended in a rate limit or a timeout; the provider's own error when the last one was final).
+    """
 
     code = "providers_unavailable"
     http_status = 503
     retryable = True
 
     def __init__(self, message: str, *, attempts: list[Any], last_error: ProviderError) -> None:
-        super().__init__(message, details={"attempts": len(attempts), "last_error": last_error.code})
+        super().__init__(
+            message,
+            details={"attempts": len(attempts), "last_error": last_error.code},
+            retry_after=last_error.retry_after,
+        )
         self.attempts = list(attempts)
         self.last_error = last_error
-        self.retryable = last_error.retryable
+
+    @classmethod
+    def for_last(cls, message: str, *, attempts: list[Any], last_error: ProviderError) -> GatewayError:
+        if not last_error.retryable:  # a final answer (bad request, auth, content filter): say that one
+            last_error.attempts = list(attempts)
+            return last_error
         if isinstance(last_error, RateLimitedError):
-            self.http_status = 429
-            self.code = "rate_limited"
-        elif isinstance(last_error, ProviderTimeoutError):
-            self.http_status = 504
-            self.code = "provider_timeout"
-        elif not last_error.retryable:
-            self.http_status = last_error.http_status
-            self.code = last_error.code
+            return AllProvidersRateLimitedError(message, attempts=attempts, last_error=last_error)
+        if isinstance(last_error, ProviderTimeoutError):
+            return AllProvidersTimedOutError(message, attempts=attempts, last_error=last_error)
+        return AllProvidersFailedError(message, attempts=attempts, last_error=last_error)
+
+
+class AllProvidersRateLimitedError(AllProvidersFailedError):
+    code = "rate_limited"
+    http_status = 429
+
+
+class AllProvidersTimedOutError(AllProvidersFailedError):
+    code = "provider_timeout"
+    http_status = 504

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from llm_gateway import after_response
 from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.documents.tokens import worst_case_input_tokens
 from llm_gateway.errors import (
@@ -117,7 +116,7 @@ class Gateway:
             return result
         if last_error is None:
             last_error = ProviderTimeoutError("no time left in this invocation to call a provider")
-        raise AllProvidersFailedError(
+        raise AllProvidersFailedError.for_last(
             f"all {len(candidates)} candidate model(s) failed; last error: {last_error.message}",
             attempts=attempts,
             last_error=last_error,
@@ -183,7 +182,7 @@ class Gateway:
                 settle = functools.partial(self.budget.settle, ctx, reservation, spent)
                 # An answer ends the request: settle after the response (the reservation holds the worst
                 # case until then). A failure may be followed by a fallback that needs the room now.
-                await (after_response.soon(settle) if answered else settle())
+                await (ctx.defer.soon(settle) if answered else settle())
 
     async def _attempt(
         self,

@@ -9,13 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from llm_gateway.after_response import RUN_NOW, Deferral
 from llm_gateway.models import Attempt, CompletionRequest, CompletionResult
 from llm_gateway.routing.deadline import Deadline
 
 
 @dataclass
 class RequestContext:
-    """Who is asking and how long we have. The tenant always comes from the platform, never the body."""
+    """Who is asking, how long we have, and where bookkeeping goes after the answer (``defer``: the
+    invocation's after-response deferral, passed in by the edge). The tenant always comes from the
+    platform, never the body."""
 
     tenant: str
     request_id: str
@@ -23,6 +26,7 @@ class RequestContext:
     operation: str = "completion"
     log_prompts: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    defer: Deferral = RUN_NOW
 
 
 class ResponseCache(Protocol):

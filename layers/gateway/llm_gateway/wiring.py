@@ -9,16 +9,18 @@ cache, ledger, budgets and breaker are kept across such rebuilds.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
+from llm_gateway import aws
 from llm_gateway.accounting.build import Accounting, build_accounting
 from llm_gateway.catalog import Catalog, default_catalog
-from llm_gateway.config import Settings, settings
+from llm_gateway.config import Settings
 from llm_gateway.errors import ProviderKeysUnavailableError
 from llm_gateway.gateway import Gateway
 from llm_gateway.providers import PROVIDER_NAMES, Provider, adapter_class
@@ -26,6 +28,9 @@ from llm_gateway.providers.credentials import provider_key
 from llm_gateway.routing.retry import RetryPolicy
 from llm_gateway.routing.router import Router
 from llm_gateway.runtime import http_client
+
+if TYPE_CHECKING:
+    from llm_gateway.jobs.store import JobStore
 
 log = logging.getLogger("llm_gateway.wiring")
 
@@ -104,61 +109,102 @@ def build_gateway(
     )
 
 
-@dataclass(frozen=True)
-class _Built:
-    config: Settings
-    keys: ProviderKeys
-    accounting: Accounting
-    gateway: Gateway
+class Services:
+    """What the core needs, built from one ``Settings`` and passed down: the composition root.
+
+    The edge builds one per process (:func:`services`) and hands it to the operations; tests build their
+    own, with a fixed ``gateway`` or ``catalog`` where they swap a dependency. The gateway is rebuilt when
+    the provider keys change; the cache, ledger, budgets and breaker survive such rebuilds.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        catalog: Catalog | None = None,
+        gateway: Gateway | None = None,
+        job_store: JobStore | None = None,
+        read_keys: Callable[[Settings], ProviderKeys] = provider_keys,
+    ) -> None:
+        self.settings = settings
+        self._catalog = catalog
+        self._fixed_gateway = gateway
+        self._read_keys = read_keys
+        self._lock = threading.Lock()
+        self._accounting: Accounting | None = None
+        self._keys: ProviderKeys | None = None
+        self._gateway: Gateway | None = None
+        self._quiet_until = 0.0  # monotonic time before which a failed key refresh is not retried
+        self._job_store = job_store
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = default_catalog()
+        return self._catalog
+
+    @property
+    def jobs_configured(self) -> bool:
+        """Whether this deployment has the job table and queue (async jobs, hand-offs, deferral)."""
+        return self.settings.jobs_configured
+
+    def job_store(self) -> JobStore:
+        """The job store; NotConfiguredError (501) when this deployment has no jobs."""
+        if self._job_store is None:
+            from llm_gateway.jobs.store import store_for  # only functions that use jobs pay for the import
+
+            self._job_store = store_for(self.settings)
+        return self._job_store
+
+    def gateway(self) -> Gateway:
+        """The gateway, built on first use and rebuilt when the provider keys change.
+
+        Raises ProviderKeysUnavailableError (503, retryable) when the keys cannot be read and no gateway
+        was built yet; a warm gateway keeps its last keys through a failed refresh.
+        """
+        if self._fixed_gateway is not None:
+            return self._fixed_gateway
+        with self._lock:
+            current = self._gateway
+            if current is not None and time.monotonic() < self._quiet_until:
+                return current
+            try:
+                keys = self._read_keys(self.settings)
+            except ProviderKeysUnavailableError:
+                if current is None:
+                    raise
+                self._quiet_until = time.monotonic() + KEY_RETRY_S
+                return current
+            if current is not None and self._keys == keys:
+                return current
+            if self._accounting is None:
+                self._accounting = build_accounting(self.settings, self.catalog)
+            gateway = build_gateway(self.settings, catalog=self.catalog, keys=keys, accounting=self._accounting)
+            if current is not None:
+                log.info("provider keys changed; providers rebuilt", extra={"providers": sorted(gateway.providers)})
+            self._keys, self._gateway = keys, gateway
+            return gateway
 
 
 _lock = threading.Lock()
-_built: _Built | None = None
-_quiet_until = 0.0  # monotonic time before which a failed key refresh is not retried
+_services: Services | None = None
 
 
-def default_gateway() -> Gateway:
-    """The process-wide gateway, built on first use and rebuilt when the provider keys change.
-
-    Raises ProviderKeysUnavailableError (503, retryable) when the keys cannot be read and no gateway
-    was built yet; a warm gateway keeps its last keys through a failed refresh.
-    """
-    global _built, _quiet_until
-    config = settings()
+def services() -> Services:
+    """The process's services, from the environment on first use. For the edge (handlers) only: below it,
+    everything receives what it needs."""
+    global _services
     with _lock:
-        current = _built if _built is not None and _built.config is config else None
-        if current is not None and time.monotonic() < _quiet_until:
-            return current.gateway
-        try:
-            keys = provider_keys(config)
-        except ProviderKeysUnavailableError:
-            if current is None:
-                raise
-            _quiet_until = time.monotonic() + KEY_RETRY_S
-            return current.gateway
-        if current is not None and current.keys == keys:
-            return current.gateway
-        accounting = current.accounting if current is not None else build_accounting(config, default_catalog())
-        gateway = build_gateway(config, keys=keys, accounting=accounting)
-        if current is not None:
-            log.info("provider keys changed; providers rebuilt", extra={"providers": sorted(gateway.providers)})
-        _built = _Built(config=config, keys=keys, accounting=accounting, gateway=gateway)
-        return gateway
+        if _services is None:
+            _services = Services(Settings.from_env())
+        return _services
 
 
 def reset() -> None:
-    """Forget cached settings and gateway (tests and the local harness change the environment)."""
-    import sys
-
-    from llm_gateway import aws, catalog, config, resources
-
-    global _built, _quiet_until
+    """Forget the process's services and AWS clients (tests and the local harness change the environment)."""
+    global _services
     with _lock:
-        _built = None
-        _quiet_until = 0.0
-    config.settings.cache_clear()
-    catalog.default_catalog.cache_clear()
-    resources.shared_dir.cache_clear()
+        _services = None
     aws.reset_clients()  # AWS_ENDPOINT_URL and credentials may have changed
     if (momento := sys.modules.get("llm_gateway.accounting.cache.momento")) is not None:
         momento.reset_clients()

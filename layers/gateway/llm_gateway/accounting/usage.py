@@ -39,10 +39,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from llm_gateway import after_response, aws
+from llm_gateway import aws
 from llm_gateway.accounting.counters import Counters
 from llm_gateway.accounting.money import to_pusd, to_usd, usd_text
-from llm_gateway.errors import InvalidRequestError
+from llm_gateway.errors import InvalidRequestError, NotConfiguredError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import Attempt, CompletionResult
 from llm_gateway.routing.deadline import Deadline
@@ -172,11 +172,11 @@ class UsageLedger:
 
     async def record(self, ctx: RequestContext, attempt: Attempt) -> None:
         record = record_for_attempt(ctx, attempt, now=self._clock())
-        await after_response.soon(lambda: self._save(record, ctx.deadline))
+        await ctx.defer.soon(lambda: self._save(record, ctx.deadline))
 
     async def record_cache_hit(self, ctx: RequestContext, result: CompletionResult, saved_usd: float) -> None:
         record = record_for_cache_hit(ctx, result, saved_usd, now=self._clock())
-        await after_response.soon(lambda: self._save(record, ctx.deadline))
+        await ctx.defer.soon(lambda: self._save(record, ctx.deadline))
 
     async def _save(self, record: UsageRecord, deadline: Deadline | None = None) -> None:
         tries = 0
@@ -287,7 +287,7 @@ def write_record(client: DynamoDBClient, table: str, record: UsageRecord, *, ret
 def replay_usage_message(
     body: str | bytes | Mapping[str, Any],
     *,
-    table: str | None = None,
+    table: str | None,
     client: DynamoDBClient | None = None,
 ) -> bool:
     """Apply a queued usage message (for the retry worker). Idempotent: True if written now, False if
@@ -304,12 +304,8 @@ def replay_usage_message(
         if isinstance(exc, InvalidRequestError):
             raise
         raise InvalidRequestError(f"malformed usage message: {type(exc).__name__}") from None
-    if table is None:
-        from llm_gateway.config import settings
-
-        table = settings().usage_table
     if not table:
-        raise RuntimeError("USAGE_TABLE is not configured; cannot replay usage")
+        raise NotConfiguredError("USAGE_TABLE is not configured; cannot replay usage")
     return write_record(client or aws.dynamodb(aws.DURABLE), table, record)
 
 

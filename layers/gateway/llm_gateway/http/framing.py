@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from llm_gateway.after_response import RUN_NOW, Deferral
 from llm_gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, SchemaError, UnauthorizedError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CompletionRequest, JsonSchemaFormat
@@ -231,6 +232,7 @@ def request_context_for(
     margin_s: float,
     operation: str,
     log_prompts: bool,
+    defer: Deferral = RUN_NOW,
 ) -> RequestContext:
     remaining_s = (remaining_ms / 1000.0) if remaining_ms is not None else 60.0
     return RequestContext(
@@ -239,6 +241,7 @@ def request_context_for(
         deadline=Deadline(max(remaining_s - margin_s, 0.0)),
         operation=operation,
         log_prompts=log_prompts,
+        defer=defer,
     )
 
 
@@ -250,10 +253,10 @@ def error_body(err: GatewayError) -> dict[str, Any]:
     return {"error": err.to_dict()}
 
 
-def log_unexpected(logger: Any, err: BaseException) -> None:
+def log_unexpected(logger: Any, err: BaseException, *, log_prompts: bool = False) -> None:
     """Log an unexpected exception by type and location only: its message may quote the caller's input
-    (pydantic's do), so the message and traceback are logged only when GATEWAY_LOG_PROMPTS is on."""
-    if _log_prompts():
+    (pydantic's do), so the message and traceback are logged only when prompt logging is on."""
+    if log_prompts:
         logger.exception("unexpected error")
         return
     frames = traceback.extract_tb(err.__traceback__)[-_STACK_FRAMES:]
@@ -266,15 +269,6 @@ def log_unexpected(logger: Any, err: BaseException) -> None:
             "stack": stack,
         },
     )
-
-
-def _log_prompts() -> bool:
-    try:
-        from llm_gateway.config import settings
-
-        return settings().log_prompts
-    except Exception:  # the settings may be what failed; stay quiet rather than fail again
-        return False
 
 
 _NAMED: dict[str, type[Exception]] = {}

@@ -9,24 +9,19 @@ A deployment without jobs (no JOBS_TABLE) ignores both, as RFC 7240 allows for a
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from llm_gateway.config import settings
+from llm_gateway.after_response import Deferral
 from llm_gateway.errors import GatewayError
+from llm_gateway.jobs.store import MAX_SQS_DELAY_S
 
 if TYPE_CHECKING:
     from llm_gateway.jobs.model import Job
+    from llm_gateway.wiring import Services
 
 RESPOND_ASYNC = "respond-async"
 DEFER_ON_FAILURE = "defer-on-failure"
-
-
-def _jobs() -> ModuleType:
-    """The jobs module, imported only when a request asks for async work (it is not free at cold start)."""
-    return importlib.import_module("llm_gateway.jobs.store")
 
 
 def preferences(event: Mapping[str, Any]) -> set[str]:
@@ -46,40 +41,45 @@ def preferences(event: Mapping[str, Any]) -> set[str]:
     return tokens
 
 
-def wants_async(event: Mapping[str, Any]) -> bool:
-    return RESPOND_ASYNC in preferences(event) and bool(_jobs().configured())
+def wants_async(event: Mapping[str, Any], services: Services) -> bool:
+    return RESPOND_ASYNC in preferences(event) and services.jobs_configured
 
 
-def should_defer(event: Mapping[str, Any], err: BaseException) -> bool:
+def should_defer(event: Mapping[str, Any], err: BaseException, services: Services) -> bool:
     """True when the caller opted in and the failure is one that waiting may fix."""
     return (
         isinstance(err, GatewayError)
         and err.retryable
         and DEFER_ON_FAILURE in preferences(event)
-        and bool(_jobs().configured())
+        and services.jobs_configured
     )
 
 
 def submit(
+    services: Services,
     operation: str,
-    payload: Mapping[str, Any],
+    payload: dict[str, Any],
     *,
     tenant: str,
     request_id: str,
     deferred: bool,
+    defer: Deferral,
 ) -> Job:
     """Queue the request as a job; a deferred one waits one backoff step first (providers just failed)."""
-    module = _jobs()
-    delay = min(settings().job_backoff_base_s, module.MAX_SQS_DELAY_S) if deferred else 0
-    job: Job = importlib.import_module("llm_gateway.jobs.submit").submit(
+    # Imported here: the operations are not free at cold start, and only async requests need them.
+    from llm_gateway.operations import registry
+
+    delay = min(services.settings.job_backoff_base_s, MAX_SQS_DELAY_S) if deferred else 0
+    return registry.accept_job(
+        services,
         operation,
         payload,
         tenant=tenant,
         request_id=request_id,
         source="deferred" if deferred else "async",
         delay_s=delay,
+        defer=defer,
     )
-    return job
 
 
 def accepted(

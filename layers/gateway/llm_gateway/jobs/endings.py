@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from typing import Any
 
 from llm_gateway import aws
-from llm_gateway.config import Settings
 from llm_gateway.errors import JobsUnavailableError
 from llm_gateway.jobs.messages import (
     Delivery,
@@ -40,9 +38,10 @@ from llm_gateway.jobs.messages import (
     task_token_in,
 )
 from llm_gateway.jobs.model import Job, error_record
-from llm_gateway.jobs.store import JobConflictError, JobStore
+from llm_gateway.jobs.store import JobConflictError
 from llm_gateway.jobs.task_tokens import TaskNotifier
 from llm_gateway.operations import registry as operations
+from llm_gateway.wiring import Services
 
 log = logging.getLogger("llm_gateway.jobs.worker")
 
@@ -53,11 +52,11 @@ DEAD_LETTER_ATTRIBUTE = "gateway-gave-up"  # on messages whose deliveries ran ou
 class JobEndings:
     """The end of a job's deliveries, for the worker: the job's failure, its task, its message."""
 
-    def __init__(self, *, store: JobStore, config: Settings, notifier: TaskNotifier, rng: random.Random) -> None:
-        self.store = store
-        self.config = config
+    def __init__(self, *, services: Services, notifier: TaskNotifier) -> None:
+        self.services = services
+        self.store = services.job_store()
+        self.config = services.settings
         self.notifier = notifier
-        self.rng = rng
 
     def give_up(self, message: JobMessage | None, delivery: Delivery, later: RetryLater) -> Outcome:
         """The last allowed delivery is handing its message back: the job ends failed with the reason (a
@@ -100,7 +99,7 @@ class JobEndings:
     def tell_operation(self, job: Job, record: dict[str, Any]) -> None:
         """Best effort: the operation may leave a trace of its own (an upload's error object)."""
         try:
-            operations.gave_up(job, self.store.load_payload(job), record)
+            operations.gave_up(job, self.store.load_payload(job), record, self.services)
         except Exception as exc:
             log.warning(
                 "operation not told of the job's end", extra={"job_id": job.job_id, "error": type(exc).__name__}
@@ -160,7 +159,7 @@ class JobEndings:
             log.warning("could not complete the task", extra={"job_id": job.job_id, "error": type(exc).__name__})
             raise RetryLater(
                 "Step Functions could not be told",
-                delay_s=delivery_backoff_s(delivery, None, config=self.config, rng=self.rng),
+                delay_s=delivery_backoff_s(delivery, None, config=self.config),
             ) from None
         with contextlib.suppress(JobConflictError):  # another delivery recorded it
             self.store.mark_notified(job)

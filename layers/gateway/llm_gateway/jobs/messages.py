@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,9 +13,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llm_gateway import aws
-from llm_gateway.config import Settings, settings
+from llm_gateway.config import Settings
 from llm_gateway.errors import InvalidRequestError
 from llm_gateway.jobs.model import derived_job_id
+from llm_gateway.routing.retry import delay_for, equal_jitter
 
 log = logging.getLogger("llm_gateway.jobs.worker")
 
@@ -108,24 +108,20 @@ def task_token_in(body: str) -> str | None:
     return token if isinstance(token, str) and 0 < len(token) <= MAX_TASK_TOKEN_CHARS else None
 
 
-def backoff_s(
-    receive_count: int, *, base_s: float, cap_s: float, retry_after_s: float | None, rng: random.Random
-) -> int:
+def backoff_s(receive_count: int, *, base_s: float, cap_s: float, retry_after_s: float | None) -> int:
     """Exponential backoff with equal jitter (a recovering herd spreads out), never under Retry-After."""
-    step = min(cap_s, base_s * 2 ** min(max(receive_count - 1, 0), 20))
-    delay = step / 2 + rng.uniform(0, step / 2)
+    delay = delay_for(equal_jitter(base_s, cap_s), max(receive_count, 1))
     if retry_after_s:
         delay = max(delay, min(retry_after_s, cap_s))
     return int(min(math.ceil(delay), MAX_VISIBILITY_S))
 
 
-def delivery_backoff_s(delivery: Delivery, retry_after: float | None, *, config: Settings, rng: random.Random) -> int:
+def delivery_backoff_s(delivery: Delivery, retry_after: float | None, *, config: Settings) -> int:
     return backoff_s(
         delivery.receive_count,
         base_s=config.job_backoff_base_s,
         cap_s=config.job_backoff_max_s,
         retry_after_s=retry_after,
-        rng=rng,
     )
 
 
@@ -133,12 +129,12 @@ def message_job_id(message: JobMessage, delivery: Delivery) -> str:
     return message.job_id or derived_job_id(message.task_token or delivery.message_id)
 
 
-def hand_back(queue_arn: str, receipt_handle: str, delay_s: int) -> None:
+def hand_back(queue_arn: str, receipt_handle: str, delay_s: int, *, retry_queue_url: str | None) -> None:
     """Make a received message visible again after ``delay_s`` (its backoff). If that fails it still comes
     back, after the queue's own visibility timeout."""
     try:
         aws.sqs().change_message_visibility(
-            QueueUrl=queue_url_for(queue_arn),
+            QueueUrl=queue_url_for(queue_arn, retry_queue_url),
             ReceiptHandle=receipt_handle,
             VisibilityTimeout=max(0, min(int(delay_s), MAX_VISIBILITY_S)),
         )
@@ -146,10 +142,9 @@ def hand_back(queue_arn: str, receipt_handle: str, delay_s: int) -> None:
         log.warning("could not set the message's backoff", extra={"error": aws.error_code(exc) or type(exc).__name__})
 
 
-def queue_url_for(queue_arn: str) -> str:
+def queue_url_for(queue_arn: str, configured: str | None) -> str:
     """The URL of the queue an SQS event came from (the configured retry queue, else looked up once)."""
     _, _, _, _, account, name = queue_arn.split(":", 5)
-    configured = settings().retry_queue_url
     if configured and configured.rstrip("/").rsplit("/", 1)[-1] == name:
         return configured
     if (account, name) not in _queue_urls:

@@ -25,11 +25,10 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from functools import cache
 from typing import Any
 
 from llm_gateway import aws
-from llm_gateway.config import Settings, settings
+from llm_gateway.config import Settings
 from llm_gateway.errors import JobNotFoundError, NotConfiguredError, PayloadTooLargeError
 from llm_gateway.jobs.model import (
     ERROR_ROOM_BYTES,
@@ -311,25 +310,18 @@ class JobStore:
 # --------------------------------------------------------------------------- composition
 
 
-def default_store(config: Settings | None = None) -> JobStore:
-    """The store for this deployment; NotConfiguredError when it has no jobs table or queue."""
-    config = config or settings()
+def store_for(config: Settings) -> JobStore:
+    """The store these settings describe; NotConfiguredError when they have no jobs table or queue."""
     if not config.jobs_table or not config.retry_queue_url:
         raise NotConfiguredError("async jobs are not configured here (JOBS_TABLE and RETRY_QUEUE_URL)")
-    return _store(
-        config.jobs_table,
-        config.retry_queue_url,
-        config.documents_bucket,
-        config.job_inline_max_bytes,
-        config.job_ttl_s,
+    return JobStore(
+        table=config.jobs_table,
+        queue_url=config.retry_queue_url,
+        bucket=config.documents_bucket,
+        inline_max_bytes=config.job_inline_max_bytes,
+        ttl_s=config.job_ttl_s,
     )
 
 
-@cache
-def _store(table: str, queue_url: str, bucket: str | None, inline_max: int, ttl_s: int) -> JobStore:
-    return JobStore(table=table, queue_url=queue_url, bucket=bucket, inline_max_bytes=inline_max, ttl_s=ttl_s)
-
-
-def configured(config: Settings | None = None) -> bool:
-    config = config or settings()
+def configured(config: Settings) -> bool:
     return bool(config.jobs_table and config.retry_queue_url)

@@ -6,11 +6,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from llm_gateway import after_response
+from llm_gateway.after_response import RUN_NOW, Deferral
 from llm_gateway.errors import JobsUnavailableError
 from llm_gateway.jobs.model import Job, JobSource, error_record
-from llm_gateway.jobs.store import JobStore, default_store
-from llm_gateway.operations import registry as operations
+from llm_gateway.jobs.store import JobStore
 
 log = logging.getLogger("llm_gateway.jobs.store")  # the logger submissions always used
 
@@ -24,13 +23,13 @@ def submit(
     request_id: str = "",
     task_token: str | None = None,
     delay_s: int = 0,
-    store: JobStore | None = None,
+    store: JobStore,
+    defer: Deferral = RUN_NOW,
 ) -> Job:
-    """Accept a job: validate it, store it (queued), queue it. Nothing is half-accepted: when queueing
-    fails the job is marked failed and JobsUnavailableError (503, retryable) is raised."""
-    operations.check(operation, dict(payload))
-    after_response.flush()  # the job may start at once: what this invocation owes the cache lands first
-    store = store or default_store()
+    """Accept a job: store it (queued), queue it. Nothing is half-accepted: when queueing fails the job
+    is marked failed and JobsUnavailableError (503, retryable) is raised. The payload is the caller's to
+    validate first (``operations.registry.accept_job`` does, for payloads that come from a caller)."""
+    defer.flush()  # the job may start at once: what this invocation owes the cache lands first
     job = store.create(
         store.new_job(operation=operation, tenant=tenant, source=source, request_id=request_id, task_token=task_token),
         payload,

@@ -23,12 +23,10 @@ gets the stored outcome), and every job transition is a conditional write. Paylo
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llm_gateway.config import Settings, settings
 from llm_gateway.errors import GatewayError, InvalidRequestError, JobsUnavailableError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs.endings import JobEndings, log_fields
@@ -45,11 +43,12 @@ from llm_gateway.jobs.messages import (
     parse_message,
 )
 from llm_gateway.jobs.model import Job, error_record
-from llm_gateway.jobs.store import JobConflictError, JobStore, default_store
+from llm_gateway.jobs.store import JobConflictError
 from llm_gateway.jobs.task_tokens import TaskNotifier
 from llm_gateway.operations import registry as operations
 from llm_gateway.routing.deadline import Deadline
 from llm_gateway.runtime import run_sync
+from llm_gateway.wiring import Services
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
@@ -63,21 +62,19 @@ BOOKKEEPING_S = 2.0  # kept back from an attempt's deadline for the writes that 
 class Worker:
     def __init__(
         self,
+        services: Services,
         *,
-        store: JobStore,
-        config: Settings,
         job_persistence: BasePersistenceLayer | None = None,
         notifier: TaskNotifier | None = None,
-        rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
-        self.config = config
+        self.services = services
+        self.store = services.job_store()
+        self.config = services.settings
         self.job_persistence = job_persistence
         self.notifier = notifier or TaskNotifier()
-        self.rng = rng or random.Random()
         self.clock = clock
-        self.endings = JobEndings(store=store, config=config, notifier=self.notifier, rng=self.rng)
+        self.endings = JobEndings(services=services, notifier=self.notifier)
 
     def handle(self, delivery: Delivery, lambda_context: Any = None, *, first_in_batch: bool = True) -> Outcome:
         """Move one message's work forward. ``first_in_batch``: no earlier record of this invocation ran
@@ -232,7 +229,7 @@ class Worker:
                 tags={"job_id": claimed.job_id, "job_source": claimed.source},
             )
             log.info("job attempt", extra=log_fields(claimed))
-            output = run_sync(operations.run(claimed.operation, self.store.load_payload(claimed), ctx))
+            output = run_sync(operations.run(claimed.operation, self.store.load_payload(claimed), ctx, self.services))
             kept.update(self.store.store_result(claimed, output))
             return dict(kept)
 
@@ -281,7 +278,7 @@ class Worker:
                 return "failed"
             if delivery.receive_count >= self.config.job_max_receives:
                 raise RetryLater(f"retryable error {err.code} on the last delivery", delay_s=0, error=record)
-            delay = self._backoff(delivery, getattr(getattr(err, "last_error", err), "retry_after", None))
+            delay = self._backoff(delivery, err.retry_after)
             retrying = self.store.mark_retrying(job, record, self.clock() + delay)
             log.info("job will be retried", extra=log_fields(retrying, code=err.code, delay_s=delay))
             raise RetryLater(f"retryable error {err.code}", delay_s=delay)
@@ -341,7 +338,7 @@ class Worker:
         from llm_gateway.accounting.usage import replay_usage_message
 
         try:
-            written = replay_usage_message(body)
+            written = replay_usage_message(body, table=self.config.usage_table)
         except InvalidRequestError as err:
             raise PoisonMessage(f"unusable usage message: {err.message}") from None
         except Exception as exc:
@@ -353,7 +350,7 @@ class Worker:
     # ---- helpers
 
     def _backoff(self, delivery: Delivery, retry_after: float | None) -> int:
-        return delivery_backoff_s(delivery, retry_after, config=self.config, rng=self.rng)
+        return delivery_backoff_s(delivery, retry_after, config=self.config)
 
     def _ttl(self) -> int:
         return self.config.job_ttl_s
@@ -374,19 +371,7 @@ def _remaining_s(lambda_context: Any) -> float | None:
 # --------------------------------------------------------------------------- composition
 
 
-_workers: dict[int, tuple[Settings, Worker]] = {}
-
-
-def default_worker(config: Settings | None = None) -> Worker:
-    """The worker for these settings, built once (the settings object changes when tests reset them)."""
-    config = config or settings()
-    cached = _workers.get(id(config))
-    if cached is not None and cached[0] is config:
-        return cached[1]
-    table = config.idempotency_table
-    worker = Worker(
-        store=default_store(config), config=config, job_persistence=persistence_layer(table) if table else None
-    )
-    _workers.clear()
-    _workers[id(config)] = (config, worker)
-    return worker
+def worker_for(services: Services) -> Worker:
+    """A worker over these services (the retry worker's handler keeps one per process)."""
+    table = services.settings.idempotency_table
+    return Worker(services, job_persistence=persistence_layer(table) if table else None)

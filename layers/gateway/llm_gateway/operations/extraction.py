@@ -19,16 +19,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm_gateway import aws
-from llm_gateway.config import Settings, settings
+from llm_gateway.config import Settings
 from llm_gateway.documents.loading import Document, S3Object, read_s3_document
 from llm_gateway.errors import GatewayError, InvalidRequestError
+from llm_gateway.gateway import Gateway
 from llm_gateway.http import framing as api
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CacheControl, CompletionRequest, Message, Tier
 from llm_gateway.operations import extraction_uploads as uploads
 from llm_gateway.structured.reask import ReaskPolicy, StructuredResult, complete_structured
 from llm_gateway.structured.schemas import check_schema, named_schema
-from llm_gateway.wiring import default_gateway
+from llm_gateway.wiring import Services
 
 DOCUMENT_SCOPE_TAG = "documents_scope"
 JOB_SOURCE_TAG = "job_source"  # set by the retry worker on a job's context: who submitted the job
@@ -93,7 +94,7 @@ def widen_scope_for_trusted_job(ctx: RequestContext) -> bool:
     return True
 
 
-async def run_extraction(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+async def run_extraction(payload: dict[str, Any], ctx: RequestContext, services: Services) -> dict[str, Any]:
     """The ``extraction`` operation: JSON-ready result with data, provider, model, cost and attempts.
 
     Run as a job that retries an upload (see extraction_uploads), it also writes the upload's result
@@ -101,25 +102,26 @@ async def run_extraction(payload: dict[str, Any], ctx: RequestContext) -> dict[s
     """
     started = time.perf_counter()
     request = api.validate(ExtractionRequest, payload)
-    config = settings()
+    config = services.settings
     widen_scope_for_trusted_job(ctx)
     s3_key = request.s3.key if request.s3 is not None else None
     upload = uploads.continued_upload(ctx, s3_key, config.documents_bucket)
     if upload is None:
-        return await _extract(request, ctx, config, started)
-    return await _retry_upload(upload, request, ctx, config, started)
+        return await _extract(request, ctx, services.gateway(), config, started)
+    return await _retry_upload(upload, request, ctx, services, started)
 
 
 async def _retry_upload(
-    upload: uploads.Upload, request: ExtractionRequest, ctx: RequestContext, config: Settings, started: float
+    upload: uploads.Upload, request: ExtractionRequest, ctx: RequestContext, services: Services, started: float
 ) -> dict[str, Any]:
+    config = services.settings
     when = uploads.now_iso()
     attempt = uploads.job_attempt(ctx)
     job_id = ctx.tags.get("job_id")
     try:
-        body = await _extract(request, ctx, config, started)
+        body = await _extract(request, ctx, services.gateway(), config, started)
     except GatewayError as err:
-        final = not err.retryable or uploads.is_last_attempt(attempt)
+        final = not err.retryable or attempt >= config.job_max_receives
         schema = request.json_schema if isinstance(request.json_schema, str) else None
         await aws.in_thread(
             uploads.write_error,
@@ -130,13 +132,16 @@ async def _retry_upload(
             schema=schema,
             job_id=job_id,
             attempt=attempt,
+            max_attempts=config.job_max_receives,
         )
         raise
     await aws.in_thread(uploads.write_result, upload, body, started=when, job_id=job_id)
     return body
 
 
-async def _extract(request: ExtractionRequest, ctx: RequestContext, config: Settings, started: float) -> dict[str, Any]:
+async def _extract(
+    request: ExtractionRequest, ctx: RequestContext, gateway: Gateway, config: Settings, started: float
+) -> dict[str, Any]:
     schema_name, schema = resolve_schema(request.json_schema)
     source: dict[str, Any]
     if request.s3 is not None:
@@ -149,7 +154,7 @@ async def _extract(request: ExtractionRequest, ctx: RequestContext, config: Sett
         source = {"kind": "text"}
     source["chars"] = len(document.text)
     result = await complete_structured(
-        default_gateway(),
+        gateway,
         completion_request(request, document.text, schema),
         ctx,
         schema=schema,

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.interfaces import RequestContext
-from llm_gateway.jobs import store as jobs
 from llm_gateway.jobs.model import Job
+from llm_gateway.jobs.store import MAX_SQS_DELAY_S
 from llm_gateway.jobs.submit import submit
 from llm_gateway.operations.upload_outputs import (
     UPLOAD_JOB_SOURCE as UPLOAD_JOB_SOURCE,  # re-exported: callers name it here
@@ -37,6 +36,9 @@ from llm_gateway.operations.upload_outputs import (
 from llm_gateway.operations.upload_outputs import UPLOAD_TENANT as UPLOAD_TENANT
 from llm_gateway.operations.upload_outputs import error_record, gave_up_upload, put_json
 from llm_gateway.operations.upload_outputs import now_iso as now_iso
+
+if TYPE_CHECKING:
+    from llm_gateway.wiring import Services
 
 log = logging.getLogger("llm_gateway.operations.extraction_uploads")
 
@@ -120,6 +122,7 @@ def write_error(
     schema: str | None = None,
     job_id: str | None = None,
     attempt: int | None = None,
+    max_attempts: int | None = None,
 ) -> None:
     body: dict[str, Any] = {**upload.describe(), "status": status}
     if schema is not None:
@@ -127,7 +130,7 @@ def write_error(
     if job_id is not None:
         body["job_id"] = job_id
     if attempt is not None:
-        body.update(attempt=attempt, max_attempts=settings().job_max_receives)
+        body.update(attempt=attempt, max_attempts=max_attempts)
     body.update(error_record(err))
     put_json(upload.bucket, upload.error_key, {**body, "failed_at": started})
 
@@ -144,10 +147,10 @@ def write_crash(upload: Upload, exc: BaseException, *, started: str, schema: str
 # --------------------------------------------------------------------------- retrying as a job
 
 
-def hand_over(upload: Upload, schema: str, err: GatewayError, *, request_id: str) -> Job | None:
+def hand_over(upload: Upload, schema: str, err: GatewayError, *, request_id: str, services: Services) -> Job | None:
     """Queue a job that retries the upload, when ``err`` may pass and this deployment has a job queue.
     None when it will not be retried (the caller records a final failure)."""
-    if not err.retryable or not jobs.configured():
+    if not err.retryable or not services.jobs_configured:
         return None
     payload = {"s3": {"bucket": upload.bucket, "key": upload.key}, "schema": schema}
     try:
@@ -157,7 +160,8 @@ def hand_over(upload: Upload, schema: str, err: GatewayError, *, request_id: str
             tenant=UPLOAD_TENANT,
             source=UPLOAD_JOB_SOURCE,
             request_id=request_id,
-            delay_s=min(settings().job_backoff_base_s, jobs.MAX_SQS_DELAY_S),  # the providers just failed
+            delay_s=min(services.settings.job_backoff_base_s, MAX_SQS_DELAY_S),  # the providers just failed
+            store=services.job_store(),
         )
     except Exception as exc:  # the job store or queue is down: a final error object beats none at all
         log.warning(
@@ -182,13 +186,9 @@ def job_attempt(ctx: RequestContext) -> int:
     return int(number) if number.isdigit() else 1
 
 
-def is_last_attempt(attempt: int) -> bool:
-    return attempt >= settings().job_max_receives
-
-
-def job_gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any]) -> None:
+def job_gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any], services: Services) -> None:
     """The worker gave up on an upload's job (its deliveries ran out): the error object says so."""
-    if (found := gave_up_upload(job, payload, is_upload_key)) is None:
+    if (found := gave_up_upload(job, payload, is_upload_key, services.settings.documents_bucket)) is None:
         return
     upload = Upload(*found)
     schema = payload.get("schema") if isinstance(payload.get("schema"), str) else None

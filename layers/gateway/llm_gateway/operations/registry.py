@@ -1,104 +1,114 @@
 """The gateway's operations by name, so that every entry point (HTTP, S3, Step Functions, the job worker)
-can run any of them from a plain JSON payload.
+can run any of them from a plain JSON payload, and a job's input is refused when it is submitted rather
+than failing later in the worker.
 
-Each operation is an async function ``(payload, ctx) -> dict`` living in its own module, imported on
-first use so that a function only pays for what it runs.
+Each operation is an async function ``(payload, ctx, services) -> dict``. Plain imports: the registry
+sits above the operations, and nothing below it imports it (the job worker and the edge do).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
+from llm_gateway.after_response import RUN_NOW, Deferral
 from llm_gateway.errors import InvalidRequestError
+from llm_gateway.http import framing as api
 from llm_gateway.interfaces import RequestContext
+from llm_gateway.jobs.model import Job, JobSource
+from llm_gateway.jobs.submit import submit
+from llm_gateway.models import CompletionRequest
+from llm_gateway.operations import extraction_uploads, summary_uploads
+from llm_gateway.operations.completion import run_completion
+from llm_gateway.operations.extraction import ExtractionRequest, resolve_schema, run_extraction
+from llm_gateway.operations.summarization.operation import run_summary
+from llm_gateway.operations.summarization.request import SummaryRequest
+from llm_gateway.wiring import Services
 
-Operation = Callable[[dict[str, Any], RequestContext], Awaitable[dict[str, Any]]]
-
-# name -> "module:function", relative to this package
-_OPERATIONS: dict[str, str] = {
-    "completion": "operations.completion:run_completion",
-    "extraction": "operations.extraction:run_extraction",
-    "summarization": "operations.summarization.operation:run_summary",
-}
-
-# name -> "module:Model": the pydantic model an operation validates its payload with, so that a job's
-# input is refused when it is submitted rather than failing later in the worker.
-_REQUEST_MODELS: dict[str, str] = {
-    "completion": "models:CompletionRequest",
-    "extraction": "operations.extraction:ExtractionRequest",
-    "summarization": "operations.summarization.request:SummaryRequest",
-}
+Operation = Callable[[dict[str, Any], RequestContext, Services], Awaitable[dict[str, Any]]]
+GaveUp = Callable[[Job, dict[str, Any], dict[str, Any], Services], None]
 
 
-def _extraction_schema_usable(request: Any) -> None:
+@dataclass(frozen=True)
+class OperationSpec:
+    run: Operation
+    request_model: type[BaseModel]  # what the operation validates its payload with
+    check: Callable[[Any], None] | None = None  # a check beyond the model, on the validated request
+    gave_up: GaveUp | None = None  # told when the worker gives up on a job (its deliveries ran out)
+
+
+def _extraction_schema_usable(request: ExtractionRequest) -> None:
     """The schema named exists, or the inline one is a usable JSON Schema (the extraction's own check)."""
-    from llm_gateway.operations.extraction import resolve_schema
-
     resolve_schema(request.json_schema)
 
 
-# name -> check beyond the request model, called with the validated request.
-_REQUEST_CHECKS: dict[str, Callable[[Any], None]] = {
-    "extraction": _extraction_schema_usable,
+OPERATIONS: Mapping[str, OperationSpec] = {
+    "completion": OperationSpec(run_completion, CompletionRequest),
+    "extraction": OperationSpec(
+        run_extraction, ExtractionRequest, check=_extraction_schema_usable, gave_up=extraction_uploads.job_gave_up
+    ),
+    "summarization": OperationSpec(run_summary, SummaryRequest, gave_up=summary_uploads.job_gave_up),
 }
-
-
-# name -> "module:function" called when the worker gives up on a job of that operation (its deliveries ran
-# out): ``(job, payload, error)``, e.g. to leave an error object next to an uploaded document.
-_GAVE_UP_HOOKS: dict[str, str] = {
-    "extraction": "operations.extraction_uploads:job_gave_up",
-    "summarization": "operations.summary_uploads:job_gave_up",
-}
-
-
-def gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any]) -> None:
-    """Tell the job's operation that the worker gave up on it (best effort is the caller's to handle)."""
-    if target := _GAVE_UP_HOOKS.get(job.operation):
-        _attribute(target)(job, payload, error)
-
-
-def register(name: str, target: str, *, request_model: str | None = None) -> None:
-    """Add an operation (``"module:function"`` inside llm_gateway); modules call this for their own."""
-    _OPERATIONS[name] = target
-    if request_model is not None:
-        _REQUEST_MODELS[name] = request_model
 
 
 def names() -> list[str]:
-    return sorted(_OPERATIONS)
+    return sorted(OPERATIONS)
 
 
-def resolve(name: str) -> Operation:
+def spec(name: str, *, param: str = "operation") -> OperationSpec:
     try:
-        module_name, func_name = _OPERATIONS[name].split(":")
+        return OPERATIONS[name]
     except KeyError:
-        raise InvalidRequestError(f"unknown operation '{name}'", details={"operations": names()}) from None
-    module = importlib.import_module(f"llm_gateway.{module_name}")
-    operation: Operation = getattr(module, func_name)
-    return operation
+        raise InvalidRequestError(
+            f"unknown operation '{name}'", details={"param": param, "operations": names()}
+        ) from None
 
 
 def check(name: str, payload: dict[str, Any]) -> None:
     """Raise InvalidRequestError (or a subclass: ``schema_not_found``...) for an unknown operation or a
     payload its operation would refuse, so that a job's input is refused when it is submitted."""
-    if name not in _OPERATIONS:
-        raise InvalidRequestError(f"unknown operation '{name}'", details={"param": "operation", "operations": names()})
-    if target := _REQUEST_MODELS.get(name):
-        from llm_gateway.http import (
-            framing as api,  # api imports nothing from here; local import keeps this module light
-        )
-
-        request = api.validate(_attribute(target), payload)
-        if extra_check := _REQUEST_CHECKS.get(name):
-            extra_check(request)
+    operation = spec(name)
+    request = api.validate(operation.request_model, payload)
+    if operation.check is not None:
+        operation.check(request)
 
 
-def _attribute(target: str) -> Any:
-    module_name, attribute = target.split(":")
-    return getattr(importlib.import_module(f"llm_gateway.{module_name}"), attribute)
+def accept_job(
+    services: Services,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    tenant: str,
+    source: JobSource,
+    request_id: str = "",
+    task_token: str | None = None,
+    delay_s: int = 0,
+    defer: Deferral = RUN_NOW,
+) -> Job:
+    """A caller's job: checked as the synchronous route would check it, then stored and queued."""
+    check(name, payload)
+    return submit(
+        name,
+        payload,
+        tenant=tenant,
+        source=source,
+        request_id=request_id,
+        task_token=task_token,
+        delay_s=delay_s,
+        store=services.job_store(),
+        defer=defer,
+    )
 
 
-async def run(name: str, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-    return await resolve(name)(payload, ctx)
+def gave_up(job: Job, payload: dict[str, Any], error: dict[str, Any], services: Services) -> None:
+    """Tell the job's operation that the worker gave up on it (best effort is the caller's to handle)."""
+    operation = OPERATIONS.get(job.operation)
+    if operation is not None and operation.gave_up is not None:
+        operation.gave_up(job, payload, error, services)
+
+
+async def run(name: str, payload: dict[str, Any], ctx: RequestContext, services: Services) -> dict[str, Any]:
+    return await spec(name).run(payload, ctx, services)

@@ -10,7 +10,7 @@ that invocation is handed to a job (source ``s3``), and the job writes them when
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llm_gateway.errors import GatewayError
 from llm_gateway.operations.upload_outputs import (
@@ -19,6 +19,9 @@ from llm_gateway.operations.upload_outputs import (
 from llm_gateway.operations.upload_outputs import UPLOAD_TENANT as UPLOAD_TENANT
 from llm_gateway.operations.upload_outputs import error_record, gave_up_upload, put, put_json
 from llm_gateway.operations.upload_outputs import now_iso as now_iso
+
+if TYPE_CHECKING:
+    from llm_gateway.wiring import Services
 
 INPUT_PREFIX = "incoming/summarize/"
 RESULTS_PREFIX = "results/summarize/"
@@ -72,9 +75,9 @@ def write_crash(upload: Upload, exc: BaseException, *, started: str) -> None:
     put_json(upload.bucket, upload.error_key, {**upload.describe(), "error": error, "failed_at": started})
 
 
-def job_gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any]) -> None:
+def job_gave_up(job: Any, payload: dict[str, Any], error: dict[str, Any], services: Services) -> None:
     """The worker gave up on an upload's job (its deliveries ran out): the error object says so."""
-    if (found := gave_up_upload(job, payload, is_upload_key)) is None:
+    if (found := gave_up_upload(job, payload, is_upload_key, services.settings.documents_bucket)) is None:
         return
     upload = Upload(*found)
     body = {**upload.describe(), "error": error, "job_id": job.job_id, "failed_at": now_iso()}

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from llm_gateway import aws
-from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError
 
 UPLOAD_TENANT = "documents"  # usage (and cached answers) of uploads are this tenant's
@@ -37,13 +36,12 @@ def put(bucket: str, key: str, body: bytes, content_type: str) -> None:
 
 
 def gave_up_upload(
-    job: Any, payload: Mapping[str, Any], is_upload_key: Callable[[str], bool]
+    job: Any, payload: Mapping[str, Any], is_upload_key: Callable[[str], bool], bucket: str | None
 ) -> tuple[str, str] | None:
     """(bucket, key) of the uploaded document a job the worker gave up on was working on; None when the
     job is not an upload's (only our own code submits source ``s3`` jobs for the uploads tenant)."""
     s3 = payload.get("s3")
     key = s3.get("key") if isinstance(s3, dict) else None
-    bucket = settings().documents_bucket
     if job.source != UPLOAD_JOB_SOURCE or job.tenant != UPLOAD_TENANT or not bucket or not isinstance(key, str):
         return None
     return (bucket, key) if is_upload_key(key) else None

@@ -8,12 +8,12 @@ policy stops so that the caller can fall back to another model instead.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+from tenacity.wait import wait_base, wait_exponential, wait_random_exponential
 
 from llm_gateway.errors import ProviderError, ProviderUnavailableError, RateLimitedError
 from llm_gateway.routing.deadline import Deadline
@@ -33,19 +33,37 @@ def retry_after_of(exc: BaseException | None) -> float | None:
     return None
 
 
+def full_jitter(base_s: float, cap_s: float) -> wait_base:
+    """Uniform in [0, min(cap, base * 2^(n-1))]: uncoordinated callers spread out (tenacity's own)."""
+    return wait_random_exponential(multiplier=base_s, max=cap_s)
+
+
+def equal_jitter(base_s: float, cap_s: float) -> wait_base:
+    """Half of min(cap, base * 2^(n-1)) fixed, half random: never much shorter than the step, for
+    waits where retrying early is pointless (a job whose providers are down)."""
+    return wait_exponential(multiplier=base_s / 2, max=cap_s / 2) + wait_random_exponential(
+        multiplier=base_s / 2, max=cap_s / 2
+    )
+
+
+def delay_for(wait: wait_base, attempt_number: int) -> float:
+    """The wait before retry number ``attempt_number`` (1 = after the first failure), outside a tenacity loop."""
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt_number
+    return float(wait(state))
+
+
 @dataclass
 class RetryPolicy:
     max_attempts: int = 3  # per model, counting the first call
     base_delay_s: float = 0.5
     max_delay_s: float = 8.0
     max_retry_after_s: float = 20.0  # a longer Retry-After means: fall back now, don't wait
-    rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def backoff(self, attempt_number: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^(n-1))]."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * (2 ** (attempt_number - 1)))
-        return self.rng.uniform(0.0, ceiling)
+        return delay_for(full_jitter(self.base_delay_s, self.max_delay_s), attempt_number)
 
     def next_wait(self, exc: BaseException | None, attempt_number: int) -> float:
         jittered = self.backoff(attempt_number)

@@ -33,7 +33,6 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from llm_gateway import after_response
 from llm_gateway.accounting.counters import Counters
 from llm_gateway.errors import InvalidRequestError
 from llm_gateway.interfaces import RequestContext
@@ -260,7 +259,7 @@ class CompletionCache:
             return
         ttl = request.cache.ttl_seconds if request.cache and request.cache.ttl_seconds else self.default_ttl_s
         key = self.key_for(ctx.tenant, request)
-        await after_response.soon(lambda: self._set(key, value, ttl))
+        await ctx.defer.soon(lambda: self._set(key, value, ttl))
 
     async def _set(self, key: str, value: bytes, ttl: int) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_gateway import aws
-from llm_gateway.config import Settings, settings
+from llm_gateway.config import Settings
 from llm_gateway.documents.html_text import html_to_text
 from llm_gateway.documents.loading import read_s3_document
 from llm_gateway.errors import GatewayError
@@ -15,10 +15,12 @@ from llm_gateway.operations import summary_uploads as uploads
 from llm_gateway.operations.extraction import JOB_SOURCE_TAG, document_location, widen_scope_for_trusted_job
 from llm_gateway.operations.summarization.request import SummaryRequest
 from llm_gateway.operations.summarization.summarizer import Summarizer
-from llm_gateway.wiring import default_gateway
+from llm_gateway.wiring import Services
 
 
-async def run_summary(payload: dict[str, Any], ctx: RequestContext, *, plan_ahead: bool = False) -> dict[str, Any]:
+async def run_summary(
+    payload: dict[str, Any], ctx: RequestContext, services: Services, *, plan_ahead: bool = False
+) -> dict[str, Any]:
     """The ``summarization`` operation: a JSON-ready :class:`SummaryResult`.
 
     Resumable unless ``plan_ahead`` (see the module docstring). Run as a job that continues an upload
@@ -26,13 +28,13 @@ async def run_summary(payload: dict[str, Any], ctx: RequestContext, *, plan_ahea
     that retrying cannot fix (retryable ones are the job's to retry, ending on the dead-letter queue).
     """
     request = api.validate(SummaryRequest, payload)
-    config = settings()
+    config = services.settings
     upload = _continued_upload(request, ctx, config)
     started = uploads.now_iso()
     try:
         text, source = await load_document(request, ctx, config)
         summarizer = Summarizer(
-            default_gateway(),
+            services.gateway(),
             max_chunk_tokens=config.summary_max_chunk_tokens,
             stuff_max_tokens=config.summary_stuff_max_tokens,
             concurrency=config.summary_concurrency,
