@@ -71,6 +71,7 @@ class Gateway:
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
         started = time.perf_counter()
+        request = canonical_models(request, self.catalog)
         if self.cache is not None:
             hit = await self.cache.lookup(ctx, request)
             if hit is not None:
@@ -227,6 +228,21 @@ class Gateway:
             await self.breaker.record(attempt.provider, attempt.model, ok=ok or not _counts_against_health(attempt))
         if self.usage is not None:
             await self.usage.record(ctx, attempt)
+
+
+def canonical_models(request: CompletionRequest, catalog: Catalog) -> CompletionRequest:
+    """Aliases and ``provider/id`` names replaced by catalog ids, so that every name of a model shares its
+    cache entries; a name that resolves to nothing is left for the router to refuse."""
+
+    def canonical(name: str) -> str:
+        spec = catalog.resolve(name)
+        return spec.id if spec is not None else name
+
+    model = canonical(request.model) if request.model is not None else None
+    fallback = [canonical(m) for m in request.fallback] if request.fallback is not None else None
+    if model == request.model and fallback == request.fallback:
+        return request
+    return request.model_copy(update={"model": model, "fallback": fallback})
 
 
 def _falls_back(err: ProviderError, *, native_structured: bool) -> bool:
