@@ -20,9 +20,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from llm_gateway import after_response, aws
 from llm_gateway.accounting.cache import cache_control_from_headers
 from llm_gateway.accounting.usage import report_range, usage_summary
+from llm_gateway.catalog import default_catalog
 from llm_gateway.config import settings
 from llm_gateway.errors import GatewayError, InvalidRequestError, NotConfiguredError
-from llm_gateway.catalog import default_catalog
 from llm_gateway.http import framing as api
 from llm_gateway.http import models_list
 from llm_gateway.http import openai_chat as openai_compat

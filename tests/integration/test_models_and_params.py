@@ -71,7 +71,9 @@ def test_models_list_has_ids_aliases_and_tiers_with_catalog_facts(client: openai
         ("tier:best", None),
     ],
 )
-def test_models_retrieve_resolves_ids_aliases_and_prefixes(client: openai.OpenAI, name: str, served_by: str | None) -> None:
+def test_models_retrieve_resolves_ids_aliases_and_prefixes(
+    client: openai.OpenAI, name: str, served_by: str | None
+) -> None:
     model = client.models.retrieve(name)
     assert model.id == name and model.object == "model"
     if served_by is not None:

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 
@@ -36,6 +37,7 @@ from llm_gateway.models import (
 )
 from llm_gateway.providers import Provider
 from llm_gateway.providers.base import with_json_instruction
+from llm_gateway.routing.choices import in_parallel
 from llm_gateway.routing.fallback_time import candidate_context
 from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy
 from llm_gateway.routing.router import Candidate, Router
@@ -112,6 +114,8 @@ class Gateway:
                 latency_ms=_ms_since(started),
                 attempts=attempts,
                 metadata=request.metadata,
+                logprobs=response.logprobs,
+                alternatives=response.alternatives,
             )
             if self.cache is not None:
                 await self.cache.store(ctx, request, result)
@@ -161,11 +165,17 @@ class Gateway:
             seed=request.seed,
             response_format=request.response_format,
             native_structured=_native_structured(request, spec),
+            **_choice_params(request),
         )
+        # n choices: in one call where the provider has them natively, else n parallel calls of one each.
+        calls = 1 if request.n == 1 or getattr(provider, "native_n", False) else request.n
+        wire = wire if calls == 1 else wire.model_copy(update={"n": 1})
         reservation = None
         if self.budget is not None:
-            worst_input = _worst_case_input(wire, spec.provider)
-            reservation = await self.budget.reserve(ctx, spec.worst_case_cost(worst_input, candidate.max_tokens))
+            # Every call reads the whole input; every choice may write max_tokens.
+            worst_input = _worst_case_input(wire, spec.provider) * calls
+            worst = spec.worst_case_cost(worst_input, candidate.max_tokens * request.n)
+            reservation = await self.budget.reserve(ctx, worst)
         spent_before = sum(a.cost_usd for a in attempts)
 
         async def one_call() -> ProviderResponse:
@@ -175,7 +185,10 @@ class Gateway:
         try:
             if self.breaker is not None and not await self.breaker.allow(spec.provider, spec.id) and not required:
                 return None  # the reservation is released below (settled at zero)
-            response = await self.retry.call(one_call, deadline=ctx.deadline)
+            if calls == 1:
+                response = await self.retry.call(one_call, deadline=ctx.deadline)
+            else:
+                response = await in_parallel(lambda: self.retry.call(one_call, deadline=ctx.deadline), calls)
             answered = True
             return response
         finally:
@@ -279,6 +292,19 @@ def _worst_case_input(wire: ProviderRequest, provider: str) -> int:
     if wire.native_structured and isinstance(fmt, JsonSchemaFormat):
         native_schema = json.dumps(fmt.json_schema, separators=(",", ":"))
     return worst_case_input_tokens(with_json_instruction(wire), provider=provider, native_schema=native_schema)
+
+
+def _choice_params(request: CompletionRequest) -> dict[str, Any]:
+    """n, logprobs and the other provider-dependent parameters, as the adapters take them."""
+    return {
+        "n": request.n,
+        "logprobs": request.logprobs,
+        "top_logprobs": request.top_logprobs,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "logit_bias": request.logit_bias,
+        "user": request.user,
+    }
 
 
 def _native_structured(request: CompletionRequest, spec: ModelSpec) -> bool:

@@ -43,7 +43,9 @@ def retrieve_model(catalog: Catalog, name: str) -> dict[str, Any]:
         return _tier_entry(catalog, name.removeprefix(TIER_PREFIX), created)
     spec = catalog.resolve(name)
     if spec is None:
-        raise UnknownModelError(f"The model '{name[:160]}' does not exist in this gateway's catalog", details={"param": "model"})
+        raise UnknownModelError(
+            f"The model '{name[:160]}' does not exist in this gateway's catalog", details={"param": "model"}
+        )
     return _model_entry(spec, name, created)
 
 
