@@ -68,6 +68,9 @@ class AnthropicDialect(Dialect):
             return self.error(400, "invalid_request_error", "messages: at least one message is required")
         if body.get("stream"):
             return self.error(400, "invalid_request_error", "The provider simulator does not support streaming.")
+        extra = self._extra_inputs(body)
+        if extra is not None:
+            return extra
 
         req = ChatRequest(self.name, model, [], max_tokens=max_tokens)
         system = "".join(_block_texts(body.get("system")))
@@ -77,6 +80,28 @@ class AnthropicDialect(Dialect):
             if isinstance(message, dict):
                 req.texts.append("".join(_block_texts(message.get("content"))))
         return self._forced_tool(body, req)
+
+    # The Messages API's top-level fields; it refuses any other (n, logprobs, seed, penalties...).
+    _FIELDS = frozenset(
+        {
+            "model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
+            "stream", "metadata", "tools", "tool_choice", "thinking", "service_tier", "container",
+            "mcp_servers", "context_management",
+        }
+    )  # fmt: skip
+
+    def _extra_inputs(self, body: Json) -> Response | None:
+        for key in body:
+            if key not in self._FIELDS:
+                return self.error(400, "invalid_request_error", f"{key}: Extra inputs are not permitted")
+        metadata = body.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                return self.error(400, "invalid_request_error", "metadata: Input should be a valid dictionary")
+            for key in metadata:
+                if key != "user_id":
+                    return self.error(400, "invalid_request_error", f"metadata.{key}: Extra inputs are not permitted")
+        return None
 
     def _forced_tool(self, body: Json, req: ChatRequest) -> ChatRequest | Response:
         """tool_choice {"type":"tool"} (or "any") is how structured output is requested."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from typing import Any
 
+from local.simulator.choices import gemini_logprobs
 from local.simulator.dialect import Dialect, _get, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.schema_rules import gemini_schema_problem
@@ -26,6 +29,7 @@ class GeminiDialect(Dialect):
     CONTEXT_LIMIT = 1_048_576
     _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
     _CT = "application/json; charset=UTF-8"
+    MAX_CANDIDATES = 8
 
     def error(
         self,
@@ -88,6 +92,9 @@ class GeminiDialect(Dialect):
                 req.texts.append(self._parts_text(content.get("parts")))
         config = _get(body, "generationConfig", "generation_config")
         if isinstance(config, dict):
+            refused = self._check_config(config, req)
+            if refused is not None:
+                return refused
             req.max_tokens = _positive_int(_get(config, "maxOutputTokens", "max_output_tokens"))
             if _get(config, "responseMimeType", "response_mime_type") == "application/json":
                 req.json_mode = True
@@ -100,6 +107,42 @@ class GeminiDialect(Dialect):
                     schema = _get(config, "responseJsonSchema", "response_json_schema")
                 req.schema = schema if isinstance(schema, dict) else None
         return req
+
+    # generationConfig's fields (camelCase; the REST API takes snake_case too). Anything else is refused.
+    _CONFIG_FIELDS = frozenset(
+        {
+            "stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema", "responseModalities",
+            "candidateCount", "maxOutputTokens", "temperature", "topP", "topK", "seed", "presencePenalty",
+            "frequencyPenalty", "responseLogprobs", "logprobs", "enableEnhancedCivicAnswers", "speechConfig",
+            "thinkingConfig", "mediaResolution",
+        }
+    )  # fmt: skip
+
+    def _check_config(self, config: Json, req: ChatRequest) -> Response | None:
+        for key in config:
+            camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key)
+            if camel not in self._CONFIG_FIELDS:
+                return self.error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    f"Invalid JSON payload received. Unknown name \"{key}\" at 'generation_config': Cannot find field.",
+                )
+        count = _get(config, "candidateCount", "candidate_count")
+        if count is not None:
+            if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= self.MAX_CANDIDATES:
+                return self.error(
+                    400, "INVALID_ARGUMENT", f"candidateCount must be in the range [1, {self.MAX_CANDIDATES}]."
+                )
+            req.n = count
+        req.logprobs = _get(config, "responseLogprobs", "response_logprobs") is True
+        top = _get(config, "logprobs")
+        if top is not None:
+            if not req.logprobs:
+                return self.error(400, "INVALID_ARGUMENT", "logprobs is only valid if responseLogprobs is true.")
+            if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+                return self.error(400, "INVALID_ARGUMENT", "logprobs must be in the range [0, 20].")
+            req.top_logprobs = top
+        return None
 
     @staticmethod
     def _parts_text(parts: Any) -> str:
@@ -125,17 +168,24 @@ class GeminiDialect(Dialect):
             del usage["candidatesTokenCount"]
         return usage
 
-    def render(self, req: ChatRequest, answer: Answer) -> Response:
-        candidate: Json = {"finishReason": self._FINISH[answer.finish], "index": 0}
+    def _candidate(self, req: ChatRequest, answer: Answer, index: int) -> Json:
+        candidate: Json = {"finishReason": self._FINISH[answer.finish], "index": index}
         if answer.finish == "content_filter":
             candidate["safetyRatings"] = self._safety_ratings()
             if answer.text:
                 candidate["content"] = {"parts": [{"text": answer.text}], "role": "model"}
         else:
             candidate["content"] = {"parts": [{"text": answer.text}], "role": "model"}
+        if req.logprobs:
+            candidate["logprobsResult"] = gemini_logprobs(answer.text, req.top_logprobs)
+        return candidate
+
+    def render(self, req: ChatRequest, answer: Answer) -> Response:
+        # candidatesTokenCount counts every candidate's tokens.
+        total = dataclasses.replace(answer, output_tokens=sum(a.output_tokens for a in answer.choices), more=[])
         body = {
-            "candidates": [candidate],
-            "usageMetadata": self._usage(answer),
+            "candidates": [self._candidate(req, a, i) for i, a in enumerate(answer.choices)],
+            "usageMetadata": self._usage(total),
             "modelVersion": req.model,
             "responseId": _ident("", 22),
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from local.simulator.choices import openai_logprobs
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.schema_rules import openai_strict_problem
@@ -12,6 +13,7 @@ from local.simulator.wire import (
     _JSON,
     Answer,
     ChatRequest,
+    Json,
     Response,
     _ident,
     _json_response,
@@ -23,6 +25,7 @@ class OpenAIDialect(Dialect):
     """OpenAI Chat Completions (also used, without mandatory auth, for the generic compat server)."""
 
     CONTEXT_LIMIT = 128_000
+    MAX_N = 128
 
     def __init__(self, name: str = "openai", require_auth: bool = True) -> None:
         self.name = name
@@ -100,6 +103,9 @@ class OpenAIDialect(Dialect):
             if isinstance(message, dict):
                 req.texts.append("".join(_block_texts(message.get("content"))))
         req.max_tokens = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens"))
+        refused = self._choices_and_logprobs(body, req)
+        if refused is not None:
+            return refused
         fmt = body.get("response_format")
         if isinstance(fmt, dict):
             if fmt.get("type") == "json_schema":
@@ -122,25 +128,50 @@ class OpenAIDialect(Dialect):
                 req.json_mode = True
         return req
 
-    def render(self, req: ChatRequest, answer: Answer) -> Response:
+    def _choices_and_logprobs(self, body: Json, req: ChatRequest) -> Response | None:
+        """n (1..128), logprobs and top_logprobs (0..20, only with logprobs), refused as OpenAI does."""
+        n = body.get("n", 1)
+        if n is not None:
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= self.MAX_N:
+                return self.error(400, f"Invalid 'n': expected an integer from 1 to {self.MAX_N}.", param="n")
+            req.n = n
+        req.logprobs = body.get("logprobs") is True
+        top = body.get("top_logprobs")
+        if top is not None:
+            if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+                return self.error(
+                    400, "Invalid 'top_logprobs': expected an integer from 0 to 20.", param="top_logprobs"
+                )
+            if not req.logprobs:
+                return self.error(
+                    400,
+                    "Invalid value for 'logprobs': must be true when 'top_logprobs' is specified.",
+                    param="logprobs",
+                )
+            req.top_logprobs = top
+        return None
+
+    def _choice(self, req: ChatRequest, answer: Answer, index: int) -> Json:
         content = "" if answer.finish == "content_filter" and not answer.text else answer.text
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+            "logprobs": openai_logprobs(content, req.top_logprobs) if req.logprobs else None,
+            "finish_reason": answer.finish,
+        }
+
+    def render(self, req: ChatRequest, answer: Answer) -> Response:
+        output_tokens = sum(a.output_tokens for a in answer.choices)  # OpenAI bills every choice
         body = {
             "id": _ident("chatcmpl-", 29),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": req.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
-                    "logprobs": None,
-                    "finish_reason": answer.finish,
-                }
-            ],
+            "choices": [self._choice(req, a, i) for i, a in enumerate(answer.choices)],
             "usage": {
                 "prompt_tokens": answer.input_tokens,
-                "completion_tokens": answer.output_tokens,
-                "total_tokens": answer.input_tokens + answer.output_tokens,
+                "completion_tokens": output_tokens,
+                "total_tokens": answer.input_tokens + output_tokens,
                 "prompt_tokens_details": {"cached_tokens": answer.cached_tokens, "audio_tokens": 0},
                 "completion_tokens_details": {
                     "reasoning_tokens": 0,

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from local.simulator.answers import _compose
 from local.simulator.anthropic_dialect import AnthropicDialect
+from local.simulator.choices import compose_choices
 from local.simulator.dialect import Dialect
 from local.simulator.faults import FAULTS, Fault, FaultRule, _fault_from_marker
 from local.simulator.gemini_dialect import GeminiDialect
@@ -249,7 +249,7 @@ class ProviderSimulator:
                 return resp, body, req.model
             time.sleep(max(0.0, fault.delay_s))
 
-        resp = dialect.render(req, _compose(req, self._take_reply(provider)))
+        resp = dialect.render(req, compose_choices(req, self._take_reply(provider)))
         resp.fault = fault.name if fault else None
         return resp, body, req.model
 

@@ -40,6 +40,9 @@ class ChatRequest:
     json_mode: bool = False
     schema: Json | None = None
     tool_name: str | None = None  # Anthropic forced tool (structured output)
+    n: int = 1  # choices asked for (OpenAI n, Gemini candidateCount)
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     @property
     def joined(self) -> str:
@@ -58,6 +61,11 @@ class Answer:
     output_tokens: int
     cached_tokens: int = 0
     tool_input: Json | None = None  # set when Anthropic should answer with a tool_use block
+    more: list[Answer] = field(default_factory=list)  # choices 2..n
+
+    @property
+    def choices(self) -> list[Answer]:
+        return [self, *self.more]
 
 
 @dataclass
