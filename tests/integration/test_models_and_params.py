@@ -115,3 +115,121 @@ def test_an_alias_is_served_by_its_catalog_model(
     assert (completion.model_extra or {})["x_gateway"]["provider"] == provider
     calls = simulator.calls(provider)
     assert calls and calls[-1]["model"] == served_by  # the catalog's wire id, not the alias
+
+
+# --------------------------------------------------------------------------- n
+
+
+@pytest.mark.parametrize(
+    ("model", "provider", "native"),
+    [
+        ("gpt-4o-mini", "openai", True),
+        ("gemini-2.0-flash", "gemini", True),
+        ("claude-3-5-haiku-latest", "anthropic", False),
+    ],
+)
+def test_n_two_choices_on_each_provider(
+    client: openai.OpenAI, simulator: ProviderSimulator, model: str, provider: str, native: bool
+) -> None:
+    completion = client.chat.completions.create(model=model, messages=user(), n=2)
+    assert [c.index for c in completion.choices] == [0, 1]
+    texts = [c.message.content for c in completion.choices]
+    assert all(texts) and all(c.finish_reason == "stop" for c in completion.choices)
+    calls = simulator.calls(provider)
+    assert len(calls) == (1 if native else 2)
+    if native:
+        assert texts[0] != texts[1]  # the simulator's choices differ, as sampled ones would
+        wire = calls[0]["body"]
+        asked = wire["n"] if provider == "openai" else wire["generationConfig"]["candidateCount"]
+        assert asked == 2
+    else:
+        assert all("n" not in c["body"] for c in calls)  # Anthropic has no n: two calls of one
+    gateway = (completion.model_extra or {})["x_gateway"]
+    assert completion.usage is not None
+    spent = sum(a["usage"]["output_tokens"] for a in gateway["attempts"])
+    assert completion.usage.completion_tokens == spent > 0
+    read = sum(a["usage"]["input_tokens"] for a in gateway["attempts"])
+    assert completion.usage.prompt_tokens == read
+    assert len(gateway["attempts"]) == (1 if native else 2)
+    assert gateway["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in gateway["attempts"]))
+
+
+def test_n_choices_are_cached_together(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+    messages = user()
+    first = client.chat.completions.create(model="claude-3-5-haiku-latest", messages=messages, n=3, temperature=0)
+    again = client.chat.completions.create(model="claude-3-5-haiku-latest", messages=messages, n=3, temperature=0)
+    assert (again.model_extra or {})["x_gateway"]["cached"] is True
+    assert [c.message.content for c in again.choices] == [c.message.content for c in first.choices]
+    assert len(again.choices) == 3 and len(simulator.calls("anthropic")) == 3
+    one = client.chat.completions.create(model="claude-3-5-haiku-latest", messages=messages, temperature=0)
+    assert len(one.choices) == 1 and (one.model_extra or {})["x_gateway"]["cached"] is False  # n is in the key
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def test_logprobs_on_openai_come_back(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+    completion = client.chat.completions.create(model="gpt-4o-mini", messages=user(), logprobs=True, top_logprobs=2)
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.content
+    first = logprobs.content[0]
+    assert first.logprob < 0 and len(first.top_logprobs) == 2
+    assert "".join(t.token for t in logprobs.content) == completion.choices[0].message.content
+    assert simulator.calls("openai")[-1]["body"]["top_logprobs"] == 2
+
+
+def test_logprobs_on_gemini_are_translated(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+    completion = client.chat.completions.create(
+        model="gemini-2.0-flash", messages=user(), logprobs=True, top_logprobs=3
+    )
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None and logprobs.content and len(logprobs.content[0].top_logprobs) == 3
+    config = simulator.calls("gemini")[-1]["body"]["generationConfig"]
+    assert config["responseLogprobs"] is True and config["logprobs"] == 3
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "param"),
+    [
+        ("claude-3-5-haiku-latest", {"logprobs": True}, "logprobs"),
+        ("claude-3-5-haiku-latest", {"seed": 7}, "seed"),
+        ("gemini-2.0-flash", {"logit_bias": {"50256": -100}}, "logit_bias"),
+        ("gpt-4o-mini", {"audio": {"voice": "alloy", "format": "mp3"}}, "audio"),
+        ("gpt-4o-mini", {"modalities": ["text", "audio"]}, "modalities"),
+        ("gpt-4o-mini", {"reasoning_effort": "low"}, "reasoning_effort"),
+        ("gpt-4o-mini", {"prediction": {"type": "content", "content": "x"}}, "prediction"),
+        ("gpt-4o-mini", {"store": True}, "store"),
+        ("gpt-4o-mini", {"service_tier": "flex"}, "service_tier"),
+        ("gpt-4o-mini", {"stream": True}, "stream"),
+        ("gpt-4o-mini", {"made_up_option": 1}, "made_up_option"),
+    ],
+)
+def test_an_unsupported_parameter_is_a_400_naming_it(
+    client: openai.OpenAI, simulator: ProviderSimulator, model: str, extra: dict[str, object], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model, messages=user(), extra_body=extra)
+    error = caught.value.body
+    assert isinstance(error, dict) and error["param"] == param and error["type"] == "invalid_request_error"
+    assert error["code"] == "invalid_request" and error["message"]
+    assert simulator.calls() == []
+
+
+def test_defaults_are_not_errors(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+    defaults = {
+        "n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0, "logit_bias": {}, "store": False,
+        "service_tier": "auto", "stream": False, "modalities": ["text"], "user": "end-user-1",
+    }  # fmt: skip
+    completion = client.chat.completions.create(model="claude-3-5-haiku-latest", messages=user(), extra_body=defaults)
+    assert completion.model == "claude-3-5-haiku-latest" and len(completion.choices) == 1
+    body = simulator.calls("anthropic")[-1]["body"]
+    assert body["metadata"] == {"user_id": "end-user-1"}  # user, translated
+
+
+def test_a_tier_skips_providers_that_cannot_honour_a_parameter(
+    client: openai.OpenAI, simulator: ProviderSimulator
+) -> None:
+    completion = client.chat.completions.create(model="tier:fast", messages=user(), logit_bias={"50256": -100})
+    assert (completion.model_extra or {})["x_gateway"]["provider"] == "openai"  # the only fast provider with it
+    assert simulator.calls("openai")[-1]["body"]["logit_bias"] == {"50256": -100}
+    assert simulator.calls("gemini") == [] and simulator.calls("anthropic") == []

@@ -85,6 +85,8 @@ def to_gateway_request(body: ChatCompletionsBody) -> CompletionRequest:
 
 def _choice_fields(body: ChatCompletionsBody) -> dict[str, Any]:
     """n, logprobs, penalties, logit_bias and user, as the gateway's request takes them (defaults left out)."""
+    if body.top_logprobs and not body.logprobs:
+        raise api.invalid("top_logprobs", "top_logprobs needs logprobs: true")
     fields: dict[str, Any] = {
         "n": body.n or 1,
         "logprobs": bool(body.logprobs),
