@@ -233,3 +233,37 @@ def test_a_tier_skips_providers_that_cannot_honour_a_parameter(
     assert (completion.model_extra or {})["x_gateway"]["provider"] == "openai"  # the only fast provider with it
     assert simulator.calls("openai")[-1]["body"]["logit_bias"] == {"50256": -100}
     assert simulator.calls("gemini") == [] and simulator.calls("anthropic") == []
+
+
+# --------------------------------------------------------------------------- the simulator refuses as providers do
+
+
+def test_simulator_refuses_what_real_providers_refuse(simulator: ProviderSimulator) -> None:
+    urls = simulator.base_urls()
+    message = [{"role": "user", "content": "hi"}]
+    with httpx.Client(timeout=10) as http:
+        anthropic = http.post(
+            f"{urls['anthropic']}/v1/messages",
+            json={"model": "claude-haiku-4-5", "max_tokens": 5, "messages": message, "n": 2},
+            headers={"x-api-key": "k", "anthropic-version": "2023-06-01"},
+        )
+        assert anthropic.status_code == 400 and "n: Extra inputs are not permitted" in anthropic.text
+        gemini_url = f"{urls['gemini']}/v1beta/models/gemini-2.0-flash:generateContent"
+        contents = [{"role": "user", "parts": [{"text": "hi"}]}]
+        for config, words in [
+            ({"n": 2}, 'Unknown name "n"'),
+            ({"candidateCount": 9}, "candidateCount"),
+            ({"logprobs": 2}, "responseLogprobs"),
+        ]:
+            refused = http.post(
+                gemini_url, json={"contents": contents, "generationConfig": config}, headers={"x-goog-api-key": "k"}
+            )
+            assert refused.status_code == 400 and words in refused.json()["error"]["message"]
+        openai_url = f"{urls['openai']}/chat/completions"
+        for body, param in [({"top_logprobs": 2}, "logprobs"), ({"n": 0}, "n")]:
+            refused = http.post(
+                openai_url,
+                json={"model": "gpt-4o-mini", "messages": message, **body},
+                headers={"authorization": "Bearer k"},
+            )
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param
