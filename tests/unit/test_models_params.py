@@ -3,6 +3,7 @@ and the cache entry of several choices: in memory, no sockets."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,9 +11,10 @@ import pytest
 from llm_gateway.accounting.cache import cache_key, decode_entry, encode_entry, is_cacheable_result
 from llm_gateway.catalog import default_catalog
 from llm_gateway.errors import InvalidRequestError, NoEligibleModelError, UnknownModelError
-from llm_gateway.gateway import canonical_models
+from llm_gateway.gateway import Gateway, canonical_models
 from llm_gateway.http import chat_params, models_list, openai_chat
 from llm_gateway.http import framing as api
+from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import (
     Choice,
     CompletionRequest,
@@ -26,7 +28,9 @@ from llm_gateway.providers.anthropic import AnthropicProvider
 from llm_gateway.providers.gemini import GeminiProvider
 from llm_gateway.providers.openai import OpenAIProvider
 from llm_gateway.routing.choices import merge
+from llm_gateway.routing.deadline import Deadline
 from llm_gateway.routing.params import PROVIDER_PARAMS, params_in_use, unsupported
+from llm_gateway.routing.retry import RetryPolicy
 from llm_gateway.routing.router import Router
 
 CATALOG = default_catalog()
@@ -283,3 +287,74 @@ def test_chat_completion_has_one_choice_per_answer() -> None:
     assert [c["index"] for c in body["choices"]] == [0, 1]
     assert [c["message"]["content"] for c in body["choices"]] == ["one", "two"]
     assert body["choices"][0]["logprobs"] == {"content": [], "refusal": None} and body["choices"][1]["logprobs"] is None
+
+
+# --------------------------------------------------------------------------- n through the gateway (in memory)
+
+
+class Answering:
+    """An in-memory provider: each call answers with its own text and 100 input / 10 output tokens."""
+
+    def __init__(self, name: str, *, native_n: bool) -> None:
+        self.name = name
+        self.native_n = native_n
+        self.calls: list[ProviderRequest] = []
+
+    async def complete(self, wire: ProviderRequest, *, client: Any, timeout_s: float) -> ProviderResponse:
+        self.calls.append(wire)
+        texts = [f"{self.name} answer {len(self.calls)}.{i}" for i in range(wire.n)]
+        return ProviderResponse(
+            content=texts[0],
+            finish_reason="stop",
+            usage=Usage(input_tokens=100, output_tokens=10 * wire.n),
+            alternatives=[Choice(content=t, finish_reason="stop") for t in texts[1:]],
+        )
+
+
+class Reserving:
+    def __init__(self) -> None:
+        self.reserved: list[float] = []
+
+    async def reserve(self, ctx: Any, amount_usd: float) -> float:
+        self.reserved.append(amount_usd)
+        return amount_usd
+
+    async def settle(self, ctx: Any, reservation: Any, actual_usd: float) -> None:
+        return None
+
+
+def run_n(provider: Answering, model: str, n: int) -> tuple[CompletionResult, float]:
+    budget = Reserving()
+    gateway = Gateway(
+        catalog=CATALOG,
+        router=Router(CATALOG, {provider.name}),
+        providers={provider.name: provider},  # type: ignore[dict-item]
+        client=lambda: None,  # type: ignore[arg-type,return-value]
+        retry=RetryPolicy(max_attempts=1),
+        budget=budget,  # type: ignore[arg-type]
+    )
+    ctx = RequestContext(tenant="t", request_id="r", deadline=Deadline(30))
+    answer = asyncio.run(gateway.complete(request(model=model, n=n, max_tokens=50, fallback=[]), ctx))
+    [reserved] = budget.reserved
+    return answer, reserved
+
+
+def test_native_n_is_one_call_and_parallel_n_is_n_calls_with_usage_and_cost_summed() -> None:
+    native = Answering("openai", native_n=True)
+    answer, reserved = run_n(native, "gpt-4o-mini", 3)
+    assert [c.n for c in native.calls] == [3] and len(answer.alternatives) == 2
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (100, 30)
+    spec = CATALOG.get("gpt-4o-mini")
+    assert reserved >= spec.worst_case_cost(0, 3 * 50)  # n outputs of max_tokens each
+
+    parallel = Answering("anthropic", native_n=False)
+    answer, reserved_parallel = run_n(parallel, "claude-3-5-haiku-latest", 3)
+    assert [c.n for c in parallel.calls] == [1, 1, 1] and len(answer.attempts) == 3
+    assert [answer.content, *(c.content for c in answer.alternatives)] == [f"anthropic answer {i}.0" for i in (1, 2, 3)]
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (300, 30)
+    spec = CATALOG.get("claude-3-5-haiku-latest")
+    assert answer.cost_usd == pytest.approx(spec.cost(answer.usage))
+    one_input = run_n(Answering("anthropic", native_n=False), "claude-3-5-haiku-latest", 1)[1] - spec.worst_case_cost(
+        0, 50
+    )
+    assert reserved_parallel == pytest.approx(3 * one_input + spec.worst_case_cost(0, 150))  # n inputs, n outputs
