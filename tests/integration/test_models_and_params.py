@@ -267,3 +267,13 @@ def test_simulator_refuses_what_real_providers_refuse(simulator: ProviderSimulat
                 headers={"authorization": "Bearer k"},
             )
             assert refused.status_code == 400 and refused.json()["error"]["param"] == param
+
+
+def test_native_route_takes_n_and_answers_alternatives(api: httpx.Client, simulator: ProviderSimulator) -> None:
+    body = {"model": "gemini/gemini-2.0-flash-001", "messages": user(), "n": 2, "logprobs": True}
+    response = api.post("/v1/completions", json=body, headers={"x-api-key": KEY})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["model"] == "gemini-2.0-flash" and len(result["alternatives"]) == 1
+    assert result["logprobs"]["content"] and result["alternatives"][0]["logprobs"]["content"]
+    assert simulator.calls("gemini")[-1]["body"]["generationConfig"]["candidateCount"] == 2
