@@ -30,6 +30,7 @@ class GeminiDialect(Dialect):
     _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
     _CT = "application/json; charset=UTF-8"
     MAX_CANDIDATES = 8
+    NO_LOGPROBS_OR_PENALTIES = ("gemini-2.5",)
 
     def error(
         self,
@@ -127,6 +128,11 @@ class GeminiDialect(Dialect):
                     "INVALID_ARGUMENT",
                     f"Invalid JSON payload received. Unknown name \"{key}\" at 'generation_config': Cannot find field.",
                 )
+        if req.model.startswith(self.NO_LOGPROBS_OR_PENALTIES):  # as the Gemini API answers for 2.5 models
+            if _get(config, "responseLogprobs", "response_logprobs"):
+                return self.error(400, "INVALID_ARGUMENT", f"Logprobs is not enabled for models/{req.model}")
+            if any(_get(config, k) is not None for k in ("presencePenalty", "frequencyPenalty")):
+                return self.error(400, "INVALID_ARGUMENT", f"Penalty is not enabled for models/{req.model}")
         count = _get(config, "candidateCount", "candidate_count")
         if count is not None:
             if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= self.MAX_CANDIDATES:

@@ -226,6 +226,19 @@ def test_defaults_are_not_errors(client: openai.OpenAI, simulator: ProviderSimul
     assert body["metadata"] == {"user_id": "end-user-1"}  # user, translated
 
 
+def test_a_model_without_a_parameter_its_provider_has_is_skipped_or_refused(
+    client: openai.OpenAI, simulator: ProviderSimulator
+) -> None:
+    # Gemini 2.5 has no logprobs (the catalog says so): the balanced tier goes to OpenAI instead.
+    completion = client.chat.completions.create(model="tier:balanced", messages=user(), logprobs=True)
+    assert completion.model == "gpt-4.1-mini" and completion.choices[0].logprobs is not None
+    assert simulator.calls("gemini") == []
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="gemini-2.5-flash", messages=user(), presence_penalty=0.5)
+    assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "presence_penalty"
+    assert simulator.calls("gemini") == [] and len(simulator.calls()) == 1  # only the first request's call
+
+
 def test_a_tier_skips_providers_that_cannot_honour_a_parameter(
     client: openai.OpenAI, simulator: ProviderSimulator
 ) -> None:
@@ -250,6 +263,16 @@ def test_simulator_refuses_what_real_providers_refuse(simulator: ProviderSimulat
         assert anthropic.status_code == 400 and "n: Extra inputs are not permitted" in anthropic.text
         gemini_url = f"{urls['gemini']}/v1beta/models/gemini-2.0-flash:generateContent"
         contents = [{"role": "user", "parts": [{"text": "hi"}]}]
+        for config, words in [
+            ({"responseLogprobs": True}, "Logprobs is not enabled"),
+            ({"presencePenalty": 0.5}, "Penalty is not enabled"),
+        ]:
+            refused = http.post(
+                gemini_url.replace("gemini-2.0-flash", "gemini-2.5-flash"),
+                json={"contents": contents, "generationConfig": config},
+                headers={"x-goog-api-key": "k"},
+            )
+            assert refused.status_code == 400 and words in refused.json()["error"]["message"]
         for config, words in [
             ({"n": 2}, 'Unknown name "n"'),
             ({"candidateCount": 9}, "candidateCount"),

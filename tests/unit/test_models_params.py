@@ -173,9 +173,10 @@ def test_translated_parameters_reach_the_request() -> None:
 def test_every_table_entry_is_a_known_chat_parameter() -> None:
     routed = {p for params in PROVIDER_PARAMS.values() for p in params}
     assert routed <= chat_params.KNOWN and not set(chat_params.REFUSED) & chat_params.KNOWN
-    assert unsupported(["logprobs", "seed"], "anthropic") == ["logprobs", "seed"]
-    assert unsupported(["logprobs", "logit_bias"], "gemini") == ["logit_bias"]
-    assert unsupported(["logit_bias"], "openai") == []
+    assert unsupported(["logprobs", "seed"], CATALOG.get("claude-haiku-4-5")) == ["logprobs", "seed"]
+    assert unsupported(["logprobs", "logit_bias"], CATALOG.get("gemini-2.0-flash")) == ["logit_bias"]
+    assert unsupported(["logprobs", "seed"], CATALOG.get("gemini-2.5-flash")) == ["logprobs"]  # per model
+    assert unsupported(["logit_bias"], CATALOG.get("gpt-4o-mini")) == []
 
 
 def test_named_model_that_cannot_honour_a_parameter_is_a_400_naming_it() -> None:

@@ -26,6 +26,8 @@ class ModelSpec(BaseModel):
     capabilities: frozenset[str] = frozenset()
     tiers: frozenset[str] = frozenset()
     aliases: tuple[str, ...] = ()  # other names for this model (dated snapshots), resolved by Catalog.get
+    # Request parameters this model refuses although its provider takes them (routing/params.py).
+    unsupported_params: frozenset[str] = frozenset()
 
     @property
     def wire_model(self) -> str:

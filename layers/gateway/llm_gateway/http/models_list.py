@@ -67,6 +67,7 @@ def _model_entry(spec: ModelSpec, name: str, created: int) -> dict[str, Any]:
         "capabilities": sorted(spec.capabilities),
         "tiers": sorted(spec.tiers),
         "aliases": list(spec.aliases),
+        "unsupported_params": sorted(spec.unsupported_params),
     }
     if name != spec.id:
         entry["alias_of"] = spec.id  # the catalog model that serves (and names itself in answers)

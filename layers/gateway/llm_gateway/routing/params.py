@@ -5,12 +5,15 @@ provider cannot honour a parameter in use; a model the caller named itself is a 
 parameter instead (silently serving it without the parameter would be the drop this module exists
 to prevent). ``n`` is missing on purpose: every provider serves it (natively, or by parallel calls).
 
+A model may lack what its provider has: the catalog's ``unsupported_params`` says so per model.
+
 ``user`` is honoured by OpenAI (``user``) and Anthropic (``metadata.user_id``); Gemini has no such
 field, and an end-user id never changes the answer, so it is not a reason to skip Gemini (README).
 """
 
 from __future__ import annotations
 
+from llm_gateway.catalog import ModelSpec
 from llm_gateway.models import CompletionRequest
 
 # Order matters only for messages: the first parameter a provider lacks is the one named.
@@ -40,7 +43,8 @@ def params_in_use(request: CompletionRequest) -> list[str]:
     return [name for name in CHECKED if in_use[name]]
 
 
-def unsupported(params: list[str], provider: str) -> list[str]:
-    """The parameters of ``params`` that ``provider`` cannot honour (all of them for an unknown provider)."""
-    known = PROVIDER_PARAMS.get(provider, frozenset())
+def unsupported(params: list[str], spec: ModelSpec) -> list[str]:
+    """The parameters of ``params`` that the model cannot honour: its provider lacks them (all of them for
+    an unknown provider), or its catalog entry lists them (Gemini 2.5 has no logprobs or penalties)."""
+    known = PROVIDER_PARAMS.get(spec.provider, frozenset()) - spec.unsupported_params
     return [p for p in params if p not in known]

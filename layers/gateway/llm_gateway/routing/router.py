@@ -79,7 +79,7 @@ class Router:
         fitting = [m for m in capable if self._fits(m, input_tokens, request.max_tokens)]
         if len(fitting) < len(capable) or not fitting:
             larger = self._larger_windows(fitting, capable, needs, input_tokens, request.max_tokens)
-            fitting += [m for m in larger if not unsupported(params, m.provider)]
+            fitting += [m for m in larger if not unsupported(params, m)]
         if not fitting:
             raise NoEligibleModelError(
                 f"the prompt (about {input_tokens} tokens) fits no configured model's context window",
@@ -149,14 +149,14 @@ def _honouring(params: list[str], models: list[ModelSpec], *, named: ModelSpec |
     is a 400 naming the parameter (serving it without would silently drop the parameter)."""
     if not params:
         return models
-    if named is not None and (missing := unsupported(params, named.provider)):
+    if named is not None and (missing := unsupported(params, named)):
         raise InvalidRequestError(
             f"'{missing[0]}' is not supported by {named.id} ({named.provider}); leave it out or choose another model",
             details={"param": missing[0], "model": named.id},
         )
-    kept = [m for m in models if not unsupported(params, m.provider)]
+    kept = [m for m in models if not unsupported(params, m)]
     if not kept:
-        missing = unsupported(params, models[0].provider)
+        missing = unsupported(params, models[0])
         raise NoEligibleModelError(
             f"no candidate model supports '{missing[0]}'", details={"param": missing[0], "needs": params}
         )
