@@ -22,6 +22,7 @@ from llm_gateway.accounting.cache import cache_control_from_headers
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import GatewayError, InvalidRequestError, NotConfiguredError
 from llm_gateway.http import framing as api
+from llm_gateway.http import models_list
 from llm_gateway.http import openai_chat as openai_compat
 from llm_gateway.http import prefer as job_http
 from llm_gateway.models import CompletionRequest, CompletionResult
@@ -182,11 +183,25 @@ def usage() -> Response[str]:
     return _json(200, summary, {})
 
 
+@app.get(models_list.LIST_PATH)
+def list_models() -> Response[str]:
+    api.tenant_from_request_context(app.current_event.raw_event.get("requestContext"))  # authenticated
+    return _json(200, models_list.list_models(services().catalog), {})
+
+
+@app.get(models_list.LIST_PATH + "/<name>")
+@app.get(models_list.LIST_PATH + "/<prefix>/<name>")  # provider-prefixed ids: openai/gpt-4o-mini
+def retrieve_model(name: str, prefix: str = "") -> Response[str]:
+    api.tenant_from_request_context(app.current_event.raw_event.get("requestContext"))
+    model_id = f"{prefix}/{name}" if prefix else name
+    return _json(200, models_list.retrieve_model(services().catalog, model_id), {})
+
+
 @app.exception_handler(GatewayError)
 def gateway_error(err: GatewayError) -> Response[str]:
     if err.http_status >= 500:
         logger.warning("request failed", code=err.code, error=err.message, attempts=len(err.attempts))
-    openai_style = app.current_event.path.endswith(OPENAI_PATH)
+    openai_style = models_list.openai_shaped(app.current_event.path)
     body = openai_compat.openai_error_body(err) if openai_style else api.error_body(err)
     if err.attempts and not openai_style:
         body["error"]["attempts"] = [a.model_dump(mode="json") for a in err.attempts]

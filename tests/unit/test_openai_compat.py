@@ -155,7 +155,7 @@ BAD_CHAT_BODIES = [
     ("messages not a list", {"messages": "hi"}, "messages", "list"),
     ("blank text", {"messages": [{"role": "user", "content": "  "}]}, "messages", "some text"),
     ("stream", {"stream": True}, "stream", "streaming"),
-    ("n", {"n": 2}, "n", "less than or equal"),
+    ("n above the most choices", {"n": 9}, "n", "less than or equal"),
     ("max_tokens range", {"max_tokens": 10_000_000}, "max_tokens", "less than or equal"),
     ("max_completion_tokens", {"max_completion_tokens": 0}, "max_completion_tokens", "greater than"),
 ]

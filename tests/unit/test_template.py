@@ -24,6 +24,8 @@ API_ROUTES = {
     ("post", "/v1/chat/completions"): "CompletionFunction",
     ("post", "/v1/completions"): "CompletionFunction",
     ("get", "/v1/usage"): "CompletionFunction",
+    ("get", "/v1/models"): "CompletionFunction",
+    ("get", "/v1/models/{model+}"): "CompletionFunction",
     ("post", "/v1/extractions"): "ExtractionFunction",
     ("post", "/v1/summaries"): "SummarizationFunction",
     ("post", "/v1/jobs"): "JobsFunction",

@@ -25,6 +25,9 @@ class ModelSpec(BaseModel):
     max_output_tokens: int = Field(gt=0)
     capabilities: frozenset[str] = frozenset()
     tiers: frozenset[str] = frozenset()
+    aliases: tuple[str, ...] = ()  # other names for this model (dated snapshots), resolved by Catalog.get
+    # Request parameters this model refuses although its provider takes them (routing/params.py).
+    unsupported_params: frozenset[str] = frozenset()
 
     @property
     def wire_model(self) -> str:
@@ -64,15 +67,32 @@ class Catalog(BaseModel):
         return f"{self.version}+{hashlib.sha256(content.encode('utf-8')).hexdigest()[:16]}"
 
     def get(self, model_id: str) -> ModelSpec:
-        for spec in self.models:
-            if spec.id == model_id:
-                return spec
-        raise UnknownModelError(
-            f"model '{model_id}' is not in the catalog", details={"known": [m.id for m in self.models]}
-        )
+        """The model a name resolves to (see :meth:`resolve`); ``model_not_found`` when none does."""
+        spec = self.resolve(model_id)
+        if spec is None:
+            raise UnknownModelError(
+                f"model '{model_id}' is not in the catalog",
+                details={"param": "model", "known": [m.id for m in self.models]},
+            )
+        return spec
 
     def find(self, model_id: str) -> ModelSpec | None:
         return next((m for m in self.models if m.id == model_id), None)
+
+    def resolve(self, name: str) -> ModelSpec | None:
+        """A catalog id, an alias the catalog declares, or either prefixed by its provider
+        (``openai/gpt-4o-mini``, ``anthropic/claude-3-5-haiku-20241022``); None for anything else."""
+        direct = self._by_name(name)
+        if direct is not None:
+            return direct
+        provider, slash, rest = name.partition("/")
+        if not slash:
+            return None
+        spec = self._by_name(rest)
+        return spec if spec is not None and provider == spec.provider else None
+
+    def _by_name(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.id == name or name in m.aliases), None)
 
     def in_tier(self, tier: str) -> list[ModelSpec]:
         return [m for m in self.models if tier in m.tiers]

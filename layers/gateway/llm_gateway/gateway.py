@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 
@@ -35,6 +36,7 @@ from llm_gateway.models import (
 )
 from llm_gateway.providers import Provider
 from llm_gateway.providers.base import with_json_instruction
+from llm_gateway.routing.choices import in_parallel
 from llm_gateway.routing.fallback_time import candidate_context
 from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy
 from llm_gateway.routing.router import Candidate, Router
@@ -70,6 +72,7 @@ class Gateway:
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
         started = time.perf_counter()
+        request = canonical_models(request, self.catalog)
         if self.cache is not None:
             hit = await self.cache.lookup(ctx, request)
             if hit is not None:
@@ -110,6 +113,8 @@ class Gateway:
                 latency_ms=_ms_since(started),
                 attempts=attempts,
                 metadata=request.metadata,
+                logprobs=response.logprobs,
+                alternatives=response.alternatives,
             )
             if self.cache is not None:
                 await self.cache.store(ctx, request, result)
@@ -159,11 +164,17 @@ class Gateway:
             seed=request.seed,
             response_format=request.response_format,
             native_structured=_native_structured(request, spec),
+            **_choice_params(request),
         )
+        # n choices: in one call where the provider has them natively, else n parallel calls of one each.
+        calls = 1 if request.n == 1 or getattr(provider, "native_n", False) else request.n
+        wire = wire if calls == 1 else wire.model_copy(update={"n": 1})
         reservation = None
         if self.budget is not None:
-            worst_input = _worst_case_input(wire, spec.provider)
-            reservation = await self.budget.reserve(ctx, spec.worst_case_cost(worst_input, candidate.max_tokens))
+            # Every call reads the whole input; every choice may write max_tokens.
+            worst_input = _worst_case_input(wire, spec.provider) * calls
+            worst = spec.worst_case_cost(worst_input, candidate.max_tokens * request.n)
+            reservation = await self.budget.reserve(ctx, worst)
         spent_before = sum(a.cost_usd for a in attempts)
 
         async def one_call() -> ProviderResponse:
@@ -173,7 +184,10 @@ class Gateway:
         try:
             if self.breaker is not None and not await self.breaker.allow(spec.provider, spec.id) and not required:
                 return None  # the reservation is released below (settled at zero)
-            response = await self.retry.call(one_call, deadline=ctx.deadline)
+            if calls == 1:
+                response = await self.retry.call(one_call, deadline=ctx.deadline)
+            else:
+                response = await in_parallel(lambda: self.retry.call(one_call, deadline=ctx.deadline), calls)
             answered = True
             return response
         finally:
@@ -228,6 +242,21 @@ class Gateway:
             await self.usage.record(ctx, attempt)
 
 
+def canonical_models(request: CompletionRequest, catalog: Catalog) -> CompletionRequest:
+    """Aliases and ``provider/id`` names replaced by catalog ids, so that every name of a model shares its
+    cache entries; a name that resolves to nothing is left for the router to refuse."""
+
+    def canonical(name: str) -> str:
+        spec = catalog.resolve(name)
+        return spec.id if spec is not None else name
+
+    model = canonical(request.model) if request.model is not None else None
+    fallback = [canonical(m) for m in request.fallback] if request.fallback is not None else None
+    if model == request.model and fallback == request.fallback:
+        return request
+    return request.model_copy(update={"model": model, "fallback": fallback})
+
+
 def _falls_back(err: ProviderError, *, native_structured: bool) -> bool:
     """Another model may succeed where this one could not; the caller's own mistakes do not fall back.
 
@@ -262,6 +291,19 @@ def _worst_case_input(wire: ProviderRequest, provider: str) -> int:
     if wire.native_structured and isinstance(fmt, JsonSchemaFormat):
         native_schema = json.dumps(fmt.json_schema, separators=(",", ":"))
     return worst_case_input_tokens(with_json_instruction(wire), provider=provider, native_schema=native_schema)
+
+
+def _choice_params(request: CompletionRequest) -> dict[str, Any]:
+    """n, logprobs and the other provider-dependent parameters, as the adapters take them."""
+    return {
+        "n": request.n,
+        "logprobs": request.logprobs,
+        "top_logprobs": request.top_logprobs,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "logit_bias": request.logit_bias,
+        "user": request.user,
+    }
 
 
 def _native_structured(request: CompletionRequest, spec: ModelSpec) -> bool:

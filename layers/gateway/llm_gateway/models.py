@@ -65,6 +65,10 @@ class JsonObjectFormat(_Strict):
 ResponseFormat = JsonSchemaFormat | JsonObjectFormat
 
 
+MAX_CHOICES = 8  # n: Gemini's candidateCount limit, and the most parallel calls one request may fan out to
+MAX_TOP_LOGPROBS = 20
+
+
 class CacheControl(_Strict):
     """Per-request cache controls (honoured by the cache, when one is configured)."""
 
@@ -88,6 +92,14 @@ class CompletionRequest(_Strict):
     stop: list[str] | None = Field(default=None, max_length=4)
     seed: int | None = None
     response_format: ResponseFormat | None = Field(default=None, discriminator="type")
+    # Choices and sampling controls only some providers have: routing/params.py says which.
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, int] | None = Field(default=None, max_length=300)
+    user: str | None = Field(default=None, max_length=256)
     capabilities: list[str] = Field(default_factory=list, max_length=8)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
     cache: CacheControl | None = None
@@ -98,6 +110,19 @@ class CompletionRequest(_Strict):
         if self.model is not None and self.tier is not None:
             raise ValueError("give either 'model' or 'tier', not both")
         return self
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self) -> CompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, bias: dict[str, int] | None) -> dict[str, int] | None:
+        if bias and any(not -100 <= v <= 100 for v in bias.values()):
+            raise ValueError("logit_bias values must be between -100 and 100")
+        return bias
 
     @field_validator("messages")
     @classmethod
@@ -147,6 +172,21 @@ class ProviderRequest(BaseModel):
     seed: int | None = None
     response_format: ResponseFormat | None = None
     native_structured: bool = False  # use the provider's structured-output mode for response_format
+    n: int = 1  # > 1 only for adapters with native choices (Provider.native_n); others get parallel calls
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, int] | None = None
+    user: str | None = None
+
+
+class Choice(BaseModel):
+    """One more answer to the same request (``n`` > 1); the first is the response's own content."""
+
+    content: str
+    finish_reason: FinishReason
+    logprobs: dict[str, Any] | None = None  # OpenAI's per-choice shape: {"content": [...], "refusal": None}
 
 
 class ProviderResponse(BaseModel):
@@ -157,6 +197,8 @@ class ProviderResponse(BaseModel):
     usage: Usage
     provider_request_id: str | None = None
     raw_model: str | None = None
+    logprobs: dict[str, Any] | None = None  # the first choice's, when asked for
+    alternatives: list[Choice] = Field(default_factory=list)  # choices 2..n
 
 
 Outcome = Literal["success", "error", "skipped"]
@@ -189,3 +231,5 @@ class CompletionResult(BaseModel):
     attempts: list[Attempt]
     cached: bool = False
     metadata: dict[str, str] = Field(default_factory=dict)
+    logprobs: dict[str, Any] | None = None  # the first choice's, when asked for
+    alternatives: list[Choice] = Field(default_factory=list)  # choices 2..n, when n > 1

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llm_gateway.errors import GatewayError
 from llm_gateway.http import framing as api
-from llm_gateway.models import CompletionRequest, CompletionResult
+from llm_gateway.http.chat_params import refuse_unsupported
+from llm_gateway.models import MAX_CHOICES, MAX_TOP_LOGPROBS, Choice, CompletionRequest, CompletionResult
 
 TIERS = ("fast", "balanced", "best")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -23,9 +24,10 @@ NO_TOOLS = "tool calling is not supported by this gateway"
 
 
 class ChatCompletionsBody(BaseModel):
-    """The subset of the OpenAI request the gateway honours; unknown fields are ignored, like OpenAI does."""
+    """The OpenAI request: fields the gateway honours are declared; the rest are kept (``extra``) only to be
+    checked by :func:`chat_params.refuse_unsupported` (a default value passes, anything else is a 400)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=160)
     messages: list[Any] = Field(min_length=1)
@@ -35,19 +37,24 @@ class ChatCompletionsBody(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     stream: bool | None = None
     response_format: dict[str, Any] | None = None
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=256)
+    safety_identifier: str | None = Field(default=None, max_length=256)  # OpenAI's newer name for user
     metadata: dict[str, str] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, int] | None = None
     # Declared only to refuse them clearly (ignoring them would answer without the tools asked for).
     tools: list[Any] | None = None
     functions: list[Any] | None = None
 
 
 def to_gateway_request(body: ChatCompletionsBody) -> CompletionRequest:
-    if body.stream:
-        raise api.invalid("stream", "streaming is not supported by this gateway; send stream=false")
+    refuse_unsupported({**body.model_dump(exclude_unset=True), **(body.model_extra or {})})
     if body.tools or body.functions:
         raise api.invalid("tools" if body.tools else "functions", NO_TOOLS)
     model, tier = _model_or_tier(body.model)
@@ -65,6 +72,7 @@ def to_gateway_request(body: ChatCompletionsBody) -> CompletionRequest:
             "seed": body.seed,
             "response_format": _response_format(body.response_format),
             "metadata": body.metadata or {},
+            **_choice_fields(body),
         },
         rename={
             "tier": "model",
@@ -73,6 +81,22 @@ def to_gateway_request(body: ChatCompletionsBody) -> CompletionRequest:
     )
     api.check_response_format(request, param="response_format.json_schema.schema")
     return request
+
+
+def _choice_fields(body: ChatCompletionsBody) -> dict[str, Any]:
+    """n, logprobs, penalties, logit_bias and user, as the gateway's request takes them (defaults left out)."""
+    if body.top_logprobs and not body.logprobs:
+        raise api.invalid("top_logprobs", "top_logprobs needs logprobs: true")
+    fields: dict[str, Any] = {
+        "n": body.n or 1,
+        "logprobs": bool(body.logprobs),
+        "top_logprobs": body.top_logprobs,
+        "presence_penalty": body.presence_penalty,
+        "frequency_penalty": body.frequency_penalty,
+        "logit_bias": body.logit_bias,
+        "user": body.user or body.safety_identifier,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _model_or_tier(name: str) -> tuple[str | None, str | None]:
@@ -167,14 +191,7 @@ def to_chat_completion(result: CompletionResult) -> dict[str, Any]:
         "object": "chat.completion",
         "created": result.created,
         "model": result.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.content, "refusal": None},
-                "finish_reason": _OPENAI_FINISH.get(result.finish_reason, result.finish_reason),
-                "logprobs": None,
-            }
-        ],
+        "choices": _choices(result),
         "usage": {
             "prompt_tokens": usage.input_tokens,
             "completion_tokens": usage.output_tokens,
@@ -192,6 +209,19 @@ def to_chat_completion(result: CompletionResult) -> dict[str, Any]:
             "attempts": [a.model_dump() for a in result.attempts],
         },
     }
+
+
+def _choices(result: CompletionResult) -> list[dict[str, Any]]:
+    first = Choice(content=result.content, finish_reason=result.finish_reason, logprobs=result.logprobs)
+    return [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": choice.content, "refusal": None},
+            "finish_reason": _OPENAI_FINISH.get(choice.finish_reason, choice.finish_reason),
+            "logprobs": choice.logprobs,
+        }
+        for index, choice in enumerate([first, *result.alternatives])
+    ]
 
 
 _OPENAI_ERROR_TYPES = {

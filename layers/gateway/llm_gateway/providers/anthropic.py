@@ -90,6 +90,8 @@ class AnthropicProvider(Provider):
             body["top_p"] = request.top_p
         if request.stop:
             body["stop_sequences"] = request.stop
+        if request.user:
+            body["metadata"] = {"user_id": request.user}
         fmt = request.response_format
         if isinstance(fmt, JsonSchemaFormat) and request.native_structured:
             # Forced tool use: the tool's input schema is the answer's schema.

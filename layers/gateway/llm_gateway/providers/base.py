@@ -43,6 +43,7 @@ class Provider(ABC):
     """One upstream API. Instances are cheap; the HTTP client is shared and passed in."""
 
     name: str = ""
+    native_n: bool = False  # answers n > 1 choices in one call; otherwise the gateway makes n parallel calls
 
     def __init__(self, *, base_url: str, api_key: str | None, connect_timeout_s: float = 3.0) -> None:
         self.base_url = base_url.rstrip("/")

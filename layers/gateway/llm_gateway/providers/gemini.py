@@ -15,6 +15,7 @@ from llm_gateway.errors import (
     RateLimitedError,
 )
 from llm_gateway.models import (
+    Choice,
     FinishReason,
     ImagePart,
     JsonObjectFormat,
@@ -58,8 +59,44 @@ def _parts(message: Message) -> list[dict[str, Any]]:
     return parts
 
 
+def _choice_config(request: ProviderRequest) -> dict[str, Any]:
+    """n, logprobs and penalties in generationConfig's names; only what is set."""
+    config: dict[str, Any] = {}
+    if request.n > 1:
+        config["candidateCount"] = request.n
+    if request.logprobs:
+        config["responseLogprobs"] = True
+        if request.top_logprobs:
+            config["logprobs"] = request.top_logprobs
+    if request.presence_penalty is not None:
+        config["presencePenalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        config["frequencyPenalty"] = request.frequency_penalty
+    return config
+
+
+def _openai_logprobs(result: Any) -> dict[str, Any] | None:
+    """Gemini's ``logprobsResult`` in OpenAI's per-choice shape: one entry per chosen token, with its
+    top alternatives."""
+    if not isinstance(result, dict):
+        return None
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+
+    def entry(candidate: dict[str, Any]) -> dict[str, Any]:
+        token = str(candidate.get("token", ""))
+        return {"token": token, "logprob": float(candidate.get("logProbability", 0.0)), "bytes": list(token.encode())}
+
+    content = []
+    for i, candidate in enumerate(chosen):
+        alternatives = tops[i].get("candidates", []) if i < len(tops) else []
+        content.append({**entry(candidate), "top_logprobs": [entry(c) for c in alternatives]})
+    return {"content": content, "refusal": None}
+
+
 class GeminiProvider(Provider):
     name = "gemini"
+    native_n = True
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
         fmt = request.response_format
@@ -87,6 +124,7 @@ class GeminiProvider(Provider):
             config["stopSequences"] = request.stop
         if request.seed is not None:
             config["seed"] = request.seed
+        config.update(_choice_config(request))
         if json_mode:
             config["responseMimeType"] = "application/json"
         if response_schema is not None:
@@ -111,18 +149,14 @@ class GeminiProvider(Provider):
                     model=request.model,
                 )
             raise ValueError("no candidates in the answer")
-        candidate = candidates[0]
-        reason = str(candidate.get("finishReason", ""))
-        if reason in _BLOCKED:
-            raise ContentFilteredError(
-                f"{self.name} blocked the answer: {reason}", provider=self.name, model=request.model
-            )
-        parts = (candidate.get("content") or {}).get("parts") or []
-        content = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+        ordered = sorted(candidates, key=lambda c: int(c.get("index", 0)))
+        first, *rest = [self._choice(c, request) for c in ordered]
         usage = data.get("usageMetadata") or {}
         return ProviderResponse(
-            content=content,
-            finish_reason=_FINISH.get(reason, "error"),
+            content=first.content,
+            finish_reason=first.finish_reason,
+            logprobs=first.logprobs,
+            alternatives=rest,
             usage=Usage(
                 input_tokens=int(usage.get("promptTokenCount", 0)),
                 # Thinking tokens are billed as output.
@@ -132,6 +166,17 @@ class GeminiProvider(Provider):
             provider_request_id=data.get("responseId"),
             raw_model=data.get("modelVersion"),
         )
+
+    def _choice(self, candidate: Any, request: ProviderRequest) -> Choice:
+        reason = str(candidate.get("finishReason", ""))
+        if reason in _BLOCKED:
+            raise ContentFilteredError(
+                f"{self.name} blocked the answer: {reason}", provider=self.name, model=request.model
+            )
+        parts = (candidate.get("content") or {}).get("parts") or []
+        content = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+        logprobs = _openai_logprobs(candidate.get("logprobsResult")) if request.logprobs else None
+        return Choice(content=content, finish_reason=_FINISH.get(reason, "error"), logprobs=logprobs)
 
     def error_message(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):

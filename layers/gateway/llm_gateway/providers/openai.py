@@ -6,6 +6,7 @@ from typing import Any
 
 from llm_gateway.errors import ContentFilteredError, ContextTooLongError, ProviderAuthError, ProviderError
 from llm_gateway.models import (
+    Choice,
     FinishReason,
     ImagePart,
     JsonObjectFormat,
@@ -52,8 +53,26 @@ def _json_schema_format(fmt: JsonSchemaFormat) -> dict[str, Any]:
     return {"name": fmt.name, "schema": strict, "strict": True}
 
 
+def _sampling_fields(request: ProviderRequest) -> dict[str, Any]:
+    """n, logprobs, penalties, logit_bias and user: sent only when set (a default is never sent)."""
+    body: dict[str, Any] = {}
+    if request.n > 1:
+        body["n"] = request.n
+    if request.logprobs:
+        body["logprobs"] = True
+        if request.top_logprobs:
+            body["top_logprobs"] = request.top_logprobs
+    for key in ("presence_penalty", "frequency_penalty", "user"):
+        if (value := getattr(request, key)) is not None:
+            body[key] = value
+    if request.logit_bias:
+        body["logit_bias"] = request.logit_bias
+    return body
+
+
 class OpenAIProvider(Provider):
     name = "openai"
+    native_n = True
     max_tokens_field = "max_completion_tokens"
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
@@ -65,6 +84,7 @@ class OpenAIProvider(Provider):
         for key in ("temperature", "top_p", "stop", "seed"):
             if (value := getattr(request, key)) is not None:
                 body[key] = value
+        body.update(_sampling_fields(request))
         fmt = request.response_format
         if isinstance(fmt, JsonSchemaFormat) and request.native_structured:
             body["response_format"] = {"type": "json_schema", "json_schema": _json_schema_format(fmt)}
@@ -76,7 +96,25 @@ class OpenAIProvider(Provider):
         return WireRequest(url=f"{self.base_url}/chat/completions", headers=headers, body=body)
 
     def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
-        choice = data["choices"][0]
+        choices = sorted(data["choices"], key=lambda c: int(c.get("index", 0)))
+        first, *rest = [self._choice(c, request) for c in choices]
+        usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return ProviderResponse(
+            content=first.content,
+            finish_reason=first.finish_reason,
+            logprobs=first.logprobs,
+            alternatives=rest,
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+                cached_input_tokens=int(details.get("cached_tokens") or 0),
+            ),
+            provider_request_id=data.get("id"),
+            raw_model=data.get("model"),
+        )
+
+    def _choice(self, choice: Any, request: ProviderRequest) -> Choice:
         message = choice["message"]
         finish = _FINISH.get(str(choice.get("finish_reason")), "error")
         if message.get("refusal") or (finish == "content_filter" and not message.get("content")):
@@ -86,19 +124,8 @@ class OpenAIProvider(Provider):
         content = message.get("content")
         if not isinstance(content, str):
             raise ValueError("message.content is not a string")
-        usage = data.get("usage") or {}
-        details = usage.get("prompt_tokens_details") or {}
-        return ProviderResponse(
-            content=content,
-            finish_reason=finish,
-            usage=Usage(
-                input_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", 0)),
-                cached_input_tokens=int(details.get("cached_tokens") or 0),
-            ),
-            provider_request_id=data.get("id"),
-            raw_model=data.get("model"),
-        )
+        logprobs = choice.get("logprobs") if request.logprobs else None
+        return Choice(content=content, finish_reason=finish, logprobs=logprobs if isinstance(logprobs, dict) else None)
 
     def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
         code = ""
@@ -117,4 +144,5 @@ class OpenAICompatibleProvider(OpenAIProvider):
     """Any OpenAI-compatible server; most still expect the older ``max_tokens`` field."""
 
     name = "openai_compatible"
+    native_n = False  # llama.cpp and Ollama ignore n: the gateway makes parallel calls
     max_tokens_field = "max_tokens"

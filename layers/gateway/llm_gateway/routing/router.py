@@ -18,6 +18,7 @@ from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.documents.tokens import estimate_message_tokens
 from llm_gateway.errors import InvalidRequestError, NoEligibleModelError
 from llm_gateway.models import CompletionRequest
+from llm_gateway.routing.params import params_in_use, unsupported
 
 TIER_ORDER = ("fast", "balanced", "best")
 
@@ -73,9 +74,12 @@ class Router:
             raise NoEligibleModelError(
                 f"no configured model offers {sorted(needs - {'json'})}", details={"needs": sorted(needs)}
             )
+        params = params_in_use(request)
+        capable = _honouring(params, capable, named=ordered[0] if request.model is not None else None)
         fitting = [m for m in capable if self._fits(m, input_tokens, request.max_tokens)]
         if len(fitting) < len(capable) or not fitting:
-            fitting += self._larger_windows(fitting, capable, needs, input_tokens, request.max_tokens)
+            larger = self._larger_windows(fitting, capable, needs, input_tokens, request.max_tokens)
+            fitting += [m for m in larger if not unsupported(params, m)]
         if not fitting:
             raise NoEligibleModelError(
                 f"the prompt (about {input_tokens} tokens) fits no configured model's context window",
@@ -138,6 +142,25 @@ class Router:
         wanted = asked if asked is not None else self.default_max_tokens
         room = spec.context_window - input_tokens
         return max(1, min(wanted, spec.max_output_tokens, room))
+
+
+def _honouring(params: list[str], models: list[ModelSpec], *, named: ModelSpec | None) -> list[ModelSpec]:
+    """The models whose provider honours every parameter in use; a model the caller named that cannot
+    is a 400 naming the parameter (serving it without would silently drop the parameter)."""
+    if not params:
+        return models
+    if named is not None and (missing := unsupported(params, named)):
+        raise InvalidRequestError(
+            f"'{missing[0]}' is not supported by {named.id} ({named.provider}); leave it out or choose another model",
+            details={"param": missing[0], "model": named.id},
+        )
+    kept = [m for m in models if not unsupported(params, m)]
+    if not kept:
+        missing = unsupported(params, models[0])
+        raise NoEligibleModelError(
+            f"no candidate model supports '{missing[0]}'", details={"param": missing[0], "needs": params}
+        )
+    return kept
 
 
 def provider_diverse(ranked: list[ModelSpec], *, after: str | None = None) -> list[ModelSpec]:

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from llm_gateway.accounting.counters import Counters
 from llm_gateway.errors import InvalidRequestError
 from llm_gateway.interfaces import RequestContext
-from llm_gateway.models import CacheControl, CompletionRequest, CompletionResult, Usage
+from llm_gateway.models import CacheControl, Choice, CompletionRequest, CompletionResult, Usage
 
 log = logging.getLogger("llm_gateway.accounting.cache")
 
@@ -90,10 +90,25 @@ def canonical_request(request: CompletionRequest, *, default_tier: str, default_
             "top_p": request.top_p,
             "stop": request.stop,
             "seed": request.seed,
+            **_choice_params(request),
         },
         "format": fmt.model_dump(mode="json", by_alias=True) if fmt is not None else None,
         "prompt_version": request.prompt_version,
     }
+
+
+def _choice_params(request: CompletionRequest) -> dict[str, Any]:
+    """n, logprobs and the other newer parameters, only when set: keys of requests without them are
+    unchanged (existing entries stay valid)."""
+    values = {
+        "n": request.n if request.n != 1 else None,
+        "logprobs": request.logprobs or None,
+        "top_logprobs": request.top_logprobs or None,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "logit_bias": request.logit_bias or None,
+    }
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def cache_key(
@@ -123,14 +138,17 @@ def is_cacheable_request(request: CompletionRequest) -> bool:
 
 
 def is_cacheable_result(request: CompletionRequest, result: CompletionResult) -> bool:
-    """Complete answers only: no truncation, refusal or error, and parseable JSON when JSON was asked for."""
-    if result.finish_reason != "stop" or not result.content.strip():
-        return False
-    if request.response_format is not None:
-        try:
-            json.loads(result.content)
-        except ValueError:
+    """Complete answers only: no truncation, refusal or error, and parseable JSON when JSON was asked for;
+    with n > 1, every choice (they are stored together, as one entry)."""
+    answers = [(result.finish_reason, result.content)] + [(c.finish_reason, c.content) for c in result.alternatives]
+    for finish_reason, content in answers:
+        if finish_reason != "stop" or not content.strip():
             return False
+        if request.response_format is not None:
+            try:
+                json.loads(content)
+            except ValueError:
+                return False
     return True
 
 
@@ -145,6 +163,9 @@ def encode_entry(result: CompletionResult) -> bytes:
             "usage": result.usage.model_dump(),
             "cost_usd": result.cost_usd,
             "stored_at": int(time.time()),
+            # Only when present, so entries without them read as before.
+            **({"logprobs": result.logprobs} if result.logprobs is not None else {}),
+            **({"alternatives": [c.model_dump() for c in result.alternatives]} if result.alternatives else {}),
         },
         separators=(",", ":"),
         ensure_ascii=False,
@@ -173,6 +194,8 @@ def decode_entry(value: bytes, request: CompletionRequest) -> tuple[CompletionRe
         attempts=[],
         cached=True,
         metadata=dict(request.metadata),
+        logprobs=data.get("logprobs"),
+        alternatives=[Choice.model_validate(c) for c in data.get("alternatives", [])],
     )
     return result, float(data.get("cost_usd", 0.0))
 
