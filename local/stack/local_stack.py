@@ -16,6 +16,7 @@ from local.context import REGION, LambdaContext
 from local.stack.bridge import BridgeMixin, _BridgeServer
 from local.stack.event_sources import EventSourcesMixin
 from local.stack.handlers import HandlersMixin, _put_env, _reset_gateway_caches, _Workers
+from local.stack.pacing import AfterResponsePacing
 from local.stack.provisioning import ProvisioningMixin
 from local.stack.settings import (
     DEFAULT_LOCAL_PORT,
@@ -88,6 +89,7 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         self.log_requests = log_requests
         # Tests (or a REPL) can replace a function's handler: {logical id: callable(event, context)}.
         self.handler_overrides: dict[str, Handler] = {}
+        self._pacing = AfterResponsePacing()
 
         self.moto_url = ""
         self.api_url: str | None = None
@@ -217,8 +219,13 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         """Invoke a handler in-process (as Step Functions or ``aws lambda invoke`` would); errors propagate."""
         lid = self.function_id(function)
         handler = self.handler_overrides.get(lid) or self._load_handler(lid)
-        with self._function_env(lid):
-            return handler(event, context or self.new_context(lid))
+        # As Lambda holds a sandbox for its extension: earlier invocations' cache fills land first.
+        self._pacing.wait_for_earlier(lid, self.functions[lid].timeout_s)
+        try:
+            with self._function_env(lid):
+                return handler(event, context or self.new_context(lid))
+        finally:
+            self._pacing.invocation_ended(lid)
 
     # ---- providers and environment
 
