@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
+import logging
 import os
 import queue
 import re
@@ -10,12 +13,43 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from local.stack.settings import LAYER_DIRS, THREAD_CLEANUP_HOOK, Handler, log
+
+_invoking: contextvars.ContextVar[str | None] = contextvars.ContextVar("local_invoking_function", default=None)
+
+
+def label_log_records() -> None:
+    """Every log record made during an invocation gets ``function_name`` (Powertools' JSON lines show it,
+    as on Lambda): all functions share this process and its stderr, unlike their CloudWatch log groups.
+    Process-wide and idempotent; records made outside an invocation are left alone."""
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "_labels_function", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        function = _invoking.get()
+        if function is not None:
+            record.function_name = function
+        return record
+
+    make_record._labels_function = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
+
+
+@contextlib.contextmanager
+def invoking(function_name: str) -> Iterator[None]:
+    """Log records made inside (this thread, and tasks it starts) name ``function_name``."""
+    token = _invoking.set(function_name)
+    try:
+        yield
+    finally:
+        _invoking.reset(token)
 
 
 class HandlersMixin:

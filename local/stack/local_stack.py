@@ -15,7 +15,14 @@ from local.cfn import FunctionSpec, Resolver, RouteTable, Template
 from local.context import REGION, LambdaContext
 from local.stack.bridge import BridgeMixin, _BridgeServer
 from local.stack.event_sources import EventSourcesMixin
-from local.stack.handlers import HandlersMixin, _put_env, _reset_gateway_caches, _Workers
+from local.stack.handlers import (
+    HandlersMixin,
+    _put_env,
+    _reset_gateway_caches,
+    _Workers,
+    invoking,
+    label_log_records,
+)
 from local.stack.pacing import AfterResponsePacing
 from local.stack.provisioning import ProvisioningMixin
 from local.stack.settings import (
@@ -141,6 +148,7 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
             self._start_providers()
             self._apply_function_env()
             _reset_gateway_caches()
+            label_log_records()
             self._workers = _Workers(self.concurrency, "lambda")
             if self.event_sources_enabled:
                 self._start_event_sources()
@@ -222,7 +230,7 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         # As Lambda holds a sandbox for its extension: earlier invocations' cache fills land first.
         self._pacing.wait_for_earlier(lid, self.functions[lid].timeout_s)
         try:
-            with self._function_env(lid):
+            with self._function_env(lid), invoking(self._name(lid)):
                 return handler(event, context or self.new_context(lid))
         finally:
             self._pacing.invocation_ended(lid)

@@ -170,6 +170,21 @@ def test_make_redrive_moves_the_running_stacks_dead_letters(running: RunningStac
     assert f"moved 1 message(s) from {dlq} to {retry}" in done.stdout
 
 
+def test_make_upload_summarizes_a_document_through_the_bucket_notification(running: RunningStack) -> None:
+    done = make("upload", running.state_file, "FILE=events/documents/q3-board-update.md")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    result = json.loads(done.stdout)
+    assert result["summary"] and result["source_key"] == "incoming/summarize/q3-board-update.md", result
+    assert f"uploaded s3://{running.state.bucket}/incoming/summarize/q3-board-update.md" in done.stderr
+
+
+def test_make_upload_extracts_with_a_schema(running: RunningStack) -> None:
+    done = make("upload", running.state_file, "FILE=events/documents/acme-invoice-0042.txt", "SCHEMA=entities")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    result = json.loads(done.stdout)
+    assert result["schema"] == "entities" and isinstance(result["result"], dict), result
+
+
 @pytest.mark.parametrize(
     ("target", "variables"),
     [

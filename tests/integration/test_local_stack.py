@@ -278,6 +278,17 @@ def test_chat_completion_through_the_bridge_reaches_the_real_handler(
 # --------------------------------------------------------------------------- direct invocation
 
 
+def test_a_marker_failing_only_openai_shows_the_fallback_locally(local_stack: LocalStack, api: httpx.Client) -> None:
+    prompt = "[[sim:fault=server_error,provider=openai]] Which provider answers?"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+    response = api.post("/v1/completions", json=body, headers={"x-api-key": "key-a"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["provider"] != "openai"
+    tried = [(attempt["provider"], attempt["outcome"]) for attempt in answer["attempts"]]
+    assert tried[0][0] == "openai" and tried[0][1] != "success" and tried[-1] == (answer["provider"], "success")
+
+
 def test_invoke_runs_a_handler_and_propagates_its_errors(local_stack: LocalStack) -> None:
     local_stack.handler_overrides["ExtractionFunction"] = Recorder({"ok": True})
     assert local_stack.invoke("extraction", {"x": 1}) == {"ok": True}
@@ -519,6 +530,19 @@ def test_invoke_cli_prints_the_handler_response() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["content"].startswith("[sim ")
+
+
+@pytest.mark.parametrize(
+    ("function", "outcome"), [("extraction", {"extracted": 1}), ("summarization", {"summarized": 1})]
+)
+def test_invoke_cli_puts_the_sample_document_of_an_s3_event_first(function: str, outcome: dict[str, int]) -> None:
+    done = _run_invoke("--function", function, "--event", f"events/{function}-s3-put.json", "--simulate")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == outcome  # not {"failed": 1}: the object the event names exists
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith('{"level"')]
+    assert logged, done.stderr
+    # One process serves every function locally: each log line says which one wrote it.
+    assert {line.get("function_name") for line in logged} == {f"llm-gateway-local-{function.title()}Function"}
 
 
 def test_invoke_cli_reports_a_raised_error_and_exits_1(mini_template: Path) -> None:
