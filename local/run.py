@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
     wakeup = _SignalWakeup()
     stack = LocalStack(
-        args.template, port=args.port, simulate=True if args.simulate else None, log_requests=not args.quiet
+        args.template,
+        port=args.port,
+        simulate=True if args.simulate else None,
+        log_requests=not args.quiet,
+        throttle=True,  # the usage plan's per-key limits, as API Gateway applies them
     )
     if not stack.api_keys:  # e.g. LOCAL_API_KEYS=":tenant": every entry lacks a key
         print(

@@ -7,7 +7,8 @@
 * starts the provider simulator for every provider without a real key in the environment;
 * sets the functions' environment (Globals + function, intrinsics resolved to the local resources);
 * serves the template's API routes on an HTTP bridge that behaves like an API Gateway REST API with
-  API keys (403/404/502 bodies, Lambda proxy events), invoking the handlers in-process;
+  API keys, usage-plan throttling and the 29 s integration timeout (its own errors in the API's
+  documented ``{"error": {"code", "message"}}`` shape), sending Lambda proxy events to the handlers;
 * delivers S3 notifications and SQS messages to the functions whose events declare them.
 
 Without Docker nothing runs in a container: handlers share this process (and ``os.environ``).

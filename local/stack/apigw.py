@@ -125,7 +125,28 @@ def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return status, out, raw
 
 
-def _gateway_error(status: int, message: str, error_type: str) -> tuple[int, list[tuple[str, str]], bytes]:
-    body = json.dumps({"message": message}).encode()
+# The errors the bridge answers itself, in the API's documented shape (template.yaml's GatewayResponses
+# give API Gateway the same bodies): (status, code, message, API Gateway's x-amzn-ErrorType).
+MISSING_API_KEY = (401, "missing_api_key", "this API needs an API key in the x-api-key header", "ForbiddenException")
+INVALID_API_KEY = (401, "invalid_api_key", "the x-api-key header names no known API key", "ForbiddenException")
+ROUTE_NOT_FOUND = (404, "route_not_found", "no route for this method and path", "MissingAuthenticationTokenException")
+PAYLOAD_TOO_LARGE = (413, "payload_too_large", "the request body is over API Gateway's 10 MB", "RequestTooLarge")
+RATE_LIMITED = (429, "rate_limited", "too many requests for this API key; slow down", "TooManyRequestsException")
+GATEWAY_TIMEOUT = (504, "gateway_timeout", "the function did not answer within {timeout:g} s", "IntegrationTimeout")
+INTEGRATION_FAILED = (
+    502,
+    "internal_error",
+    "the function failed or gave no valid answer",
+    "InternalServerErrorException",
+)
+MALFORMED_REQUEST = (400, "invalid_request", "the HTTP request is malformed: {detail}", "BadRequestException")
+
+GatewayError = tuple[int, str, str, str]
+
+
+def gateway_error(error: GatewayError, **details: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """``{"error": {"code", "message"}}`` with API Gateway's error-type and request-id headers."""
+    status, code, message, error_type = error
+    body = json.dumps({"error": {"code": code, "message": message.format(**details)}}).encode()
     headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
     return status, [*headers, ("x-amzn-RequestId", str(uuid.uuid4()))], body

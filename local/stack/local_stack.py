@@ -29,6 +29,7 @@ from local.stack.settings import (
     DEFAULT_LOCAL_PORT,
     DEFAULT_STACK_NAME,
     DEFAULT_TEMPLATE,
+    INTEGRATION_TIMEOUT_S,
     POLL_WAIT_S,
     PROVIDERS,
     SIM_KEY,
@@ -37,6 +38,7 @@ from local.stack.settings import (
     log,
     parse_api_keys,
 )
+from local.stack.throttle import KeyThrottle
 
 if TYPE_CHECKING:
     from local.simulator import ProviderSimulator
@@ -65,6 +67,8 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         concurrency: int = 16,
         failed_message_visibility: int | None = None,
         log_requests: bool = False,
+        integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
+        throttle: bool = False,
     ) -> None:
         """
         port: bridge port; None reads ``LOCAL_PORT`` (default 3000); 0 picks a free one.
@@ -74,6 +78,9 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         env_overrides: variables that win over the template's and the provider settings.
         failed_message_visibility: seconds before a failed SQS message is retried (None: the
             queue's own visibility timeout, as in AWS).
+        integration_timeout_s: the bridge answers 504 ``gateway_timeout`` after this (API Gateway: 29 s).
+        throttle: apply the API usage plan's Throttle per API key (429 ``rate_limited``); ``make run``
+            does, tests and benchmarks that send bursts on purpose do not.
         """
         self.template = Template.load(template)
         self.stack_name = stack_name
@@ -94,6 +101,9 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         self.concurrency = concurrency
         self.failed_message_visibility = failed_message_visibility
         self.log_requests = log_requests
+        self.integration_timeout_s = integration_timeout_s
+        self.throttle = throttle
+        self._throttles: dict[str, KeyThrottle] = {}
         # Tests (or a REPL) can replace a function's handler: {logical id: callable(event, context)}.
         self.handler_overrides: dict[str, Handler] = {}
         self._pacing = AfterResponsePacing()

@@ -16,10 +16,9 @@ LAYER_DIRS = (REPO_ROOT / "layers" / "gateway",)  # the layer's source, importab
 DEFAULT_STACK_NAME = "llm-gateway-local"
 DEFAULT_LOCAL_PORT = 3000
 SIM_KEY = "sim-key"
-# API Gateway REST answers 403 for unknown routes; this harness uses 404 (same body) as agreed.
-UNKNOWN_ROUTE_STATUS = 404
 INTEGRATION_TIMEOUT_S = 29.0  # API Gateway REST's default integration timeout
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
+LISTEN_BACKLOG = 128  # pending connections the bridge's socket holds (socketserver's default is 5)
 POLL_WAIT_S = 1
 # Lambda drains an SQS source with several concurrent invocations (5 pollers to start, capped by
 # ScalingConfig.MaximumConcurrency); one serial poller would queue every job behind the slowest.

@@ -178,18 +178,23 @@ def test_function_environment_points_at_local_resources_and_simulator(
 # --------------------------------------------------------------------------- API Gateway bridge
 
 
-@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}], ids=["missing", "wrong"])
-def test_bridge_rejects_requests_without_a_known_api_key(api: httpx.Client, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [({}, "missing_api_key"), ({"x-api-key": ""}, "missing_api_key"), ({"x-api-key": "wrong"}, "invalid_api_key")],
+    ids=["missing", "empty", "wrong"],
+)
+def test_bridge_rejects_requests_without_a_known_api_key(api: httpx.Client, headers: dict[str, str], code: str) -> None:
     response = api.post("/v1/chat/completions", json=CHAT, headers=headers)
-    assert response.status_code == 403
-    assert response.json() == {"message": "Forbidden"}
+    assert response.status_code == 401  # the documented answer (API Gateway's own would be a bare 403)
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(("method", "path"), [("POST", "/v1/nope"), ("GET", "/v1/chat/completions")])
 def test_bridge_answers_unknown_routes_like_api_gateway(api: httpx.Client, method: str, path: str) -> None:
     response = api.request(method, path, headers={"x-api-key": "key-a"})
     assert response.status_code == 404
-    assert response.json() == {"message": "Missing Authentication Token"}
+    assert response.json()["error"]["code"] == "route_not_found" and response.json()["error"]["message"]
 
 
 def test_bridge_sends_a_rest_proxy_event_and_translates_the_response(
@@ -255,7 +260,7 @@ def test_bridge_answers_502_when_the_handler_fails(
     local_stack.handler_overrides["SummarizationFunction"] = recorder
     response = api.post("/v1/summaries", json={}, headers={"x-api-key": "key-a"})
     assert response.status_code == 502
-    assert response.json() == {"message": "Internal server error"}
+    assert response.json()["error"]["code"] == "internal_error" and response.json()["error"]["message"]
 
 
 def test_chat_completion_through_the_bridge_reaches_the_real_handler(
