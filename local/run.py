@@ -1,7 +1,9 @@
 """Run the gateway locally: ``python -m local.run`` (or ``make run``).
 
 Starts moto, the provider simulator (for providers without a real key in the environment) and an
-API Gateway-like bridge on ``LOCAL_PORT`` (default 3000), then prints how to call it.
+API Gateway-like bridge on ``LOCAL_PORT`` (default 3000), then prints how to call it. Its endpoints go
+to ``.local/stack.json`` (local/state.py) for ``make upload``, ``make usage``, ``make budget`` and
+``make redrive``; SIGINT or SIGTERM stops everything within a few seconds.
 """
 
 from __future__ import annotations

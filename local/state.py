@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 from collections.abc import Mapping, MutableMapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -47,6 +47,7 @@ class StackState:
     bucket: str | None
     tables: dict[str, str] = field(default_factory=dict)  # logical id -> table name
     queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue URL
+    simulator_url: str | None = None  # the provider simulator's control API (/_sim/...), if one runs
     access_key_id: str = "testing"
     secret_access_key: str = "testing"
 
@@ -92,6 +93,7 @@ def from_stack(stack: LocalStack) -> StackState:
         bucket=buckets[0] if len(buckets) == 1 else None,
         tables=physical("AWS::DynamoDB::Table"),
         queues=physical("AWS::SQS::Queue"),
+        simulator_url=stack.simulator.url if stack.simulator is not None else None,
     )
 
 
@@ -123,7 +125,8 @@ def running(path: Path) -> StackState | None:
 def _read(path: Path) -> StackState | None:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
-        return StackState(**data)
+        known = {f.name for f in fields(StackState)}  # a newer make run may write more
+        return StackState(**{name: value for name, value in data.items() if name in known})
     except (OSError, ValueError, TypeError):
         return None
 

@@ -202,7 +202,12 @@ class _BridgeHandler(BaseHTTPRequestHandler):
         self._write(status, headers, raw)
         if self.server.stack.log_requests:
             elapsed = (time.perf_counter() - started) * 1000
-            print(f'{self.client_address[0]} "{self.command} {self.path}" {status} {elapsed:.1f}ms', file=sys.stderr)
+            route = self.server.stack.routes.match(self.command, urlsplit(self.path).path)
+            function = f" {route.route.function_id}" if route else ""
+            print(
+                f'{self.client_address[0]} "{self.command} {self.path}" {status} {elapsed:.1f}ms{function}',
+                file=sys.stderr,
+            )
 
     def _write(self, status: int, headers: list[tuple[str, str]], raw: bytes) -> None:
         self.send_response(status)

@@ -37,11 +37,11 @@ def clean_environment(state_file: Path, **extra: str) -> dict[str, str]:
 class RunningStack:
     """``python -m local.run`` in its own process; ``state`` once it has written its state file."""
 
-    def __init__(self, state_file: Path, log: Path) -> None:
+    def __init__(self, state_file: Path, log: Path, *, quiet: bool = True) -> None:
         self.state_file = state_file
         self._log = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "local.run", "--quiet"],
+            [sys.executable, "-m", "local.run", *(["--quiet"] if quiet else [])],
             cwd=REPO_ROOT,
             env=clean_environment(state_file),
             stdout=self._log,
@@ -120,13 +120,20 @@ def moto_client(current: stack_state.StackState, service: str) -> Any:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_make_run_stops_within_seconds_of_a_signal(tmp_path: Path, signum: int) -> None:
-    stack = RunningStack(tmp_path / "stack.json", tmp_path / "run.log")
+    stack = RunningStack(tmp_path / "stack.json", tmp_path / "run.log", quiet=False)
     assert stack.state.pid == stack.process.pid
+    key = next(iter(stack.state.api_keys))
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
+    answer = httpx.post(f"{stack.state.api_url}/v1/chat/completions", json=chat, headers={"x-api-key": key}, timeout=30)
+    assert answer.status_code == 200, answer.text
     elapsed = stack.stop(signum)
     assert elapsed < STOP_WITHIN_S, f"took {elapsed:.1f} s:\n{stack.output()}"
     assert stack.process.returncode == 0, stack.output()
     assert not stack.state_file.exists()  # a stopped stack leaves no endpoints behind
     assert "stopping..." in stack.output()
+    assert '"POST /v1/chat/completions" 200' in stack.output()
+    access_line = next(line for line in stack.output().splitlines() if '"POST /v1/chat/completions"' in line)
+    assert access_line.endswith(" CompletionFunction")  # the access log names the function
 
 
 # --------------------------------------------------------------------------- the CLIs against it
