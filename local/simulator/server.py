@@ -209,7 +209,7 @@ class ProviderSimulator:
             with suppress(ValueError):
                 fault.delay_s = float(headers.get("x-sim-delay", "5"))
             return fault
-        return _fault_from_marker(req.joined) or self._take_rule(req.provider, req.model)
+        return _fault_from_marker(req.joined, req.provider) or self._take_rule(req.provider, req.model)
 
     def handle_provider(
         self, provider: str, headers: dict[str, str], query: dict[str, str], raw: bytes, path_model: str | None
