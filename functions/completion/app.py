@@ -9,6 +9,7 @@ deadline of an HTTP request (each candidate model gets a share of it, see ``fall
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -193,7 +194,8 @@ def list_models() -> Response[str]:
 @app.get(models_list.LIST_PATH + "/<prefix>/<name>")  # provider-prefixed ids: openai/gpt-4o-mini
 def retrieve_model(name: str, prefix: str = "") -> Response[str]:
     api.tenant_from_request_context(app.current_event.raw_event.get("requestContext"))
-    model_id = f"{prefix}/{name}" if prefix else name
+    # API Gateway hands the path over as sent: an SDK's %2F inside the id arrives encoded.
+    model_id = unquote(f"{prefix}/{name}" if prefix else name)
     return _json(200, models_list.retrieve_model(services().catalog, model_id), {})
 
 
