@@ -17,6 +17,7 @@ from llm_gateway.models import (
 )
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
 from llm_gateway.structured.strict import strict_form
+from llm_gateway.tool_models import ToolCall
 
 # Anything else (a new or unknown reason) is "error": the answer is returned but never cached as complete.
 _FINISH: dict[str, FinishReason] = {
@@ -29,8 +30,13 @@ _FINISH: dict[str, FinishReason] = {
 
 
 def _wire_message(message: Message) -> dict[str, Any]:
-    if isinstance(message.content, str):
-        return {"role": message.role, "content": message.content}
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text()}
+    if message.tool_calls:
+        calls = [call.model_dump(mode="json") for call in message.tool_calls]
+        return {"role": "assistant", "content": message.text() or None, "tool_calls": calls}
+    if not isinstance(message.content, list):
+        return {"role": message.role, "content": message.text()}
     parts: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, ImagePart):
@@ -52,6 +58,20 @@ def _json_schema_format(fmt: JsonSchemaFormat) -> dict[str, Any]:
     return {"name": fmt.name, "schema": strict, "strict": True}
 
 
+def _tool_fields(request: ProviderRequest) -> dict[str, Any]:
+    """Tools pass through as given (OpenAI's shape is the gateway's); ``parallel_tool_calls`` only with
+    tools, as OpenAI refuses it otherwise."""
+    if not request.tools:
+        return {}
+    fields: dict[str, Any] = {"tools": [tool.model_dump(mode="json", exclude_none=True) for tool in request.tools]}
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        fields["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump(mode="json")
+    if request.parallel_tool_calls is not None:
+        fields["parallel_tool_calls"] = request.parallel_tool_calls
+    return fields
+
+
 class OpenAIProvider(Provider):
     name = "openai"
     max_tokens_field = "max_completion_tokens"
@@ -70,6 +90,7 @@ class OpenAIProvider(Provider):
             body["response_format"] = {"type": "json_schema", "json_schema": _json_schema_format(fmt)}
         elif isinstance(fmt, JsonObjectFormat) and request.native_structured:
             body["response_format"] = {"type": "json_object"}
+        body.update(_tool_fields(request))
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
@@ -83,7 +104,15 @@ class OpenAIProvider(Provider):
             raise ContentFilteredError(
                 f"{self.name} refused or filtered the answer", provider=self.name, model=request.model
             )
+        tool_calls = [
+            ToolCall.model_validate(
+                {"id": c["id"], "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
+            )
+            for c in message.get("tool_calls") or []
+        ]
         content = message.get("content")
+        if content is None and tool_calls:
+            content = ""
         if not isinstance(content, str):
             raise ValueError("message.content is not a string")
         usage = data.get("usage") or {}
@@ -91,6 +120,7 @@ class OpenAIProvider(Provider):
         return ProviderResponse(
             content=content,
             finish_reason=finish,
+            tool_calls=tool_calls or None,
             usage=Usage(
                 input_tokens=int(usage.get("prompt_tokens", 0)),
                 output_tokens=int(usage.get("completion_tokens", 0)),
