@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from local.simulator import tool_wire
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.schema_rules import anthropic_tools_problem
@@ -76,6 +77,10 @@ class AnthropicDialect(Dialect):
         for message in messages:
             if isinstance(message, dict):
                 req.texts.append("".join(_block_texts(message.get("content"))))
+        turns = tool_wire.anthropic_turns(body)
+        if isinstance(turns, str):
+            return self.error(400, "invalid_request_error", turns)
+        req.tool_turns = turns
         return self._forced_tool(body, req)
 
     def _forced_tool(self, body: Json, req: ChatRequest) -> ChatRequest | Response:
@@ -105,6 +110,9 @@ class AnthropicDialect(Dialect):
         if answer.finish == "content_filter":
             content = [{"type": "text", "text": answer.text}] if answer.text else []
             stop_reason = "refusal"
+        elif answer.tool_calls:
+            content = tool_wire.anthropic_blocks(answer.tool_calls)
+            stop_reason = "tool_use"
         elif answer.tool_input is not None:
             content = [
                 {"type": "tool_use", "id": _ident("toolu_01", 22), "name": req.tool_name, "input": answer.tool_input}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from local.simulator import tool_wire
 from local.simulator.dialect import Dialect, _get, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.schema_rules import gemini_schema_problem
@@ -99,6 +100,10 @@ class GeminiDialect(Dialect):
                 else:  # the newer field takes JSON Schema itself
                     schema = _get(config, "responseJsonSchema", "response_json_schema")
                 req.schema = schema if isinstance(schema, dict) else None
+        turns = tool_wire.gemini_turns(body)
+        if isinstance(turns, str):
+            return self.error(400, "INVALID_ARGUMENT", turns)
+        req.tool_turns = turns
         return req
 
     @staticmethod
@@ -126,8 +131,10 @@ class GeminiDialect(Dialect):
         return usage
 
     def render(self, req: ChatRequest, answer: Answer) -> Response:
-        candidate: Json = {"finishReason": self._FINISH[answer.finish], "index": 0}
-        if answer.finish == "content_filter":
+        candidate: Json = {"finishReason": self._FINISH.get(answer.finish, "STOP"), "index": 0}
+        if answer.tool_calls:  # Gemini finishes with STOP after function calls too
+            candidate["content"] = {"parts": tool_wire.gemini_parts(answer.tool_calls), "role": "model"}
+        elif answer.finish == "content_filter":
             candidate["safetyRatings"] = self._safety_ratings()
             if answer.text:
                 candidate["content"] = {"parts": [{"text": answer.text}], "role": "model"}

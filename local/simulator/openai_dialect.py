@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from local.simulator import tool_wire
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.schema_rules import openai_strict_problem
@@ -120,10 +121,17 @@ class OpenAIDialect(Dialect):
                 req.schema = schema if isinstance(schema, dict) else None
             elif fmt.get("type") == "json_object":
                 req.json_mode = True
+        turns = tool_wire.openai_turns(body)
+        if isinstance(turns, str):
+            return self.error(400, turns, param="messages")
+        req.tool_turns = turns
         return req
 
     def render(self, req: ChatRequest, answer: Answer) -> Response:
         content = "" if answer.finish == "content_filter" and not answer.text else answer.text
+        message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+        if answer.tool_calls:
+            message = tool_wire.openai_message(answer.tool_calls)
         body = {
             "id": _ident("chatcmpl-", 29),
             "object": "chat.completion",
@@ -132,7 +140,7 @@ class OpenAIDialect(Dialect):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": answer.finish,
                 }

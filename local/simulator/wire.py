@@ -40,6 +40,7 @@ class ChatRequest:
     json_mode: bool = False
     schema: Json | None = None
     tool_name: str | None = None  # Anthropic forced tool (structured output)
+    tool_turns: Any = None  # tool_calls.ToolTurns when the request declares tools or carries tool turns
 
     @property
     def joined(self) -> str:
@@ -58,6 +59,7 @@ class Answer:
     output_tokens: int
     cached_tokens: int = 0
     tool_input: Json | None = None  # set when Anthropic should answer with a tool_use block
+    tool_calls: list[Any] | None = None  # tool_calls.PlannedCall: the model calls these (finish "tool_calls")
 
 
 @dataclass
