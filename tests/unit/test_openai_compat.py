@@ -85,7 +85,12 @@ def test_tier_models_and_json_schema_formats() -> None:
 
 BAD_CHAT_BODIES = [
     ("bogus role", {"messages": [{"role": "bogus", "content": "x"}]}, "messages.0.role", "one of"),
-    ("tool role without id", {"messages": [USER, {"role": "tool", "content": "42"}]}, "messages.1.tool_call_id", "required"),
+    (
+        "tool role without id",
+        {"messages": [USER, {"role": "tool", "content": "42"}]},
+        "messages.1.tool_call_id",
+        "required",
+    ),
     ("function role", {"messages": [{"role": "function", "content": "42"}]}, "messages.0.role", "legacy functions"),
     (
         "tool call without function",
