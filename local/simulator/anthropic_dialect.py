@@ -84,7 +84,7 @@ class AnthropicDialect(Dialect):
         return self._forced_tool(body, req)
 
     def _forced_tool(self, body: Json, req: ChatRequest) -> ChatRequest | Response:
-        """tool_choice {"type":"tool"} (or "any") is how structured output is requested."""
+        """tool_choice {"type":"tool"} is how structured output is requested (and forces that call)."""
         choice = body.get("tool_choice")
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
         problem = anthropic_tools_problem(tools)
@@ -96,7 +96,9 @@ class AnthropicDialect(Dialect):
             return self.error(
                 400, "invalid_request_error", "tool_choice: tool_choice may only be specified while providing tools"
             )
-        wanted = choice.get("name") if choice["type"] == "tool" else tools[0].get("name")
+        if choice["type"] == "any":
+            return req  # any tool: the tool-calling model (tool_calls.py) picks which
+        wanted = choice.get("name")
         tool = next((t for t in tools if t.get("name") == wanted), None)
         if tool is None:
             return self.error(400, "invalid_request_error", f"Tool '{wanted}' not found in provided tools")
