@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from llm_gateway.tool_models import (
     Tool,
@@ -47,9 +47,17 @@ class Message(_Strict):
     ``tool`` turn carries the result of one call, named by ``tool_call_id``."""
 
     role: Role
-    content: str | list[ContentPart] | None = None
     tool_calls: list[ToolCall] | None = Field(default=None, max_length=128)
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+    # After the tool fields: whether it may be missing depends on them. None only with tool_calls.
+    content: str | list[ContentPart] | None = Field(default=None, validate_default=True)
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_calling_tools(cls, content: Any, info: ValidationInfo) -> Any:
+        if content is None and not (info.data.get("role") == "assistant" and info.data.get("tool_calls")):
+            raise ValueError("Field required (it may be null only on an assistant message with tool_calls)")
+        return content
 
     @model_validator(mode="after")
     def _tool_fields_fit_the_role(self) -> Message:

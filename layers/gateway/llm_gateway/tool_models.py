@@ -111,8 +111,6 @@ def check_tool_fields(message: Message) -> None:
             raise ValueError("a tool message's content must be text (a string or text parts)")
     elif message.tool_call_id is not None:
         raise ValueError("only a tool message can carry 'tool_call_id'")
-    if message.content is None and not (message.role == "assistant" and message.tool_calls):
-        raise ValueError("content is required (it may be null only on an assistant message with tool_calls)")
     if message.tool_calls:
         ids = [call.id for call in message.tool_calls]
         if len(set(ids)) != len(ids):
