@@ -18,9 +18,10 @@ import jsonschema
 import openai
 import pytest
 
+from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
-from tests.support.accounting import ledger_items
+from tests.support.accounting import api_key_for, ledger_items, unique
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -238,3 +239,18 @@ def test_legacy_functions_are_refused_clearly(client: openai.OpenAI) -> None:
         )
     body = info.value.body if isinstance(info.value.body, dict) else {}
     assert body.get("param") == "functions" and "send 'tools'" in body.get("message", "")
+
+
+def test_the_budget_reserves_for_the_tool_definitions(local_stack: LocalStack, simulator: ProviderSimulator) -> None:
+    """A budget that fits the question alone (~1e-5 USD reserved) but not with 2,000 tokens of tool
+    definitions (~4e-4 USD): refused before any provider call."""
+    tenant = unique()
+    DynamoDBBudgetGuard(local_stack.physical["UsageTable"]).set_policy(tenant, 0.0001, "month")
+    big = {"type": "function", "function": {"name": "lookup", "description": "d" * 8000, "parameters": WEATHER_PARAMS}}
+    body = {"model": "gpt-4o-mini", "max_tokens": 10, "messages": question("Use lookup")}
+    with api_key_for(local_stack, tenant) as key, httpx.Client(base_url=local_stack.api_url or "", timeout=30) as http:
+        refused = http.post("/v1/chat/completions", json={**body, "tools": [big]}, headers={"x-api-key": key})
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "budget_exceeded"
+        assert simulator.calls() == []
+        served = http.post("/v1/chat/completions", json=body, headers={"x-api-key": key})
+        assert served.status_code == 200, served.text
