@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from llm_gateway.errors import ContentFilteredError, ContextTooLongError, ProviderAuthError, ProviderError
@@ -58,6 +59,16 @@ def _json_schema_format(fmt: JsonSchemaFormat) -> dict[str, Any]:
     return {"name": fmt.name, "schema": strict, "strict": True}
 
 
+def _tool_call(wire: dict[str, Any]) -> ToolCall:
+    """One call of an answer; some OpenAI-compatible servers give ``arguments`` as an object, not text."""
+    arguments = wire["function"].get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+    return ToolCall.model_validate(
+        {"id": wire["id"], "function": {"name": wire["function"]["name"], "arguments": arguments}}
+    )
+
+
 def _tool_fields(request: ProviderRequest) -> dict[str, Any]:
     """Tools pass through as given (OpenAI's shape is the gateway's); ``parallel_tool_calls`` only with
     tools, as OpenAI refuses it otherwise."""
@@ -104,12 +115,7 @@ class OpenAIProvider(Provider):
             raise ContentFilteredError(
                 f"{self.name} refused or filtered the answer", provider=self.name, model=request.model
             )
-        tool_calls = [
-            ToolCall.model_validate(
-                {"id": c["id"], "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
-            )
-            for c in message.get("tool_calls") or []
-        ]
+        tool_calls = [_tool_call(c) for c in message.get("tool_calls") or []]
         content = message.get("content")
         if content is None and tool_calls:
             content = ""
