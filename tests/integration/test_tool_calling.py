@@ -17,6 +17,7 @@ import httpx
 import jsonschema
 import openai
 import pytest
+from pydantic import BaseModel
 
 from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
 from local.simulator import ProviderSimulator
@@ -254,3 +255,30 @@ def test_the_budget_reserves_for_the_tool_definitions(local_stack: LocalStack, s
         assert simulator.calls() == []
         served = http.post("/v1/chat/completions", json=body, headers={"x-api-key": key})
         assert served.status_code == 200, served.text
+
+
+class Lookup(BaseModel):
+    """Look a word up."""
+
+    word: str
+    senses: list[str]
+    rank: int | None
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+def test_strict_pydantic_tools_parse_with_the_openai_client(
+    provider: str, client: openai.OpenAI, simulator: ProviderSimulator
+) -> None:
+    """The SDK's own strict tools (closed objects, nullable optionals) parse on every provider."""
+    answer = client.chat.completions.parse(
+        model=MODELS[provider], messages=question("Use Lookup"), tools=[openai.pydantic_function_tool(Lookup)]
+    )
+    (call,) = answer.choices[0].message.tool_calls or []
+    assert isinstance(call.function.parsed_arguments, Lookup)
+    sent = last_wire_body(simulator, provider)
+    if provider == "openai":
+        assert sent["tools"][0]["function"]["strict"] is True  # passed through
+    elif provider == "anthropic":
+        assert "strict" not in sent["tools"][0] and sent["tools"][0]["input_schema"]["additionalProperties"] is False
+    else:
+        assert "additionalProperties" not in json.dumps(sent["tools"])  # outside Gemini's subset
