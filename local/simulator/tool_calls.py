@@ -3,11 +3,13 @@ the deterministic decision the dialects render back.
 
 The model's policy (deterministic, so tests can predict it):
 
-* the last turn is tool results: answer in text, quoting the results (so a test sees they arrived);
 * a named function (OpenAI ``{"type": "function"}``, Anthropic ``tool``, Gemini ``ANY`` with one allowed
   name): call it;
-* ``required`` / ``any``: call the functions the last user turn names, else the first one;
-* ``auto``: call the functions the last user turn names, else answer in text;
+* ``required`` / ``any``: call the functions the last user turn names, else the first one; after tool
+  results, the first function not called yet in the conversation (else the first): a forced choice
+  always calls, which is how an agent's output tool ends its loop;
+* ``auto``: after tool results, answer in text quoting them (so a test sees they arrived); else call the
+  functions the last user turn names, else answer in text;
 * ``none``: answer in text.
 
 With parallel calls allowed every named function is called (in the order declared), else the first
@@ -44,6 +46,7 @@ class ToolTurns:
     parallel: bool = True
     last_user_text: str = ""
     results_after: list[str] | None = None  # the tool results, when they are the last turn
+    called: list[str] = field(default_factory=list)  # functions already called in the conversation
 
 
 @dataclass
@@ -54,11 +57,13 @@ class PlannedCall:
 
 def plan_calls(turns: ToolTurns) -> list[PlannedCall]:
     """The calls the simulated model makes; [] means it answers in text."""
-    if not turns.tools or turns.mode == "none" or turns.results_after is not None:
+    if not turns.tools or turns.mode == "none" or (turns.results_after is not None and turns.mode == "auto"):
         return []
     offered = [t for t in turns.tools if turns.allowed is None or t.name in turns.allowed]
     if turns.mode == "named":
         chosen = [t for t in offered if t.name == turns.named]
+    elif turns.results_after is not None:
+        chosen = ([t for t in offered if t.name not in turns.called] or offered)[:1]
     else:
         chosen = [t for t in offered if re.search(rf"\b{re.escape(t.name)}\b", turns.last_user_text)]
         if not chosen and turns.mode == "any":

@@ -56,6 +56,12 @@ def openai_turns(body: Json) -> Read:
         return None
     users = [m for m in messages if m.get("role") == "user"]
     turns.last_user_text = "".join(_block_texts(users[-1].get("content"))) if users else ""
+    turns.called = [
+        str((c.get("function") or {}).get("name"))
+        for m in messages
+        for c in m.get("tool_calls") or []
+        if isinstance(c, dict)
+    ]
     if messages and messages[-1].get("role") == "tool":
         tail = []
         for message in reversed(messages):
@@ -146,6 +152,7 @@ def anthropic_turns(body: Json) -> Read:
     kind = choice.get("type", "auto")
     turns.mode = {"auto": "auto", "any": "any", "none": "none", "tool": "named"}.get(kind, "auto")
     turns.named = choice.get("name")
+    turns.called = [str(b.get("name")) for blocks in blocks_of for b in blocks if b.get("type") == "tool_use"]
     last = messages[-1] if messages else {}
     results = [b for b in blocks_of[-1] if b.get("type") == "tool_result"] if messages else []
     if last.get("role") == "user" and results:
@@ -206,6 +213,7 @@ def gemini_turns(body: Json) -> Read:
     turns.last_user_text = (
         "".join(p.get("text", "") for p in users[-1].get("parts") or [] if isinstance(p, dict)) if users else ""
     )
+    turns.called = [str(c.get("name")) for content in contents for c in _calls(content)]
     if contents and _responses(contents[-1]):
         turns.results_after = [json.dumps(r.get("response"), sort_keys=True) for r in _responses(contents[-1])]
     return turns

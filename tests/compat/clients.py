@@ -82,10 +82,32 @@ def pydantic_ai(base_url: str, key: str, model: str) -> dict[str, Any]:
     from pydantic_ai.providers.openai import OpenAIProvider
 
     client = AsyncOpenAI(base_url=base_url, api_key="unused", default_headers={"x-api-key": key}, max_retries=0)
-    agent = Agent(OpenAIChatModel(model, provider=OpenAIProvider(openai_client=client)), output_type=Person)
-    result = agent.run_sync(PROMPT)
+    llm = OpenAIChatModel(model, provider=OpenAIProvider(openai_client=client))
+    result = Agent(llm, output_type=Person).run_sync(PROMPT)
     kinds = [part.part_kind for message in result.all_messages() for part in message.parts]
-    return {"person": result.output.model_dump(), "parts": kinds}
+
+    # An agent loop: a function tool first (its result goes back through the gateway), then the output tool.
+    looped: list[str] = []
+    agent = Agent(llm, output_type=Person)
+
+    @agent.tool_plain
+    def lookup_birth_year(name: str) -> int:
+        """The year a person was born."""
+        looped.append(name)
+        return 1815
+
+    with_tool = agent.run_sync("Use lookup_birth_year, then " + PROMPT)
+    tool_names = [
+        part.tool_name
+        for message in with_tool.all_messages()
+        for part in message.parts
+        if part.part_kind == "tool-call"
+    ]
+    return {
+        "person": result.output.model_dump(),
+        "parts": kinds,
+        "loop": {"person": with_tool.output.model_dump(), "tool_calls": tool_names, "tool_ran": len(looped)},
+    }
 
 
 CLIENTS: dict[str, Callable[[str, str, str], dict[str, Any]]] = {

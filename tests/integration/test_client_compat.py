@@ -104,10 +104,15 @@ def test_langchain_bind_tools_and_structured_output(
     assert any("functionResponse" in p for p in gemini)
 
 
-def test_pydantic_ai_tool_output(compat_python: Path, local_stack: LocalStack, simulator: ProviderSimulator) -> None:
+def test_pydantic_ai_tool_output_and_an_agent_loop(
+    compat_python: Path, local_stack: LocalStack, simulator: ProviderSimulator
+) -> None:
     results = run_client(compat_python, local_stack, "pydantic_ai")
     for model in MODELS.values():
         assert set(results[model]["person"]) == PERSON_FIELDS
         assert "tool-call" in results[model]["parts"]  # the output came as a tool call, pydantic-ai's default
+        loop = results[model]["loop"]  # an agent loop: the function tool, its result, then the output tool
+        assert loop["tool_calls"] == ["lookup_birth_year", "final_result"] and loop["tool_ran"] == 1
+        assert set(loop["person"]) == PERSON_FIELDS
     for provider in MODELS:
         assert any(b.get("tools") for b in wire_bodies(simulator, provider)), provider

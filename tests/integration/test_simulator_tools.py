@@ -233,3 +233,16 @@ def test_gemini_refuses_what_it_refuses(
         body["generationConfig"] = config
     response = gemini(sim, http, **body)
     assert response.status_code == 400 and words in response.json()["error"]["message"]
+
+
+def test_a_forced_choice_keeps_calling_after_results(sim: ProviderSimulator, http: httpx.Client) -> None:
+    """``required`` after tool results calls a function not called yet (an agent's output tool)."""
+    asked = [{"role": "user", "content": "forecast please"}]
+    first = openai(sim, http, messages=asked, tools=OPENAI_TOOLS, tool_choice="required").json()["choices"][0]
+    (call,) = first["message"]["tool_calls"]
+    result = {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}
+    messages = [*asked, first["message"], result]
+    forced = openai(sim, http, messages=messages, tools=OPENAI_TOOLS, tool_choice="required").json()["choices"][0]
+    assert [c["function"]["name"] for c in forced["message"]["tool_calls"]] == ["clock"]
+    free = openai(sim, http, messages=messages, tools=OPENAI_TOOLS).json()["choices"][0]
+    assert free["finish_reason"] == "stop" and "sunny" in free["message"]["content"]
