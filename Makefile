@@ -17,13 +17,14 @@ WITH_MOMENTO ?=
 FUNCTION ?=
 EVENT ?=
 
-.PHONY: help install run test lint build deploy require-sam invoke upload usage budget redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
+.PHONY: help install compat-venv run test lint build deploy require-sam invoke upload usage budget redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
 
 help:
 	@echo "make install   create $(VENV) and install the project with its dev extras"
 	@echo "make run       start the local stack (prints the URL, a dev API key and a curl line)"
 	@echo "make test      lint, then run the test suite"
 	@echo "make lint      ruff, mypy, cfn-lint"
+	@echo "make compat-venv  $(COMPAT_VENV): instructor, LangChain, pydantic-ai for the client-compatibility tests"
 	@echo "make build     build the Lambda layer into $(LAYER_DIR) (WITH_MOMENTO=1 to add momento)"
 	@echo "make deploy    build, then sam deploy --guided (needs the AWS SAM CLI)"
 	@echo "make invoke    FUNCTION=<name> EVENT=<file>: run one handler locally on an event"
@@ -54,6 +55,21 @@ $(STAMP): pyproject.toml
 	fi
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
+	@touch $@
+
+# Real client libraries for tests/integration/test_client_compat.py, in their own venv so their pins never
+# move the gateway's. instructor goes in without dependencies (tests/compat/requirements.txt says why).
+COMPAT_VENV := .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+
+compat-venv: $(COMPAT_STAMP)
+
+$(COMPAT_STAMP): tests/compat/requirements.txt tests/compat/requirements-nodeps.txt
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -r tests/compat/requirements.txt
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --no-deps -r tests/compat/requirements-nodeps.txt
 	@touch $@
 
 # --------------------------------------------------------------------------- local development
@@ -135,7 +151,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml
 
-test: $(STAMP) lint
+test: $(STAMP) compat-venv lint
 	$(PY) -m pytest
 
 # --------------------------------------------------------------------------- build and deploy
@@ -160,4 +176,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) .venv-bench-litellm .venv-bench-312
+	rm -rf $(VENV) $(COMPAT_VENV) .venv-bench-litellm .venv-bench-312

@@ -9,8 +9,8 @@ deadline of an HTTP request (each candidate model gets a share of it, see ``fall
 from __future__ import annotations
 
 import json
-from urllib.parse import unquote
 from typing import Any
+from urllib.parse import unquote
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response

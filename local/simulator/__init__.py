@@ -10,6 +10,10 @@ Token accounting (documented here because tests assert on it):
                     ceil(len(text) / 4) + MESSAGE_OVERHEAD_TOKENS
     output tokens = ceil(len(answer text) / 4)   (for Anthropic tool_use: of the JSON input)
 
+Tool calling: each dialect reads tools and tool turns in its own format, refusing what the real API
+refuses (tool_wire.py), and a deterministic policy decides the calls (tool_calls.py: the functions the
+last user turn names, or the one tool_choice names; text quoting the results after tool results).
+
 Run standalone with ``python -m local.simulator --port 8900``.
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from local.simulator import tool_wire
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.schema_rules import anthropic_tools_problem
@@ -79,6 +80,10 @@ class AnthropicDialect(Dialect):
         for message in messages:
             if isinstance(message, dict):
                 req.texts.append("".join(_block_texts(message.get("content"))))
+        turns = tool_wire.anthropic_turns(body)
+        if isinstance(turns, str):
+            return self.error(400, "invalid_request_error", turns)
+        req.tool_turns = turns
         return self._forced_tool(body, req)
 
     # The Messages API's top-level fields; it refuses any other (n, logprobs, seed, penalties...).
@@ -104,7 +109,7 @@ class AnthropicDialect(Dialect):
         return None
 
     def _forced_tool(self, body: Json, req: ChatRequest) -> ChatRequest | Response:
-        """tool_choice {"type":"tool"} (or "any") is how structured output is requested."""
+        """tool_choice {"type":"tool"} is how structured output is requested (and forces that call)."""
         choice = body.get("tool_choice")
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
         problem = anthropic_tools_problem(tools)
@@ -116,7 +121,9 @@ class AnthropicDialect(Dialect):
             return self.error(
                 400, "invalid_request_error", "tool_choice: tool_choice may only be specified while providing tools"
             )
-        wanted = choice.get("name") if choice["type"] == "tool" else tools[0].get("name")
+        if choice["type"] == "any":
+            return req  # any tool: the tool-calling model (tool_calls.py) picks which
+        wanted = choice.get("name")
         tool = next((t for t in tools if t.get("name") == wanted), None)
         if tool is None:
             return self.error(400, "invalid_request_error", f"Tool '{wanted}' not found in provided tools")
@@ -130,6 +137,9 @@ class AnthropicDialect(Dialect):
         if answer.finish == "content_filter":
             content = [{"type": "text", "text": answer.text}] if answer.text else []
             stop_reason = "refusal"
+        elif answer.tool_calls:
+            content = tool_wire.anthropic_blocks(answer.tool_calls)
+            stop_reason = "tool_use"
         elif answer.tool_input is not None:
             content = [
                 {"type": "tool_use", "id": _ident("toolu_01", 22), "name": req.tool_name, "input": answer.tool_input}

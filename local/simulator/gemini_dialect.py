@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+from local.simulator import tool_wire
 from local.simulator.choices import gemini_logprobs
 from local.simulator.dialect import Dialect, _get, _positive_int
 from local.simulator.faults import Fault
@@ -107,6 +108,10 @@ class GeminiDialect(Dialect):
                 else:  # the newer field takes JSON Schema itself
                     schema = _get(config, "responseJsonSchema", "response_json_schema")
                 req.schema = schema if isinstance(schema, dict) else None
+        turns = tool_wire.gemini_turns(body)
+        if isinstance(turns, str):
+            return self.error(400, "INVALID_ARGUMENT", turns)
+        req.tool_turns = turns
         return req
 
     # generationConfig's fields (camelCase; the REST API takes snake_case too). Anything else is refused.
@@ -175,8 +180,10 @@ class GeminiDialect(Dialect):
         return usage
 
     def _candidate(self, req: ChatRequest, answer: Answer, index: int) -> Json:
-        candidate: Json = {"finishReason": self._FINISH[answer.finish], "index": index}
-        if answer.finish == "content_filter":
+        candidate: Json = {"finishReason": self._FINISH.get(answer.finish, "STOP"), "index": index}
+        if answer.tool_calls:  # Gemini finishes with STOP after function calls too
+            candidate["content"] = {"parts": tool_wire.gemini_parts(answer.tool_calls), "role": "model"}
+        elif answer.finish == "content_filter":
             candidate["safetyRatings"] = self._safety_ratings()
             if answer.text:
                 candidate["content"] = {"parts": [{"text": answer.text}], "role": "model"}

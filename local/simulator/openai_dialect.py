@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from local.simulator import tool_wire
 from local.simulator.choices import openai_logprobs
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
@@ -126,6 +127,10 @@ class OpenAIDialect(Dialect):
                 req.schema = schema if isinstance(schema, dict) else None
             elif fmt.get("type") == "json_object":
                 req.json_mode = True
+        turns = tool_wire.openai_turns(body)
+        if isinstance(turns, str):
+            return self.error(400, turns, param="messages")
+        req.tool_turns = turns
         return req
 
     def _choices_and_logprobs(self, body: Json, req: ChatRequest) -> Response | None:
@@ -153,9 +158,12 @@ class OpenAIDialect(Dialect):
 
     def _choice(self, req: ChatRequest, answer: Answer, index: int) -> Json:
         content = "" if answer.finish == "content_filter" and not answer.text else answer.text
+        message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+        if answer.tool_calls:
+            message = tool_wire.openai_message(answer.tool_calls)
         return {
             "index": index,
-            "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+            "message": message,
             "logprobs": openai_logprobs(content, req.top_logprobs) if req.logprobs else None,
             "finish_reason": answer.finish,
         }

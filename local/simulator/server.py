@@ -20,6 +20,7 @@ from local.simulator.dialect import Dialect
 from local.simulator.faults import FAULTS, Fault, FaultRule, _fault_from_marker
 from local.simulator.gemini_dialect import GeminiDialect
 from local.simulator.openai_dialect import OpenAIDialect
+from local.simulator.tool_calls import tool_answer
 from local.simulator.wire import (
     FINISH_REASONS,
     PROVIDERS,
@@ -249,7 +250,8 @@ class ProviderSimulator:
                 return resp, body, req.model
             time.sleep(max(0.0, fault.delay_s))
 
-        resp = dialect.render(req, compose_choices(req, self._take_reply(provider)))
+        reply = self._take_reply(provider)
+        resp = dialect.render(req, tool_answer(req, reply) or compose_choices(req, reply))
         resp.fault = fault.name if fault else None
         return resp, body, req.model
 

@@ -43,6 +43,7 @@ class ChatRequest:
     n: int = 1  # choices asked for (OpenAI n, Gemini candidateCount)
     logprobs: bool = False
     top_logprobs: int = 0
+    tool_turns: Any = None  # tool_calls.ToolTurns when the request declares tools or carries tool turns
 
     @property
     def joined(self) -> str:
@@ -61,6 +62,7 @@ class Answer:
     output_tokens: int
     cached_tokens: int = 0
     tool_input: Json | None = None  # set when Anthropic should answer with a tool_use block
+    tool_calls: list[Any] | None = None  # tool_calls.PlannedCall: the model calls these (finish "tool_calls")
     more: list[Answer] = field(default_factory=list)  # choices 2..n
 
     @property

@@ -124,11 +124,11 @@ def bad_inputs(route: str) -> list[Case]:
             "messages.0.role",
         ),
         (
-            "tool role",
+            "tool result without a call",
             body_for(messages=[user, {"role": "tool", "content": "42", "tool_call_id": "c1"}]),
             400,
             "invalid_request",
-            "messages.1.role",
+            "messages.1.tool_call_id",
         ),
         (
             "integer content",
@@ -189,11 +189,11 @@ def chat_only_inputs() -> list[Case]:
             "messages.0.role",
         ),
         (
-            "tools",
-            body_for(tools=[{"type": "function", "function": {"name": "f"}}]),
+            "non-function tool",
+            body_for(tools=[{"type": "web_search"}]),
             400,
             "invalid_request",
-            "tools",
+            "tools.0.type",
         ),
     ]
 
@@ -271,8 +271,8 @@ def test_openai_client_gets_typed_errors(client: openai.OpenAI) -> None:
             messages=[{"role": "tool", "content": "42", "tool_call_id": "call_1"}],
         )
     assert isinstance(bad.value.body, dict)
-    assert (bad.value.body["code"], bad.value.body["param"]) == ("invalid_request", "messages.0.role")
-    assert "tool calling is not supported" in bad.value.body["message"]
+    assert (bad.value.body["code"], bad.value.body["param"]) == ("invalid_request", "messages.0.tool_call_id")
+    assert "must answer a tool call" in bad.value.body["message"]
 
 
 def test_openai_client_gets_a_rate_limit_error_when_every_provider_is_limited(

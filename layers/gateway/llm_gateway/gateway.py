@@ -95,7 +95,9 @@ class Gateway:
                 response = await self._call_with_retries(candidate, request, share, attempts, required=required)
             except ProviderError as err:
                 last_error = err
-                if not _falls_back(err, native_structured=_native_structured(request, candidate.spec)):
+                if not _falls_back(
+                    err, native_schema=_native_structured(request, candidate.spec) or bool(request.tools)
+                ):
                     err.attempts = attempts
                     raise
                 log.info("falling back", extra={"provider": err.provider, "model": err.model, "error": err.code})
@@ -105,6 +107,7 @@ class Gateway:
                 continue
             result = CompletionResult(
                 content=response.content,
+                tool_calls=response.tool_calls,
                 provider=candidate.spec.provider,
                 model=candidate.spec.id,
                 finish_reason=response.finish_reason,
@@ -165,6 +168,9 @@ class Gateway:
             response_format=request.response_format,
             native_structured=_native_structured(request, spec),
             **_choice_params(request),
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            parallel_tool_calls=request.parallel_tool_calls,
         )
         # n choices: in one call where the provider has them natively, else n parallel calls of one each.
         calls = 1 if request.n == 1 or getattr(provider, "native_n", False) else request.n
@@ -257,13 +263,14 @@ def canonical_models(request: CompletionRequest, catalog: Catalog) -> Completion
     return request.model_copy(update={"model": model, "fallback": fallback})
 
 
-def _falls_back(err: ProviderError, *, native_structured: bool) -> bool:
+def _falls_back(err: ProviderError, *, native_schema: bool) -> bool:
     """Another model may succeed where this one could not; the caller's own mistakes do not fall back.
 
-    A request refused while a native schema was sent may be the provider rejecting that schema (each
-    supports a different subset of JSON Schema): another provider may accept it.
+    A request refused while a native schema was sent (a response schema, or tool parameters) may be the
+    provider rejecting that schema (each supports a different subset of JSON Schema): another provider
+    may accept it.
     """
-    if native_structured and isinstance(err, ProviderBadRequestError):
+    if native_schema and isinstance(err, ProviderBadRequestError):
         return True
     return err.retryable or isinstance(err, ProviderAuthError | ContextTooLongError)
 
@@ -285,11 +292,17 @@ def _larger(spec: ModelSpec, err: ContextTooLongError, catalog: Catalog) -> bool
 
 def _worst_case_input(wire: ProviderRequest, provider: str) -> int:
     """Input tokens to reserve for: the messages as the adapter sends them (with the JSON instruction
-    it adds when the native mode is not used) and the schema when it is sent natively."""
+    it adds when the native mode is not used), the schema when it is sent natively, and the tool
+    definitions (billed as input, like a schema)."""
     fmt = wire.response_format
     native_schema = None
     if wire.native_structured and isinstance(fmt, JsonSchemaFormat):
         native_schema = json.dumps(fmt.json_schema, separators=(",", ":"))
+    if wire.tools:
+        # The JSON instruction may be sent too (adapters that cannot combine both): counted as well.
+        tools = json.dumps([t.model_dump(mode="json", exclude_none=True) for t in wire.tools], separators=(",", ":"))
+        native_schema = tools if native_schema is None else native_schema + tools
+        wire = wire.model_copy(update={"native_structured": False}) if provider in _NO_SCHEMA_WITH_TOOLS else wire
     return worst_case_input_tokens(with_json_instruction(wire), provider=provider, native_schema=native_schema)
 
 
@@ -304,6 +317,10 @@ def _choice_params(request: CompletionRequest) -> dict[str, Any]:
         "logit_bias": request.logit_bias,
         "user": request.user,
     }
+
+
+# Providers whose adapter asks for a response schema in the prompt when tools are sent too.
+_NO_SCHEMA_WITH_TOOLS = frozenset({"anthropic", "gemini"})
 
 
 def _native_structured(request: CompletionRequest, spec: ModelSpec) -> bool:

@@ -6,9 +6,18 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-Role = Literal["system", "user", "assistant"]
+from llm_gateway.tool_models import (
+    Tool,
+    ToolCall,
+    ToolChoice,
+    check_tool_conversation,
+    check_tool_fields,
+    has_tool_turns,
+)
+
+Role = Literal["system", "user", "assistant", "tool"]
 Tier = Literal["fast", "balanced", "best"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error"]
 
@@ -34,17 +43,37 @@ ContentPart = TextPart | ImagePart
 
 
 class Message(_Strict):
+    """One turn. An assistant turn may carry ``tool_calls`` (its content then may be empty or None); a
+    ``tool`` turn carries the result of one call, named by ``tool_call_id``."""
+
     role: Role
-    content: str | list[ContentPart]
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=128)
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+    # After the tool fields: whether it may be missing depends on them. None only with tool_calls.
+    content: str | list[ContentPart] | None = Field(default=None, validate_default=True)
+
+    @field_validator("content")
+    @classmethod
+    def _content_unless_calling_tools(cls, content: Any, info: ValidationInfo) -> Any:
+        if content is None and not (info.data.get("role") == "assistant" and info.data.get("tool_calls")):
+            raise ValueError("Field required (it may be null only on an assistant message with tool_calls)")
+        return content
+
+    @model_validator(mode="after")
+    def _tool_fields_fit_the_role(self) -> Message:
+        check_tool_fields(self)
+        return self
 
     def text(self) -> str:
         """The message's text, images left out."""
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
 
     def has_image(self) -> bool:
-        return not isinstance(self.content, str) and any(isinstance(p, ImagePart) for p in self.content)
+        return isinstance(self.content, list) and any(isinstance(p, ImagePart) for p in self.content)
 
 
 class JsonSchemaFormat(_Strict):
@@ -104,6 +133,15 @@ class CompletionRequest(_Strict):
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
     cache: CacheControl | None = None
     prompt_version: str | None = Field(default=None, max_length=64)
+    # Tool calling (see tool_models.py): the functions the model may call, and how it must choose.
+    tools: list[Tool] | None = Field(default=None, min_length=1, max_length=128)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    @model_validator(mode="after")
+    def _tools_consistent(self) -> CompletionRequest:
+        check_tool_conversation(self.messages, self.tools, self.tool_choice)
+        return self
 
     @model_validator(mode="after")
     def _model_or_tier(self) -> CompletionRequest:
@@ -127,7 +165,7 @@ class CompletionRequest(_Strict):
     @field_validator("messages")
     @classmethod
     def _not_all_empty(cls, messages: list[Message]) -> list[Message]:
-        if not any(m.text().strip() or m.has_image() for m in messages):
+        if not any(m.text().strip() or m.has_image() or m.tool_calls for m in messages):
             raise ValueError("messages must contain some text")
         return messages
 
@@ -137,6 +175,8 @@ class CompletionRequest(_Strict):
             needed.add("vision")
         if isinstance(self.response_format, JsonSchemaFormat):
             needed.add("json")  # any model can do JSON-in-text; native schema is preferred, not required
+        if self.tools or has_tool_turns(self.messages):
+            needed.add("tools")
         return needed
 
     def is_deterministic(self) -> bool:
@@ -179,6 +219,9 @@ class ProviderRequest(BaseModel):
     frequency_penalty: float | None = None
     logit_bias: dict[str, int] | None = None
     user: str | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class Choice(BaseModel):
@@ -187,6 +230,7 @@ class Choice(BaseModel):
     content: str
     finish_reason: FinishReason
     logprobs: dict[str, Any] | None = None  # OpenAI's per-choice shape: {"content": [...], "refusal": None}
+    tool_calls: list[ToolCall] | None = None
 
 
 class ProviderResponse(BaseModel):
@@ -195,6 +239,7 @@ class ProviderResponse(BaseModel):
     content: str
     finish_reason: FinishReason
     usage: Usage
+    tool_calls: list[ToolCall] | None = None
     provider_request_id: str | None = None
     raw_model: str | None = None
     logprobs: dict[str, Any] | None = None  # the first choice's, when asked for
@@ -222,6 +267,7 @@ class CompletionResult(BaseModel):
     id: str = Field(default_factory=lambda: f"gw-{uuid.uuid4().hex}")
     created: int = Field(default_factory=lambda: int(time.time()))
     content: str
+    tool_calls: list[ToolCall] | None = None
     provider: str
     model: str
     finish_reason: FinishReason

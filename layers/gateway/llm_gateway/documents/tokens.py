@@ -43,17 +43,25 @@ def estimate_text_tokens(text: str) -> int:
     )
 
 
+def billable_text(message: Message) -> str:
+    """What a provider reads of a message: its text, and the name and arguments of each tool call."""
+    calls = message.tool_calls or []
+    if not calls:
+        return message.text()
+    return "\n".join([message.text(), *(f"{c.function.name} {c.function.arguments}" for c in calls)])
+
+
 def estimate_message_tokens(messages: list[Message]) -> int:
     total = 0
     for message in messages:
-        total += MESSAGE_OVERHEAD_TOKENS + estimate_text_tokens(message.text())
+        total += MESSAGE_OVERHEAD_TOKENS + estimate_text_tokens(billable_text(message))
         if message.has_image():
             total += IMAGE_TOKENS
     return total
 
 
 def image_count(message: Message) -> int:
-    if isinstance(message.content, str):
+    if not isinstance(message.content, list):
         return 0
     return sum(1 for part in message.content if isinstance(part, ImagePart))
 
@@ -64,7 +72,7 @@ def worst_case_input_tokens(messages: list[Message], *, provider: str, native_sc
     ``native_schema`` is the JSON text of a schema sent natively (tool definition or response format).
     Text estimates get ``ESTIMATE_MARGIN``; images count at their maximum.
     """
-    text = sum(MESSAGE_OVERHEAD_TOKENS + estimate_text_tokens(m.text()) for m in messages)
+    text = sum(MESSAGE_OVERHEAD_TOKENS + estimate_text_tokens(billable_text(m)) for m in messages)
     if native_schema is not None:
         text += estimate_text_tokens(native_schema) + NATIVE_SCHEMA_OVERHEAD_TOKENS
     images = sum(image_count(m) for m in messages) * IMAGE_MAX_TOKENS.get(provider, DEFAULT_IMAGE_MAX_TOKENS)

@@ -13,14 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llm_gateway.errors import GatewayError
 from llm_gateway.http import framing as api
+from llm_gateway.http import openai_tools
 from llm_gateway.http.chat_params import refuse_unsupported
 from llm_gateway.models import MAX_CHOICES, MAX_TOP_LOGPROBS, Choice, CompletionRequest, CompletionResult
 
 TIERS = ("fast", "balanced", "best")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_TOOL_ROLES = frozenset({"tool", "function"})
 _IMAGE_DETAILS = ("auto", "low", "high")
-NO_TOOLS = "tool calling is not supported by this gateway"
 
 
 class ChatCompletionsBody(BaseModel):
@@ -48,15 +47,17 @@ class ChatCompletionsBody(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[str, int] | None = None
-    # Declared only to refuse them clearly (ignoring them would answer without the tools asked for).
-    tools: list[Any] | None = None
-    functions: list[Any] | None = None
+    # Tool calling (http/openai_tools.py); the legacy functions API is declared only to refuse it clearly.
+    tools: Any = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    functions: Any = None
+    function_call: Any = None
 
 
 def to_gateway_request(body: ChatCompletionsBody) -> CompletionRequest:
     refuse_unsupported({**body.model_dump(exclude_unset=True), **(body.model_extra or {})})
-    if body.tools or body.functions:
-        raise api.invalid("tools" if body.tools else "functions", NO_TOOLS)
+    openai_tools.refuse_legacy(body.functions, body.function_call)
     model, tier = _model_or_tier(body.model)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     request = api.validate(
@@ -73,6 +74,7 @@ def to_gateway_request(body: ChatCompletionsBody) -> CompletionRequest:
             "response_format": _response_format(body.response_format),
             "metadata": body.metadata or {},
             **_choice_fields(body),
+            **openai_tools.tool_fields(body.tools, body.tool_choice, body.parallel_tool_calls),
         },
         rename={
             "tier": "model",
@@ -113,14 +115,18 @@ def _message(raw: Any, index: int) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise api.invalid(where, "each message must be an object with 'role' and 'content'")
     role = raw.get("role")
-    if role in _TOOL_ROLES:
-        raise api.invalid(f"{where}.role", f"role '{role}' carries a tool result; {NO_TOOLS}")
+    if role == "function" or raw.get("function_call"):
+        raise api.invalid(f"{where}.role" if role == "function" else f"{where}.function_call", openai_tools.LEGACY)
+    if role == "tool":
+        return openai_tools.tool_message(raw, where)
     if not isinstance(role, str) or role not in _ROLES:
-        raise api.invalid(f"{where}.role", "must be one of 'system', 'developer', 'user' or 'assistant'")
-    for key in ("tool_calls", "function_call"):
-        if raw.get(key):
-            raise api.invalid(f"{where}.{key}", NO_TOOLS)
+        raise api.invalid(f"{where}.role", "must be one of 'system', 'developer', 'user', 'assistant' or 'tool'")
+    if raw.get("tool_calls") and role != "assistant":
+        raise api.invalid(f"{where}.tool_calls", "only an assistant message can carry tool calls")
     content = raw.get("content")
+    if role == "assistant" and (calls := openai_tools.assistant_tool_calls(raw, where)):
+        turn = _message({**raw, "tool_calls": None, "content": content or ""}, index)
+        return {**turn, "content": turn["content"] or None, "tool_calls": calls}
     if content is None:
         raise api.invalid(f"{where}.content", "is required: a string, or an array of content parts")
     if isinstance(content, str):
@@ -212,11 +218,16 @@ def to_chat_completion(result: CompletionResult) -> dict[str, Any]:
 
 
 def _choices(result: CompletionResult) -> list[dict[str, Any]]:
-    first = Choice(content=result.content, finish_reason=result.finish_reason, logprobs=result.logprobs)
+    first = Choice(
+        content=result.content,
+        finish_reason=result.finish_reason,
+        logprobs=result.logprobs,
+        tool_calls=result.tool_calls,
+    )
     return [
         {
             "index": index,
-            "message": {"role": "assistant", "content": choice.content, "refusal": None},
+            "message": openai_tools.response_message(choice),
             "finish_reason": _OPENAI_FINISH.get(choice.finish_reason, choice.finish_reason),
             "logprobs": choice.logprobs,
         }

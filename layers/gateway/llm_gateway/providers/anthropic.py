@@ -22,6 +22,7 @@ from llm_gateway.models import (
     ProviderResponse,
     Usage,
 )
+from llm_gateway.providers import anthropic_tools
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
 
 API_VERSION = "2023-06-01"
@@ -30,7 +31,7 @@ API_VERSION = "2023-06-01"
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
-    "tool_use": "stop",  # only forced structured-output tools are sent, so a tool call is the answer
+    "tool_use": "tool_calls",  # a forced structured-output tool's call is the answer: "stop" (see below)
     "max_tokens": "length",
     "model_context_window_exceeded": "length",  # cut off, like max_tokens
     "pause_turn": "error",  # a server tool paused the turn: the answer is unfinished
@@ -55,22 +56,25 @@ def _image_block(part: ImagePart) -> dict[str, Any]:
 
 
 def _blocks(message: Message) -> list[dict[str, Any]]:
-    if isinstance(message.content, str):
-        return [{"type": "text", "text": message.content}]
+    if not isinstance(message.content, list):
+        return [{"type": "text", "text": message.text()}]
     return [_image_block(p) if isinstance(p, ImagePart) else {"type": "text", "text": p.text} for p in message.content]
 
 
-def _conversation(messages: list[Message]) -> tuple[str, list[dict[str, Any]]]:
-    """System text apart; consecutive same-role turns merged, as the API wants alternation."""
+def _conversation(messages: list[Message], *, with_tools: bool = False) -> tuple[str, list[dict[str, Any]]]:
+    """System text apart; consecutive same-role turns merged, as the API wants alternation (so the
+    results of one turn's tool calls, user turns here, share one message)."""
     system = "\n\n".join(m.text() for m in messages if m.role == "system")
     turns: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "system":
             continue
-        if turns and turns[-1]["role"] == message.role:
-            turns[-1]["content"].extend(_blocks(message))
+        role = "user" if message.role == "tool" else message.role
+        blocks = anthropic_tools.message_blocks(message, with_tools=with_tools) or _blocks(message)
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
         else:
-            turns.append({"role": message.role, "content": _blocks(message)})
+            turns.append({"role": role, "content": blocks})
     if turns and turns[0]["role"] == "assistant":
         turns.insert(0, {"role": "user", "content": [{"type": "text", "text": "(continue)"}]})
     return system, turns
@@ -80,7 +84,11 @@ class AnthropicProvider(Provider):
     name = "anthropic"
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
-        system, turns = _conversation(with_json_instruction(request))
+        if request.tools and request.native_structured:
+            # The structured-output mode is a forced tool of its own: with the caller's tools, the JSON
+            # answer is asked for in the prompt instead (and validated all the same).
+            request = request.model_copy(update={"native_structured": False})
+        system, turns = _conversation(with_json_instruction(request), with_tools=bool(request.tools))
         body: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens, "messages": turns}
         if system:
             body["system"] = system
@@ -99,6 +107,10 @@ class AnthropicProvider(Provider):
                 {"name": fmt.name, "description": "Record the structured result.", "input_schema": fmt.json_schema}
             ]
             body["tool_choice"] = {"type": "tool", "name": fmt.name}
+        if request.tools:
+            body["tools"] = anthropic_tools.tool_definitions(request)
+            if (choice := anthropic_tools.tool_choice(request)) is not None:
+                body["tool_choice"] = choice
         headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
         if self.api_key:
             headers["x-api-key"] = self.api_key
@@ -109,9 +121,12 @@ class AnthropicProvider(Provider):
         if stop_reason == "refusal":
             raise ContentFilteredError(f"{self.name} refused the request", provider=self.name, model=request.model)
         blocks = data["content"]
+        finish = _FINISH.get(stop_reason, "error")
+        tool_calls = anthropic_tools.tool_calls_from(blocks) if request.tools else []
         tool_inputs = [b["input"] for b in blocks if b.get("type") == "tool_use"]
-        if tool_inputs:
+        if tool_inputs and not request.tools:  # the forced structured-output tool: its input is the answer
             content = json.dumps(tool_inputs[0], ensure_ascii=False)
+            finish = "stop" if finish == "tool_calls" else finish
         else:
             content = "".join(b["text"] for b in blocks if b.get("type") == "text")
         usage = data.get("usage") or {}
@@ -119,7 +134,8 @@ class AnthropicProvider(Provider):
         cache_write = int(usage.get("cache_creation_input_tokens") or 0)
         return ProviderResponse(
             content=content,
-            finish_reason=_FINISH.get(stop_reason, "error"),
+            finish_reason=finish,
+            tool_calls=tool_calls or None,
             usage=Usage(
                 # Anthropic's input_tokens excludes cache reads and writes; ours counts all input.
                 input_tokens=int(usage["input_tokens"]) + cache_read + cache_write,

@@ -25,6 +25,7 @@ from llm_gateway.models import (
     ProviderResponse,
     Usage,
 )
+from llm_gateway.providers import gemini_tools
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
 from llm_gateway.structured.gemini import UntranslatableSchema, gemini_schema
 
@@ -43,8 +44,8 @@ _STATUS: dict[str, type[ProviderError]] = {
 
 
 def _parts(message: Message) -> list[dict[str, Any]]:
-    if isinstance(message.content, str):
-        return [{"text": message.content}]
+    if not isinstance(message.content, list):
+        return [{"text": message.text()}]
     parts: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, ImagePart):
@@ -99,6 +100,9 @@ class GeminiProvider(Provider):
     native_n = True
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
+        if request.tools and request.native_structured:
+            # Gemini refuses function calling with a JSON response type: the schema goes in the prompt.
+            request = request.model_copy(update={"native_structured": False})
         fmt = request.response_format
         json_mode = request.native_structured and isinstance(fmt, JsonSchemaFormat | JsonObjectFormat)
         response_schema: dict[str, Any] | None = None
@@ -110,11 +114,7 @@ class GeminiProvider(Provider):
                 request = request.model_copy(update={"native_structured": False})
         messages = with_json_instruction(request)
         system = "\n\n".join(m.text() for m in messages if m.role == "system")
-        contents = [
-            {"role": "model" if m.role == "assistant" else "user", "parts": _parts(m)}
-            for m in messages
-            if m.role != "system"
-        ]
+        contents = gemini_tools.contents(messages, _parts, with_tools=bool(request.tools))
         config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
         if request.temperature is not None:
             config["temperature"] = request.temperature
@@ -132,6 +132,10 @@ class GeminiProvider(Provider):
         body: dict[str, Any] = {"contents": contents, "generationConfig": config}
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
+        if request.tools:
+            body["tools"] = gemini_tools.tools_field(request)
+            if (tool_config := gemini_tools.tool_config(request)) is not None:
+                body["toolConfig"] = tool_config
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["x-goog-api-key"] = self.api_key
@@ -151,10 +155,17 @@ class GeminiProvider(Provider):
             raise ValueError("no candidates in the answer")
         ordered = sorted(candidates, key=lambda c: int(c.get("index", 0)))
         first, *rest = [self._choice(c, request) for c in ordered]
+        parts = (ordered[0].get("content") or {}).get("parts") or []
+        # Tool calls ride on the first choice (the response's own); alternatives carry text.
+        tool_calls = gemini_tools.tool_calls_from(parts, data.get("responseId"), request) if request.tools else []
+        finish = first.finish_reason
+        if tool_calls and finish == "stop":
+            finish = "tool_calls"  # Gemini says STOP after function calls too
         usage = data.get("usageMetadata") or {}
         return ProviderResponse(
             content=first.content,
-            finish_reason=first.finish_reason,
+            finish_reason=finish,
+            tool_calls=tool_calls or None,
             logprobs=first.logprobs,
             alternatives=rest,
             usage=Usage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from llm_gateway.errors import ContentFilteredError, ContextTooLongError, ProviderAuthError, ProviderError
@@ -18,6 +19,7 @@ from llm_gateway.models import (
 )
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
 from llm_gateway.structured.strict import strict_form
+from llm_gateway.tool_models import ToolCall
 
 # Anything else (a new or unknown reason) is "error": the answer is returned but never cached as complete.
 _FINISH: dict[str, FinishReason] = {
@@ -30,8 +32,13 @@ _FINISH: dict[str, FinishReason] = {
 
 
 def _wire_message(message: Message) -> dict[str, Any]:
-    if isinstance(message.content, str):
-        return {"role": message.role, "content": message.content}
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.text()}
+    if message.tool_calls:
+        calls = [call.model_dump(mode="json") for call in message.tool_calls]
+        return {"role": "assistant", "content": message.text() or None, "tool_calls": calls}
+    if not isinstance(message.content, list):
+        return {"role": message.role, "content": message.text()}
     parts: list[dict[str, Any]] = []
     for part in message.content:
         if isinstance(part, ImagePart):
@@ -70,6 +77,30 @@ def _sampling_fields(request: ProviderRequest) -> dict[str, Any]:
     return body
 
 
+def _tool_call(wire: dict[str, Any]) -> ToolCall:
+    """One call of an answer; some OpenAI-compatible servers give ``arguments`` as an object, not text."""
+    arguments = wire["function"].get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
+    return ToolCall.model_validate(
+        {"id": wire["id"], "function": {"name": wire["function"]["name"], "arguments": arguments}}
+    )
+
+
+def _tool_fields(request: ProviderRequest) -> dict[str, Any]:
+    """Tools pass through as given (OpenAI's shape is the gateway's); ``parallel_tool_calls`` only with
+    tools, as OpenAI refuses it otherwise."""
+    if not request.tools:
+        return {}
+    fields: dict[str, Any] = {"tools": [tool.model_dump(mode="json", exclude_none=True) for tool in request.tools]}
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        fields["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump(mode="json")
+    if request.parallel_tool_calls is not None:
+        fields["parallel_tool_calls"] = request.parallel_tool_calls
+    return fields
+
+
 class OpenAIProvider(Provider):
     name = "openai"
     native_n = True
@@ -90,6 +121,7 @@ class OpenAIProvider(Provider):
             body["response_format"] = {"type": "json_schema", "json_schema": _json_schema_format(fmt)}
         elif isinstance(fmt, JsonObjectFormat) and request.native_structured:
             body["response_format"] = {"type": "json_object"}
+        body.update(_tool_fields(request))
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
@@ -103,6 +135,7 @@ class OpenAIProvider(Provider):
         return ProviderResponse(
             content=first.content,
             finish_reason=first.finish_reason,
+            tool_calls=first.tool_calls,
             logprobs=first.logprobs,
             alternatives=rest,
             usage=Usage(
@@ -121,11 +154,19 @@ class OpenAIProvider(Provider):
             raise ContentFilteredError(
                 f"{self.name} refused or filtered the answer", provider=self.name, model=request.model
             )
+        tool_calls = [_tool_call(c) for c in message.get("tool_calls") or []]
         content = message.get("content")
+        if content is None and tool_calls:
+            content = ""
         if not isinstance(content, str):
             raise ValueError("message.content is not a string")
         logprobs = choice.get("logprobs") if request.logprobs else None
-        return Choice(content=content, finish_reason=finish, logprobs=logprobs if isinstance(logprobs, dict) else None)
+        return Choice(
+            content=content,
+            finish_reason=finish,
+            logprobs=logprobs if isinstance(logprobs, dict) else None,
+            tool_calls=tool_calls or None,
+        )
 
     def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
         code = ""

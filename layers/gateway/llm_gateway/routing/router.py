@@ -69,6 +69,7 @@ class Router:
                 f"no provider is configured for {', '.join(providers) or 'this request'}",
                 details={"configured": sorted(self.available)},
             )
+        _check_named_model_calls_tools(request, ordered, needs)
         capable = [m for m in configured if m.supports(needs)]
         if not capable:
             raise NoEligibleModelError(
@@ -161,6 +162,18 @@ def _honouring(params: list[str], models: list[ModelSpec], *, named: ModelSpec |
             f"no candidate model supports '{missing[0]}'", details={"param": missing[0], "needs": params}
         )
     return kept
+
+
+def _check_named_model_calls_tools(request: CompletionRequest, ordered: list[ModelSpec], needs: set[str]) -> None:
+    """A model named for a request with tools must be able to call them: falling back silently to
+    another model would answer from a model the caller did not choose, for a reason it cannot see."""
+    if request.model is None or "tools" not in needs or "tools" in ordered[0].capabilities:
+        return
+    raise InvalidRequestError(
+        f"model '{ordered[0].id}' cannot call tools (its catalog entry lacks the 'tools' capability); "
+        "choose a model or tier that can, or send no tools",
+        details={"param": "model", "needs": ["tools"]},
+    )
 
 
 def provider_diverse(ranked: list[ModelSpec], *, after: str | None = None) -> list[ModelSpec]:

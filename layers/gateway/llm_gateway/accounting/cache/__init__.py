@@ -37,6 +37,7 @@ from llm_gateway.accounting.counters import Counters
 from llm_gateway.errors import InvalidRequestError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CacheControl, Choice, CompletionRequest, CompletionResult, Usage
+from llm_gateway.tool_models import ToolCall
 
 log = logging.getLogger("llm_gateway.accounting.cache")
 
@@ -76,7 +77,7 @@ def cache_scope(tenant: str, namespace: str | None) -> dict[str, str | None]:
 def canonical_request(request: CompletionRequest, *, default_tier: str, default_max_tokens: int) -> dict[str, Any]:
     """Everything that can change the answer, with defaults resolved; nothing that cannot (metadata)."""
     fmt = request.response_format
-    return {
+    canonical: dict[str, Any] = {
         "route": {
             "model": request.model,
             "tier": None if request.model else (request.tier or default_tier),
@@ -95,6 +96,16 @@ def canonical_request(request: CompletionRequest, *, default_tier: str, default_
         "format": fmt.model_dump(mode="json", by_alias=True) if fmt is not None else None,
         "prompt_version": request.prompt_version,
     }
+    if request.tools or request.tool_choice is not None or request.parallel_tool_calls is not None:
+        # Only when present: the keys of requests without tools stay what they were.
+        canonical["tools"] = {
+            "tools": [t.model_dump(mode="json") for t in request.tools or []],
+            "tool_choice": request.tool_choice
+            if isinstance(request.tool_choice, str | None)
+            else request.tool_choice.model_dump(mode="json"),
+            "parallel_tool_calls": request.parallel_tool_calls,
+        }
+    return canonical
 
 
 def _choice_params(request: CompletionRequest) -> dict[str, Any]:
@@ -139,9 +150,15 @@ def is_cacheable_request(request: CompletionRequest) -> bool:
 
 def is_cacheable_result(request: CompletionRequest, result: CompletionResult) -> bool:
     """Complete answers only: no truncation, refusal or error, and parseable JSON when JSON was asked for;
-    with n > 1, every choice (they are stored together, as one entry)."""
-    answers = [(result.finish_reason, result.content)] + [(c.finish_reason, c.content) for c in result.alternatives]
-    for finish_reason, content in answers:
+    a tool-call answer is complete when it has its calls; with n > 1, every choice (they are stored
+    together, as one entry)."""
+    first = (result.finish_reason, result.content, bool(result.tool_calls))
+    answers = [first] + [(c.finish_reason, c.content, bool(c.tool_calls)) for c in result.alternatives]
+    for finish_reason, content, has_calls in answers:
+        if finish_reason == "tool_calls":
+            if not has_calls:
+                return False
+            continue
         if finish_reason != "stop" or not content.strip():
             return False
         if request.response_format is not None:
@@ -157,6 +174,7 @@ def encode_entry(result: CompletionResult) -> bytes:
     body = json.dumps(
         {
             "content": result.content,
+            **({"tool_calls": [c.model_dump(mode="json") for c in result.tool_calls]} if result.tool_calls else {}),
             "provider": result.provider,
             "model": result.model,
             "finish_reason": result.finish_reason,
@@ -185,6 +203,7 @@ def decode_entry(value: bytes, request: CompletionRequest) -> tuple[CompletionRe
     data = json.loads(payload)
     result = CompletionResult(
         content=data["content"],
+        tool_calls=[ToolCall.model_validate(c) for c in data["tool_calls"]] if data.get("tool_calls") else None,
         provider=data["provider"],
         model=data["model"],
         finish_reason=data["finish_reason"],
