@@ -340,8 +340,9 @@ def report_range(start: str | None, end: str | None, *, today: date | None = Non
 
 def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, last: date) -> dict[str, Any]:
     """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model."""
-    days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
-    models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
+    with aws.unavailable_as_503("DynamoDB", "Query"):
+        days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
+        models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
     day_rows = [{"date": item["sk"]["S"].removeprefix("DAY#"), **_counters(item)} for item in days]
     model_rows = []
     for item in models:

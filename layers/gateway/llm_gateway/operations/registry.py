@@ -32,16 +32,29 @@ _REQUEST_MODELS: dict[str, str] = {
 }
 
 
-def _extraction_schema_usable(request: Any) -> None:
+def _document_in_scope(request: Any, tenant: str | None, source: str | None) -> None:
+    """An ``s3`` reference the job could read when it runs: the tenant's own prefix unless a trusted
+    entry point submitted it (the synchronous route's check, see extraction.document_location)."""
+    from llm_gateway.operations.extraction import TRUSTED_JOB_SOURCES, check_document_scope
+
+    ref = getattr(request, "s3", None)
+    if ref is None or tenant is None:
+        return
+    check_document_scope(ref, tenant=tenant, bucket_wide=source in TRUSTED_JOB_SOURCES)
+
+
+def _extraction_usable(request: Any, tenant: str | None, source: str | None) -> None:
     """The schema named exists, or the inline one is a usable JSON Schema (the extraction's own check)."""
     from llm_gateway.operations.extraction import resolve_schema
 
     resolve_schema(request.json_schema)
+    _document_in_scope(request, tenant, source)
 
 
-# name -> check beyond the request model, called with the validated request.
-_REQUEST_CHECKS: dict[str, Callable[[Any], None]] = {
-    "extraction": _extraction_schema_usable,
+# name -> check beyond the request model, called with the validated request, the tenant and the job source.
+_REQUEST_CHECKS: dict[str, Callable[[Any, str | None, str | None], None]] = {
+    "extraction": _extraction_usable,
+    "summarization": _document_in_scope,
 }
 
 
@@ -80,9 +93,10 @@ def resolve(name: str) -> Operation:
     return operation
 
 
-def check(name: str, payload: dict[str, Any]) -> None:
-    """Raise InvalidRequestError (or a subclass: ``schema_not_found``...) for an unknown operation or a
-    payload its operation would refuse, so that a job's input is refused when it is submitted."""
+def check(name: str, payload: dict[str, Any], *, tenant: str | None = None, source: str | None = None) -> None:
+    """Raise InvalidRequestError (or a subclass: ``schema_not_found``, ``document_forbidden``...) for an
+    unknown operation or a payload its operation would refuse, so that a job's input is refused when it is
+    submitted. With ``tenant`` (and the job's ``source``), S3 references are held to the tenant's scope."""
     if name not in _OPERATIONS:
         raise InvalidRequestError(f"unknown operation '{name}'", details={"param": "operation", "operations": names()})
     if target := _REQUEST_MODELS.get(name):
@@ -92,7 +106,7 @@ def check(name: str, payload: dict[str, Any]) -> None:
 
         request = api.validate(_attribute(target), payload)
         if extra_check := _REQUEST_CHECKS.get(name):
-            extra_check(request)
+            extra_check(request, tenant, source)
 
 
 def _attribute(target: str) -> Any:
