@@ -115,7 +115,9 @@ def _attempts(response: httpx.Response) -> list[Any]:
     return list(body["attempts"] if response.status_code == 200 else body["error"].get("attempts", []))
 
 
-def test_a_stalled_s3_read_answers_503_with_retry_after(stack: LocalStack, tenant_http: tuple[str, httpx.Client]) -> None:
+def test_a_stalled_s3_read_answers_503_with_retry_after(
+    stack: LocalStack, tenant_http: tuple[str, httpx.Client]
+) -> None:
     tenant, client = tenant_http
     bucket = stack.physical["DocumentsBucket"]
     key = f"incoming/tenants/{tenant}/{uuid.uuid4().hex}.md"
@@ -152,7 +154,9 @@ def test_job_submission_and_reads_under_a_throttled_dynamodb_are_503(
         usage = client.get("/v1/usage")
     assert usage.status_code == 503 and usage.json()["error"]["code"] == "service_unavailable"
     assert int(usage.headers["retry-after"]) >= 1
-    FAULT_TABLE.append(("DynamoDB throttle on PutItem (POST /v1/jobs)", "503 service_unavailable, nothing accepted", "0"))
+    FAULT_TABLE.append(
+        ("DynamoDB throttle on PutItem (POST /v1/jobs)", "503 service_unavailable, nothing accepted", "0")
+    )
     FAULT_TABLE.append(("DynamoDB read timeout on GetItem (GET /v1/jobs/{id})", "503 service_unavailable", "0"))
     FAULT_TABLE.append(("DynamoDB RequestLimitExceeded on Query (GET /v1/usage)", "503 service_unavailable", "0"))
 

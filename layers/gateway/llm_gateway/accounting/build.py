@@ -7,6 +7,8 @@ the network; boto3 and momento are imported when first used.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +21,14 @@ from llm_gateway.accounting.usage import UsageLedger
 from llm_gateway.catalog import Catalog
 from llm_gateway.config import Settings
 from llm_gateway.providers.credentials import provider_key
-from llm_gateway.routing.breaker import BreakerStore, DynamoDBBreakerStore, SharedCircuitBreaker
+from llm_gateway.routing.breaker import (
+    DEFAULT_AUTH_COOLDOWN_S,
+    BreakerStore,
+    DynamoDBBreakerStore,
+    SharedCircuitBreaker,
+)
+
+log = logging.getLogger("llm_gateway.accounting.build")
 
 if TYPE_CHECKING:
     from momento import CacheClient
@@ -78,6 +87,7 @@ def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
             failure_threshold=config.breaker_failures,
             window_s=config.breaker_window_s,
             cooldown_s=config.breaker_cooldown_s,
+            auth_cooldown_s=_auth_cooldown_s(),
             counters=counters,
         )
         if breaker_store is not None
@@ -94,6 +104,20 @@ def _cache_backend(config: Settings) -> CacheBackend | None:
     if config.cache_backend == "dynamodb" and config.cache_table:
         return DynamoDBCacheBackend(config.cache_table, overflow_bucket=config.documents_bucket)
     return None
+
+
+def _auth_cooldown_s() -> int:
+    """GATEWAY_BREAKER_AUTH_COOLDOWN (seconds, default 300); read at build time, never failing the build.
+    Belongs in Settings next to GATEWAY_BREAKER_COOLDOWN once config.py's owner takes it in."""
+    raw = os.environ.get("GATEWAY_BREAKER_AUTH_COOLDOWN", "").strip()
+    try:
+        value = int(raw) if raw else DEFAULT_AUTH_COOLDOWN_S
+    except ValueError:
+        value = 0
+    if value < 1:
+        log.warning("GATEWAY_BREAKER_AUTH_COOLDOWN must be a positive integer; using %s", DEFAULT_AUTH_COOLDOWN_S)
+        return DEFAULT_AUTH_COOLDOWN_S
+    return value
 
 
 def _breaker_store(config: Settings) -> BreakerStore | None:

@@ -31,6 +31,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_JSON_DEPTH = 100
 API_GATEWAY_TIMEOUT_MS = 29_000  # a REST API's integration timeout, whatever the function's own
 MAX_ERRORS = 20  # problems listed in a 400; any more are counted (details.error_count), not formatted
+MAX_ERRORS_EXAMINED = 1000  # pydantic errors looked at to build those (bounded work for any body)
 MAX_INTEGER_DIGITS = 4300  # Python's own int() limit: longer literals are refused, never converted
 MAX_PARAM_PART_CHARS = 64  # a key echoed in ``param`` is cut here
 _STACK_FRAMES = 8
@@ -264,10 +265,15 @@ def validate(model: type[M], data: Any, *, rename: Mapping[str, str] | None = No
 
 
 def _problems(exc: ValidationError, rename: Mapping[str, str]) -> tuple[list[dict[str, str]], int]:
-    """(the first MAX_ERRORS distinct problems, how many distinct problems there are in all)."""
+    """(the first MAX_ERRORS distinct problems, how many errors there are in all).
+
+    Only the first MAX_ERRORS_EXAMINED of pydantic's errors are looked at, so the cost is bounded
+    whatever the body; past that the total is pydantic's own count (union alternatives included).
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
     found: list[tuple[list[str], str, bool]] = []
     tree: dict[str, Any] = {}  # a trie of every error path: which paths have an error deeper inside
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+    for error in errors[:MAX_ERRORS_EXAMINED]:
         loc = error["loc"]
         path = [str(part) for part in loc if not _is_type_tag(part)]
         if path and path[0] in rename:
@@ -276,22 +282,23 @@ def _problems(exc: ValidationError, rename: Mapping[str, str]) -> tuple[list[dic
         node = tree
         for part in path:
             node = node.setdefault(part, {})
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[tuple[str, ...], str]] = set()
     problems: list[dict[str, str]] = []
     for path, message, wrong_member in found:
         # A value that matches no member of a union gets one error per member; when some member got
         # further (an error deeper inside the value), "not a <member>" is noise.
         if wrong_member and _has_deeper(tree, path):
             continue
-        param = ".".join(_printable_part(part) for part in path) or "body"
-        if (param, message) in seen:
+        key = (tuple(path), message)
+        if key in seen:
             continue
-        seen.add((param, message))
+        seen.add(key)
         if len(problems) < MAX_ERRORS:
+            param = ".".join(_printable_part(part) for part in path) or "body"
             problems.append({"param": param, "message": message})
     if not problems:
         return [{"param": "body", "message": "invalid request"}], 1
-    return problems, len(seen)
+    return problems, (len(seen) if len(errors) <= MAX_ERRORS_EXAMINED else len(errors))
 
 
 def _has_deeper(tree: dict[str, Any], path: list[str]) -> bool:
@@ -363,17 +370,18 @@ def error_body(err: GatewayError) -> dict[str, Any]:
     return {"error": err.to_dict()}
 
 
-def log_unexpected(logger: Any, err: BaseException) -> None:
+def log_unexpected(logger: Any, err: BaseException, what: str = "unexpected error", **fields: Any) -> None:
     """Log an unexpected exception by type and location only: its message may quote the caller's input
     (pydantic's do), so the message and traceback are logged only when GATEWAY_LOG_PROMPTS is on."""
     if _log_prompts():
-        logger.exception("unexpected error")
+        logger.exception(what, extra=fields)  # called from the except block that caught ``err``
         return
     frames = traceback.extract_tb(err.__traceback__)[-_STACK_FRAMES:]
     stack = [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
     logger.error(
-        "unexpected error",
+        what,
         extra={
+            **fields,
             "error_type": f"{type(err).__module__}.{type(err).__qualname__}",
             "location": stack[-1] if stack else "unknown",
             "stack": stack,

@@ -55,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from llm_gateway import aws
 from llm_gateway.config import Settings, settings
 from llm_gateway.errors import GatewayError, InvalidRequestError, JobsUnavailableError
+from llm_gateway.http.framing import log_unexpected
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs.store import Job, JobConflictError, JobStore, default_store, derived_job_id, error_record
 from llm_gateway.jobs.task_tokens import TaskNotifier
@@ -226,7 +227,7 @@ class Worker:
         except Exception as exc:
             # AWS trouble (or a bug) outside an attempt: back off like any retryable error, so that the
             # last delivery still ends the job with a reason.
-            log.exception("message handling failed", extra={"message_id": delivery.message_id})
+            log_unexpected(log, exc, "message handling failed", message_id=delivery.message_id)
             trouble = JobsUnavailableError(f"internal error ({type(exc).__name__})")
             raise RetryLater(str(trouble), delay_s=self._backoff(delivery, None), error=error_record(trouble)) from None
 
@@ -255,7 +256,7 @@ class Worker:
             return self._on_conflict(job, delivery)
         except Exception as exc:
             # AWS trouble or a bug: retry with backoff, and end on the dead-letter queue if it persists.
-            log.exception("job attempt crashed", extra={"job_id": job.job_id})
+            log_unexpected(log, exc, "job attempt crashed", job_id=job.job_id)  # its text may quote the input
             return self._on_error(job, JobsUnavailableError(f"internal error ({type(exc).__name__})"), delivery)
         return self._finish(job, stored, delivery)
 
