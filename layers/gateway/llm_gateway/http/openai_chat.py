@@ -89,7 +89,7 @@ def _message(raw: Any, index: int) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise api.invalid(where, "each message must be an object with 'role' and 'content'")
     role = raw.get("role")
-    if role in _TOOL_ROLES:
+    if isinstance(role, str) and role in _TOOL_ROLES:  # a list or object role is unhashable
         raise api.invalid(f"{where}.role", f"role '{role}' carries a tool result; {NO_TOOLS}")
     if not isinstance(role, str) or role not in _ROLES:
         raise api.invalid(f"{where}.role", "must be one of 'system', 'developer', 'user' or 'assistant'")
