@@ -174,3 +174,41 @@ def test_unavailable_is_told_apart_from_the_callers_mistakes() -> None:
     for code in ("ConditionalCheckFailedException", "ValidationException", "NoSuchKey"):
         assert not aws.is_unavailable(client_error(code, 400))
     assert not aws.is_unavailable(ValueError("x"))
+
+
+def test_a_stalled_ledger_queues_later_records_without_waiting_on_dynamodb(local_stack: LocalStack) -> None:
+    """After one write times out, the sandbox's next records go straight to the retry queue: bounded
+    time after the response (a sandbox that times out would lose what it had not written)."""
+    import time
+
+    from llm_gateway.accounting.usage import UsageLedger, replay_usage_message
+    from llm_gateway.interfaces import RequestContext
+    from llm_gateway.models import Attempt, Usage
+    from llm_gateway.routing.deadline import Deadline
+    from llm_gateway.runtime import run_sync
+
+    sqs = local_stack.client("sqs")
+    queue_url = sqs.create_queue(QueueName=unique("ledger-stall"))["QueueUrl"]
+    table = local_stack.physical["UsageTable"]
+    tenant = unique("stall")
+    ledger = UsageLedger(table, queue_url=queue_url)
+    attempt = Attempt(provider="openai", model="gpt-4o-mini", outcome="success", duration_ms=5, usage=Usage())
+    with aws_fault("dynamodb", {"TransactWriteItems"}, "read_timeout") as injected:
+        started = time.perf_counter()
+        for i in range(5):
+            ctx = RequestContext(tenant=tenant, request_id=f"req-{i}", deadline=Deadline(10))
+            run_sync(ledger.record(ctx, attempt))
+        elapsed = time.perf_counter() - started
+    assert injected.failed["TransactWriteItems"] >= 1
+    # Only the first record waited on DynamoDB (botocore's attempts); the next four were queued at once.
+    assert ledger.counters.get("UsageWriteFailed") == 1, ledger.counters.snapshot()
+    assert ledger.counters.get("UsageWriteSkippedWhileStalled") == 4 and ledger.counters.get("UsageQueued") == 5
+    messages = []
+    while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages"):
+        messages += batch
+    assert len(messages) == 5
+    assert all(replay_usage_message(m["Body"], table=table) for m in messages)
+    assert len(ledger_items(local_stack, tenant)) == 5
+    FAULT_TABLE.append(
+        (f"DynamoDB read timeout, 5 ledger records in one sandbox ({elapsed:.1f} s)", "all queued", "0 of 5")
+    )

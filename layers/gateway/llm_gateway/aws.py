@@ -14,6 +14,7 @@ import contextvars
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,12 +134,25 @@ def _parameter_provider(service: str, build: Callable[[], Any]) -> Any:
 
 
 def reset_clients() -> None:
-    """Forget cached clients (the environment, e.g. AWS_ENDPOINT_URL, changed)."""
+    """Forget cached clients (the environment, e.g. AWS_ENDPOINT_URL, changed) and what they saw."""
     global _session
     with _lock:
         _clients.clear()
         _parameter_providers.clear()
+        _unavailable_until.clear()
         _session = None
+
+
+_unavailable_until: dict[str, float] = {}  # service -> monotonic time until which it is presumed down
+
+
+def note_unavailable(service: str, for_s: float) -> None:
+    """Remember that ``service`` just timed out or throttled, so that deferrable writes skip it a while."""
+    _unavailable_until[service] = time.monotonic() + for_s
+
+
+def recently_unavailable(service: str) -> bool:
+    return time.monotonic() < _unavailable_until.get(service, 0.0)
 
 
 # Blocking boto3 calls wait on the network, not the CPU: asyncio's default executor (CPU count + 4
