@@ -265,7 +265,8 @@ def test_tenants_read_only_their_own_documents(api: httpx.Client, s3: Any, bucke
     assert ok.status_code == 200, ok.text
     assert ok.json()["source"]["key"] == own
     as_b = api.post("/v1/extractions", json={"s3": {"key": own}, "schema": "contact"}, headers={"x-api-key": "key-b"})
-    assert as_b.status_code == 400 and as_b.json()["error"]["details"]["param"] == "s3.key"
+    assert as_b.status_code == 403 and as_b.json()["error"]["details"]["param"] == "s3.key"
+    assert as_b.json()["error"]["code"] == "document_forbidden"
     other_bucket = extract(api, s3={"bucket": "someone-elses", "key": own}, schema="contact")
     assert other_bucket.status_code == 400
     missing = extract(api, s3={"key": "incoming/tenants/tenant-a/none.md"}, schema="contact")
@@ -593,13 +594,10 @@ def test_document_jobs_cannot_be_claimed_by_an_api_caller(fast_jobs: LocalStack,
             "input": {"s3": {"key": "incoming/extract/contact/x.md"}, "schema": "contact"},
         },
     )
-    assert response.status_code == 202, response.text
-    failed = wait_for(
-        lambda: (view := job_view(api, response.json()["id"]))["status"] == "failed" and view,
-        timeout=60,
-        what="job failed",
-    )
-    assert failed["error"]["details"]["param"] == "s3.key"
+    # Refused at submit, as the synchronous route refuses it (issue 12), rather than accepted and failed later.
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["details"]["param"]) == ("document_forbidden", "s3.key")
 
 
 def test_an_upload_whose_failure_cannot_be_recorded_fails_the_invocation(local_stack: LocalStack) -> None:

@@ -365,7 +365,7 @@ def test_http_s3_references_are_limited_to_the_tenants_prefix(api, local_stack, 
     assert own.status_code == 200, own.text
     assert own.json()["source"]["key"] == key and own.json()["strategy"] == "stuff"
     other = api.post("/v1/summaries", json={"s3": {"key": key}}, headers={"x-api-key": "key-b"})
-    assert other.status_code == 400 and other.json()["error"]["details"]["param"] == "s3.key"
+    assert other.status_code == 403 and other.json()["error"]["details"]["param"] == "s3.key"
 
 
 def test_http_request_that_cannot_finish_before_api_gateway_gives_up(local_stack):

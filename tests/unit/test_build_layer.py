@@ -94,7 +94,7 @@ def test_requirements_exclude_boto3_and_momento() -> None:
         for line in bl.REQUIREMENTS.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert set(names) == {"aws-lambda-powertools", "pydantic", "httpx", "tenacity", "jsonschema", "pypdf"}
+    assert set(names) == {"aws-lambda-powertools", "pydantic", "httpx", "tenacity", "jsonschema", "pypdf", "google-re2"}
 
 
 def test_momento_spec_from_pyproject(tmp_path: Path) -> None:

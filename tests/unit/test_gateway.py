@@ -133,7 +133,7 @@ class RecordingBreaker:
     async def allow(self, provider, model):
         return model not in self.open
 
-    async def record(self, provider, model, *, ok):
+    async def record(self, provider, model, *, ok, auth_failure=False):
         self.records.append((model, ok))
 
     async def last_failure_at(self, provider, model):

@@ -276,3 +276,20 @@ def test_job_tables_expire_items(resources):
         assert props["KeySchema"] == [{"AttributeName": key, "KeyType": "HASH"}]
         assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
         assert props["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_s3_references_are_held_to_the_tenants_scope_at_submit():
+    from llm_gateway.operations.extraction import DocumentForbiddenError
+
+    own = {"s3": {"key": "incoming/tenants/t1/a.md"}, "schema": "invoice"}
+    other = {"s3": {"key": "incoming/tenants/t2/a.md"}, "schema": "invoice"}
+    climbing = {"s3": {"key": "incoming/tenants/t1/../t2/a.md"}, "schema": "invoice"}
+    operations.check("extraction", own, tenant="t1", source="api")
+    for payload in (other, climbing):
+        with pytest.raises(DocumentForbiddenError) as info:
+            operations.check("extraction", payload, tenant="t1", source="api")
+        assert (info.value.http_status, info.value.details["param"]) == (403, "s3.key")
+    with pytest.raises(DocumentForbiddenError):
+        operations.check("summarization", {"s3": {"key": "incoming/tenants/t2/a.md"}}, tenant="t1", source="api")
+    # Trusted entry points (uploads, Step Functions) read the whole bucket, as their own routes do.
+    operations.check("extraction", other, tenant="documents", source="stepfunctions")

@@ -9,10 +9,13 @@ attempts) is the only retry layer for AWS calls; the provider RetryPolicy never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +27,31 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 T = TypeVar("T")
+
+log = logging.getLogger("llm_gateway.aws")
+
+# AWS error codes that say "not now" rather than "never": throttling and server-side failures.
+UNAVAILABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+        "InternalServerError",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+DEPENDENCY_RETRY_AFTER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -106,12 +134,25 @@ def _parameter_provider(service: str, build: Callable[[], Any]) -> Any:
 
 
 def reset_clients() -> None:
-    """Forget cached clients (the environment, e.g. AWS_ENDPOINT_URL, changed)."""
+    """Forget cached clients (the environment, e.g. AWS_ENDPOINT_URL, changed) and what they saw."""
     global _session
     with _lock:
         _clients.clear()
         _parameter_providers.clear()
+        _unavailable_until.clear()
         _session = None
+
+
+_unavailable_until: dict[str, float] = {}  # service -> monotonic time until which it is presumed down
+
+
+def note_unavailable(service: str, for_s: float) -> None:
+    """Remember that ``service`` just timed out or throttled, so that deferrable writes skip it a while."""
+    _unavailable_until[service] = time.monotonic() + for_s
+
+
+def recently_unavailable(service: str) -> bool:
+    return time.monotonic() < _unavailable_until.get(service, 0.0)
 
 
 # Blocking boto3 calls wait on the network, not the CPU: asyncio's default executor (CPU count + 4
@@ -143,6 +184,63 @@ def error_code(exc: BaseException) -> str | None:
         code = response.get("Error", {}).get("Code")
         return str(code) if code else None
     return None
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a boto3 call failed for want of the service (timeout, no connection, throttling, a 5xx)
+    rather than because of what was asked: the kind of failure a retry later may fix."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if isinstance(exc, HTTPClientError | BotoConnectionError):  # read/connect timeouts, endpoint unreachable
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error_code(exc) in UNAVAILABLE_CODES or int(status) >= 500
+    return False
+
+
+@contextlib.contextmanager
+def unavailable_as_503(service: str, operation: str) -> Iterator[None]:
+    """Turn a dependency that is down or throttling into ServiceUnavailableError (503, retryable, with
+    Retry-After), logged as an ERROR with the AWS code for operators; any other error passes through.
+
+    The one place data access maps AWS faults for callers: its message names no bucket, table or account.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        from llm_gateway.errors import ServiceUnavailableError
+
+        log.error(
+            "AWS dependency unavailable",
+            extra={
+                "service": service,
+                "operation": operation,
+                "error": type(exc).__name__,
+                "aws_code": error_code(exc),
+            },
+        )
+        dependency_counters().add("DependencyUnavailable")
+        raise ServiceUnavailableError(
+            f"the gateway's {service} storage is unavailable right now; retry shortly",
+            retry_after=DEPENDENCY_RETRY_AFTER_S,
+        ) from None
+
+
+_dependency_counters: Any = None
+
+
+def dependency_counters() -> Any:
+    """Counts of dependency faults, forwarded to CloudWatch metrics when a namespace is configured."""
+    global _dependency_counters
+    if _dependency_counters is None:
+        from llm_gateway.accounting.counters import Counters, powertools_sink
+
+        _dependency_counters = Counters(powertools_sink())
+    return _dependency_counters
 
 
 def _new_client(service: str, profile: CallProfile) -> Any:

@@ -94,6 +94,8 @@ class Settings(BaseModel):
     breaker_failures: int = Field(default=5, ge=1, validation_alias="GATEWAY_BREAKER_FAILURES")
     breaker_window_s: int = Field(default=60, ge=1, validation_alias="GATEWAY_BREAKER_WINDOW")
     breaker_cooldown_s: int = Field(default=30, ge=1, validation_alias="GATEWAY_BREAKER_COOLDOWN")
+    # A provider that refuses the gateway's key (401/403) is skipped this long, then probed once.
+    breaker_auth_cooldown_s: int = Field(default=300, ge=1, validation_alias="GATEWAY_BREAKER_AUTH_COOLDOWN")
 
     # Summarization (issue 5): chunk size cap, parallel map calls, prompt templates, input size.
     summary_max_chunk_tokens: int = Field(

@@ -81,6 +81,19 @@ class BudgetUnavailableError(GatewayError):
     retryable = True
 
 
+class ServiceUnavailableError(GatewayError):
+    """An AWS dependency (DynamoDB, S3, SQS, Secrets Manager) timed out, throttled or failed: retry later.
+    The message names no resource; operators find the details in the logs."""
+
+    code = "service_unavailable"
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
 class NotConfiguredError(GatewayError):
     """A feature this deployment has not set up (e.g. GET /v1/usage without a usage table)."""
 

@@ -243,7 +243,12 @@ class Gateway:
     async def _account(self, ctx: RequestContext, attempt: Attempt, attempts: list[Attempt], *, ok: bool) -> None:
         attempts.append(attempt)
         if self.breaker is not None:
-            await self.breaker.record(attempt.provider, attempt.model, ok=ok or not _counts_against_health(attempt))
+            await self.breaker.record(
+                attempt.provider,
+                attempt.model,
+                ok=ok or not _counts_against_health(attempt),
+                auth_failure=attempt.error_code == "provider_auth_error",
+            )
         if self.usage is not None:
             await self.usage.record(ctx, attempt)
 

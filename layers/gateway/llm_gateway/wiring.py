@@ -64,7 +64,7 @@ def configured_providers(config: Settings, keys: ProviderKeys | None = None) -> 
         if key is None and name != "openai_compatible":
             continue
         providers[name] = adapter_class(name)(
-            base_url=base_url, api_key=key, connect_timeout_s=config.connect_timeout_s
+            base_url=base_url, api_key=key, connect_timeout_s=config.connect_timeout_s, log_prompts=config.log_prompts
         )
     return providers
 

@@ -7,6 +7,7 @@ the network; boto3 and momento are imported when first used.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +20,13 @@ from llm_gateway.accounting.usage import UsageLedger
 from llm_gateway.catalog import Catalog
 from llm_gateway.config import Settings
 from llm_gateway.providers.credentials import provider_key
-from llm_gateway.routing.breaker import BreakerStore, DynamoDBBreakerStore, SharedCircuitBreaker
+from llm_gateway.routing.breaker import (
+    BreakerStore,
+    DynamoDBBreakerStore,
+    SharedCircuitBreaker,
+)
+
+log = logging.getLogger("llm_gateway.accounting.build")
 
 if TYPE_CHECKING:
     from momento import CacheClient
@@ -78,6 +85,7 @@ def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
             failure_threshold=config.breaker_failures,
             window_s=config.breaker_window_s,
             cooldown_s=config.breaker_cooldown_s,
+            auth_cooldown_s=config.breaker_auth_cooldown_s,
             counters=counters,
         )
         if breaker_store is not None

@@ -69,6 +69,7 @@ COUNTERS = (
 )
 MONEY = {"cost_pusd": "cost_usd", "saved_pusd": "saved_usd"}  # stored name -> reported name (USD)
 CONFLICT_RETRIES = 4  # after the first try; conflicts clear in milliseconds
+STALLED_SKIP_S = 10.0  # after a timeout or throttle, records are queued without trying DynamoDB this long
 CONFLICT_BASE_DELAY_S = 0.025  # full jitter: up to 25, 50, 100, 200 ms
 CONFLICT_TIME_NEEDED_S = 1.0  # do not start another try with less time left than this
 
@@ -179,6 +180,13 @@ class UsageLedger:
         await ctx.defer.soon(lambda: self._save(record, ctx.deadline))
 
     async def _save(self, record: UsageRecord, deadline: Deadline | None = None) -> None:
+        if aws.recently_unavailable("dynamodb"):
+            # DynamoDB just timed out or throttled a write: do not make every record of this sandbox
+            # wait through botocore's timeouts and retries too (after the response, that time counts
+            # against the invocation, and a sandbox that times out loses what it had not written).
+            self.counters.add("UsageWriteSkippedWhileStalled")
+            await self._queue(record)
+            return
         tries = 0
         while True:
             try:
@@ -194,10 +202,16 @@ class UsageLedger:
                         "usage write failed, queueing it", extra={"error": type(exc).__name__, "detail": str(exc)}
                     )
                     self.counters.add("UsageWriteFailed")
+                    if aws.is_unavailable(exc):
+                        aws.note_unavailable("dynamodb", STALLED_SKIP_S)
                     break
             self.counters.add("UsageWriteConflict")
             tries += 1
             await asyncio.sleep(delay)
+        await self._queue(record)
+
+    async def _queue(self, record: UsageRecord) -> None:
+        """The retry queue (the worker replays it); if even that fails, the full record at ERROR."""
         try:
             if not self.queue_url:
                 raise RuntimeError("no RETRY_QUEUE_URL configured")
@@ -230,7 +244,8 @@ def is_transaction_conflict(exc: BaseException) -> bool:
     """A transaction cancelled because another one was writing the same item at the same time."""
     if aws.error_code(exc) != "TransactionCanceledException":
         return False
-    reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+    response = getattr(exc, "response", None)
+    reasons = (response.get("CancellationReasons") if isinstance(response, dict) else None) or []
     return any(reason.get("Code") == "TransactionConflict" for reason in reasons)
 
 
@@ -277,7 +292,8 @@ def write_record(client: DynamoDBClient, table: str, record: UsageRecord, *, ret
     try:
         client.transact_write_items(TransactItems=operations)
     except Exception as exc:
-        reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+        response = getattr(exc, "response", None)  # None on a timeout: requests' exceptions carry one
+        reasons = (response.get("CancellationReasons") if isinstance(response, dict) else None) or []
         if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
             return False  # recorded before: counting it again would double-bill
         raise
@@ -336,8 +352,9 @@ def report_range(start: str | None, end: str | None, *, today: date | None = Non
 
 def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, last: date) -> dict[str, Any]:
     """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model."""
-    days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
-    models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
+    with aws.unavailable_as_503("DynamoDB", "Query"):
+        days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
+        models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
     day_rows = [{"date": item["sk"]["S"].removeprefix("DAY#"), **_counters(item)} for item in days]
     model_rows = []
     for item in models:

@@ -46,19 +46,24 @@ async def read_s3_document(obj: S3Object, *, max_bytes: int) -> Document:
 
 
 def _get_object(obj: S3Object, max_bytes: int) -> tuple[bytes, str]:
+    """The object's bytes; a dependency fault (timeout, throttling, 5xx) is a 503, even mid-body."""
+    with aws.unavailable_as_503("S3", "GetObject"):
+        return _read_object(obj, max_bytes)
+
+
+def _read_object(obj: S3Object, max_bytes: int) -> tuple[bytes, str]:
     from botocore.exceptions import ClientError
 
+    # The caller sees its own key, never the bucket's name (nor the account that owns it).
     try:
         response: Any = aws.s3().get_object(Bucket=obj.bucket, Key=obj.key)
     except ClientError as exc:
         code = aws.error_code(exc) or ""
         if code in _MISSING:
-            raise DocumentNotFoundError(
-                f"no document at s3://{obj.bucket}/{obj.key}", details={"bucket": obj.bucket, "key": obj.key}
-            ) from None
+            raise DocumentNotFoundError(f"no document at key '{obj.key}'", details={"key": obj.key}) from None
         if code in _DENIED:
             raise DocumentNotFoundError(
-                f"the gateway may not read s3://{obj.bucket}/{obj.key}", details={"bucket": obj.bucket, "key": obj.key}
+                f"the gateway may not read the document at key '{obj.key}'", details={"key": obj.key}
             ) from None
         raise
     body = response["Body"]

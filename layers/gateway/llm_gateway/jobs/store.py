@@ -112,11 +112,12 @@ class JobStore:
         else:
             job = job.model_copy(update={"payload": text})
         try:
-            aws.dynamodb(aws.DURABLE).put_item(
-                TableName=self.table,
-                Item=to_item(job),
-                ConditionExpression="attribute_not_exists(job_id)",
-            )
+            with aws.unavailable_as_503("DynamoDB", "PutItem"):
+                aws.dynamodb(aws.DURABLE).put_item(
+                    TableName=self.table,
+                    Item=to_item(job),
+                    ConditionExpression="attribute_not_exists(job_id)",
+                )
         except Exception as exc:
             if aws.error_code(exc) == "ConditionalCheckFailedException":
                 raise JobConflictError(f"job {job.job_id} already exists") from None
@@ -125,11 +126,9 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None when unknown or past its TTL (DynamoDB deletes expired items lazily)."""
-        item = (
-            aws.dynamodb()
-            .get_item(TableName=self.table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
-            .get("Item")
-        )
+        with aws.unavailable_as_503("DynamoDB", "GetItem"):
+            response = aws.dynamodb().get_item(TableName=self.table, Key={"job_id": {"S": job_id}}, ConsistentRead=True)
+        item = response.get("Item")
         if not item:
             return None
         job = from_item(item)
@@ -289,19 +288,21 @@ class JobStore:
                 details={"limit": self.inline_max_bytes},
             )
         key = object_prefix(job.tenant, job.job_id) + name
-        aws.s3(aws.DURABLE).put_object(
-            Bucket=self.bucket, Key=key, Body=text.encode("utf-8"), ContentType="application/json"
-        )
+        with aws.unavailable_as_503("S3", "PutObject"):
+            aws.s3(aws.DURABLE).put_object(
+                Bucket=self.bucket, Key=key, Body=text.encode("utf-8"), ContentType="application/json"
+            )
         return key
 
     def _get_object(self, key: str) -> str:
         if not self.bucket:
             raise NotConfiguredError("this job's body is in S3 but no DOCUMENTS_BUCKET is configured")
-        body = aws.s3().get_object(Bucket=self.bucket, Key=key)["Body"]
-        try:
-            return body.read().decode("utf-8")
-        finally:
-            body.close()
+        with aws.unavailable_as_503("S3", "GetObject"):
+            body = aws.s3().get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                return body.read().decode("utf-8")
+            finally:
+                body.close()
 
     def _now(self) -> float:
         return self.clock()

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llm_gateway.errors import GatewayError, InvalidRequestError, JobsUnavailableError
+from llm_gateway.http.framing import log_unexpected
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs.endings import JobEndings, log_fields
 from llm_gateway.jobs.idempotency import JobInProgress, NoAttemptLeft, persistence_layer, run_idempotent
@@ -106,7 +107,9 @@ class Worker:
         except Exception as exc:
             # AWS trouble (or a bug) outside an attempt: back off like any retryable error, so that the
             # last delivery still ends the job with a reason.
-            log.exception("message handling failed", extra={"message_id": delivery.message_id})
+            log_unexpected(
+                log, exc, "message handling failed", log_prompts=self.config.log_prompts, message_id=delivery.message_id
+            )
             trouble = JobsUnavailableError(f"internal error ({type(exc).__name__})")
             raise RetryLater(str(trouble), delay_s=self._backoff(delivery, None), error=error_record(trouble)) from None
 
@@ -135,7 +138,9 @@ class Worker:
             return self._on_conflict(job, delivery)
         except Exception as exc:
             # AWS trouble or a bug: retry with backoff, and end on the dead-letter queue if it persists.
-            log.exception("job attempt crashed", extra={"job_id": job.job_id})
+            log_unexpected(  # its text may quote the input
+                log, exc, "job attempt crashed", log_prompts=self.config.log_prompts, job_id=job.job_id
+            )
             return self._on_error(job, JobsUnavailableError(f"internal error ({type(exc).__name__})"), delivery)
         return self._finish(job, stored, delivery)
 

@@ -178,21 +178,33 @@ def resolve_schema(spec: dict[str, Any] | str) -> tuple[str, dict[str, Any]]:
     return INLINE_SCHEMA_NAME, schema
 
 
+class DocumentForbiddenError(InvalidRequestError):
+    """An S3 reference outside the caller's own prefix: another tenant's document, or none of its business."""
+
+    code = "document_forbidden"
+    http_status = 403
+
+
 def document_location(ref: DocumentRef, ctx: RequestContext, config: Settings) -> S3Object:
     bucket = config.documents_bucket
     if not bucket:
         raise InvalidRequestError("this deployment has no documents bucket (DOCUMENTS_BUCKET)", details={"param": "s3"})
+    check_document_scope(ref, tenant=ctx.tenant, bucket_wide=ctx.tags.get(DOCUMENT_SCOPE_TAG) == "bucket")
     if ref.bucket is not None and ref.bucket != bucket:
-        raise InvalidRequestError(
-            "only the gateway's documents bucket can be read", details={"param": "s3.bucket", "bucket": bucket}
-        )
-    if ctx.tags.get(DOCUMENT_SCOPE_TAG) != "bucket":
-        prefix = TENANT_PREFIX.format(tenant=ctx.tenant)
-        if not ref.key.startswith(prefix) or ".." in ref.key.split("/"):
-            raise InvalidRequestError(
-                f"documents must be under '{prefix}' in the documents bucket", details={"param": "s3.key"}
-            )
+        raise InvalidRequestError("only the gateway's documents bucket can be read", details={"param": "s3.bucket"})
     return S3Object(bucket=bucket, key=ref.key)
+
+
+def check_document_scope(ref: DocumentRef, *, tenant: str, bucket_wide: bool) -> None:
+    """403 unless the key is the tenant's own (``incoming/tenants/<tenant>/``) or the caller may read the
+    whole bucket (a trusted entry point). Also run when a job is submitted, so it is refused at once."""
+    if bucket_wide:
+        return
+    prefix = TENANT_PREFIX.format(tenant=tenant)
+    if not ref.key.startswith(prefix) or ".." in ref.key.split("/"):
+        raise DocumentForbiddenError(
+            f"documents must be under '{prefix}' in the documents bucket", details={"param": "s3.key"}
+        )
 
 
 def completion_request(request: ExtractionRequest, text: str, schema: dict[str, Any]) -> CompletionRequest:

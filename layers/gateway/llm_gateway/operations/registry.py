@@ -23,7 +23,13 @@ from llm_gateway.jobs.submit import submit
 from llm_gateway.models import CompletionRequest
 from llm_gateway.operations import extraction_uploads, summary_uploads
 from llm_gateway.operations.completion import run_completion
-from llm_gateway.operations.extraction import ExtractionRequest, resolve_schema, run_extraction
+from llm_gateway.operations.extraction import (
+    TRUSTED_JOB_SOURCES,
+    ExtractionRequest,
+    check_document_scope,
+    resolve_schema,
+    run_extraction,
+)
 from llm_gateway.operations.summarization.operation import run_summary
 from llm_gateway.operations.summarization.request import SummaryRequest
 from llm_gateway.wiring import Services
@@ -36,21 +42,34 @@ GaveUp = Callable[[Job, dict[str, Any], dict[str, Any], Services], None]
 class OperationSpec:
     run: Operation
     request_model: type[BaseModel]  # what the operation validates its payload with
-    check: Callable[[Any], None] | None = None  # a check beyond the model, on the validated request
+    # A check beyond the model: (validated request, tenant, job source); tenant None skips the scope check.
+    check: Callable[[Any, str | None, str | None], None] | None = None
     gave_up: GaveUp | None = None  # told when the worker gives up on a job (its deliveries ran out)
 
 
-def _extraction_schema_usable(request: ExtractionRequest) -> None:
+def _document_in_scope(request: Any, tenant: str | None, source: str | None) -> None:
+    """An ``s3`` reference the job could read when it runs: the tenant's own prefix unless a trusted
+    entry point submitted it (the synchronous route's check, see extraction.document_location)."""
+    ref = getattr(request, "s3", None)
+    if ref is None or tenant is None:
+        return
+    check_document_scope(ref, tenant=tenant, bucket_wide=source in TRUSTED_JOB_SOURCES)
+
+
+def _extraction_usable(request: Any, tenant: str | None, source: str | None) -> None:
     """The schema named exists, or the inline one is a usable JSON Schema (the extraction's own check)."""
     resolve_schema(request.json_schema)
+    _document_in_scope(request, tenant, source)
 
 
 OPERATIONS: Mapping[str, OperationSpec] = {
     "completion": OperationSpec(run_completion, CompletionRequest),
     "extraction": OperationSpec(
-        run_extraction, ExtractionRequest, check=_extraction_schema_usable, gave_up=extraction_uploads.job_gave_up
+        run_extraction, ExtractionRequest, check=_extraction_usable, gave_up=extraction_uploads.job_gave_up
     ),
-    "summarization": OperationSpec(run_summary, SummaryRequest, gave_up=summary_uploads.job_gave_up),
+    "summarization": OperationSpec(
+        run_summary, SummaryRequest, check=_document_in_scope, gave_up=summary_uploads.job_gave_up
+    ),
 }
 
 
@@ -67,13 +86,14 @@ def spec(name: str, *, param: str = "operation") -> OperationSpec:
         ) from None
 
 
-def check(name: str, payload: dict[str, Any]) -> None:
-    """Raise InvalidRequestError (or a subclass: ``schema_not_found``...) for an unknown operation or a
-    payload its operation would refuse, so that a job's input is refused when it is submitted."""
+def check(name: str, payload: dict[str, Any], *, tenant: str | None = None, source: str | None = None) -> None:
+    """Raise InvalidRequestError (or a subclass: ``schema_not_found``, ``document_forbidden``...) for an
+    unknown operation or a payload its operation would refuse, so that a job's input is refused when it is
+    submitted. With ``tenant`` (and the job's ``source``), S3 references are held to the tenant's scope."""
     operation = spec(name)
     request = api.validate(operation.request_model, payload)
     if operation.check is not None:
-        operation.check(request)
+        operation.check(request, tenant, source)
 
 
 def accept_job(
@@ -89,7 +109,7 @@ def accept_job(
     defer: Deferral = RUN_NOW,
 ) -> Job:
     """A caller's job: checked as the synchronous route would check it, then stored and queued."""
-    check(name, payload)
+    check(name, payload, tenant=tenant, source=source)
     return submit(
         name,
         payload,

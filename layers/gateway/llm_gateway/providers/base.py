@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -29,6 +31,9 @@ from llm_gateway.errors import (
 )
 from llm_gateway.models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
 
+log = logging.getLogger("llm_gateway.providers")
+_SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an error type such as rate_limit_error, not free text
+
 MAX_RETRY_AFTER_S = 3600.0
 
 
@@ -45,10 +50,13 @@ class Provider(ABC):
     name: str = ""
     native_n: bool = False  # answers n > 1 choices in one call; otherwise the gateway makes n parallel calls
 
-    def __init__(self, *, base_url: str, api_key: str | None, connect_timeout_s: float = 3.0) -> None:
+    def __init__(
+        self, *, base_url: str, api_key: str | None, connect_timeout_s: float = 3.0, log_prompts: bool = False
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.connect_timeout_s = connect_timeout_s
+        self.log_prompts = log_prompts  # the provider's own error text goes to logs only when asked
 
     async def complete(
         self, request: ProviderRequest, *, client: httpx.AsyncClient, timeout_s: float
@@ -121,7 +129,21 @@ class Provider(ABC):
         message, error_type = self.error_message(body)
         status = response.status_code
         cls = self.classify_error(status, message, error_type, body) or _by_status(status)
-        text = f"{self.name} {status}: {message or response.reason_phrase}"
+        # The provider's own text can quote the prompt or name the account ("organization org-..."): the
+        # caller gets the status and the provider's error type; the text goes to the logs, and only
+        # when prompt logging is on.
+        kind = error_type if _SAFE_TYPE.fullmatch(error_type) else ""
+        text = f"{self.name} answered {status} {response.reason_phrase}".rstrip() + (f" ({kind})" if kind else "")
+        log.warning(
+            "provider error",
+            extra={
+                "provider": self.name,
+                "model": model,
+                "status": status,
+                "error_type": error_type[:100],
+                **({"provider_message": message[:1000]} if self.log_prompts else {}),
+            },
+        )
         kwargs: dict[str, Any] = {"provider": self.name, "model": model, "status_code": status}
         if cls in (RateLimitedError, ProviderUnavailableError):
             kwargs["retry_after"] = retry_after_seconds(response.headers)

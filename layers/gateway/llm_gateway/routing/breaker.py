@@ -6,6 +6,8 @@ At ``failure_threshold`` failures the first instance to notice opens the circuit
 (a conditional write: one opener, one cool-down). Open: every instance skips the model. After the
 cool-down the circuit is half-open: exactly one instance wins a conditional "probe" claim and calls;
 success closes the circuit, failure opens it again. A probe that never reports back expires.
+A provider that refuses the gateway's key (401/403) opens the circuit at once, for the much longer
+``auth_cooldown_s`` (GATEWAY_BREAKER_AUTH_COOLDOWN, 300 s), counted as ``ProviderAuthFailures``.
 
 The gateway orders candidates with ``available`` (read-only) and calls ``allow`` only for the model it
 is about to call, so a probe is never claimed for a fallback that ends up not being called.
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llm_gateway.routing.breaker")
 
 Phase = Literal["closed", "open", "half_open"]
+DEFAULT_AUTH_COOLDOWN_S = 300  # a provider that refused the gateway's key is left alone this long
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class SharedCircuitBreaker:
         window_s: int = 60,
         cooldown_s: int = 30,
         probe_timeout_s: int = 30,
+        auth_cooldown_s: int = DEFAULT_AUTH_COOLDOWN_S,
         view_ttl_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         counters: Counters | None = None,
@@ -93,6 +97,7 @@ class SharedCircuitBreaker:
         self.window_s = window_s
         self.cooldown_s = cooldown_s
         self.probe_timeout_s = probe_timeout_s
+        self.auth_cooldown_s = auth_cooldown_s
         self.view_ttl_s = view_ttl_s
         self._clock = clock
         self.counters = counters or Counters()
@@ -106,7 +111,7 @@ class SharedCircuitBreaker:
     @property
     def state_ttl_s(self) -> int:
         """How long shared state outlives its last write."""
-        return max(self.window_s, self.cooldown_s, self.probe_timeout_s) * 10
+        return max(self.window_s, self.cooldown_s, self.probe_timeout_s, self.auth_cooldown_s) * 10
 
     async def available(self, provider: str, model: str) -> bool:
         """Read-only: closed, or half-open with no probe known to be in flight. Claims nothing."""
@@ -147,11 +152,14 @@ class SharedCircuitBreaker:
             self.counters.add("BreakerRejected")
         return won
 
-    async def record(self, provider: str, model: str, *, ok: bool) -> None:
+    async def record(self, provider: str, model: str, *, ok: bool, auth_failure: bool = False) -> None:
+        """A call's outcome. ``auth_failure``: the provider refused the gateway's key (401/403)."""
         circuit = self.circuit(provider, model)
         now = self._clock()
         try:
-            if ok:
+            if auth_failure:
+                await self._record_auth_failure(circuit, now)
+            elif ok:
                 await self._record_success(circuit, now)
             else:
                 await self._record_failure(circuit, now)
@@ -188,6 +196,19 @@ class SharedCircuitBreaker:
                 self.counters.add("BreakerOpened")
             state = await self.store.read(circuit)
         self._views[circuit] = _View(state, now)
+
+    async def _record_auth_failure(self, circuit: str, now: float) -> None:
+        """A refused key will be refused again until an operator fixes it: open the circuit at once, for
+        ``auth_cooldown_s`` (much longer than a 5xx cool-down), so that every request does not call the
+        provider to hear it again. After it, one probe finds out whether the key works now."""
+        self.counters.add("ProviderAuthFailures")  # the operator's alarm: a key was revoked or rotated badly
+        self._probing.discard(circuit)
+        ttl_s = self.state_ttl_s
+        await self.store.count_failure(circuit, now, int(now // self.window_s), ttl_s)  # the last-failed time
+        if await self.store.trip(circuit, now, now + self.auth_cooldown_s, ttl_s):
+            log.error("circuit opened: the provider refused the gateway's key", extra={"circuit": circuit})
+            self.counters.add("BreakerOpenedAuth")
+        self._views[circuit] = _View(await self.store.read(circuit), now)
 
     async def _state(self, circuit: str, now: float) -> CircuitState:
         view = self._views.get(circuit)

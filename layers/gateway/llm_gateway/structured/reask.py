@@ -212,9 +212,11 @@ def _failed(reason: StopReason, asks: int, problems: list[dict[str, str]], spent
         "token_budget": f"after {asks} ask(s), with no token budget left for another",
         "deadline": f"after {asks} ask(s), with no time left for another",
     }[reason]
-    first = problems[0]
+    # The problems quote the model's answer (and so the document): they go in details, for the caller,
+    # never in the message, which handlers log.
+    count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
     err = ExtractionFailedError(
-        f"the model's answer is still not valid against the schema {because}: {first['path']}: {first['message']}",
+        f"the model's answer is still not valid against the schema {because} ({count}; see details.errors)",
         details={
             "reason": reason,
             "asks": asks,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm_gateway.errors import SchemaError, SchemaNotFoundError
 from llm_gateway.resources import shared_dir
+from llm_gateway.structured import patterns
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -29,7 +30,19 @@ MAX_MESSAGE_CHARS = 300
 SCHEMA_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 # Keywords whose value is a subschema, a list of subschemas, or a map of name -> subschema.
-_ONE = ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames")
+_ONE = (
+    "items",
+    "additionalProperties",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "propertyNames",
+    "unevaluatedItems",
+    "unevaluatedProperties",
+    "contentSchema",
+)
 _LIST = ("anyOf", "oneOf", "allOf", "prefixItems")
 _MAP = ("properties", "$defs", "definitions", "patternProperties", "dependentSchemas")
 
@@ -71,6 +84,7 @@ def check_schema(schema: Any) -> dict[str, Any]:
             details={"limit": MAX_SCHEMA_PROPERTIES},
         )
     _check_no_ref_cycle(schema)
+    patterns.check_patterns(node for node, _ in _subschemas(schema))
     return schema
 
 
@@ -216,8 +230,10 @@ def validation_problems(schema: dict[str, Any], instance: Any) -> list[dict[str,
 def _validator(schema_json: str) -> Validator:
     from jsonschema import Draft202012Validator
 
-    # Formats are checked (a "date" must look like one): a model writing "March 3" gets reasked.
-    return Draft202012Validator(json.loads(schema_json), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    # Patterns run on RE2 (patterns.py); formats are checked (a "date" must look like one): a model
+    # writing "March 3" gets reasked.
+    validator_class = patterns.linear_validator_class()
+    return validator_class(json.loads(schema_json), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 # --------------------------------------------------------------------------- named schemas
