@@ -248,11 +248,10 @@ def test_no_body_gets_a_5xx_or_a_malformed_error(api: httpx.Client) -> None:
             figures.five_xx.append(f"{response.status_code} {method} {path} {payload[:200]!r} -> {response.text[:300]}")
             return
         if response.status_code >= 400 and "x-request-id" not in response.headers:
-            # No function ran (no route, e.g. an empty job id): API Gateway's own {"message": ...},
-            # which the template's gateway responses (the bridge's owner) decide, not the functions.
+            # No function ran (no route, e.g. an empty job id): the answer is API Gateway's own, shaped
+            # like the functions' by the template's gateway responses (and the bridge, locally).
             figures.api_gateway_answers += 1
-            assert isinstance(response.json().get("message"), str), response.text[:300]
-        elif response.status_code >= 400:
+        if response.status_code >= 400:
             error = response.json().get("error")
             assert isinstance(error, dict), response.text[:300]
             assert isinstance(error.get("code"), str) and error["code"], response.text[:300]
