@@ -80,3 +80,17 @@ def test_a_key_budget_refuses_when_spent_and_releases_the_tenant_share(local_sta
     reservation = run_sync(guard.reserve(ctx_for(other), 0.6))
     run_sync(guard.settle(ctx_for(other), reservation, 0.5))
     assert inner.status(tenant)["spent_usd"] == pytest.approx(1.1)
+
+
+def test_the_wired_gateway_enforces_a_key_budget_before_any_provider_call(local_stack, simulator) -> None:
+    gateway = gateway_from_env(breaker_backend="off", cache_backend="off")
+    tenant = unique()
+    verified = key(tenant, unique("key"), budget_usd="0.000001")
+    DynamoDBBudgetGuard(local_stack.physical["UsageTable"]).set_policy(f"key:{verified.key_id}", 0.000001, "day")
+    request = CompletionRequest.model_validate({"messages": MESSAGES, "model": "gpt-4o-mini", "fallback": []})
+    calls = len(simulator.calls())
+    with pytest.raises(BudgetExceededError):
+        run_sync(gateway.complete(request, ctx_for(verified)))
+    assert len(simulator.calls()) == calls
+    run_sync(gateway.complete(request, ctx_for(key(tenant, unique("key")))))  # the tenant itself has no budget
+    assert len(simulator.calls()) == calls + 1
