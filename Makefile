@@ -17,7 +17,7 @@ WITH_MOMENTO ?=
 FUNCTION ?=
 EVENT ?=
 
-.PHONY: help install run test lint build deploy require-sam invoke usage budget redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
+.PHONY: help install run test lint build deploy require-sam invoke upload usage budget keys redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
 
 help:
 	@echo "make install   create $(VENV) and install the project with its dev extras"
@@ -28,8 +28,10 @@ help:
 	@echo "make deploy    build, then sam deploy --guided (needs the AWS SAM CLI)"
 	@echo "make invoke    FUNCTION=<name> EVENT=<file>: run one handler locally on an event"
 	@echo "make eval      extraction precision/recall on tests/golden/extraction (real providers if keys are set)"
+	@echo "make upload    FILE=<document> [SCHEMA=<name> | KEY=<key>]: upload to the running make run's bucket, print the result"
 	@echo "make usage     TENANT=<id> [FROM=YYYY-MM-DD TO=YYYY-MM-DD]: usage table (requests, cache hits, tokens, cost)"
 	@echo "make budget    TENANT=<id> [LIMIT=<usd> WINDOW=day|month]: set (or show) a tenant's budget"
+	@echo "make keys      ACTION=create TENANT=<id> | ACTION=list | ACTION=show|revoke|rotate KEY=<key id> [STACK=<name>] [KEYS_ARGS=...]"
 	@echo "make redrive   [STACK=<name>] [REDRIVE_ARGS=...]: move retry dead-letter messages back to the retry queue"
 	@echo "make bench     cold start, warm overhead, cache hit and layer size side by side with LiteLLM (BENCH_ARGS=...)"
 	@echo "make bench-summarize  parallel map-reduce summarization vs sequential over the simulator"
@@ -59,7 +61,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m local.run
 
-# Usage report and budgets: against moto when AWS_ENDPOINT_URL points at `make run`'s, else real AWS.
+# usage, budget, redrive: against the running `make run` (found through .local/stack.json) when no AWS
+# target is set; else AWS_ENDPOINT_URL (any moto), or real AWS with AWS_PROFILE / AWS_REGION.
 TENANT ?=
 FROM ?=
 TO ?=
@@ -68,20 +71,31 @@ WINDOW ?= day
 
 usage: $(STAMP)
 	@if [ -z "$(TENANT)" ]; then echo "usage: make usage TENANT=<id> [FROM=YYYY-MM-DD] [TO=YYYY-MM-DD]" >&2; exit 2; fi
-	$(PY) -m local.usage_cli --tenant "$(TENANT)" $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
+	@$(PY) -m local.usage_cli --tenant "$(TENANT)" $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
 
 budget: $(STAMP)
 	@if [ -z "$(TENANT)" ]; then echo "usage: make budget TENANT=<id> [LIMIT=<usd>] [WINDOW=day|month]" >&2; exit 2; fi
-	$(PY) -m local.budget_cli --tenant "$(TENANT)" $(if $(LIMIT),--limit "$(LIMIT)" --window "$(WINDOW)")
+	@$(PY) -m local.budget_cli --tenant "$(TENANT)" $(if $(LIMIT),--limit "$(LIMIT)" --window "$(WINDOW)")
 
-# Dead-letter queue -> retry queue. Queues from STACK's outputs, or RETRY_QUEUE_URL / RETRY_DLQ_URL;
-# locally: AWS_ENDPOINT_URL=<moto URL from make run> RETRY_QUEUE_URL=... RETRY_DLQ_URL=... make redrive
+# Gateway keys: against STACK's keys table, or the running `make run`'s when no AWS target is set.
+# KEYS_ARGS: more options, e.g. "--models tier:fast,gpt-4o-mini --rpm 60 --tpm 100000 --budget 5" for create,
+# "--grace 3600" for rotate (see `python -m local.keys_cli create --help`).
+ACTION ?= list
+KEY ?=
+KEYS_ARGS ?=
+keys: $(STAMP)
+	@$(PY) -m local.keys_cli $(if $(STACK),--stack-name "$(STACK)") $(ACTION) \
+	  $(if $(filter create,$(ACTION)),--tenant "$(TENANT)") $(if $(filter list,$(ACTION)),$(if $(TENANT),--tenant "$(TENANT)")) \
+	  $(if $(filter show revoke rotate,$(ACTION)),"$(KEY)") $(KEYS_ARGS)
+
+# Dead-letter queue -> retry queue. Queues from STACK's outputs, or RETRY_QUEUE_URL / RETRY_DLQ_URL, or
+# the running `make run`'s when no AWS target is set.
 # REDRIVE_ARGS: --dry-run, --max N, --include-poison (see local/redrive.py).
 STACK ?=
 REDRIVE_ARGS ?=
 
 redrive: $(STAMP)
-	$(PY) -m local.redrive $(if $(STACK),--stack-name "$(STACK)") $(REDRIVE_ARGS)
+	@$(PY) -m local.redrive $(if $(STACK),--stack-name "$(STACK)") $(REDRIVE_ARGS)
 
 # Extraction quality on the golden set. Simulator unless OPENAI/ANTHROPIC/GEMINI_API_KEY is set;
 # EVAL_ARGS: --model <id> | --tier <tier>, --schema <name>, --fields, --json, --simulate (see local/eval.py).
@@ -110,6 +124,16 @@ bench-cache: $(STAMP)
 
 bench-summarize: $(STAMP)
 	$(PY) -m bench.summarize_bench $(BENCH_SUMMARIZE_ARGS)
+
+# A document into the running `make run`'s bucket (incoming/summarize/, or incoming/extract/<SCHEMA>/, or KEY);
+# waits for the function's results/...json (or errors/...json) and prints it.
+FILE ?=
+KEY ?=
+SCHEMA ?=
+
+upload: $(STAMP)
+	@if [ -z "$(FILE)" ]; then echo "usage: make upload FILE=<document> [SCHEMA=<name> | KEY=<key>]" >&2; exit 2; fi
+	@$(PY) -m local.upload "$(FILE)" $(if $(KEY),--key "$(KEY)") $(if $(SCHEMA),--schema "$(SCHEMA)")
 
 invoke: $(STAMP)
 	@if [ -z "$(FUNCTION)" ] || [ -z "$(EVENT)" ]; then \

@@ -1,6 +1,7 @@
 """Set or show a tenant's budget: ``python -m local.budget_cli --tenant T [--limit USD --window day|month]``.
 
-``make budget TENANT=... LIMIT=... WINDOW=...``. Writes the ``BUDGET#<tenant>`` / ``CONFIG`` item of the
+``make budget TENANT=... LIMIT=... WINDOW=...``; the target is found as for ``make usage`` (the running
+``make run`` when no AWS target is set). Writes the ``BUDGET#<tenant>`` / ``CONFIG`` item of the
 usage table (see llm_gateway/accounting/budgets.py); running functions pick a change up within a minute. Without
 ``--limit`` it shows the budget and the current window's committed and spent amounts.
 """
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from llm_gateway.accounting.budgets import WINDOWS, DynamoDBBudgetGuard
-from local.usage_cli import find_table
+from local import state
+from local.usage_cli import aws_errors, find_table, target_environment
 
 
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -25,10 +26,14 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 0:
         parser.error("--limit must be >= 0")
-    guard = DynamoDBBudgetGuard(find_table(args.table, dict(os.environ if environ is None else environ)))
-    if args.limit is not None:
-        guard.set_policy(args.tenant, args.limit, args.window)
-    print(json.dumps(guard.status(args.tenant), indent=2))
+    try:
+        guard = DynamoDBBudgetGuard(find_table(args.table, target_environment(environ)))
+        if args.limit is not None:
+            guard.set_policy(args.tenant, args.limit, args.window)
+        status = guard.status(args.tenant)
+    except (state.NoTarget, *aws_errors()) as exc:
+        return state.exit_without_traceback(exc)
+    print(json.dumps(status, indent=2))
     return 0
 
 

@@ -243,6 +243,16 @@ class Template:
             api_auth = {**api_auth, **(self.properties(api_id).get("Auth") or {})}
         return bool(api_auth.get("ApiKeyRequired", False))
 
+    def api_throttle(self, api_id: str, resolve: Callable[[Any], Any]) -> tuple[float, int] | None:
+        """(rate per second, burst) of the API's usage plan (``Auth.UsagePlan.Throttle``), if it sets one."""
+        auth = (self.globals.get("Api") or {}).get("Auth") or {}
+        if api_id in self.resources:
+            auth = {**auth, **(self.properties(api_id).get("Auth") or {})}
+        throttle = resolve(((auth.get("UsagePlan") or {}).get("Throttle")) or {})
+        if not isinstance(throttle, dict) or "RateLimit" not in throttle or "BurstLimit" not in throttle:
+            return None
+        return float(throttle["RateLimit"]), int(throttle["BurstLimit"])
+
     def api_stage(self, api_id: str, resolve: Callable[[Any], Any]) -> str:
         stage = self.properties(api_id).get("StageName") if api_id in self.resources else None
         stage = stage or (self.globals.get("Api") or {}).get("StageName") or "Prod"

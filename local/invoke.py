@@ -1,11 +1,13 @@
 """Invoke one handler locally on an event: ``python -m local.invoke --function completion --event FILE``.
 
 Starts moto and the provider simulator (no HTTP bridge), runs the handler in-process and prints its
-response as JSON on stdout. Handler logs go to stderr. For S3 events, ``--put KEY=FILE`` uploads a
-local file to the template's documents bucket first (the stack starts empty), e.g.::
+response as JSON on stdout. Handler logs go to stderr. The stack starts empty, so for an S3 event the
+object it names is put into the bucket first, from the sample document of the same name in
+``documents/`` next to the event file (spaces in the key's file name are hyphens there: the key
+``incoming/extract/entities/2026/11/acme invoice 0042.txt`` comes from ``events/documents/acme-invoice-0042.txt``).
+``--put KEY=FILE`` uploads other files instead, e.g.::
 
-    python -m local.invoke --function extraction --event events/extraction-s3-put.json \
-        --put "incoming/extract/entities/2026/11/acme invoice 0042.txt=events/documents/acme-invoice-0042.txt"
+    python -m local.invoke --function extraction --event my-event.json --put "incoming/extract/invoice/a.txt=a.txt"
 
  A raised error prints
 ``{"errorType": ..., "errorMessage": ...}`` (as Lambda reports it) and exits with status 1.
@@ -18,8 +20,9 @@ import contextlib
 import json
 import sys
 import traceback
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote_plus
 
 from local.stack import DEFAULT_TEMPLATE, LocalStack
 
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             stack.start()
             stack.function_id(args.function)  # fail early on a typo, before the handler runs
-            _upload(stack, uploads)
+            _upload(stack, uploads or _sample_documents(stack, event, args.event))
             result = stack.invoke(args.function, event)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
@@ -75,6 +78,28 @@ def _upload(stack: LocalStack, uploads: list[tuple[str, Path]]) -> None:
     s3 = stack.client("s3")
     for key, file in uploads:
         s3.put_object(Bucket=stack.physical[buckets[0]], Key=key, Body=file.read_bytes())
+
+
+def _sample_documents(stack: LocalStack, event: Any, event_source: str) -> list[tuple[str, Path]]:
+    """(key, file) for each S3 record of ``event`` whose sample document exists next to the event file."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or event_source == "-":
+        return []
+    documents = Path(event_source).resolve().parent / "documents"
+    found = []
+    for record in records:
+        s3 = record.get("s3") if isinstance(record, dict) else None
+        if not isinstance(s3, dict):
+            continue
+        key = unquote_plus(str(s3.get("object", {}).get("key", "")))  # keys arrive URL-encoded, as in AWS
+        name = PurePosixPath(key).name
+        candidates = [documents / name, documents / name.replace(" ", "-")]
+        sample = next((path for path in candidates if name and path.is_file()), None)
+        if sample is None:
+            print(f"note: no sample document for s3 key {key!r} in {documents}; not uploaded", file=sys.stderr)
+            continue
+        found.append((key, sample))
+    return found
 
 
 def _read_event(source: str) -> Any:

@@ -1,9 +1,11 @@
 """Move messages from the retry dead-letter queue back to the retry queue: ``make redrive``.
 
-Works against AWS or a local moto server (``AWS_ENDPOINT_URL``). Each message is sent to the retry queue
-first and deleted from the dead-letter queue only after that succeeded, so an interruption can at worst
-leave a copy in both (the retry worker processes a job once however often it is delivered), never lose
-one. A redriven job message reopens its job if the job had failed because its retries ran out.
+Works against AWS, a local moto server (``AWS_ENDPOINT_URL``), or, when no AWS target is set at all,
+the running ``make run`` (its queues are in ``.local/stack.json``, see local/state.py).
+Each message is sent to the retry queue first and deleted from the dead-letter queue only after that
+succeeded, so an interruption can at worst leave a copy in both (the retry worker processes a job once
+however often it is delivered), never lose one. A redriven job message reopens its job if the job had
+failed because its retries ran out.
 
 Job messages get here two ways, and their job is marked failed (with the reason) either way: the retry
 worker moves a message itself after its job's last allowed delivery (attribute ``gateway-gave-up`` with
@@ -28,6 +30,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from local import state
 
 POISON_ATTRIBUTE = "gateway-poison"  # llm_gateway.jobs.endings.POISON_ATTRIBUTE (no layer import needed here)
 GAVE_UP_ATTRIBUTE = "gateway-gave-up"  # llm_gateway.jobs.endings.DEAD_LETTER_ATTRIBUTE: dropped when moved back
@@ -121,8 +125,8 @@ def resolve_queues(sqs: Any, cloudformation: Any, args: argparse.Namespace) -> t
             _, _, _, _, account, name = dlq_arn.split(":", 5)
             dlq_url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
     if not queue_url or not dlq_url:
-        raise SystemExit(
-            "error: name the queues: --queue-url and --dlq-url (or RETRY_QUEUE_URL / RETRY_DLQ_URL), or --stack-name"
+        raise state.NoTarget(
+            "name the queues: --queue-url and --dlq-url (or RETRY_QUEUE_URL / RETRY_DLQ_URL), or --stack-name"
         )
     return queue_url, dlq_url
 
@@ -141,20 +145,28 @@ def main(argv: list[str] | None = None) -> int:
 
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
 
-    session = boto3.session.Session(region_name=args.region)
-    config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "total_max_attempts": 5})
-    sqs = session.client("sqs", endpoint_url=args.endpoint_url, config=config)
-    cloudformation = session.client("cloudformation", endpoint_url=args.endpoint_url, config=config)
-    queue_url, dlq_url = resolve_queues(sqs, cloudformation, args)
-    report = redrive(
-        sqs,
-        dlq_url=dlq_url,
-        queue_url=queue_url,
-        include_poison=args.include_poison,
-        limit=args.max,
-        dry_run=args.dry_run,
-    )
+    try:
+        if not (args.endpoint_url or args.region or args.stack_name or (args.queue_url and args.dlq_url)):
+            local = state.use_local_stack_if_no_target()  # sets the endpoint, region and both queue URLs
+            if local is not None:
+                args.endpoint_url, args.region = local.moto_url, local.region
+        session = boto3.session.Session(region_name=args.region)
+        config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "total_max_attempts": 5})
+        sqs = session.client("sqs", endpoint_url=args.endpoint_url, config=config)
+        cloudformation = session.client("cloudformation", endpoint_url=args.endpoint_url, config=config)
+        queue_url, dlq_url = resolve_queues(sqs, cloudformation, args)
+        report = redrive(
+            sqs,
+            dlq_url=dlq_url,
+            queue_url=queue_url,
+            include_poison=args.include_poison,
+            limit=args.max,
+            dry_run=args.dry_run,
+        )
+    except (state.NoTarget, BotoCoreError, ClientError) as exc:
+        return state.exit_without_traceback(exc)
     if args.dry_run:
         print(f"{report.found} message(s) in {dlq_url} (dry run: nothing moved)")
     else:

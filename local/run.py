@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import signal
+import socket
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from local import state
 from local.stack import DEFAULT_TEMPLATE, REPO_ROOT, LocalStack
 
 PREFERRED_MODEL = "gpt-4o-mini"
@@ -31,15 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("local").setLevel(logging.INFO)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    wakeup = _SignalWakeup()
     stack = LocalStack(
-        args.template, port=args.port, simulate=True if args.simulate else None, log_requests=not args.quiet
+        args.template,
+        port=args.port,
+        simulate=True if args.simulate else None,
+        log_requests=not args.quiet,
+        throttle=True,  # the usage plan's per-key limits, as API Gateway applies them
     )
     if not stack.api_keys:  # e.g. LOCAL_API_KEYS=":tenant": every entry lacks a key
         print(
@@ -48,15 +49,56 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    with stack:
-        print(banner(stack), flush=True)
-        while not stop.wait(0.5):  # short waits keep the main thread responsive to signals
-            pass
-        print("\nstopping...", file=sys.stderr, flush=True)
+    state_path = state.state_file()
+    with wakeup, stack:
+        state.write(state.from_stack(stack), state_path)
+        try:
+            print(banner(stack, state_path), flush=True)
+            wakeup.wait()
+            print("\nstopping...", file=sys.stderr, flush=True)
+        finally:
+            state.remove(state_path, os.getpid())
     return 0
 
 
-def banner(stack: LocalStack) -> str:
+class _SignalWakeup:
+    """Blocks the main thread until SIGINT or SIGTERM, without locks in the signal handler.
+
+    A handler that sets a ``threading.Event`` can deadlock: it runs on the main thread, possibly while
+    that thread is inside ``Event.wait`` holding the same condition's lock. Here the handler does
+    nothing; ``signal.set_wakeup_fd`` writes the signal number to a socket the main thread reads. A
+    second signal while stopping exits at once.
+    """
+
+    def __init__(self) -> None:
+        self._stopping = False
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalWakeup:
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._saved[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(-1)
+        self._reader.close()
+        self._writer.close()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            os._exit(128 + signum)  # asked twice: do not wait for the teardown
+
+    def wait(self) -> None:
+        self._reader.recv(1)  # returns once a signal's byte arrives (recv is retried after EINTR)
+        self._stopping = True
+
+
+def banner(stack: LocalStack, state_path: Path | None = None) -> str:
     key = next(iter(stack.api_keys), "<no API key: set LOCAL_API_KEYS>")
     lines = ["llm-gateway local stack is up", f"  API          {stack.api_url}"]
     lines += [f"    {r.method:<6} {r.path:<28} -> {r.function_id}" for r in stack.routes.routes]
@@ -73,8 +115,18 @@ def banner(stack: LocalStack) -> str:
         f"curl -s {stack.api_url}/v1/chat/completions -H {shlex.quote('x-api-key: ' + key)}"
         f" -H 'content-type: application/json' -d {shlex.quote(body)}"
     )
-    lines += ["", "Try:", f"  {curl}", "", "Ctrl-C to stop."]
+    lines += ["", "Try:", f"  {curl}"]
+    if state_path is not None:
+        lines += [f"  make upload FILE=events/documents/q3-board-update.md   (endpoints in {_shown(state_path)})"]
+    lines += ["", "Ctrl-C to stop."]
     return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def default_model() -> str:

@@ -1,15 +1,17 @@
 """Print a tenant's usage as a readable table: ``python -m local.usage_cli --tenant T`` (``make usage``).
 
 Reads the usage table's aggregates (requests, cache hit rate, tokens, cost by day and by model) with
-boto3: against moto when ``AWS_ENDPOINT_URL`` points at it (``make run``), else real AWS with your
-usual credentials. The table is ``--table``, else ``$USAGE_TABLE``, else the one table whose name
-contains ``UsageTable``.
+boto3: against the running ``make run`` when no AWS target is set (its endpoints are in
+``.local/stack.json``, see local/state.py), against moto when ``AWS_ENDPOINT_URL`` points at it, else
+real AWS with your ``AWS_PROFILE`` / ``AWS_REGION``.
+The table is ``--table``, else ``$USAGE_TABLE``, else the one table whose name contains ``UsageTable``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from llm_gateway import aws
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import InvalidRequestError
+from local import state
 
 COLUMNS = (
     ("requests", "requests", "{:d}"),
@@ -38,8 +41,25 @@ def find_table(explicit: str | None, environ: dict[str, str]) -> str:
         return environ["USAGE_TABLE"]
     names = [n for n in aws.dynamodb().list_tables().get("TableNames", []) if "UsageTable" in n]
     if len(names) != 1:
-        raise SystemExit(f"error: give --table or USAGE_TABLE (usage tables found: {names or 'none'})")
+        raise state.NoTarget(f"give --table or USAGE_TABLE (usage tables found: {names or 'none'})")
     return names[0]
+
+
+def target_environment(environ: dict[str, str] | None) -> dict[str, str]:
+    """The variables to read the table name from; with no AWS target, the running local stack's, which
+    are also put into ``os.environ`` for boto3. Raises ``state.NoTarget`` when there is neither."""
+    env = dict(os.environ if environ is None else environ)
+    local = state.use_local_stack_if_no_target(env)
+    if local is not None:
+        os.environ.update(local.aws_environment())
+    return env
+
+
+def aws_errors() -> tuple[type[Exception], ...]:
+    """botocore's errors (unreachable endpoint, no region or credentials, a refused call): one line, exit 2."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return BotoCoreError, ClientError
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -81,8 +101,6 @@ def _table(key_headers: list[str], keys: list[list[str]], rows: list[dict[str, A
 
 
 def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> int:
-    import os
-
     parser = argparse.ArgumentParser(prog="python -m local.usage_cli", description=__doc__.splitlines()[0])
     parser.add_argument("--tenant", required=True, help="tenant id (the API key id, or the authorizer's tenant)")
     parser.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: 6 days before --to)")
@@ -95,8 +113,12 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     except InvalidRequestError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 2
-    table = find_table(args.table, dict(os.environ if environ is None else environ))
-    summary = usage_summary(aws.dynamodb(), table, args.tenant, first, last)
+    try:
+        env = target_environment(environ)
+        table = find_table(args.table, env)
+        summary = usage_summary(aws.dynamodb(), table, args.tenant, first, last)
+    except (state.NoTarget, *aws_errors()) as exc:
+        return state.exit_without_traceback(exc)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 

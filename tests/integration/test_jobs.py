@@ -192,7 +192,8 @@ def test_respond_async_gives_a_job_that_only_its_tenant_can_read(fast, http, ten
     for job_id, api_key in ((body["id"], "key-b"), ("job_" + "0" * 32, key), ("not-a-job-id", key)):
         other = http.get(f"/v1/jobs/{job_id}", headers={"x-api-key": api_key})
         assert other.status_code == 404 and other.json()["error"]["code"] == "job_not_found", other.text
-    assert http.get(f"/v1/jobs/{body['id']}").status_code == 403  # no API key at all
+    no_key = http.get(f"/v1/jobs/{body['id']}")  # no API key at all
+    assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "missing_api_key"
 
 
 @pytest.mark.parametrize(

@@ -178,18 +178,23 @@ def test_function_environment_points_at_local_resources_and_simulator(
 # --------------------------------------------------------------------------- API Gateway bridge
 
 
-@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}], ids=["missing", "wrong"])
-def test_bridge_rejects_requests_without_a_known_api_key(api: httpx.Client, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [({}, "missing_api_key"), ({"x-api-key": ""}, "missing_api_key"), ({"x-api-key": "wrong"}, "invalid_api_key")],
+    ids=["missing", "empty", "wrong"],
+)
+def test_bridge_rejects_requests_without_a_known_api_key(api: httpx.Client, headers: dict[str, str], code: str) -> None:
     response = api.post("/v1/chat/completions", json=CHAT, headers=headers)
-    assert response.status_code == 403
-    assert response.json() == {"message": "Forbidden"}
+    assert response.status_code == 401  # the documented answer (API Gateway's own would be a bare 403)
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(("method", "path"), [("POST", "/v1/nope"), ("GET", "/v1/chat/completions")])
 def test_bridge_answers_unknown_routes_like_api_gateway(api: httpx.Client, method: str, path: str) -> None:
     response = api.request(method, path, headers={"x-api-key": "key-a"})
     assert response.status_code == 404
-    assert response.json() == {"message": "Missing Authentication Token"}
+    assert response.json()["error"]["code"] == "route_not_found" and response.json()["error"]["message"]
 
 
 def test_bridge_sends_a_rest_proxy_event_and_translates_the_response(
@@ -255,7 +260,7 @@ def test_bridge_answers_502_when_the_handler_fails(
     local_stack.handler_overrides["SummarizationFunction"] = recorder
     response = api.post("/v1/summaries", json={}, headers={"x-api-key": "key-a"})
     assert response.status_code == 502
-    assert response.json() == {"message": "Internal server error"}
+    assert response.json()["error"]["code"] == "internal_error" and response.json()["error"]["message"]
 
 
 def test_chat_completion_through_the_bridge_reaches_the_real_handler(
@@ -276,6 +281,17 @@ def test_chat_completion_through_the_bridge_reaches_the_real_handler(
 
 
 # --------------------------------------------------------------------------- direct invocation
+
+
+def test_a_marker_failing_only_openai_shows_the_fallback_locally(local_stack: LocalStack, api: httpx.Client) -> None:
+    prompt = "[[sim:fault=server_error,provider=openai]] Which provider answers?"
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]}
+    response = api.post("/v1/completions", json=body, headers={"x-api-key": "key-a"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["provider"] != "openai"
+    tried = [(attempt["provider"], attempt["outcome"]) for attempt in answer["attempts"]]
+    assert tried[0][0] == "openai" and tried[0][1] != "success" and tried[-1] == (answer["provider"], "success")
 
 
 def test_invoke_runs_a_handler_and_propagates_its_errors(local_stack: LocalStack) -> None:
@@ -519,6 +535,19 @@ def test_invoke_cli_prints_the_handler_response() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["content"].startswith("[sim ")
+
+
+@pytest.mark.parametrize(
+    ("function", "outcome"), [("extraction", {"extracted": 1}), ("summarization", {"summarized": 1})]
+)
+def test_invoke_cli_puts_the_sample_document_of_an_s3_event_first(function: str, outcome: dict[str, int]) -> None:
+    done = _run_invoke("--function", function, "--event", f"events/{function}-s3-put.json", "--simulate")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == outcome  # not {"failed": 1}: the object the event names exists
+    logged = [json.loads(line) for line in done.stderr.splitlines() if line.startswith('{"level"')]
+    assert logged, done.stderr
+    # One process serves every function locally: each log line says which one wrote it.
+    assert {line.get("function_name") for line in logged} == {f"llm-gateway-local-{function.title()}Function"}
 
 
 def test_invoke_cli_reports_a_raised_error_and_exits_1(mini_template: Path) -> None:

@@ -427,6 +427,18 @@ def test_marker_parameters_and_header_retry_after(sim: ProviderSimulator, client
     assert r.status_code == 400 and "no_such_fault" in r.json()["error"]["message"]
 
 
+def test_markers_can_name_the_provider_that_fails(sim: ProviderSimulator, client: httpx.Client) -> None:
+    only_openai = "[[sim:fault=server_error,provider=openai]] hi"
+    assert ask(sim, client, "openai", only_openai).status_code == 500
+    assert ask(sim, client, "anthropic", only_openai).status_code == 200
+    assert ask(sim, client, "gemini", only_openai).status_code == 200
+    two = "[[sim:fault=rate_limit,provider=anthropic,retry_after=4]] [[sim:fault=overloaded,provider=gemini]] hi"
+    limited = ask(sim, client, "anthropic", two)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "4"
+    assert ask(sim, client, "gemini", two).status_code == 503
+    assert ask(sim, client, "openai", two).status_code == 200
+
+
 def test_fault_rules_with_times_provider_and_model(sim: ProviderSimulator, client: httpx.Client) -> None:
     sim.add_fault("server_error", provider="openai", times=2)
     sim.add_fault("overloaded", provider="anthropic", model="claude-special")

@@ -1,0 +1,45 @@
+"""Local provider simulator: OpenAI, Anthropic and Gemini wire formats on one HTTP server.
+
+The simulator lets the gateway's HTTP adapters run against real sockets without real
+providers. Answers are deterministic (derived from a sha256 of the prompt), usage is
+computed from text lengths, and faults (rate limits, overload, dropped connections,
+malformed bodies, ...) can be injected per request or per run.
+
+Token accounting (documented here because tests assert on it):
+    input tokens  = sum over messages (system prompt counts as one message) of
+                    ceil(len(text) / 4) + MESSAGE_OVERHEAD_TOKENS
+    output tokens = ceil(len(answer text) / 4)   (for Anthropic tool_use: of the JSON input)
+
+Run standalone with ``python -m local.simulator --port 8900``.
+"""
+
+from __future__ import annotations
+
+from local.simulator.answers import deterministic_sentences, schema_instance
+from local.simulator.faults import FAULTS, Fault, FaultRule
+from local.simulator.server import ProviderSimulator
+from local.simulator.wire import (
+    FINISH_REASONS,
+    MESSAGE_OVERHEAD_TOKENS,
+    PROVIDERS,
+    Answer,
+    ChatRequest,
+    Reply,
+    Response,
+)
+
+__all__ = [
+    "FAULTS",
+    "FINISH_REASONS",
+    "MESSAGE_OVERHEAD_TOKENS",
+    "PROVIDERS",
+    "Answer",
+    "ChatRequest",
+    "Fault",
+    "FaultRule",
+    "ProviderSimulator",
+    "Reply",
+    "Response",
+    "deterministic_sentences",
+    "schema_instance",
+]

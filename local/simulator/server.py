@@ -1,0 +1,419 @@
+"""The simulator's HTTP server: routing to dialects, fault rules, scripted replies and control API."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from local.simulator.answers import _compose
+from local.simulator.anthropic_dialect import AnthropicDialect
+from local.simulator.dialect import Dialect
+from local.simulator.faults import FAULTS, Fault, FaultRule, _fault_from_marker
+from local.simulator.gemini_dialect import GeminiDialect
+from local.simulator.openai_dialect import OpenAIDialect
+from local.simulator.wire import (
+    FINISH_REASONS,
+    PROVIDERS,
+    ChatRequest,
+    Json,
+    Reply,
+    Response,
+    _json_response,
+)
+
+_GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):generateContent$")
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+def _parse_reply(raw: Any) -> Reply:
+    if isinstance(raw, str):
+        return Reply(raw)
+    if isinstance(raw, dict) and isinstance(raw.get("content"), str):
+        finish = raw.get("finish_reason")
+        if finish is not None and finish not in FINISH_REASONS:
+            raise ValueError(f"finish_reason must be one of {sorted(FINISH_REASONS)}, got {finish!r}")
+        cached = raw.get("cached_tokens", 0)
+        if not isinstance(cached, int) or cached < 0:
+            raise ValueError("cached_tokens must be a non-negative integer")
+        billed = raw.get("input_tokens")
+        if billed is not None and (not isinstance(billed, int) or billed < 0):
+            raise ValueError("input_tokens must be a non-negative integer")
+        return Reply(raw["content"], finish, cached, billed)
+    raise ValueError(f"a reply is a string or an object with a string 'content', got {raw!r}")
+
+
+def _check_provider(provider: str) -> None:
+    if provider != "*" and provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; expected one of {[*PROVIDERS, '*']}")
+
+
+class ProviderSimulator:
+    """A local fake of the OpenAI / Anthropic / Gemini HTTP APIs with fault injection."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency_ms: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.verbose = False
+        self._lock = threading.Lock()
+        self._rules: list[FaultRule] = []
+        self._script: list[tuple[str, Reply]] = []
+        self._calls: list[Json] = []
+        self._latency_ms = latency_ms
+        self._epoch = 0  # bumped by reset() so in-flight requests don't log into the new run
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._dialects: dict[str, Dialect] = {
+            "openai": OpenAIDialect("openai"),
+            "compat": OpenAIDialect("compat", require_auth=False),
+            "anthropic": AnthropicDialect(),
+            "gemini": GeminiDialect(),
+        }
+
+    # ---- lifecycle
+
+    def start(self) -> ProviderSimulator:
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), _Handler)
+        self._server.sim = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="provider-sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> ProviderSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        return f"http://{self.host}:{self.port}"
+
+    def base_urls(self) -> dict[str, str]:
+        return {
+            "openai": f"{self.url}/openai/v1",
+            "anthropic": f"{self.url}/anthropic",
+            "gemini": f"{self.url}/gemini",
+            "compat": f"{self.url}/compat/v1",
+        }
+
+    # ---- control API
+
+    def add_fault(
+        self,
+        fault: str,
+        provider: str = "*",
+        model: str | None = None,
+        times: int | None = None,
+        retry_after: float = 1,
+        delay_s: float = 5,
+    ) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
+        _check_provider(provider)
+        if times is not None and times <= 0:
+            raise ValueError("times must be positive or None")
+        with self._lock:
+            self._rules.append(FaultRule(fault, provider, model, times, float(retry_after), float(delay_s)))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    def faults(self) -> list[Json]:
+        with self._lock:
+            return [asdict(rule) for rule in self._rules]
+
+    def script(self, provider: str, replies: list[str | Json]) -> None:
+        """Queue exact replies; consumed FIFO by requests to ``provider`` ("*" matches any)."""
+        _check_provider(provider)
+        parsed = [_parse_reply(r) for r in replies]
+        with self._lock:
+            self._script.extend((provider, r) for r in parsed)
+
+    def calls(self, provider: str | None = None) -> list[Json]:
+        with self._lock:
+            return [copy.deepcopy(c) for c in self._calls if provider is None or c["provider"] == provider]
+
+    def clear_calls(self) -> None:
+        with self._lock:
+            self._calls.clear()
+
+    def set_latency(self, ms: int) -> None:
+        if ms < 0:
+            raise ValueError("latency must be >= 0")
+        with self._lock:
+            self._latency_ms = int(ms)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self._script.clear()
+            self._calls.clear()
+            self._latency_ms = 0
+            self._epoch += 1
+
+    # ---- request handling (called from handler threads)
+
+    def _take_rule(self, provider: str, model: str) -> Fault | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.provider not in ("*", provider) or rule.model not in (None, model):
+                    continue
+                if rule.times is not None:
+                    rule.times -= 1
+                    if rule.times <= 0:
+                        self._rules.remove(rule)
+                return Fault(rule.fault, rule.retry_after, rule.delay_s)
+        return None
+
+    def _take_reply(self, provider: str) -> Reply | None:
+        with self._lock:
+            for i, (target, reply) in enumerate(self._script):
+                if target in ("*", provider):
+                    del self._script[i]
+                    return reply
+        return None
+
+    def _pick_fault(self, req: ChatRequest, headers: dict[str, str]) -> Fault | None:
+        """Header beats message marker beats run-wide rules."""
+        name = headers.get("x-sim-fault")
+        if name:
+            fault = Fault(name.strip())
+            with suppress(ValueError):
+                fault.retry_after = float(headers.get("x-sim-retry-after", "1"))
+            with suppress(ValueError):
+                fault.delay_s = float(headers.get("x-sim-delay", "5"))
+            return fault
+        return _fault_from_marker(req.joined, req.provider) or self._take_rule(req.provider, req.model)
+
+    def handle_provider(
+        self, provider: str, headers: dict[str, str], query: dict[str, str], raw: bytes, path_model: str | None
+    ) -> tuple[Response, Any, str | None]:
+        """Answer one provider request; returns the response, the parsed body and the model."""
+        dialect = self._dialects[provider]
+        with self._lock:
+            latency = self._latency_ms
+        if latency:
+            time.sleep(latency / 1000)
+        body: Any = None
+        with suppress(ValueError):
+            body = json.loads(raw) if raw else None
+        model = body.get("model") if isinstance(body, dict) else None
+        model = path_model if provider == "gemini" else model
+
+        denied = dialect.check_auth(headers, query)
+        if denied is not None:
+            return denied, body, model
+        if body is None:
+            return dialect.invalid_json(), body, model
+        req = dialect.parse(body, headers, path_model)
+        if isinstance(req, Response):
+            return req, body, model
+
+        fault = self._pick_fault(req, headers)
+        if fault is not None:
+            if fault.name not in FAULTS:
+                resp = dialect.client_error(f"unknown simulator fault {fault.name!r}")
+                resp.fault = fault.name
+                return resp, body, req.model
+            if fault.name == "drop":
+                return Response(0, None, fault="drop"), body, req.model
+            if fault.name != "slow":
+                resp = dialect.fault(fault, req)
+                resp.fault = fault.name
+                return resp, body, req.model
+            time.sleep(max(0.0, fault.delay_s))
+
+        resp = dialect.render(req, _compose(req, self._take_reply(provider)))
+        resp.fault = fault.name if fault else None
+        return resp, body, req.model
+
+    def epoch(self) -> int:
+        with self._lock:
+            return self._epoch
+
+    def record(self, call: Json, epoch: int | None = None) -> None:
+        with self._lock:
+            if epoch is None or epoch == self._epoch:
+                self._calls.append(call)
+
+    def handle_control(self, method: str, path: str, query: dict[str, str], raw: bytes) -> Response:
+        """The /_sim/* endpoints that mirror the Python API."""
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return _json_response(400, {"error": "body is not valid JSON"})
+        routes: dict[tuple[str, str], Callable[[], Any]] = {
+            ("GET", "/_sim/health"): lambda: {"ok": True, "base_urls": self.base_urls()},
+            ("GET", "/_sim/calls"): lambda: self.calls(query.get("provider")),
+            ("DELETE", "/_sim/calls"): self.clear_calls,
+            ("GET", "/_sim/faults"): self.faults,
+            ("POST", "/_sim/faults"): lambda: self.add_fault(**body),
+            ("DELETE", "/_sim/faults"): self.clear_faults,
+            ("POST", "/_sim/script"): lambda: self.script(body["provider"], body["replies"]),
+            ("POST", "/_sim/config"): lambda: self.set_latency(int(body.get("latency_ms", 0))),
+            ("POST", "/_sim/reset"): self.reset,
+        }
+        action = routes.get((method, path))
+        if action is None:
+            return _json_response(404, {"error": f"no simulator control route {method} {path}"})
+        try:
+            result = action()
+        except (TypeError, ValueError, KeyError) as exc:
+            return _json_response(400, {"error": str(exc)})
+        return _json_response(200, {"ok": True} if result is None else result)
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    # socketserver's default listen backlog of 5 resets connections when a client opens many at once
+    # (parallel summarization opens 16): real providers accept such bursts.
+    request_queue_size = 128
+    sim: ProviderSimulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so clients reuse connections like with real APIs
+    disable_nagle_algorithm = True
+    server_version = "provider-sim/1.0"
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.sim.verbose:
+            super().log_message(format, *args)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self, method: str) -> None:
+        sim = self.server.sim
+        split = urlsplit(self.path)
+        path = split.path
+        query = {k: v[0] for k, v in parse_qs(split.query).items()}
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            raw = self._read_body()
+            if path.startswith("/_sim/"):
+                self._send(sim.handle_control(method, path, query, raw))
+                return
+            provider, path_model = self._route(method, path)
+            if provider is None:
+                self._send(self._not_found(method, path))
+                return
+            epoch = sim.epoch()
+            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model)
+            # The path is recorded without the query string: Gemini keys may travel in ?key=.
+            sim.record(
+                {
+                    "provider": provider,
+                    "model": model,
+                    "path": path,
+                    "body": body,
+                    "fault": resp.fault,
+                    "status": resp.status if resp.body is not None else None,
+                    "ts": time.time(),
+                },
+                epoch,
+            )
+            self._send(resp)
+        except Exception as exc:  # never let a simulator bug hang the client
+            self.log_error("simulator error: %r", exc)
+            self._send(_json_response(500, {"error": {"message": f"simulator error: {exc!r}"}}))
+
+    @staticmethod
+    def _route(method: str, path: str) -> tuple[str | None, str | None]:
+        if method != "POST":
+            return None, None
+        if path == "/openai/v1/chat/completions":
+            return "openai", None
+        if path == "/compat/v1/chat/completions":
+            return "compat", None
+        if path == "/anthropic/v1/messages":
+            return "anthropic", None
+        match = _GEMINI_ROUTE.match(path)
+        if match:
+            return "gemini", unquote(match.group(2))
+        return None, None
+
+    def _not_found(self, method: str, path: str) -> Response:
+        dialects = self.server.sim._dialects
+        for prefix, name in (
+            ("/openai/", "openai"),
+            ("/compat/", "compat"),
+            ("/anthropic/", "anthropic"),
+            ("/gemini/", "gemini"),
+        ):
+            if path.startswith(prefix):
+                return dialects[name].not_found(method, path.removeprefix(prefix.rstrip("/")))
+        return _json_response(404, {"error": {"message": f"Not found: {method} {path}", "code": 404}})
+
+    def _send(self, resp: Response) -> None:
+        if resp.body is None:  # "drop": close the socket without a status line
+            self.close_connection = True
+            return
+        reason = {529: "Overloaded"}.get(resp.status)
+        try:
+            self.send_response(resp.status, reason)
+            for key, value in resp.headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(resp.body)))
+            self.end_headers()
+            self.wfile.write(resp.body)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # client gave up (e.g. timed out on a "slow" fault)
