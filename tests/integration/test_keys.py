@@ -266,3 +266,12 @@ def test_no_secret_reaches_the_logs(table, admin, clock, caplog, capsys) -> None
     assert "key refused" in caplog.text  # the refusal was logged, by key id
     assert record.key_id in caplog.text
     assert secret not in logged and secret.removeprefix("lgw_") not in logged
+
+
+def test_importing_an_existing_secret_is_idempotent(local_stack, table, admin, clock) -> None:
+    secret = f"local-{unique('dev')}"  # a LOCAL_API_KEYS value: any string the developer chose
+    first = admin.import_key(secret, "tenant-a")
+    again = admin.import_key(secret, "tenant-a")
+    assert first == again and first.key_id.startswith("key_")
+    assert service(table, clock).authenticate({"x-api-key": secret}).tenant == "tenant-a"
+    assert secret not in json.dumps(table_items(local_stack, table))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llm_gateway import aws
 from llm_gateway.errors import KeyNotFoundError, NotConfiguredError
 from llm_gateway.http.framing import invalid
 from llm_gateway.keys.hashing import key_hash, new_key_id, new_secret
@@ -123,6 +124,26 @@ class KeyAdmin:
         record = KeyRecord(key_hash=key_hash(secret), key_id=key_id, policy=policy)
         self.store.put_new(record)
         return secret, record
+
+    def import_key(self, secret: str, tenant: str, *, name: str = "imported") -> KeyRecord:
+        """Register an existing secret (the local stack's ``LOCAL_API_KEYS``) for ``tenant``; idempotent:
+        the key id is derived from the hash, and a second import finds the first one's record."""
+        digest = key_hash(secret)
+        record = KeyRecord(
+            key_hash=digest,
+            key_id=f"key_{digest[:16]}",
+            policy=KeyPolicy(tenant=KeySpec(tenant=tenant).tenant, name=name, created_at=self._clock()),
+        )
+        try:
+            self.store.put_new(record)
+        except Exception as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            found = self.store.by_hash(digest)
+            if found is None:
+                raise
+            return found
+        return record
 
     def show(self, key_id: str) -> KeyRecord:
         """The key's current (latest) record; KeyNotFoundError (404) if there is none."""
