@@ -2,8 +2,9 @@
 
 Works on the keys table with your own AWS credentials (IAM decides who may), through the same code as
 the admin API (llm_gateway/keys/admin.py). The table is found from ``--stack-name`` (the stack's
-``KeysTableName`` output; key budgets go to ``UsageTableName``), else ``--table`` / ``$KEYS_TABLE``,
-else the running ``make run`` (``.local/stack.json``, see local/state.py) when no AWS target is set.
+``KeysTableName`` output; key budgets go to ``UsageTableName``); else, with an AWS target in the
+environment (``AWS_PROFILE``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``...), from ``--table`` or
+``$KEYS_TABLE``; else from the running ``make run`` (``.local/stack.json``, see local/state.py).
 
 A new key's secret is printed once, on stdout, and kept nowhere: copy it then.
 """
@@ -33,14 +34,19 @@ def tables(args: argparse.Namespace, environ: dict[str, str]) -> tuple[str, str 
         if "KeysTableName" not in outputs:
             raise state.NoTarget(f"stack {args.stack_name} has no KeysTableName output (deploy this version first)")
         return outputs["KeysTableName"], outputs.get("UsageTableName")
-    if args.table or environ.get("KEYS_TABLE"):
-        return args.table or environ["KEYS_TABLE"], environ.get("USAGE_TABLE")
-    local = state.use_local_stack_if_no_target(environ)
-    if local is None:
-        raise state.NoTarget("give --stack-name, --table or KEYS_TABLE (an AWS target is set, so no local stack)")
+    if state.aws_target_given(environ):
+        table = args.table or environ.get("KEYS_TABLE")
+        if not table:
+            raise state.NoTarget("give --stack-name, --table or KEYS_TABLE for this AWS target")
+        return table, environ.get("USAGE_TABLE")
+    local = state.use_local_stack_if_no_target(environ)  # NoTarget when nothing runs
+    if local is None:  # cannot happen: no AWS target was given
+        raise state.NoTarget(state.NOT_RUNNING)
     os.environ.update(local.aws_environment())
     if "KeysTable" not in local.tables:
         raise state.NoTarget("the running local stack has no KeysTable (restart `make run` on this version)")
+    if args.table:
+        return args.table, local.tables.get("UsageTable")
     return local.tables["KeysTable"], local.tables.get("UsageTable")
 
 

@@ -75,3 +75,20 @@ def test_make_keys_errors_are_one_line(running: RunningStack, tmp_path: Path) ->
     assert bad.returncode == 2 and "error: invalid_request" in bad.stderr and "Traceback" not in bad.stderr
     nothing = make("keys", tmp_path / "absent.json")
     assert nothing.returncode == 2 and "no local stack is running" in nothing.stderr
+
+
+def test_with_an_aws_target_the_table_is_named(local_stack, capsys) -> None:
+    import os
+
+    from local import keys_cli
+
+    environ = dict(os.environ)  # the session's local stack: AWS_ENDPOINT_URL names the target
+    environ.pop("KEYS_TABLE", None)
+    assert keys_cli.main(["list"], environ) == 2
+    assert "give --stack-name, --table or KEYS_TABLE" in capsys.readouterr().err
+    table = local_stack.physical["KeysTable"]
+    assert keys_cli.main(["--table", table, "create", "--tenant", "aws-target", "--tpm", "1000"], environ) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["tenant"] == "aws-target" and created["tokens_per_minute"] == 1000
+    assert keys_cli.main(["show", created["id"]], {**environ, "KEYS_TABLE": table}) == 0
+    assert created["key"] not in capsys.readouterr().out
