@@ -92,3 +92,30 @@ def test_with_an_aws_target_the_table_is_named(local_stack, capsys) -> None:
     assert created["tenant"] == "aws-target" and created["tokens_per_minute"] == 1000
     assert keys_cli.main(["show", created["id"]], {**environ, "KEYS_TABLE": table}) == 0
     assert created["key"] not in capsys.readouterr().out
+
+
+def test_a_stack_name_finds_the_tables_in_its_outputs(local_stack, capsys) -> None:
+    import os
+
+    from local import keys_cli
+
+    stack = f"keys-cli-{os.getpid()}"
+    template = {
+        "Resources": {"Placeholder": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {
+            "KeysTableName": {"Value": local_stack.physical["KeysTable"]},
+            "UsageTableName": {"Value": local_stack.physical["UsageTable"]},
+        },
+    }
+    local_stack.client("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    environ = dict(os.environ)
+    argv = ["--stack-name", stack, "create", "--tenant", "by-stack", "--budget", "3", "--budget-window", "month"]
+    assert keys_cli.main(argv, environ) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["budget"] == {"limit_usd": 3.0, "window": "month"}
+    from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
+
+    policy = DynamoDBBudgetGuard(local_stack.physical["UsageTable"]).read_policy(f"key:{created['id']}")
+    assert policy is not None and (float(policy.limit_usd), policy.window) == (3.0, "month")
+    assert keys_cli.main(["--stack-name", "no-such-stack", "list"], environ) == 2
+    assert capsys.readouterr().err.startswith("error: ")
