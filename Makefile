@@ -17,7 +17,7 @@ WITH_MOMENTO ?=
 FUNCTION ?=
 EVENT ?=
 
-.PHONY: help install compat-venv run test lint build deploy require-sam invoke upload usage budget redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
+.PHONY: help install compat-venv run test lint build deploy require-sam invoke upload usage budget keys redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
 
 help:
 	@echo "make install   create $(VENV) and install the project with its dev extras"
@@ -32,6 +32,7 @@ help:
 	@echo "make upload    FILE=<document> [SCHEMA=<name> | KEY=<key>]: upload to the running make run's bucket, print the result"
 	@echo "make usage     TENANT=<id> [FROM=YYYY-MM-DD TO=YYYY-MM-DD]: usage table (requests, cache hits, tokens, cost)"
 	@echo "make budget    TENANT=<id> [LIMIT=<usd> WINDOW=day|month]: set (or show) a tenant's budget"
+	@echo "make keys      ACTION=create TENANT=<id> | ACTION=list | ACTION=show|revoke|rotate KEY=<key id> [STACK=<name>] [KEYS_ARGS=...]"
 	@echo "make redrive   [STACK=<name>] [REDRIVE_ARGS=...]: move retry dead-letter messages back to the retry queue"
 	@echo "make bench     cold start, warm overhead, cache hit and layer size side by side with LiteLLM (BENCH_ARGS=...)"
 	@echo "make bench-summarize  parallel map-reduce summarization vs sequential over the simulator"
@@ -91,6 +92,17 @@ usage: $(STAMP)
 budget: $(STAMP)
 	@if [ -z "$(TENANT)" ]; then echo "usage: make budget TENANT=<id> [LIMIT=<usd>] [WINDOW=day|month]" >&2; exit 2; fi
 	@$(PY) -m local.budget_cli --tenant "$(TENANT)" $(if $(LIMIT),--limit "$(LIMIT)" --window "$(WINDOW)")
+
+# Gateway keys: against STACK's keys table, or the running `make run`'s when no AWS target is set.
+# KEYS_ARGS: more options, e.g. "--models tier:fast,gpt-4o-mini --rpm 60 --tpm 100000 --budget 5" for create,
+# "--grace 3600" for rotate (see `python -m local.keys_cli create --help`).
+ACTION ?= list
+KEY ?=
+KEYS_ARGS ?=
+keys: $(STAMP)
+	@$(PY) -m local.keys_cli $(if $(STACK),--stack-name "$(STACK)") $(ACTION) \
+	  $(if $(filter create,$(ACTION)),--tenant "$(TENANT)") $(if $(filter list,$(ACTION)),$(if $(TENANT),--tenant "$(TENANT)")) \
+	  $(if $(filter show revoke rotate,$(ACTION)),"$(KEY)") $(KEYS_ARGS)
 
 # Dead-letter queue -> retry queue. Queues from STACK's outputs, or RETRY_QUEUE_URL / RETRY_DLQ_URL, or
 # the running `make run`'s when no AWS target is set.

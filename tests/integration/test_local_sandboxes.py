@@ -59,8 +59,8 @@ def test_an_invocation_waits_for_its_functions_pending_work_only(local_stack: Lo
         async def held() -> None:
             gate.wait(30)
 
-        with after_response.scope("deferring"):
-            assert after_response.current().defer(held)
+        with after_response.scope("deferring") as deferral:
+            assert deferral.defer(held)
         return {"statusCode": 200, "body": "{}"}
 
     def recording(name: str):  # type: ignore[no-untyped-def]

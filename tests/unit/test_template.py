@@ -31,6 +31,16 @@ API_ROUTES = {
     ("post", "/v1/jobs"): "JobsFunction",
     ("get", "/v1/jobs/{job_id}"): "JobsFunction",
 }
+# Key management: IAM-authorized (SigV4), never a gateway key.
+ADMIN_ROUTES = {
+    ("post", "/v1/admin/keys"): "KeysAdminFunction",
+    ("get", "/v1/admin/keys"): "KeysAdminFunction",
+    ("get", "/v1/admin/keys/{key_id}"): "KeysAdminFunction",
+    ("delete", "/v1/admin/keys/{key_id}"): "KeysAdminFunction",
+    ("post", "/v1/admin/keys/{key_id}/rotate"): "KeysAdminFunction",
+}
+# Functions behind gateway keys: they verify keys and count rate limits (KeysVerifyPolicy).
+KEY_VERIFIERS = {"CompletionFunction", "ExtractionFunction", "SummarizationFunction", "JobsFunction"}
 # Functions that queue async jobs (Prefer: respond-async, deferral): JobsSubmitPolicy on JobsTable and jobs/*.
 JOB_SUBMITTERS = {"CompletionFunction", "ExtractionFunction", "SummarizationFunction"}
 S3_PREFIXES = {"ExtractionFunction": "incoming/extract/", "SummarizationFunction": "incoming/summarize/"}
@@ -192,7 +202,7 @@ def test_api_requires_api_keys_with_a_usage_plan(resources: dict[str, Any]) -> N
 def test_api_routes_map_to_functions_and_keep_api_keys(resources: dict[str, Any]) -> None:
     routes: dict[tuple[str, str], str] = {}
     for logical_id, resource in resources.items():
-        if resource["Type"] != "AWS::Serverless::Function":
+        if resource["Type"] != "AWS::Serverless::Function" or logical_id == "KeysAdminFunction":
             continue
         for event in resource["Properties"].get("Events", {}).values():
             if event["Type"] != "Api":
@@ -203,6 +213,64 @@ def test_api_routes_map_to_functions_and_keep_api_keys(resources: dict[str, Any]
             assert ep.get("Auth", {}).get("ApiKeyRequired", True) is True, logical_id
             routes[(ep["Method"].lower(), ep["Path"])] = logical_id
     assert routes == API_ROUTES
+
+
+def test_key_management_routes_are_iam_authorized_never_by_a_gateway_key(resources: dict[str, Any]) -> None:
+    routes: dict[tuple[str, str], str] = {}
+    for event in props(resources, "KeysAdminFunction")["Events"].values():
+        assert event["Type"] == "Api"
+        ep = event["Properties"]
+        assert ep.get("RestApiId") == {"Ref": "GatewayApi"}
+        assert ep["Auth"] == {"Authorizer": "AWS_IAM", "ApiKeyRequired": False}
+        routes[(ep["Method"].lower(), ep["Path"])] = "KeysAdminFunction"
+    assert routes == ADMIN_ROUTES
+    admin = props(resources, "KeysAdminFunction")
+    assert admin["CodeUri"] == "functions/keys_admin/"
+    assert admin["Handler"] == "app.lambda_handler"
+
+
+def test_keys_table_stores_hashes_by_partition_key_with_an_id_index(resources: dict[str, Any]) -> None:
+    table = props(resources, "KeysTable")
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    # Rate counters expire by TTL; key records use key_expires_at, which TTL never touches.
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "KeyIdIndex"
+    assert index["KeySchema"] == [{"AttributeName": "key_id", "KeyType": "HASH"}]
+    assert resources["KeysTable"]["DeletionPolicy"] == "Retain"
+
+
+def test_keys_permissions_are_least_privilege(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["KEYS_TABLE"] == {"Ref": "KeysTable"}
+    assert 0 < float(env["GATEWAY_KEY_CACHE_TTL"]) <= 60
+    verify = props(resources, "KeysVerifyPolicy")["PolicyDocument"]["Statement"]
+    assert [(sorted(as_list(s["Action"])), s["Resource"]) for s in verify] == [
+        (["dynamodb:GetItem", "dynamodb:UpdateItem"], {"Fn::GetAtt": ["KeysTable", "Arn"]})
+    ]
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        attached = {"Ref": "KeysVerifyPolicy"} in as_list(props(resources, logical_id).get("Policies", []))
+        assert attached == (logical_id in KEY_VERIFIERS), logical_id
+    # The admin function: the keys table and its index, and key budgets in the usage table; nothing else.
+    grants = _function_grants(resources, "KeysAdminFunction")
+    by_action: dict[str, set[str]] = {}
+    for statement in grants:
+        for action in as_list(statement["Action"]):
+            by_action.setdefault(action, set()).update(references(statement["Resource"]))
+    assert by_action == {
+        "dynamodb:GetItem": {"KeysTable", "UsageTable"},
+        "dynamodb:PutItem": {"KeysTable", "UsageTable"},
+        "dynamodb:UpdateItem": {"KeysTable"},
+        "dynamodb:Query": {"KeysTable"},
+        "dynamodb:Scan": {"KeysTable"},
+    }
+    index_arns = [r for s in grants for r in as_list(s["Resource"]) if isinstance(r, dict) and "Fn::Sub" in r]
+    assert index_arns == [{"Fn::Sub": "${KeysTable.Arn}/index/KeyIdIndex"}]
 
 
 def test_s3_events_use_prefixes_outside_results(resources: dict[str, Any]) -> None:
@@ -342,7 +410,7 @@ def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> 
         targets = {
             action: references(statement["Resource"]) for statement in grants for action in as_list(statement["Action"])
         }
-        tables = {"CacheTable", "UsageTable"} | ({"JobsTable"} if logical_id in JOB_SUBMITTERS else set())
+        tables = {"CacheTable", "UsageTable", "KeysTable"} | ({"JobsTable"} if logical_id in JOB_SUBMITTERS else set())
         assert references([s["Resource"] for s in grants if "dynamodb" in str(s["Action"])]) == tables
         assert targets["sqs:SendMessage"] == {"RetryQueue"}
         assert targets["secretsmanager:GetSecretValue"] == {"ProviderKeysSecret"}
@@ -396,7 +464,7 @@ def test_outputs(template: dict[str, Any]) -> None:
     }
     # Logical id SAM gives the key it creates for `CreateUsagePlan: PER_API` on GatewayApi.
     assert outputs["ApiKeyId"]["Value"] == {"Ref": "GatewayApiApiKey"}
-    for name in ("CacheTableName", "UsageTableName", "RetryQueueUrl", "DocumentsBucketName"):
+    for name in ("CacheTableName", "UsageTableName", "RetryQueueUrl", "DocumentsBucketName", "KeysTableName"):
         assert name in outputs
 
 

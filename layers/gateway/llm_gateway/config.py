@@ -97,6 +97,13 @@ class Settings(BaseModel):
     # A provider that refuses the gateway's key (401/403) is skipped this long, then probed once.
     breaker_auth_cooldown_s: int = Field(default=300, ge=1, validation_alias="GATEWAY_BREAKER_AUTH_COOLDOWN")
 
+    # Gateway keys (issue 15): the keys table, and how long a sandbox trusts what it read from it. A
+    # revoked or disabled key stops working within key_cache_ttl_s; an unknown key is re-read after
+    # key_negative_cache_ttl_s (a flood of bad keys costs one read per key and interval, not per request).
+    keys_table: str | None = Field(default=None, validation_alias="KEYS_TABLE")
+    key_cache_ttl_s: float = Field(default=30.0, ge=0, le=300, validation_alias="GATEWAY_KEY_CACHE_TTL")
+    key_negative_cache_ttl_s: float = Field(default=5.0, ge=0, le=60, validation_alias="GATEWAY_KEY_NEGATIVE_CACHE_TTL")
+
     # Summarization (issue 5): chunk size cap, parallel map calls, prompt templates, input size.
     summary_max_chunk_tokens: int = Field(
         default=3_000, ge=32, le=200_000, validation_alias="GATEWAY_SUMMARY_MAX_CHUNK_TOKENS"

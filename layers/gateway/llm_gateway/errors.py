@@ -56,6 +56,49 @@ class UnauthorizedError(GatewayError):
     http_status = 401
 
 
+class MissingApiKeyError(UnauthorizedError):
+    """No gateway key on the request (neither ``Authorization: Bearer`` nor ``x-api-key``)."""
+
+    code = "missing_api_key"
+
+
+class InvalidApiKeyError(UnauthorizedError):
+    """A key that is unknown, revoked, disabled or expired (the caller is not told which)."""
+
+    code = "invalid_api_key"
+
+
+class KeyNotFoundError(InvalidRequestError):
+    """No gateway key with this id (key management)."""
+
+    code = "key_not_found"
+    http_status = 404
+
+
+class ModelNotAllowedError(GatewayError):
+    """The key's policy does not allow the model or tier asked for."""
+
+    code = "model_not_allowed"
+    http_status = 403
+
+
+class KeyRateLimitedError(GatewayError):
+    """The key is over its requests-per-minute or tokens-per-minute limit; ``retry_after`` says when
+    its window resets. Same code as a provider's rate limit, so clients handle both alike."""
+
+    code = "rate_limited"
+    http_status = 429
+    retryable = True
+
+
+class KeyStoreUnavailableError(GatewayError):
+    """The keys table could not be read or updated: keys fail closed, the caller may retry."""
+
+    code = "keys_unavailable"
+    http_status = 503
+    retryable = True
+
+
 class NoEligibleModelError(InvalidRequestError):
     """No catalog model satisfies the request's size and capability needs."""
 

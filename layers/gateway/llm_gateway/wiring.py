@@ -23,6 +23,7 @@ from llm_gateway.catalog import Catalog, default_catalog
 from llm_gateway.config import Settings
 from llm_gateway.errors import ProviderKeysUnavailableError
 from llm_gateway.gateway import Gateway
+from llm_gateway.keys.budget import KeyBudgetGuard
 from llm_gateway.providers import PROVIDER_NAMES, Provider, adapter_class
 from llm_gateway.providers.credentials import provider_key
 from llm_gateway.routing.retry import RetryPolicy
@@ -104,7 +105,8 @@ def build_gateway(
         request_timeout_s=config.request_timeout_s,
         cache=accounting.cache,
         usage=accounting.usage,
-        budget=accounting.budget,
+        # Tenant budgets, plus a key's own budget when the request carries one (llm_gateway/keys/budget.py).
+        budget=KeyBudgetGuard(accounting.budget) if accounting.budget is not None else None,
         breaker=accounting.breaker,
     )
 

@@ -5,10 +5,11 @@ Item layout in the usage table (``pk`` + ``sk``):
 * ``USAGE#<tenant>#<YYYY-MM-DD>`` / ``<ISO time>#<record id>``: one attempt: tenant, request id,
   operation, provider, model, outcome (``success`` | ``error`` | ``cache_hit``), error code,
   input/output/cached-input tokens, cost, latency, and (for hits) the cost the hit saved.
-* ``AGG#<tenant>`` / ``DAY#<date>`` and ``AGG#<tenant>`` / ``MODEL#<date>#<provider>/<model>``:
-  counters ``requests``, ``attempts``, ``errors``, ``cache_hits``, ``input_tokens``, ``output_tokens``,
-  ``cached_input_tokens``, ``cost_pusd``, ``saved_pusd`` kept with atomic ``ADD`` (money as integer
-  pico-dollars, see money.py; reports convert back to USD).
+* ``AGG#<tenant>`` / ``DAY#<date>``, ``AGG#<tenant>`` / ``MODEL#<date>#<provider>/<model>`` and, for
+  requests made with a gateway key (``key_id`` in the context's tags), ``AGG#<tenant>`` /
+  ``KEY#<date>#<key_id>``: counters ``requests``, ``attempts``, ``errors``, ``cache_hits``,
+  ``input_tokens``, ``output_tokens``, ``cached_input_tokens``, ``cost_pusd``, ``saved_pusd`` kept with
+  atomic ``ADD`` (money as integer pico-dollars, see money.py; reports convert back to USD).
 
 The record and both aggregates are written in one transaction whose record ``Put`` is conditional
 on the record not existing: a record is counted exactly once, even when it is replayed. Concurrent
@@ -90,6 +91,7 @@ class UsageRecord(BaseModel):
     cost_usd: float = 0.0
     saved_usd: float = 0.0
     latency_ms: float = 0.0
+    key_id: str | None = None  # the gateway key the request came with (RequestContext.tags["key_id"])
 
     @property
     def day(self) -> str:
@@ -125,6 +127,7 @@ def record_for_attempt(ctx: RequestContext, attempt: Attempt, *, now: float) -> 
         cached_input_tokens=attempt.usage.cached_input_tokens,
         cost_usd=attempt.cost_usd,
         latency_ms=attempt.duration_ms,
+        key_id=ctx.tags.get("key_id"),
     )
 
 
@@ -140,6 +143,7 @@ def record_for_cache_hit(ctx: RequestContext, result: CompletionResult, saved_us
         outcome="cache_hit",
         saved_usd=saved_usd,
         latency_ms=result.latency_ms,
+        key_id=ctx.tags.get("key_id"),
     )
 
 
@@ -270,10 +274,12 @@ def write_record(client: DynamoDBClient, table: str, record: UsageRecord, *, ret
             item[name] = {"N": usd_text(value)}
         else:
             item[name] = {"N": format(Decimal(repr(round(value, 6))), "f") if isinstance(value, float) else str(value)}
-    aggregate_keys = (
+    aggregate_keys = [
         {"pk": {"S": f"AGG#{record.tenant}"}, "sk": {"S": f"DAY#{day}"}},
         {"pk": {"S": f"AGG#{record.tenant}"}, "sk": {"S": f"MODEL#{day}#{record.provider}/{record.model}"}},
-    )
+    ]
+    if record.key_id:
+        aggregate_keys.append({"pk": {"S": f"AGG#{record.tenant}"}, "sk": {"S": f"KEY#{day}#{record.key_id}"}})
     operations: list[Any] = [
         {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
     ]
@@ -351,11 +357,17 @@ def report_range(start: str | None, end: str | None, *, today: date | None = Non
 
 
 def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, last: date) -> dict[str, Any]:
-    """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model."""
+    """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model, and
+    per day and gateway key (requests made with one)."""
     with aws.unavailable_as_503("DynamoDB", "Query"):
         days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
         models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
+        keys = _query(client, table, tenant, f"KEY#{first.isoformat()}", f"KEY#{last.isoformat()}#\uffff")
     day_rows = [{"date": item["sk"]["S"].removeprefix("DAY#"), **_counters(item)} for item in days]
+    key_rows = []
+    for item in keys:
+        _, day, key_id = item["sk"]["S"].split("#", 2)
+        key_rows.append({"date": day, "key_id": key_id, **_counters(item)})
     model_rows = []
     for item in models:
         _, day, name = item["sk"]["S"].split("#", 2)
@@ -376,6 +388,7 @@ def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, 
         "totals": totals,
         "days": day_rows,
         "models": model_rows,
+        "keys": key_rows,
     }
 
 
