@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 import traceback
 from collections.abc import Mapping
@@ -30,7 +31,9 @@ M = TypeVar("M", bound=BaseModel)
 # recurses into them (pydantic's serializer gives up at a few hundred levels, with a 500).
 MAX_JSON_DEPTH = 100
 API_GATEWAY_TIMEOUT_MS = 29_000  # a REST API's integration timeout, whatever the function's own
-MAX_ERRORS = 20
+MAX_ERRORS = 20  # problems listed in a 400; any more are counted (details.error_count), not formatted
+MAX_INTEGER_DIGITS = 4300  # Python's own int() limit: longer literals are refused, never converted
+MAX_PARAM_PART_CHARS = 64  # a key echoed in ``param`` is cut here
 _STACK_FRAMES = 8
 
 # Parts of a pydantic error location that name a union member ("str", "list[...]", "TextPart") rather
@@ -72,6 +75,8 @@ def _not_utf8() -> InvalidRequestError:
 
 
 def parse_json_body(body: str | None, *, max_bytes: int) -> Any:
+    """The body as JSON, or a 400/413: too large, not JSON, too deep, or holding a value JSON or this
+    gateway cannot represent (NaN, Infinity, a number that overflows, a lone surrogate), named by ``param``."""
     if body is None or not body.strip():
         raise InvalidRequestError("the request body is empty; send a JSON object", details={"param": "body"})
     size = len(body.encode("utf-8", errors="replace"))
@@ -80,7 +85,9 @@ def parse_json_body(body: str | None, *, max_bytes: int) -> Any:
             f"the request body is {size} bytes; the limit is {max_bytes}", details={"limit": max_bytes}
         )
     try:
-        data = json.loads(body)
+        # Python's json accepts NaN/Infinity and turns 1e999 into inf, and int() raises past 4,300
+        # digits: the hooks below mark such values instead, for check_json to name where they are.
+        data = json.loads(body, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except RecursionError:  # json's decoder recurses per nesting level
         raise _too_deep("the request body", MAX_JSON_DEPTH, "body") from None
     except json.JSONDecodeError as exc:
@@ -88,8 +95,32 @@ def parse_json_body(body: str | None, *, max_bytes: int) -> Any:
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             details={"param": "body"},
         ) from None
-    check_json_depth(data, what="the request body", param="body")
+    check_json(data, what="the request body", param="body")
     return data
+
+
+class _Unrepresentable:
+    """Stands in for a number the body spelled but that JSON or Python cannot carry; says why."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _parse_int(text: str) -> int | _Unrepresentable:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:  # int() of longer literals raises, or is quadratic
+        return _Unrepresentable(f"an integer of more than {MAX_INTEGER_DIGITS} digits is not accepted")
+    return int(text)
+
+
+def _parse_float(text: str) -> float | _Unrepresentable:
+    value = float(text)
+    return value if math.isfinite(value) else _Unrepresentable("must be a finite number (this one overflows)")
+
+
+def _parse_constant(name: str) -> _Unrepresentable:
+    return _Unrepresentable(f"{name} is not valid JSON; send a finite number")
 
 
 def json_depth_exceeds(value: Any, limit: int) -> bool:
@@ -112,8 +143,67 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
 def check_json_depth(
     value: Any, *, limit: int = MAX_JSON_DEPTH, what: str = "the request", param: str = "body"
 ) -> None:
-    if json_depth_exceeds(value, limit):
-        raise _too_deep(what, limit, param)
+    """Kept for callers of the old name: :func:`check_json` checks depth and values in one pass."""
+    check_json(value, limit=limit, what=what, param=param)
+
+
+# A path is a linked list of (parent, key) pairs: extending it is O(1), and only a path that is
+# reported is ever joined into a ``param``.
+_Path = tuple[Any, str] | None
+
+
+def check_json(value: Any, *, limit: int = MAX_JSON_DEPTH, what: str = "the request", param: str = "body") -> None:
+    """One linear, iterative pass: nesting within ``limit`` (else 400 naming ``param``), and no value a
+    JSON encoder or UTF-8 cannot carry (NaN, infinities, overlong integers, lone surrogates in strings
+    or keys), else a 400 naming where it is (``messages.0.content``)."""
+    stack: list[tuple[Any, int, _Path]] = [(value, 1, None)]
+    while stack:
+        node, level, path = stack.pop()
+        if isinstance(node, dict):
+            if level > limit:
+                raise _too_deep(what, limit, param)
+            for key, child in node.items():
+                child_path = (path, key)
+                if isinstance(key, str) and not _is_utf8(key):
+                    raise invalid(_param(child_path, param), "the key holds a lone surrogate (not valid Unicode)")
+                stack.append((child, level + 1, child_path))
+        elif isinstance(node, list):
+            if level > limit:
+                raise _too_deep(what, limit, param)
+            stack.extend((child, level + 1, (path, str(index))) for index, child in enumerate(node))
+        elif isinstance(node, str):
+            if not _is_utf8(node):
+                raise invalid(
+                    _param(path, param), "holds a lone surrogate (\\ud800-\\udfff alone is not valid Unicode)"
+                )
+        elif isinstance(node, _Unrepresentable):
+            raise invalid(_param(path, param), node.reason)
+        elif isinstance(node, float) and not math.isfinite(node):  # an event decoded by someone else's json
+            raise invalid(_param(path, param), "must be a finite number (NaN and infinities are not JSON)")
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _param(path: _Path, root: str) -> str:
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(_printable_part(str(key)))
+    return ".".join(reversed(parts)) or root
+
+
+def _printable_part(part: str) -> str:
+    """A key as it can be echoed back: surrogates escaped, long keys cut (the body may be 1 MiB)."""
+    safe = part.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= MAX_PARAM_PART_CHARS else safe[:MAX_PARAM_PART_CHARS] + "..."
 
 
 def _too_deep(what: str, limit: int, param: str) -> InvalidRequestError:
@@ -155,38 +245,61 @@ def validate(model: type[M], data: Any, *, rename: Mapping[str, str] | None = No
     """Validate into ``model``; pydantic errors become one readable InvalidRequestError.
 
     ``rename`` maps a top-level field to the name the caller used for it (e.g. ``tier`` -> ``model``).
+    Linear in the number of errors however many there are (a body may hold 50,000 wrong values): at
+    most MAX_ERRORS are listed, the rest only counted.
     """
     if not isinstance(data, dict):
         raise InvalidRequestError("the request body must be a JSON object", details={"param": "body"})
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(exc, rename or {})
+        problems, total = _problems(exc, rename or {})
         first = problems[0]
+        details: dict[str, Any] = {"param": first["param"], "errors": problems}
+        if total > len(problems):
+            details["error_count"] = total
         raise InvalidRequestError(
-            f"{first['param']}: {first['message']}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-            details={"param": first["param"], "errors": problems[:MAX_ERRORS]},
+            f"{first['param']}: {first['message']}" + (f" (and {total - 1} more)" if total > 1 else ""),
+            details=details,
         ) from None
 
 
-def _problems(exc: ValidationError, rename: Mapping[str, str]) -> list[dict[str, str]]:
+def _problems(exc: ValidationError, rename: Mapping[str, str]) -> tuple[list[dict[str, str]], int]:
+    """(the first MAX_ERRORS distinct problems, how many distinct problems there are in all)."""
     found: list[tuple[list[str], str, bool]] = []
-    for error in exc.errors():
+    tree: dict[str, Any] = {}  # a trie of every error path: which paths have an error deeper inside
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = error["loc"]
         path = [str(part) for part in loc if not _is_type_tag(part)]
         if path and path[0] in rename:
             path[0] = rename[path[0]]
         found.append((path, error["msg"], bool(loc) and _is_type_tag(loc[-1])))
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+    seen: set[tuple[str, str]] = set()
     problems: list[dict[str, str]] = []
     for path, message, wrong_member in found:
         # A value that matches no member of a union gets one error per member; when some member got
         # further (an error deeper inside the value), "not a <member>" is noise.
-        if wrong_member and any(len(other) > len(path) and other[: len(path)] == path for other, _, _ in found):
+        if wrong_member and _has_deeper(tree, path):
             continue
-        problem = {"param": ".".join(path) or "body", "message": message}
-        if problem not in problems:
-            problems.append(problem)
-    return problems or [{"param": "body", "message": "invalid request"}]
+        param = ".".join(_printable_part(part) for part in path) or "body"
+        if (param, message) in seen:
+            continue
+        seen.add((param, message))
+        if len(problems) < MAX_ERRORS:
+            problems.append({"param": param, "message": message})
+    if not problems:
+        return [{"param": "body", "message": "invalid request"}], 1
+    return problems, len(seen)
+
+
+def _has_deeper(tree: dict[str, Any], path: list[str]) -> bool:
+    node = tree
+    for part in path:
+        node = node[part]
+    return bool(node)
 
 
 def _is_type_tag(part: Any) -> bool:
