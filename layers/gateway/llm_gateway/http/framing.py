@@ -12,7 +12,7 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -253,23 +253,36 @@ def validate(model: type[M], data: Any, *, rename: Mapping[str, str] | None = No
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems, total = _problems(exc, rename or {})
-        first = problems[0]
-        details: dict[str, Any] = {"param": first["param"], "errors": problems}
-        if total > len(problems):
-            details["error_count"] = total
-        raise InvalidRequestError(
-            f"{first['param']}: {first['message']}" + (f" (and {total - 1} more)" if total > 1 else ""),
-            details=details,
-        ) from None
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise invalid_request(errors, rename) from None
 
 
-def _problems(exc: ValidationError, rename: Mapping[str, str]) -> tuple[list[dict[str, str]], int]:
+def invalid_request(
+    errors: Iterable[Mapping[str, Any]], rename: Mapping[str, str] | None = None, *, skip: int = 0
+) -> InvalidRequestError:
+    """pydantic-style errors (``loc``, ``msg``) as one readable 400 naming the first parameter at fault.
+
+    ``skip`` drops leading location parts (Powertools' validation puts ``body`` first).
+    """
+    problems, total = _problems(errors, rename or {}, skip)
+    first = problems[0]
+    details: dict[str, Any] = {"param": first["param"], "errors": problems}
+    if total > len(problems):
+        details["error_count"] = total
+    return InvalidRequestError(
+        f"{first['param']}: {first['message']}" + (f" (and {total - 1} more)" if total > 1 else ""),
+        details=details,
+    )
+
+
+def _problems(
+    errors: Iterable[Mapping[str, Any]], rename: Mapping[str, str], skip: int = 0
+) -> tuple[list[dict[str, str]], int]:
     """(the first MAX_ERRORS distinct problems, how many distinct problems there are in all)."""
     found: list[tuple[list[str], str, bool]] = []
     tree: dict[str, Any] = {}  # a trie of every error path: which paths have an error deeper inside
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = error["loc"]
+    for error in errors:
+        loc = error["loc"][skip:] if skip else error["loc"]
         path = [str(part) for part in loc if not _is_type_tag(part)]
         if path and path[0] in rename:
             path[0] = rename[path[0]]
