@@ -7,10 +7,9 @@ work. Uploads give ``results/extract/<schema>/<path>.json`` or ``errors/extract/
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -33,8 +32,8 @@ def extract(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
     return result
 
 
-@app.post("/v1/extractions", summary="Structured extraction: a JSON object valid against a schema", tags=["documents"])
-def extractions(body: Annotated[ExtractionRequest, Body()]) -> Response[str]:
+@edge.post("/v1/extractions", summary="Structured extraction: a JSON object valid against a schema", tags=["documents"])
+def extractions(body: ExtractionRequest) -> Response[str]:
     payload = edge.body()  # as sent: the operation (or a job) validates its own input
     return edge.serve(
         "extraction",

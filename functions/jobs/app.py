@@ -13,10 +13,9 @@ Its own function so that reading job status costs no provider setup and needs no
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway.http import events, framing, prefer
@@ -30,8 +29,8 @@ edge = HttpEdge(document_paths=["/v1/jobs"])
 app, logger = edge.app, edge.logger
 
 
-@app.post("/v1/jobs", summary="Run any operation as a durable job", tags=["jobs"])
-def create_job(body: Annotated[JobRequest, Body()]) -> Response[str]:
+@edge.post("/v1/jobs", summary="Run any operation as a durable job", tags=["jobs"])
+def create_job(body: JobRequest) -> Response[str]:
     tenant, request_id = edge.tenant(), edge.request_id()
     job = registry.accept_job(
         services(), body.operation, body.input, tenant=tenant, source="api", request_id=request_id
@@ -39,7 +38,7 @@ def create_job(body: Annotated[JobRequest, Body()]) -> Response[str]:
     return edge.json(*prefer.accepted(edge.event, job))
 
 
-@app.get("/v1/jobs/<job_id>", summary="A job's status and result (the caller's own jobs only)", tags=["jobs"])
+@edge.get("/v1/jobs/<job_id>", summary="A job's status and result (the caller's own jobs only)", tags=["jobs"])
 def get_job(job_id: str) -> Response[str]:
     store = services().job_store()
     job = store.get_for_tenant(job_id, edge.tenant())
@@ -47,7 +46,7 @@ def get_job(job_id: str) -> Response[str]:
     return edge.json(200, body, {"cache-control": "no-store"})
 
 
-@app.get(OPENAPI_PATH, summary="This API's OpenAPI document", tags=["meta"])
+@edge.get(OPENAPI_PATH, summary="This API's OpenAPI document", tags=["meta"])
 def openapi_document() -> Response[str]:
     from llm_gateway.http import openapi  # built on the first request for it, never at cold start
 

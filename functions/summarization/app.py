@@ -8,10 +8,9 @@ that continues from the cached calls (a direct invocation then answers ``{"objec
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
-from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -36,8 +35,8 @@ def summarize(payload: dict[str, Any], ctx: RequestContext, *, plan_ahead: bool 
     return result
 
 
-@app.post("/v1/summaries", summary="Summary of a document of any length", tags=["documents"])
-def summaries(body: Annotated[SummaryRequest, Body()]) -> Response[str]:
+@edge.post("/v1/summaries", summary="Summary of a document of any length", tags=["documents"])
+def summaries(body: SummaryRequest) -> Response[str]:
     payload = edge.body()  # as sent: the operation (or a job) validates its own input
     return edge.serve(
         "summarization",

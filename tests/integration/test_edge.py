@@ -129,6 +129,22 @@ def test_defer_on_failure_fires_within_api_gateways_29_s_on_every_operation_rout
     assert elapsed < 9, elapsed  # within what was left of the 29 s, not after the provider's 10 s
 
 
+def test_document_routes_take_bodies_up_to_the_lambda_payload_and_point_bigger_ones_to_s3(
+    api: httpx.Client, simulator: ProviderSimulator
+) -> None:
+    """Over the chat routes' 1 MiB (which stays: see test_completion_http's oversized body), under 6 MB."""
+    big = {"text": "Ada Lovelace, born 1815.", "schema": "entities", "metadata": {"note": "x" * 1_500_000}}
+    accepted = api.post("/v1/extractions", json=big)
+    assert accepted.status_code == 200, accepted.text[:300]
+    assert accepted.json()["data"] is not None
+    huge = {"text": "y" * 6_100_000, "schema": "entities"}
+    refused = api.post("/v1/extractions", json=huge)
+    assert refused.status_code == 413, refused.text[:300]
+    error = assert_error_shape(refused, openai_style=False)
+    assert error["code"] == "payload_too_large" and error["details"]["limit"] == 6_000_000
+    assert '"s3"' in error["message"]
+
+
 def test_the_openapi_document_is_served_by_the_api(api: httpx.Client) -> None:
     response = api.get("/v1/openapi.json")
     assert response.status_code == 200, response.text

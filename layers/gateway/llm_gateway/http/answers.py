@@ -18,7 +18,7 @@ from aws_lambda_powertools import Logger
 
 from llm_gateway import after_response
 from llm_gateway.errors import GatewayError, InternalError, RouteNotFoundError
-from llm_gateway.http import framing, openai_chat
+from llm_gateway.http import framing
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.wiring import services
 
@@ -46,6 +46,8 @@ def encode(body: Mapping[str, Any]) -> str:
 def error_body(err: GatewayError, *, openai_style: bool = False) -> dict[str, Any]:
     """The one error shape; OpenAI's on its own route (its clients read ``type`` and ``param``)."""
     if openai_style:
+        from llm_gateway.http import openai_chat  # only the completion function has that route
+
         return openai_chat.openai_error_body(err)
     error = err.to_dict()
     error["retryable"] = err.retryable

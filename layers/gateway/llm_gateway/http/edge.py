@@ -1,8 +1,9 @@
 """The one HTTP edge every function uses.
 
-A function builds one :class:`HttpEdge`, declares its routes on ``edge.app`` (Powertools' REST resolver
-with ``enable_validation=True``: bodies are validated against the route's pydantic model), and exports
-``edge.lambda_handler(...)``. The edge owns everything that is the same on every route:
+A function builds one :class:`HttpEdge`, declares its routes with ``edge.post``/``edge.get`` (Powertools'
+REST resolver, each route with ``enable_validation=True``: bodies are validated against the pydantic model
+in the route's signature), and exports ``events.lambda_handler(edge, ...)``. The edge owns everything
+that is the same on every route:
 
 * the tenant, from the request context (an authorizer's claim or the API key's id), never the body;
 * body decoding and limits (``GATEWAY_MAX_BODY_BYTES`` on chat routes, the synchronous Lambda payload on
@@ -17,20 +18,21 @@ with ``enable_validation=True``: bodies are validated against the route's pydant
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from llm_gateway import after_response
 from llm_gateway.errors import DeadlineExceededError, GatewayError
 from llm_gateway.http import answers, framing, prefer
 from llm_gateway.http.answers import DEFERRED_METRICS
-from llm_gateway.http.validation import GatewayBodyValidation, invalid_request
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.wiring import services
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
 T = TypeVar("T")
 Answer = tuple[dict[str, Any], dict[str, str]]  # (body, headers) of a 200
@@ -46,14 +48,32 @@ class HttpEdge:
         self.metrics = Metrics()
         self.openai_paths = frozenset(openai_paths)
         self.document_paths = frozenset(document_paths)
-        self.app = APIGatewayRestResolver(enable_validation=True)
-        # The gateway's body reader in place of Powertools' own (see validation.py).
-        self.app._request_validation_middleware = GatewayBodyValidation(self.body_limit)
+        # Validation is enabled route by route (``post``/``get``): Powertools then imports and builds its
+        # validation machinery on the first request rather than at cold start.
+        self.app = APIGatewayRestResolver()
         self.app.exception_handler(GatewayError)(self._gateway_error)
-        self.app.exception_handler(RequestValidationError)(self._validation_error)
         self.app.exception_handler(Exception)(self._unexpected_error)
         self.app.not_found(self._route_not_found)
+        self._ready = False
         answers.share_log_handler(self.logger)
+
+    def post(self, path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """``app.post`` with Powertools' validation of the route's body against its pydantic model."""
+        return self.app.post(path, enable_validation=True, **options)
+
+    def get(self, path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """``app.get`` with Powertools' validation of the route's path and query parameters."""
+        return self.app.get(path, enable_validation=True, **options)
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if not self._ready:  # the first request: validation with the gateway's body reader
+            from llm_gateway.http import validation
+
+            middleware = validation.GatewayBodyValidation(self.body_limit, self.document_paths)
+            self.app._request_validation_middleware = middleware
+            self.app.exception_handler(validation.RequestValidationError)(self._validation_error)
+            self._ready = True
+        return self.app.resolve(event, context)
 
     # ------------------------------------------------------------------ the request
 
@@ -73,7 +93,7 @@ class HttpEdge:
 
     def body(self) -> dict[str, Any]:
         """The JSON object as the caller sent it (already read and validated for the route)."""
-        data: dict[str, Any] = self.app.current_event.json_body
+        data: dict[str, Any] = self.app.context["gateway_json_body"]  # see validation.BODY_CONTEXT_KEY
         return data
 
     def context(self, operation: str) -> RequestContext:
@@ -158,6 +178,8 @@ class HttpEdge:
         )
 
     def _validation_error(self, exc: RequestValidationError) -> Response[str]:
+        from llm_gateway.http.validation import invalid_request
+
         return self._gateway_error(invalid_request(exc))
 
     def _unexpected_error(self, exc: Exception) -> Response[str]:

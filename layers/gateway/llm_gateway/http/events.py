@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event, S3EventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway import after_response
@@ -26,6 +25,8 @@ from llm_gateway.interfaces import RequestContext
 from llm_gateway.wiring import services
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
+
     from llm_gateway.http.edge import HttpEdge
     from llm_gateway.jobs.model import JobSource
 
@@ -35,7 +36,7 @@ MAX_TENANT_CHARS = 256
 
 Handler = Callable[[dict[str, Any], LambdaContext], Any]
 DirectInvocation = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
-UploadHandler = Callable[[S3EventRecord, LambdaContext], str]  # one record -> its outcome ("extracted"...)
+UploadHandler = Callable[["S3EventRecord", LambdaContext], str]  # one record -> its outcome ("extracted"...)
 
 
 def lambda_handler(
@@ -49,9 +50,9 @@ def lambda_handler(
         if not isinstance(event, dict):
             raise framing.named_error(InvalidRequestError("the event must be a JSON object"))
         if "httpMethod" in event and "requestContext" in event:
-            return edge.app.resolve(event, context)
+            return edge.resolve(event, context)
         if uploads is not None and is_s3_event(event):
-            return on_s3_event(S3Event(event), context, uploads)
+            return on_s3_event(event, context, uploads)
         if direct is None:
             raise framing.named_error(InvalidRequestError("this function takes API Gateway requests only"))
         try:
@@ -136,10 +137,12 @@ def is_s3_event(event: Mapping[str, Any]) -> bool:
     )
 
 
-def on_s3_event(event: S3Event, context: LambdaContext, handle: UploadHandler) -> dict[str, int]:
-    """Each created object through ``handle``; the count of each outcome."""
+def on_s3_event(event: dict[str, Any], context: LambdaContext, handle: UploadHandler) -> dict[str, int]:
+    """Each created object through ``handle`` (Powertools' S3 event data classes); the count of each outcome."""
+    from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event  # only S3-triggered functions
+
     outcomes: dict[str, int] = {}
-    for record in event.records:
+    for record in S3Event(event).records:
         if not record.event_name.startswith("ObjectCreated"):
             continue
         outcome = handle(record, context)

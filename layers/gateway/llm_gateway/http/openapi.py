@@ -27,6 +27,7 @@ from llm_gateway.operations.summarization.request import SummaryRequest, Summary
 TITLE = "llm-gateway"
 VERSION = "1"
 API_KEY_SCHEME = "apiKey"
+DATE = r"^\d{4}-\d{2}-\d{2}$"  # YYYY-MM-DD (UTC)
 
 
 class ErrorDetail(BaseModel):
@@ -105,8 +106,12 @@ def declared_routes() -> APIGatewayRestResolver:
 
     @app.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"], responses=_responses())
     def usage(
-        start: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-        end: Annotated[str | None, Query(alias="to", max_length=10)] = None,
+        start: Annotated[
+            str | None, Query(alias="from", pattern=DATE, description="First day (default: to - 6)")
+        ] = None,
+        end: Annotated[
+            str | None, Query(alias="to", pattern=DATE, description="Last day, inclusive (default: today)")
+        ] = None,
     ) -> None: ...
 
     @app.post(

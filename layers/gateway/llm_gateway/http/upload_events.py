@@ -21,8 +21,6 @@ from llm_gateway.errors import DeadlineExceededError, GatewayError
 from llm_gateway.http import framing
 from llm_gateway.http.events import direct_context
 from llm_gateway.interfaces import RequestContext
-from llm_gateway.jobs.submit import submit
-from llm_gateway.operations import extraction_uploads, summary_uploads
 from llm_gateway.operations.extraction import DOCUMENT_SCOPE_TAG
 from llm_gateway.wiring import services
 
@@ -39,7 +37,8 @@ def extract_upload(record: S3EventRecord, context: LambdaContext, run: Run, logg
     bucket, key = object_of(record)
     if key.endswith("/"):
         return "skipped"  # a "folder" placeholder, not a document
-    uploads = extraction_uploads
+    from llm_gateway.operations import extraction_uploads as uploads  # each function imports its own
+
     upload = uploads.Upload(bucket=bucket, key=key)
     started = uploads.now_iso()
     request_id = getattr(context, "aws_request_id", "") or ""
@@ -81,8 +80,10 @@ def extract_upload(record: S3EventRecord, context: LambdaContext, run: Run, logg
 
 
 def summarize_upload(record: S3EventRecord, context: LambdaContext, run: Run, logger: Logger, metrics: Metrics) -> str:
+    from llm_gateway.jobs.submit import submit
+    from llm_gateway.operations import summary_uploads as uploads  # each function imports its own
+
     bucket, key = object_of(record)
-    uploads = summary_uploads
     if not uploads.is_upload_key(key):
         return "skipped"  # a "folder" placeholder, or not ours
     upload = uploads.Upload(bucket=bucket, key=key)

@@ -14,25 +14,39 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError as RequestValidationError
 
-from llm_gateway.errors import InvalidRequestError
+from llm_gateway.errors import InvalidRequestError, PayloadTooLargeError
 from llm_gateway.http import framing
+
+BODY_CONTEXT_KEY = "gateway_json_body"  # in the resolver's per-request context (cleared after each request)
 
 
 class GatewayBodyValidation(OpenAPIRequestValidationMiddleware):
     """Powertools' request validation, with the gateway's body reader in place of its own."""
 
-    def __init__(self, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, limit_for: Callable[[str], int], documents: frozenset[str]) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._limit_for = limit_for  # route (resource path) -> body limit in bytes
+        self._documents = documents  # routes whose documents may come by S3 reference instead
 
     def _get_body(self, app: Any) -> dict[str, Any]:
         event = app.current_event
+        route = event.raw_event.get("resource") or event.path
         text = framing.read_body(event.raw_event)
-        data = framing.parse_json_body(text, max_bytes=self._limit_for(event.raw_event.get("resource") or event.path))
+        try:
+            data = framing.parse_json_body(text, max_bytes=self._limit_for(route))
+        except PayloadTooLargeError as err:
+            if route not in self._documents:
+                raise
+            raise PayloadTooLargeError(
+                f"{err.message} (a synchronous Lambda invocation carries 6 MB); upload a larger document to the "
+                'documents bucket under incoming/tenants/<tenant>/ and send {"s3": {"key": ...}} instead',
+                details={**err.details, "param": "body"},
+            ) from None
         if not isinstance(data, dict):
             raise InvalidRequestError("the request body must be a JSON object", details={"param": "body"})
+        app.append_context(**{BODY_CONTEXT_KEY: data})  # the route reads it as parsed here, never twice
         return data
 
 
