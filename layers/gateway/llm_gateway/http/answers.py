@@ -95,13 +95,13 @@ def request_context(
 
 def share_log_handler(logger: Logger) -> None:
     """Give the layer's loggers (``llm_gateway.*``) the function's Powertools handler, so that their lines
-    carry the request id and Lambda context too. On Lambda they stop there (the runtime's root handler
-    would print them a second time); elsewhere they also reach the root logger (tests, ``make run``)."""
+    carry the request id and Lambda context too. Their level stays the root logger's, as before (the layer
+    logs warnings and errors on Lambda, no per-request INFO lines). On Lambda they stop there (the runtime's
+    root handler would print them a second time); elsewhere they also reach the root logger (tests, ``make
+    run``)."""
     layer = logging.getLogger(LAYER_LOGGER)
     handler = logger.registered_handler
     if handler not in layer.handlers:
         layer.addHandler(handler)
-    if layer.level == logging.NOTSET:
-        layer.setLevel(logger.log_level)
     if os.environ.get("AWS_LAMBDA_RUNTIME_API"):
         layer.propagate = False
