@@ -145,6 +145,19 @@ def test_document_routes_take_bodies_up_to_the_lambda_payload_and_point_bigger_o
     assert '"s3"' in error["message"]
 
 
+@pytest.mark.parametrize("function", ["completion", "extraction", "summarization"])
+@pytest.mark.parametrize("tenant", [42, "", "x" * 300, "tab\there"])
+def test_every_direct_invocation_validates_the_tenant_it_names(
+    local_stack: LocalStack, simulator: ProviderSimulator, function: str, tenant: Any
+) -> None:
+    with pytest.raises(Exception) as raised:
+        local_stack.invoke(function, {"tenant": tenant, "text": "Some text.", "schema": "entities"})
+    assert type(raised.value).__name__ == "InvalidRequestError"
+    error = json.loads(str(raised.value))
+    assert error["details"]["param"] == "tenant" and error["retryable"] is False
+    assert simulator.calls() == []
+
+
 def test_the_openapi_document_is_served_by_the_api(api: httpx.Client) -> None:
     response = api.get("/v1/openapi.json")
     assert response.status_code == 200, response.text
