@@ -20,7 +20,7 @@ from llm_gateway.operations.extraction import ExtractionRequest, run_extraction
 from llm_gateway.runtime import run_sync
 from llm_gateway.wiring import services
 
-edge = HttpEdge(document_paths=["/v1/extractions"])
+edge = HttpEdge(document_paths=["/v1/extractions"], failure_metric="ExtractionFailures")
 app, logger, metrics = edge.app, edge.logger, edge.metrics
 
 

@@ -43,10 +43,18 @@ OPENAPI_PATH = "/v1/openapi.json"
 class HttpEdge:
     """One function's HTTP edge: ``app`` for its routes, ``logger`` and ``metrics`` for its lines."""
 
-    def __init__(self, *, openai_paths: Iterable[str] = (), document_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        openai_paths: Iterable[str] | Callable[[str], bool] = (),
+        document_paths: Iterable[str] = (),
+        failure_metric: str | None = None,
+    ) -> None:
         self.logger = Logger()
+        self.failure_metric = failure_metric  # counted for each 5xx and 422 answer
         self.metrics = Metrics()
-        self.openai_paths = frozenset(openai_paths)
+        # Routes answering errors in OpenAI's shape: paths, or a predicate over the path (/v1/models/{id}).
+        self.openai_style = openai_paths if callable(openai_paths) else frozenset(openai_paths).__contains__
         self.document_paths = frozenset(document_paths)
         # Validation is enabled route by route (``post``/``get``): Powertools then imports and builds its
         # validation machinery on the first request rather than at cold start.
@@ -172,7 +180,9 @@ class HttpEdge:
     def _gateway_error(self, err: GatewayError) -> Response[str]:
         if err.http_status >= 500 or err.http_status == 422:
             self.logger.warning("request failed", code=err.code, error=err.message, attempts=len(err.attempts))
-        openai_style = self.app.current_event.path in self.openai_paths
+            if self.failure_metric:
+                self.metrics.add_metric(name=self.failure_metric, unit=MetricUnit.Count, value=1)
+        openai_style = self.openai_style(self.app.current_event.path)
         return self.json(
             err.http_status, answers.error_body(err, openai_style=openai_style), answers.error_headers(err)
         )
