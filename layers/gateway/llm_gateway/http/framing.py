@@ -281,15 +281,26 @@ def _problems(
     """(the first MAX_ERRORS distinct problems, how many distinct problems there are in all)."""
     found: list[tuple[list[str], str, bool]] = []
     tree: dict[str, Any] = {}  # a trie of every error path: which paths have an error deeper inside
+    # Location parts repeat across errors (field names, union members, small indexes): each distinct one
+    # is classified once (None: a union member's tag, left out of the path).
+    texts: dict[Any, str | None] = {}
     for error in errors:
         loc = error["loc"][skip:] if skip else error["loc"]
-        path = [str(part) for part in loc if not _is_type_tag(part)]
+        path = []
+        for part in loc:
+            try:
+                text = texts[part]
+            except KeyError:
+                text = texts[part] = None if _is_type_tag(part) else str(part)
+            if text is not None:
+                path.append(text)
         if path and path[0] in rename:
             path[0] = rename[path[0]]
-        found.append((path, error["msg"], bool(loc) and _is_type_tag(loc[-1])))
+        found.append((path, error["msg"], bool(loc) and texts[loc[-1]] is None))
         node = tree
         for part in path:
             node = node.setdefault(part, {})
+    printable: dict[str, str] = {}
     seen: set[tuple[str, str]] = set()
     problems: list[dict[str, str]] = []
     for path, message, wrong_member in found:
@@ -297,10 +308,17 @@ def _problems(
         # further (an error deeper inside the value), "not a <member>" is noise.
         if wrong_member and _has_deeper(tree, path):
             continue
-        param = ".".join(_printable_part(part) for part in path) or "body"
-        if (param, message) in seen:
+        shown = []
+        for part in path:
+            try:
+                shown.append(printable[part])
+            except KeyError:
+                shown.append(printable.setdefault(part, _printable_part(part)))
+        param = ".".join(shown) or "body"
+        key = (param, message)
+        if key in seen:
             continue
-        seen.add((param, message))
+        seen.add(key)
         if len(problems) < MAX_ERRORS:
             problems.append({"param": param, "message": message})
     if not problems:
