@@ -23,12 +23,14 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from llm_gateway.http.answers import share_log_handler
 from llm_gateway.jobs.messages import Delivery, RetryLater, hand_back
 from llm_gateway.jobs.worker import Worker, worker_for
 from llm_gateway.wiring import Services, services
 
 logger = Logger()
 metrics = Metrics()
+share_log_handler(logger)  # the layer's log lines carry the request id and Lambda context too
 
 OUTCOME_METRICS = {
     "succeeded": "JobsSucceeded",
@@ -82,6 +84,7 @@ def record_handler(
     return outcome
 
 
+@logger.inject_lambda_context(log_event=False, clear_state=True)  # never the event: it holds job inputs
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Entire-batch failures are reported item by item too: each message keeps its own backoff.

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
 from llm_gateway.config import Settings
 from llm_gateway.documents.loading import document_text
 from llm_gateway.errors import InvalidRequestError, UnsupportedDocumentError
+from llm_gateway.operations import extraction_uploads
 from llm_gateway.operations.summary_uploads import is_upload_key, output_keys
 from tests.pdf_bytes import pdf_with_lines
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_plain_text_and_markdown_pass_through() -> None:
@@ -69,26 +64,15 @@ def test_unreadable_documents_get_a_clear_error(raw: bytes, name: str, error: ty
     assert caught.value.http_status in (400, 415)  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="module")
-def handler() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "extraction_app_under_test", REPO_ROOT / "functions/extraction/app.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_output_keys_mirror_the_input_path(handler: ModuleType) -> None:
-    assert handler.output_keys("incoming/extract/invoice/2026/a b.pdf") == (
+def test_output_keys_mirror_the_input_path() -> None:
+    assert extraction_uploads.output_keys("incoming/extract/invoice/2026/a b.pdf") == (
         "results/extract/invoice/2026/a b.pdf.json",
         "errors/extract/invoice/2026/a b.pdf.json",
     )
-    assert handler.schema_from_key("incoming/extract/invoice/2026/a.pdf") == "invoice"
+    assert extraction_uploads.schema_from_key("incoming/extract/invoice/2026/a.pdf") == "invoice"
     for bad in ("incoming/extract/a.pdf", "incoming/extract//a.pdf", "other/invoice/a.pdf"):
         with pytest.raises(InvalidRequestError):
-            handler.schema_from_key(bad)
+            extraction_uploads.schema_from_key(bad)
 
 
 def test_summary_upload_keys_mirror_the_input_path() -> None:

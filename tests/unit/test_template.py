@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -25,11 +26,25 @@ API_ROUTES = {
     ("post", "/v1/completions"): "CompletionFunction",
     ("get", "/v1/usage"): "CompletionFunction",
     ("get", "/v1/models"): "CompletionFunction",
-    ("get", "/v1/models/{model+}"): "CompletionFunction",
+    ("get", "/v1/models/{model}"): "CompletionFunction",
+    ("get", "/v1/models/{model}/{name}"): "CompletionFunction",
     ("post", "/v1/extractions"): "ExtractionFunction",
     ("post", "/v1/summaries"): "SummarizationFunction",
     ("post", "/v1/jobs"): "JobsFunction",
     ("get", "/v1/jobs/{job_id}"): "JobsFunction",
+    ("get", "/v1/openapi.json"): "JobsFunction",
+}
+# Errors API Gateway answers itself: response type -> (status, or None to keep API Gateway's, code).
+GATEWAY_RESPONSES = {
+    "INVALID_API_KEY": ("401", "invalid_api_key"),  # a missing key and an unknown key alike
+    "MISSING_AUTHENTICATION_TOKEN": ("404", "route_not_found"),  # an unknown path or method
+    "RESOURCE_NOT_FOUND": ("404", "route_not_found"),
+    "THROTTLED": ("429", "rate_limited"),
+    "QUOTA_EXCEEDED": ("429", "quota_exceeded"),
+    "REQUEST_TOO_LARGE": ("413", "payload_too_large"),
+    "INTEGRATION_TIMEOUT": ("504", "gateway_timeout"),
+    "DEFAULT_4XX": (None, "request_refused"),
+    "DEFAULT_5XX": (None, "internal_error"),
 }
 # Key management: IAM-authorized (SigV4), never a gateway key.
 ADMIN_ROUTES = {
@@ -271,6 +286,26 @@ def test_keys_permissions_are_least_privilege(template: dict[str, Any], resource
     }
     index_arns = [r for s in grants for r in as_list(s["Resource"]) if isinstance(r, dict) and "Fn::Sub" in r]
     assert index_arns == [{"Fn::Sub": "${KeysTable.Arn}/index/KeyIdIndex"}]
+
+
+def test_api_gateway_errors_use_the_gateway_error_shape(resources: dict[str, Any]) -> None:
+    found: dict[str, tuple[str | None, str]] = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::ApiGateway::GatewayResponse":
+            continue
+        p = resource["Properties"]
+        assert p["RestApiId"] == {"Ref": "GatewayApi"}, logical_id
+        template = p["ResponseTemplates"]["application/json"]
+        # $context variables are substituted by API Gateway (messageString comes quoted).
+        text = template.replace("$context.error.messageString", '"Forbidden"')
+        text = re.sub(r"\$context\.[A-Za-z.]+", "x", text)
+        error = json.loads(text)["error"]
+        assert isinstance(error["code"], str) and isinstance(error["message"], str) and error["message"], logical_id
+        assert isinstance(error["retryable"], bool), logical_id
+        found[p["ResponseType"]] = (p.get("StatusCode"), error["code"])
+    assert found == GATEWAY_RESPONSES
+    throttled = next(r for r in resources.values() if r["Properties"].get("ResponseType") == "THROTTLED")
+    assert throttled["Properties"]["ResponseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
 
 
 def test_s3_events_use_prefixes_outside_results(resources: dict[str, Any]) -> None:

@@ -61,7 +61,12 @@ class Settings(BaseModel):
     default_tier: str = Field(default="fast", validation_alias="GATEWAY_DEFAULT_TIER")
     default_max_tokens: int = Field(default=1024, ge=1, validation_alias="GATEWAY_DEFAULT_MAX_TOKENS")
     auto_fallback: bool = Field(default=True, validation_alias="GATEWAY_AUTO_FALLBACK")
+    # Chat and completion bodies; the document routes (extractions, summaries, jobs) take up to what a
+    # synchronous Lambda invocation can carry (6 MB for the whole event, envelope included).
     max_body_bytes: int = Field(default=1_048_576, ge=1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
+    document_max_body_bytes: int = Field(
+        default=6_000_000, ge=1024, le=6_291_456, validation_alias="GATEWAY_DOCUMENT_MAX_BODY_BYTES"
+    )
     log_prompts: bool = Field(default=False, validation_alias="GATEWAY_LOG_PROMPTS")
 
     cache_table: str | None = Field(default=None, validation_alias="CACHE_TABLE")

@@ -51,6 +51,13 @@ class PayloadTooLargeError(InvalidRequestError):
     http_status = 413
 
 
+class RouteNotFoundError(InvalidRequestError):
+    """No route for this method and path (API Gateway answers the same for routes it does not know)."""
+
+    code = "route_not_found"
+    http_status = 404
+
+
 class UnauthorizedError(GatewayError):
     code = "unauthorized"
     http_status = 401
@@ -168,6 +175,13 @@ class JobsUnavailableError(GatewayError):
     code = "jobs_unavailable"
     http_status = 503
     retryable = True
+
+
+class InternalError(GatewayError):
+    """A bug or an unexpected failure: the caller sees only this code (details go to the logs)."""
+
+    code = "internal_error"
+    http_status = 500
 
 
 # --- provider errors -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import math
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -254,48 +254,77 @@ def validate(model: type[M], data: Any, *, rename: Mapping[str, str] | None = No
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems, total = _problems(exc, rename or {})
-        first = problems[0]
-        details: dict[str, Any] = {"param": first["param"], "errors": problems}
-        if total > len(problems):
-            details["error_count"] = total
-        raise InvalidRequestError(
-            f"{first['param']}: {first['message']}" + (f" (and {total - 1} more)" if total > 1 else ""),
-            details=details,
-        ) from None
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise invalid_request(errors, rename) from None
 
 
-def _problems(exc: ValidationError, rename: Mapping[str, str]) -> tuple[list[dict[str, str]], int]:
-    """(the first MAX_ERRORS distinct problems, how many errors there are in all).
+def invalid_request(
+    errors: Sequence[Mapping[str, Any]], rename: Mapping[str, str] | None = None, *, skip: int = 0
+) -> InvalidRequestError:
+    """pydantic-style errors (``loc``, ``msg``) as one readable 400 naming the first parameter at fault.
 
-    Only the first MAX_ERRORS_EXAMINED of pydantic's errors are looked at, so the cost is bounded
-    whatever the body; past that the total is pydantic's own count (union alternatives included).
+    ``skip`` drops leading location parts (Powertools' validation puts ``body`` first).
     """
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    problems, total = _problems(errors, rename or {}, skip)
+    first = problems[0]
+    details: dict[str, Any] = {"param": first["param"], "errors": problems}
+    if total > len(problems):
+        details["error_count"] = total
+    return InvalidRequestError(
+        f"{first['param']}: {first['message']}" + (f" (and {total - 1} more)" if total > 1 else ""),
+        details=details,
+    )
+
+
+def _problems(
+    errors: Sequence[Mapping[str, Any]], rename: Mapping[str, str], skip: int = 0
+) -> tuple[list[dict[str, str]], int]:
+    """(the first MAX_ERRORS distinct problems, how many there are in all).
+
+    Only the first MAX_ERRORS_EXAMINED errors are looked at, so the cost is bounded whatever the body;
+    past that the total is the raw count of errors (union alternatives included).
+    """
     found: list[tuple[list[str], str, bool]] = []
     tree: dict[str, Any] = {}  # a trie of every error path: which paths have an error deeper inside
+    # Location parts repeat across errors (field names, union members, small indexes): each distinct one
+    # is classified once (None: a union member's tag, left out of the path).
+    texts: dict[Any, str | None] = {}
     for error in errors[:MAX_ERRORS_EXAMINED]:
-        loc = error["loc"]
-        path = [str(part) for part in loc if not _is_type_tag(part)]
+        loc = error["loc"][skip:] if skip else error["loc"]
+        path = []
+        for part in loc:
+            try:
+                text = texts[part]
+            except KeyError:
+                text = texts[part] = None if _is_type_tag(part) else str(part)
+            if text is not None:
+                path.append(text)
         if path and path[0] in rename:
             path[0] = rename[path[0]]
-        found.append((path, error["msg"], bool(loc) and _is_type_tag(loc[-1])))
+        found.append((path, error["msg"], bool(loc) and texts[loc[-1]] is None))
         node = tree
         for part in path:
             node = node.setdefault(part, {})
-    seen: set[tuple[tuple[str, ...], str]] = set()
+    printable: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
     problems: list[dict[str, str]] = []
     for path, message, wrong_member in found:
         # A value that matches no member of a union gets one error per member; when some member got
         # further (an error deeper inside the value), "not a <member>" is noise.
         if wrong_member and _has_deeper(tree, path):
             continue
-        key = (tuple(path), message)
+        shown = []
+        for part in path:
+            try:
+                shown.append(printable[part])
+            except KeyError:
+                shown.append(printable.setdefault(part, _printable_part(part)))
+        param = ".".join(shown) or "body"
+        key = (param, message)
         if key in seen:
             continue
         seen.add(key)
         if len(problems) < MAX_ERRORS:
-            param = ".".join(_printable_part(part) for part in path) or "body"
             problems.append({"param": param, "message": message})
     if not problems:
         return [{"param": "body", "message": "invalid request"}], 1

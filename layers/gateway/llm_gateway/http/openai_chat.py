@@ -248,11 +248,13 @@ _OPENAI_ERROR_TYPES = {
 
 
 def openai_error_body(err: GatewayError) -> dict[str, Any]:
+    """OpenAI's error shape, with the gateway's ``retryable`` (its clients ignore fields they do not know)."""
     return {
         "error": {
             "message": err.message,
             "type": _OPENAI_ERROR_TYPES.get(err.http_status, "api_error"),
             "param": err.details.get("param"),
             "code": err.code,
+            "retryable": err.retryable,
         }
     }

@@ -1,0 +1,200 @@
+"""The one HTTP edge every function uses.
+
+A function builds one :class:`HttpEdge`, declares its routes with ``edge.post``/``edge.get`` (Powertools'
+REST resolver, each route with ``enable_validation=True``: bodies are validated against the pydantic model
+in the route's signature), and exports ``events.lambda_handler(edge, ...)``. The edge owns everything
+that is the same on every route:
+
+* the tenant, from the request context (an authorizer's claim or the API key's id), never the body;
+* body decoding and limits (``GATEWAY_MAX_BODY_BYTES`` on chat routes, the synchronous Lambda payload on
+  the document routes), validation errors as a 400 naming ``details.param``;
+* the deadline: API Gateway's 29 s counted from ``requestTimeEpoch`` on every HTTP route;
+* ``Prefer: respond-async`` / ``defer-on-failure`` (RFC 7240), the ``x-gateway-*`` and ``x-request-id``
+  headers;
+* errors in one documented shape (see :mod:`llm_gateway.http.answers`), unknown routes a 404
+  ``route_not_found``; direct and event invocations are in :mod:`llm_gateway.http.events`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+
+from llm_gateway import after_response
+from llm_gateway.errors import DeadlineExceededError, GatewayError
+from llm_gateway.http import answers, framing, prefer
+from llm_gateway.http.answers import DEFERRED_METRICS
+from llm_gateway.interfaces import RequestContext
+from llm_gateway.wiring import services
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+T = TypeVar("T")
+Answer = tuple[dict[str, Any], dict[str, str]]  # (body, headers) of a 200
+
+OPENAPI_PATH = "/v1/openapi.json"
+
+
+class HttpEdge:
+    """One function's HTTP edge: ``app`` for its routes, ``logger`` and ``metrics`` for its lines."""
+
+    def __init__(
+        self,
+        *,
+        openai_paths: Iterable[str] | Callable[[str], bool] = (),
+        document_paths: Iterable[str] = (),
+        failure_metric: str | None = None,
+    ) -> None:
+        self.logger = Logger()
+        self.failure_metric = failure_metric  # counted for each 5xx and 422 answer
+        self.metrics = Metrics()
+        # Routes answering errors in OpenAI's shape: paths, or a predicate over the path (/v1/models/{id}).
+        self.openai_style = openai_paths if callable(openai_paths) else frozenset(openai_paths).__contains__
+        self.document_paths = frozenset(document_paths)
+        # Validation is enabled route by route (``post``/``get``): Powertools then imports and builds its
+        # validation machinery on the first request rather than at cold start.
+        self.app = APIGatewayRestResolver()
+        self.app.exception_handler(GatewayError)(self._gateway_error)
+        self.app.exception_handler(Exception)(self._unexpected_error)
+        self.app.not_found(self._route_not_found)
+        self._ready = False
+        answers.share_log_handler(self.logger)
+
+    def post(self, path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """``app.post`` with Powertools' validation of the route's body against its pydantic model."""
+        return self.app.post(path, enable_validation=True, **options)
+
+    def get(self, path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """``app.get`` with Powertools' validation of the route's path and query parameters."""
+        return self.app.get(path, enable_validation=True, **options)
+
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        if not self._ready:  # the first request: validation with the gateway's body reader
+            from llm_gateway.http import validation
+
+            middleware = validation.GatewayBodyValidation(self.body_limit, self.document_paths)
+            self.app._request_validation_middleware = middleware
+            self.app.exception_handler(validation.RequestValidationError)(self._validation_error)
+            self._ready = True
+        return self.app.resolve(event, context)
+
+    # ------------------------------------------------------------------ the request
+
+    def body_limit(self, route: str) -> int:
+        config = services().settings
+        return config.document_max_body_bytes if route in self.document_paths else config.max_body_bytes
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return self.app.current_event.raw_event
+
+    def tenant(self) -> str:
+        return framing.tenant_from_request_context(self.event.get("requestContext"))
+
+    def request_id(self) -> str:
+        return str((self.event.get("requestContext") or {}).get("requestId") or "")
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object as the caller sent it (already read and validated for the route)."""
+        data: dict[str, Any] = self.app.context["gateway_json_body"]  # see validation.BODY_CONTEXT_KEY
+        return data
+
+    def context(self, operation: str) -> RequestContext:
+        """The request's context: its tenant, and API Gateway's 29 s from when it received the request
+        (or the Lambda's time, if shorter), less the safety margin."""
+        lambda_context = self.app.lambda_context
+        remaining = lambda_context.get_remaining_time_in_millis() if lambda_context is not None else None
+        epoch = (self.event.get("requestContext") or {}).get("requestTimeEpoch")
+        return answers.request_context(
+            operation,
+            tenant=self.tenant(),
+            request_id=self.request_id(),
+            remaining_ms=framing.http_remaining_ms(remaining, request_epoch_ms=epoch),
+        )
+
+    # ------------------------------------------------------------------ the answer
+
+    def json(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> Response[str]:
+        return Response(
+            status_code=status,
+            content_type="application/json",
+            body=answers.encode(body),
+            headers={**(headers or {}), "x-request-id": self.request_id()},
+        )
+
+    def serve(
+        self,
+        operation: str,
+        job_input: Callable[[], dict[str, Any]],
+        run: Callable[[RequestContext], T],
+        answer: Callable[[T], Answer],
+        *,
+        deadline_to_job: bool = False,
+    ) -> Response[str]:
+        """Run ``operation`` for this request, or queue it as a job: always with ``Prefer: respond-async``;
+        with ``Prefer: defer-on-failure`` when retries and fallbacks ran out on a retryable error; and,
+        with ``deadline_to_job``, when the work cannot finish before API Gateway gives up."""
+        current = services()
+        if prefer.wants_async(self.event, current):
+            return self._accepted(operation, job_input(), prefer.RESPOND_ASYNC, None)
+        try:
+            result = run(self.context(operation))
+        except DeadlineExceededError as err:
+            if deadline_to_job and current.jobs_configured:  # no opt-in needed: the alternative is an error
+                return self._accepted(operation, job_input(), None, err)
+            if not prefer.should_defer(self.event, err, current):
+                raise
+            return self._accepted(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
+        except GatewayError as err:
+            if not prefer.should_defer(self.event, err, current):
+                raise
+            return self._accepted(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
+        body, headers = answer(result)
+        return self.json(200, body, headers)
+
+    def _accepted(
+        self, operation: str, payload: dict[str, Any], preference: str | None, cause: GatewayError | None
+    ) -> Response[str]:
+        job = prefer.submit(
+            services(),
+            operation,
+            payload,
+            tenant=self.tenant(),
+            request_id=self.request_id(),
+            deferred=preference == prefer.DEFER_ON_FAILURE,  # providers just failed: wait a backoff step
+            defer=after_response.current(),
+        )
+        if cause is not None:
+            self.logger.info(f"{operation} deferred", tenant=job.tenant, job_id=job.job_id, code=cause.code)
+            metric = DEFERRED_METRICS.get(operation, "DeferredRequests")
+            self.metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+        return self.json(*prefer.accepted(self.event, job, preference=preference, cause=cause))
+
+    # ------------------------------------------------------------------ errors
+
+    def _gateway_error(self, err: GatewayError) -> Response[str]:
+        if err.http_status >= 500 or err.http_status == 422:
+            self.logger.warning("request failed", code=err.code, error=err.message, attempts=len(err.attempts))
+            if self.failure_metric:
+                self.metrics.add_metric(name=self.failure_metric, unit=MetricUnit.Count, value=1)
+        openai_style = self.openai_style(self.app.current_event.path)
+        return self.json(
+            err.http_status, answers.error_body(err, openai_style=openai_style), answers.error_headers(err)
+        )
+
+    def _validation_error(self, exc: RequestValidationError) -> Response[str]:
+        from llm_gateway.http.validation import invalid_request
+
+        return self._gateway_error(invalid_request(exc))
+
+    def _unexpected_error(self, exc: Exception) -> Response[str]:
+        framing.log_unexpected(self.logger, exc, log_prompts=services().settings.log_prompts)
+        return self._gateway_error(answers.internal_error())
+
+    def _route_not_found(self, _: Exception) -> Response[str]:
+        return self._gateway_error(answers.route_not_found(self.app.current_event.http_method, self.event.get("path")))
