@@ -17,6 +17,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway.errors import GatewayError, NotConfiguredError
+from llm_gateway.http import answers
 from llm_gateway.http import framing as api
 from llm_gateway.keys.admin import KeyAdmin, KeySpec, key_view
 from llm_gateway.keys.policy import KeyRecord
@@ -100,18 +101,19 @@ def rotate_key(key_id: str) -> Response[str]:
 def gateway_error(err: GatewayError) -> Response[str]:
     if err.http_status >= 500:
         logger.warning("key admin request failed", code=err.code)
-    return _json(err.http_status, api.error_body(err))
+    return _json(err.http_status, answers.error_body(err))  # the one documented error shape
 
 
 @app.exception_handler(Exception)
 def unexpected_error(err: Exception) -> Response[str]:
-    api.log_unexpected(logger, err)
-    return _json(500, {"error": {"code": "internal_error", "message": "internal error"}})
+    api.log_unexpected(logger, err, log_prompts=services().settings.log_prompts)
+    return _json(500, answers.error_body(answers.internal_error()))
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
-    return _json(404, {"error": {"code": "not_found", "message": f"no route for {app.current_event.path}"}})
+    event = app.current_event
+    return _json(404, answers.error_body(answers.route_not_found(event.http_method, event.path)))
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[str]:

@@ -11,10 +11,10 @@ import traceback
 from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from local.cfn import RouteMatch
+from local.cfn import RouteMatch, RouteTable
 from local.stack.apigw import (
     GATEWAY_TIMEOUT,
     INTEGRATION_FAILED,
@@ -31,8 +31,17 @@ from local.stack.apigw import (
 from local.stack.settings import LISTEN_BACKLOG, MAX_REQUEST_BYTES
 from local.stack.throttle import KeyThrottle
 
-if TYPE_CHECKING:
-    from local.stack.local_stack import LocalStack
+
+class _Served(Protocol):
+    """What the server needs of the stack it serves (``LocalStack`` is one): a protocol, so that this
+    module, which ``local_stack`` mixes in, does not import it back."""
+
+    log_requests: bool
+    routes: RouteTable
+
+    def handle_http(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]: ...
 
 
 class BridgeMixin:
@@ -130,7 +139,7 @@ class _BridgeServer(ThreadingHTTPServer):
     # socketserver's default backlog of 5 resets connections when many clients connect at once.
     request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], stack: LocalStack) -> None:
+    def __init__(self, address: tuple[str, int], stack: _Served) -> None:
         self.stack = stack
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()

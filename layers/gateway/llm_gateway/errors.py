@@ -139,10 +139,6 @@ class ServiceUnavailableError(GatewayError):
     http_status = 503
     retryable = True
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
-
 
 class NotConfiguredError(GatewayError):
     """A feature this deployment has not set up (e.g. GET /v1/usage without a usage table)."""

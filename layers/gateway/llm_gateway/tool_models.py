@@ -9,14 +9,12 @@ of an assistant turn is answered before the conversation goes on.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llm_gateway.errors import InvalidRequestError
-
-if TYPE_CHECKING:
-    from llm_gateway.models import Message
 
 TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"  # OpenAI's and Anthropic's, with Gemini's first letter
 MAX_TOOL_SCHEMA_BYTES = 64 * 1024
@@ -100,7 +98,26 @@ def chosen_function(choice: ToolChoice | None) -> str | None:
     return choice.function.name if isinstance(choice, NamedToolChoice) else None
 
 
-def check_tool_fields(message: Message) -> None:
+class Turn(Protocol):
+    """What the checks read of a conversation message (``models.Message`` is one); a protocol, so that
+    this module, which ``models`` imports for its tool types, does not import ``models`` back."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def content(self) -> Any: ...
+
+    @property
+    def tool_calls(self) -> list[ToolCall] | None: ...
+
+    @property
+    def tool_call_id(self) -> str | None: ...
+
+    def has_image(self) -> bool: ...
+
+
+def check_tool_fields(message: Turn) -> None:
     """Per-turn rules: which role may carry which tool field, and when content may be missing."""
     if message.tool_calls and message.role != "assistant":
         raise ValueError("only an assistant message can carry 'tool_calls'")
@@ -117,7 +134,7 @@ def check_tool_fields(message: Message) -> None:
             raise ValueError("tool call ids must be unique within a message")
 
 
-def check_tool_conversation(messages: list[Message], tools: list[Any] | None, choice: ToolChoice | None) -> None:
+def check_tool_conversation(messages: Sequence[Turn], tools: list[Any] | None, choice: ToolChoice | None) -> None:
     """Conversation-wide rules: a 400 naming the parameter at fault (raised through pydantic as is)."""
     names = [t.function.name for t in tools or []]
     if len(set(names)) != len(names):
@@ -150,10 +167,10 @@ def _bad(param: str, message: str) -> InvalidRequestError:
     )
 
 
-def has_tool_turns(messages: list[Message]) -> bool:
+def has_tool_turns(messages: Sequence[Turn]) -> bool:
     return any(m.role == "tool" or m.tool_calls for m in messages)
 
 
-def tool_names_by_call_id(messages: list[Message]) -> dict[str, str]:
+def tool_names_by_call_id(messages: Sequence[Turn]) -> dict[str, str]:
     """Call id -> function name, from the assistant turns (Gemini's function responses need the name)."""
     return {call.id: call.function.name for m in messages for call in m.tool_calls or []}

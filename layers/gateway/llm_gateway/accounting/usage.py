@@ -218,7 +218,7 @@ class UsageLedger:
         """The retry queue (the worker replays it); if even that fails, the full record at ERROR."""
         try:
             if not self.queue_url:
-                raise RuntimeError("no RETRY_QUEUE_URL configured")
+                raise NotConfiguredError("no RETRY_QUEUE_URL configured")
             await aws.in_thread(
                 self._queue_client().send_message,
                 QueueUrl=self.queue_url,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llm_gateway import aws
 from llm_gateway.accounting.counters import Counters
+from llm_gateway.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -252,7 +253,7 @@ class DynamoDBBreakerStore:
                 item = await self._update(circuit, expression, condition, values)
                 if item is not None:
                     return int(item["fc"]["N"]), _state_of(item)
-        raise RuntimeError(f"could not count a failure for {circuit}")
+        raise ServiceUnavailableError(f"could not count a failure for {circuit}")
 
     async def read(self, circuit: str) -> CircuitState:
         response = await aws.in_thread(

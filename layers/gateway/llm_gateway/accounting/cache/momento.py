@@ -17,14 +17,15 @@ from momento import CacheClient, Configurations, CredentialProvider
 from momento.responses import CacheDelete, CacheGet, CacheIncrement, CacheSet, CacheSetIfNotExists
 
 from llm_gateway import aws
+from llm_gateway.errors import ServiceUnavailableError
 from llm_gateway.routing.breaker import CircuitState
 
 MOMENTO_ITEM_LIMIT = 5 * 1024 * 1024  # Momento's default maximum item size
 CLIENT_TIMEOUT = timedelta(seconds=1.5)
 
 
-class MomentoError(RuntimeError):
-    pass
+class MomentoError(ServiceUnavailableError):
+    """Momento answered with an error (the cache and breaker treat it as the store being down)."""
 
 
 _clients: dict[tuple[str, str, str | None], CacheClient] = {}
