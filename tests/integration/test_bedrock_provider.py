@@ -255,3 +255,39 @@ def test_errors_map_onto_the_exception_tree(simulator, fault, error, status):
     assert caught.value.provider == "bedrock"
     if status is not None:
         assert caught.value.status_code == status
+
+
+def test_explicit_fallback_list_from_anthropic_direct_to_claude_on_bedrock(simulator):
+    """The gateway's own ``fallback`` list (POST /v1/completions), built from Settings as the functions do."""
+    from llm_gateway.config import Settings
+    from llm_gateway.interfaces import RequestContext
+    from llm_gateway.models import CompletionRequest
+    from llm_gateway.routing.deadline import Deadline
+    from llm_gateway.routing.retry import RetryPolicy
+    from llm_gateway.runtime import run_sync
+    from llm_gateway.wiring import build_gateway
+
+    urls = simulator.base_urls()
+    settings = Settings.from_env(
+        {
+            "ANTHROPIC_BASE_URL": urls["anthropic"],
+            "ANTHROPIC_API_KEY": "sim-key",
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": urls["bedrock"],
+        }
+    )
+    gateway = build_gateway(settings, retry=RetryPolicy(max_attempts=1, base_delay_s=0.01, max_delay_s=0.05))
+    assert sorted(gateway.providers) == ["anthropic", "bedrock"]
+    simulator.add_fault("overloaded", provider="anthropic")
+    request = CompletionRequest.model_validate(
+        {
+            "model": "claude-3-5-haiku-latest",
+            "fallback": ["anthropic.claude-3-5-haiku-20241022-v1:0"],
+            "messages": [{"role": "user", "content": "Say hello."}],
+        }
+    )
+    ctx = RequestContext(tenant="t1", request_id="r1", deadline=Deadline(20.0))
+    result = run_sync(gateway.complete(request, ctx))
+    assert [(a.provider, a.outcome) for a in result.attempts] == [("anthropic", "error"), ("bedrock", "success")]
+    assert result.model == "anthropic.claude-3-5-haiku-20241022-v1:0"
+    assert result.cost_usd > 0
