@@ -255,6 +255,8 @@ def _block_problem(block: Any, *, has_tools: bool) -> str | None:
         except (binascii.Error, TypeError, ValueError):
             return "image.source.bytes must be base64"
         return None if data else "image.source.bytes is required"
+    if kind == "cachePoint":  # a prompt-caching checkpoint: accepted, as Bedrock does for models that cache
+        return None if value == {"type": "default"} else 'cachePoint must be {"type": "default"}'
     if kind in ("toolUse", "toolResult"):
         if not has_tools:
             return "The toolConfig field must be defined when using toolUse and toolResult content blocks."

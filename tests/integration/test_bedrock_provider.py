@@ -291,3 +291,32 @@ def test_explicit_fallback_list_from_anthropic_direct_to_claude_on_bedrock(simul
     assert [(a.provider, a.outcome) for a in result.attempts] == [("anthropic", "error"), ("bedrock", "success")]
     assert result.model == "anthropic.claude-3-5-haiku-20241022-v1:0"
     assert result.cost_usd > 0
+
+
+def test_simulator_refuses_what_converse_refuses(simulator):
+    """The dialect's checks, so that a translation bug shows up as Bedrock's 400 rather than a pass."""
+    provider = BedrockProvider(base_url=simulator.base_urls()["bedrock"], region="us-east-1")
+    url = f"{simulator.base_urls()['bedrock']}/model/{MODEL.replace(':', '%3A')}/converse"
+
+    def post(body: dict) -> httpx.Response:
+        content = json.dumps(body).encode()
+        return httpx.post(url, content=content, headers=provider._signed_headers(url, content, MODEL), timeout=5)
+
+    def user(*blocks: dict) -> dict:
+        return {"role": "user", "content": list(blocks)}
+
+    refused = [
+        {"messages": [{"role": "assistant", "content": [{"text": "hi"}]}]},
+        {"messages": [user({"text": "a"}), user({"text": "b"})]},
+        {"messages": [user({"text": "  "})]},
+        {"messages": [user({"toolResult": {"toolUseId": "t1", "content": [{"text": "x"}]}})]},
+        {"messages": [user({"text": "a"})], "seed": 1},
+        {"messages": [user({"image": {"format": "bmp", "source": {"bytes": "AAAA"}}})]},
+    ]
+    for body in refused:
+        response = post(body)
+        assert response.status_code == 400, body
+        assert response.headers["x-amzn-errortype"].startswith("ValidationException"), body
+        assert set(response.json()) == {"message"}
+    cached = post({"messages": [user({"text": "long prefix"}, {"cachePoint": {"type": "default"}}, {"text": "q"})]})
+    assert cached.status_code == 200, cached.text
