@@ -204,3 +204,20 @@ def test_keyed_providers_still_need_their_keys_next_to_bedrock():
     settings = Settings.from_env({"AWS_REGION": "eu-west-1"})
     providers = configured_providers(settings, keys={"openai": "sk-1", "anthropic": None})
     assert sorted(providers) == ["bedrock", "openai"]
+
+
+def test_building_the_provider_does_not_import_botocore():
+    """Cold start: botocore loads on the first Bedrock call only (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from llm_gateway.config import Settings\n"
+        "from llm_gateway.wiring import configured_providers\n"
+        "providers = configured_providers(Settings.from_env({'AWS_REGION': 'us-east-1'}), keys={})\n"
+        "assert list(providers) == ['bedrock'], providers\n"
+        "print('botocore' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "False"
