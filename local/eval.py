@@ -42,6 +42,7 @@ SIMULATED = {  # env var -> key in ProviderSimulator.base_urls()
     "ANTHROPIC_BASE_URL": "anthropic",
     "GEMINI_BASE_URL": "gemini",
     "OPENAI_COMPATIBLE_BASE_URL": "compat",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "bedrock",  # used only when a region turns Bedrock on
 }
 AWS_RESOURCE_VARS = ("CACHE_TABLE", "USAGE_TABLE", "RETRY_QUEUE_URL", "DOCUMENTS_BUCKET")
 SIM_KEY = "sim-key"

@@ -1,4 +1,4 @@
-"""Local provider simulator: OpenAI, Anthropic and Gemini wire formats on one HTTP server.
+"""Local provider simulator: OpenAI, Anthropic, Gemini and Bedrock (Converse) wire formats on one HTTP server.
 
 The simulator lets the gateway's HTTP adapters run against real sockets without real
 providers. Answers are deterministic (derived from a sha256 of the prompt), usage is

@@ -20,7 +20,7 @@ FAULTS = frozenset(
         "content_filter",
     }
 )
-# [[sim:fault=<name>(,retry_after=<s>)(,delay=<s>)(,provider=<openai|compat|anthropic|gemini>)]]
+# [[sim:fault=<name>(,retry_after=<s>)(,delay=<s>)(,provider=<openai|compat|anthropic|gemini|bedrock>)]]
 _MARKER = re.compile(r"\[\[sim:fault=([a-z_]+)((?:\s*,\s*[a-z_]+\s*=\s*[a-z0-9._]+)*)\s*\]\]")
 
 

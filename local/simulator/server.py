@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from local.simulator.anthropic_dialect import AnthropicDialect
+from local.simulator.bedrock_dialect import BedrockDialect
 from local.simulator.choices import compose_choices
 from local.simulator.dialect import Dialect
 from local.simulator.faults import FAULTS, Fault, FaultRule, _fault_from_marker
@@ -32,6 +33,7 @@ from local.simulator.wire import (
 )
 
 _GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):generateContent$")
+_BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/converse$")
 
 
 # --------------------------------------------------------------------------- simulator
@@ -79,6 +81,7 @@ class ProviderSimulator:
             "compat": OpenAIDialect("compat", require_auth=False),
             "anthropic": AnthropicDialect(),
             "gemini": GeminiDialect(),
+            "bedrock": BedrockDialect(),
         }
 
     # ---- lifecycle
@@ -120,6 +123,7 @@ class ProviderSimulator:
             "anthropic": f"{self.url}/anthropic",
             "gemini": f"{self.url}/gemini",
             "compat": f"{self.url}/compat/v1",
+            "bedrock": f"{self.url}/bedrock",  # AWS_ENDPOINT_URL_BEDROCK_RUNTIME
         }
 
     # ---- control API
@@ -225,7 +229,7 @@ class ProviderSimulator:
         with suppress(ValueError):
             body = json.loads(raw) if raw else None
         model = body.get("model") if isinstance(body, dict) else None
-        model = path_model if provider == "gemini" else model
+        model = path_model if provider in ("gemini", "bedrock") else model
 
         denied = dialect.check_auth(headers, query)
         if denied is not None:
@@ -238,7 +242,7 @@ class ProviderSimulator:
 
         fault = self._pick_fault(req, headers)
         if fault is not None:
-            if fault.name not in FAULTS:
+            if fault.name not in FAULTS and fault.name not in getattr(dialect, "EXTRA_FAULTS", ()):
                 resp = dialect.client_error(f"unknown simulator fault {fault.name!r}")
                 resp.fault = fault.name
                 return resp, body, req.model
@@ -390,6 +394,9 @@ class _Handler(BaseHTTPRequestHandler):
         match = _GEMINI_ROUTE.match(path)
         if match:
             return "gemini", unquote(match.group(2))
+        match = _BEDROCK_ROUTE.match(path)
+        if match:
+            return "bedrock", unquote(match.group(1))
         return None, None
 
     def _not_found(self, method: str, path: str) -> Response:
@@ -399,6 +406,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("/compat/", "compat"),
             ("/anthropic/", "anthropic"),
             ("/gemini/", "gemini"),
+            ("/bedrock/", "bedrock"),
         ):
             if path.startswith(prefix):
                 return dialects[name].not_found(method, path.removeprefix(prefix.rstrip("/")))

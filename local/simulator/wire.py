@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MESSAGE_OVERHEAD_TOKENS = 4
-PROVIDERS = ("openai", "compat", "anthropic", "gemini")
+PROVIDERS = ("openai", "compat", "anthropic", "gemini", "bedrock")
 FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
 _JSON = "application/json"
 

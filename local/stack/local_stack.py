@@ -256,7 +256,10 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
                 continue
             simulator = self._ensure_simulator()
             values[provider.url_var] = simulator.base_urls()[provider.sim_route]
-            values[provider.key_var] = SIM_KEY
+            if provider.key_var:
+                values[provider.key_var] = SIM_KEY
+            if provider.name == "bedrock":
+                values["GATEWAY_BEDROCK_ENABLED"] = "true"  # the template turns it on only with model ARNs
         for name, value in values.items():
             self._set_env(name, value)
         self._provider_env = values
@@ -264,6 +267,8 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
     def _has_real_provider(self, provider: Provider) -> bool:
         if self._simulate is not None:
             return not self._simulate
+        if provider.name == "bedrock":  # simulated unless everything is real: moto's fake credentials sign
+            return False
         if provider.name == "openai_compatible":  # a self-hosted server needs a URL, maybe no key
             return bool(os.environ.get(provider.url_var))
         return os.environ.get(provider.key_var, SIM_KEY) != SIM_KEY

@@ -43,6 +43,8 @@ PROVIDERS = (
     Provider("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "anthropic"),
     Provider("gemini", "GEMINI_API_KEY", "GEMINI_BASE_URL", "gemini"),
     Provider("openai_compatible", "OPENAI_COMPATIBLE_API_KEY", "OPENAI_COMPATIBLE_BASE_URL", "compat"),
+    # No key: the adapter signs with the (fake) AWS credentials; botocore's own endpoint variable.
+    Provider("bedrock", "", "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "bedrock"),
 )
 
 # Variables that would send boto3 somewhere other than the local moto server.

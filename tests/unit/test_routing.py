@@ -131,4 +131,17 @@ def test_costs_from_catalog_prices():
 def test_bundled_catalog_tiers_are_served_by_every_provider():
     catalog = default_catalog()
     for tier in ("fast", "balanced", "best"):
-        assert {m.provider for m in catalog.in_tier(tier)} == ALL, tier
+        # Claude on Bedrock serves each tier too, as a fallback for Anthropic direct (same price).
+        assert {m.provider for m in catalog.in_tier(tier)} == ALL | {"bedrock"}, tier
+
+
+def test_bedrock_claude_ranks_after_its_direct_twin_and_nova_stays_opt_in():
+    """Same price: direct Anthropic first, Claude on Bedrock after it; Nova and Llama (cheaper) in no
+    tier, so a deployment that merely has a region never moves default traffic to Bedrock."""
+    catalog = default_catalog()
+    plan = Router(catalog, ALL | {"bedrock"}).plan(req(tier="fast"))
+    ids = [c.spec.id for c in plan.candidates]
+    assert ids.index("claude-3-5-haiku-latest") < ids.index("anthropic.claude-3-5-haiku-20241022-v1:0")
+    assert plan.primary.spec.provider != "bedrock"
+    for model_id in ("amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0", "meta.llama3-3-70b-instruct-v1:0"):
+        assert not catalog.get(model_id).tiers

@@ -142,9 +142,20 @@ def policy_documents(resources: dict[str, Any]) -> Iterator[tuple[str, dict[str,
                     yield logical_id, entry
 
 
+def statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A document's statements, a conditional one (``Fn::If``) counted with each branch that is one."""
+    found: list[dict[str, Any]] = []
+    for statement in as_list(document["Statement"]):
+        if set(statement) == {"Fn::If"}:
+            found += [branch for branch in statement["Fn::If"][1:] if isinstance(branch, dict) and "Effect" in branch]
+        else:
+            found.append(statement)
+    return found
+
+
 def allow_statements(resources: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for owner, document in policy_documents(resources):
-        for statement in as_list(document["Statement"]):
+        for statement in statements(document):
             if statement.get("Effect") == "Allow":
                 yield owner, statement
 
@@ -435,7 +446,7 @@ def _function_grants(resources: dict[str, Any], logical_id: str) -> list[dict[st
     grants: list[dict[str, Any]] = []
     for entry in as_list(props(resources, logical_id).get("Policies", [])):
         document = props(resources, entry["Ref"])["PolicyDocument"] if "Ref" in entry else entry
-        grants += [s for s in as_list(document["Statement"]) if s["Effect"] == "Allow"]
+        grants += [s for s in statements(document) if s["Effect"] == "Allow"]
     return grants
 
 
@@ -515,3 +526,46 @@ def test_cfn_lint_reports_no_errors() -> None:
     # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational; 1 is a usage/fatal
     # error. Warnings are tolerated (justify them in template.yaml); errors are not.
     assert proc.returncode & 0b11 == 0, proc.stdout + proc.stderr
+
+
+def test_bedrock_invoke_is_scoped_to_the_model_arns_parameter(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """Bedrock needs no key: the role signs. It may invoke only the models the deployer lists, and the
+    functions turn Bedrock on only when some are listed."""
+    parameter = template["Parameters"]["BedrockModelArns"]
+    assert parameter["Type"] == "CommaDelimitedList" and parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    for good in (
+        "",
+        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-lite-v1:0",
+    ):
+        assert pattern.fullmatch(good), good
+    for bad in ("*", "arn:aws:bedrock:*:*:foundation-model/*", "arn:aws:bedrock:us-east-1::foundation-model/*"):
+        assert not pattern.fullmatch(bad), bad
+    assert template["Conditions"]["HasBedrockModels"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "BedrockModelArns"}]}, ""]}]
+    }
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["GATEWAY_BEDROCK_ENABLED"] == {"Fn::If": ["HasBedrockModels", "true", "false"]}
+    assert env["BEDROCK_REGION"] == {"Ref": "BedrockRegion"}
+
+    [(condition, granted, otherwise)] = [
+        statement["Fn::If"]
+        for statement in as_list(props(resources, "GatewayCorePolicy")["PolicyDocument"]["Statement"])
+        if set(statement) == {"Fn::If"}
+    ]
+    assert condition == "HasBedrockModels" and otherwise == {"Ref": "AWS::NoValue"}
+    assert granted["Effect"] == "Allow"
+    assert sorted(granted["Action"]) == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    assert granted["Resource"] == {"Ref": "BedrockModelArns"}
+    # No other statement anywhere grants a Bedrock action.
+    others = [
+        (owner, s.get("Sid"))
+        for owner, s in allow_statements(resources)
+        if s is not granted and any(str(a).startswith("bedrock:") for a in as_list(s["Action"]))
+    ]
+    assert others == []
+    for logical_id in FUNCTIONS:  # every function that calls providers carries the grant
+        assert {"Ref": "GatewayCorePolicy"} in as_list(props(resources, logical_id)["Policies"]), logical_id

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 PROVIDERS = ("openai", "anthropic", "gemini", "openai_compatible")
 DEFAULT_BASE_URLS = {
@@ -41,6 +41,12 @@ class Settings(BaseModel):
     openai_compatible_api_key: str | None = Field(
         default=None, validation_alias="OPENAI_COMPATIBLE_API_KEY", repr=False
     )
+    # Amazon Bedrock: no key, the function's role signs each call (SigV4). Configured when a region is known;
+    # the endpoint variable is botocore's own (the local stack points it at the simulator).
+    bedrock_region: str | None = Field(default=None, validation_alias=AliasChoices("BEDROCK_REGION", "AWS_REGION"))
+    bedrock_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+    bedrock_enabled: bool = Field(default=True, validation_alias="GATEWAY_BEDROCK_ENABLED")
+
     provider_keys_secret: str | None = Field(default=None, validation_alias="PROVIDER_KEYS_SECRET")
     # provider -> SSM parameter name holding its key
     openai_api_key_param: str | None = Field(default=None, validation_alias="OPENAI_API_KEY_PARAM")
@@ -160,7 +166,9 @@ class Settings(BaseModel):
         """Whether this deployment has the job table and queue (async jobs, hand-offs, deferral)."""
         return bool(self.jobs_table and self.retry_queue_url)
 
-    @field_validator("openai_base_url", "anthropic_base_url", "gemini_base_url", "openai_compatible_base_url")
+    @field_validator(
+        "openai_base_url", "anthropic_base_url", "gemini_base_url", "openai_compatible_base_url", "bedrock_endpoint_url"
+    )
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
@@ -181,4 +189,12 @@ class Settings(BaseModel):
             "anthropic": self.anthropic_base_url,
             "gemini": self.gemini_base_url,
             "openai_compatible": self.openai_compatible_base_url,
+            "bedrock": self.bedrock_base_url,
         }.get(provider)
+
+    @property
+    def bedrock_base_url(self) -> str | None:
+        """Bedrock Runtime's endpoint in the configured region; None when Bedrock is off or no region is known."""
+        if not self.bedrock_enabled or not self.bedrock_region:
+            return None
+        return self.bedrock_endpoint_url or f"https://bedrock-runtime.{self.bedrock_region}.amazonaws.com"

@@ -325,7 +325,7 @@ def _choice_params(request: CompletionRequest) -> dict[str, Any]:
 
 
 # Providers whose adapter asks for a response schema in the prompt when tools are sent too.
-_NO_SCHEMA_WITH_TOOLS = frozenset({"anthropic", "gemini"})
+_NO_SCHEMA_WITH_TOOLS = frozenset({"anthropic", "gemini", "bedrock"})
 
 
 def _native_structured(request: CompletionRequest, spec: ModelSpec) -> bool:

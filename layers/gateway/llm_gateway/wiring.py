@@ -24,7 +24,7 @@ from llm_gateway.config import Settings
 from llm_gateway.errors import ProviderKeysUnavailableError
 from llm_gateway.gateway import Gateway
 from llm_gateway.keys.budget import KeyBudgetGuard
-from llm_gateway.providers import PROVIDER_NAMES, Provider, adapter_class
+from llm_gateway.providers import PROVIDER_NAMES, SIGNED_PROVIDERS, Provider, adapter_class
 from llm_gateway.providers.credentials import provider_key
 from llm_gateway.routing.retry import RetryPolicy
 from llm_gateway.routing.router import Router
@@ -45,7 +45,11 @@ ProviderKeys = Mapping[str, str | None]
 def provider_keys(config: Settings) -> dict[str, str | None]:
     """Each callable provider's key now (environment first, then SSM, then the secret; cached remotely)."""
     try:
-        return {name: provider_key(config, name) for name in PROVIDER_NAMES if config.base_url(name) is not None}
+        return {
+            name: provider_key(config, name)
+            for name in PROVIDER_NAMES
+            if name not in SIGNED_PROVIDERS and config.base_url(name) is not None
+        }
     except Exception as exc:  # Powertools' GetSecretError/GetParameterError, timeouts, a secret that is not JSON
         log.warning("provider keys could not be read", extra={"error_type": type(exc).__name__})
         raise ProviderKeysUnavailableError(
@@ -54,7 +58,8 @@ def provider_keys(config: Settings) -> dict[str, str | None]:
 
 
 def configured_providers(config: Settings, keys: ProviderKeys | None = None) -> dict[str, Provider]:
-    """Providers that can be called: a key is set (or, for a self-hosted server, a base URL)."""
+    """Providers that can be called: a key is set (or, for a self-hosted server, a base URL; for Bedrock,
+    a region: the function's role signs its calls)."""
     keys = provider_keys(config) if keys is None else keys
     providers: dict[str, Provider] = {}
     for name in PROVIDER_NAMES:
@@ -62,10 +67,16 @@ def configured_providers(config: Settings, keys: ProviderKeys | None = None) -> 
         if base_url is None:
             continue
         key = keys.get(name)
-        if key is None and name != "openai_compatible":
+        if key is None and name != "openai_compatible" and name not in SIGNED_PROVIDERS:
             continue
+        # Bedrock signs with the function's role in its region instead of a key.
+        extra = {"region": config.bedrock_region} if name == "bedrock" else {}
         providers[name] = adapter_class(name)(
-            base_url=base_url, api_key=key, connect_timeout_s=config.connect_timeout_s, log_prompts=config.log_prompts
+            base_url=base_url,
+            api_key=key,
+            connect_timeout_s=config.connect_timeout_s,
+            log_prompts=config.log_prompts,
+            **extra,
         )
     return providers
 

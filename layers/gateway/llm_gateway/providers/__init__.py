@@ -11,7 +11,10 @@ _ADAPTERS = {
     "openai_compatible": ("openai", "OpenAICompatibleProvider"),
     "anthropic": ("anthropic", "AnthropicProvider"),
     "gemini": ("gemini", "GeminiProvider"),
+    "bedrock": ("bedrock", "BedrockProvider"),
 }
+# Providers called with AWS SigV4 signatures from the runtime's credentials, never with an API key.
+SIGNED_PROVIDERS = frozenset({"bedrock"})
 
 PROVIDER_NAMES = tuple(_ADAPTERS)
 
@@ -26,4 +29,4 @@ def adapter_class(provider: str) -> type[Provider]:
     return cls
 
 
-__all__ = ["PROVIDER_NAMES", "Provider", "WireRequest", "adapter_class"]
+__all__ = ["PROVIDER_NAMES", "SIGNED_PROVIDERS", "Provider", "WireRequest", "adapter_class"]

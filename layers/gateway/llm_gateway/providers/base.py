@@ -42,6 +42,7 @@ class WireRequest:
     url: str
     headers: dict[str, str]
     body: dict[str, Any]
+    content: bytes | None = None  # the body exactly as sent, when it had to be serialized first (to sign it)
 
 
 class Provider(ABC):
@@ -68,7 +69,10 @@ class Provider(ABC):
             # httpx's read timeout restarts with every chunk received: a slow-drip answer could outlast
             # it many times over. The whole call, body included, is bounded here.
             async with asyncio.timeout(timeout_s):
-                response = await client.post(wire.url, headers=wire.headers, json=wire.body, timeout=timeout)
+                if wire.content is not None:
+                    response = await client.post(wire.url, headers=wire.headers, content=wire.content, timeout=timeout)
+                else:
+                    response = await client.post(wire.url, headers=wire.headers, json=wire.body, timeout=timeout)
         except (httpx.TimeoutException, TimeoutError) as exc:
             raise ProviderTimeoutError(
                 f"{self.name} did not answer within {timeout_s:.1f}s", provider=self.name, model=model
@@ -119,6 +123,10 @@ class Provider(ABC):
             return str(err.get("message", "")), str(err.get("type") or err.get("code") or err.get("status") or "")
         return "", ""
 
+    def error_type_from_headers(self, headers: httpx.Headers) -> str:
+        """The error type when the body does not carry one (Bedrock's ``x-amzn-errortype``)."""
+        return ""
+
     # --- shared machinery -----------------------------------------------------------------------
 
     def _error(self, response: httpx.Response, model: str) -> ProviderError:
@@ -127,6 +135,7 @@ class Provider(ABC):
         except ValueError:
             body = None
         message, error_type = self.error_message(body)
+        error_type = error_type or self.error_type_from_headers(response.headers)
         status = response.status_code
         cls = self.classify_error(status, message, error_type, body) or _by_status(status)
         # The provider's own text can quote the prompt or name the account ("organization org-..."): the

@@ -26,6 +26,7 @@ PROVIDER_PARAMS: dict[str, frozenset[str]] = {
     ),
     "gemini": frozenset({"seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty"}),
     "anthropic": frozenset(),
+    "bedrock": frozenset(),  # Converse has no seed, logprobs, penalties or logit bias
 }
 CHECKED = ("logprobs", "top_logprobs", "seed", "presence_penalty", "frequency_penalty", "logit_bias")
 

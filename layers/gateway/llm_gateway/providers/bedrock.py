@@ -1,0 +1,182 @@
+"""Amazon Bedrock Runtime's Converse API, called with httpx and signed with SigV4.
+
+No API key: each call is signed with the runtime's credentials from botocore's chain (in Lambda, the
+function's role) for the ``bedrock`` signing name in the configured region. botocore is imported on
+the first call only, so functions that never reach Bedrock do not pay for it at cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from llm_gateway.errors import (
+    ContentFilteredError,
+    ContextTooLongError,
+    ProviderAuthError,
+    ProviderBadRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from llm_gateway.models import ProviderRequest, ProviderResponse, Usage
+from llm_gateway.providers import bedrock_converse as converse
+from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+
+SIGNING_NAME = "bedrock"
+
+_ERROR_TYPES: dict[str, type[ProviderError]] = {
+    "ThrottlingException": RateLimitedError,
+    "ServiceQuotaExceededException": RateLimitedError,
+    "ModelNotReadyException": ProviderUnavailableError,
+    "ServiceUnavailableException": ProviderUnavailableError,
+    "InternalServerException": ProviderUnavailableError,
+    "ModelErrorException": ProviderUnavailableError,
+    "ModelTimeoutException": ProviderTimeoutError,
+    "AccessDeniedException": ProviderAuthError,
+    "UnrecognizedClientException": ProviderAuthError,
+    "InvalidSignatureException": ProviderAuthError,
+    "IncompleteSignatureException": ProviderAuthError,
+    "MissingAuthenticationTokenException": ProviderAuthError,
+    "ExpiredTokenException": ProviderAuthError,
+    "ValidationException": ProviderBadRequestError,
+    "ResourceNotFoundException": ProviderBadRequestError,
+}
+# ValidationException's texts for a prompt over the model's window (Claude's, Nova's, Llama's wording).
+_TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|window)|maximum context", re.IGNORECASE)
+# Cross-region inference profiles are named by geography; the catalog names the US one.
+_GEO_PREFIX = re.compile(r"^(us|eu|apac)\.")
+
+
+def regional_model_id(model: str, region: str) -> str:
+    """An inference-profile id moved to the region's geography (``us.`` -> ``eu.`` in eu-west-1)."""
+    if not _GEO_PREFIX.match(model):
+        return model
+    geo = "eu" if region.startswith("eu-") else "apac" if region.startswith("ap-") else "us"
+    return _GEO_PREFIX.sub(f"{geo}.", model, count=1)
+
+
+def _region_from_url(base_url: str) -> str | None:
+    host = urlsplit(base_url).hostname or ""
+    match = re.fullmatch(r"bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?", host)
+    return match.group(1) if match else None
+
+
+class BedrockProvider(Provider):
+    name = "bedrock"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        connect_timeout_s: float = 3.0,
+        log_prompts: bool = False,
+        region: str | None = None,
+    ) -> None:
+        super().__init__(base_url=base_url, api_key=None, connect_timeout_s=connect_timeout_s, log_prompts=log_prompts)
+        resolved = region or _region_from_url(base_url)
+        if not resolved:
+            raise ValueError("bedrock needs a region (BEDROCK_REGION or AWS_REGION)")
+        self.region = resolved
+        self._credential_source: Any = None  # botocore's chain, resolved on first use and kept
+        self._lock = threading.Lock()
+
+    # --- wire -------------------------------------------------------------------------------------
+
+    def build_request(self, request: ProviderRequest) -> WireRequest:
+        calling = bool(request.tools) and request.tool_choice != "none"
+        if calling and request.native_structured:
+            # The structured answer is a forced tool of its own: with the caller's tools it is asked
+            # for in the prompt instead (and validated all the same), as for Anthropic.
+            request = request.model_copy(update={"native_structured": False})
+        system, turns = converse.conversation(with_json_instruction(request), request.model, with_tools=calling)
+        body: dict[str, Any] = {"messages": turns, "inferenceConfig": converse.inference_config(request)}
+        if system:
+            body["system"] = system
+        if (tools := converse.tool_config(request)) is not None:
+            body["toolConfig"] = tools
+        model = regional_model_id(request.model, self.region)
+        url = f"{self.base_url}/model/{quote(model, safe='')}/converse"
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = self._signed_headers(url, content, request.model)
+        return WireRequest(url=url, headers=headers, body=body, content=content)
+
+    def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
+        stop_reason = str(data.get("stopReason"))
+        if stop_reason in converse.FILTERED:
+            raise ContentFilteredError(f"{self.name} filtered the answer", provider=self.name, model=request.model)
+        blocks = data["output"]["message"]["content"]
+        content, finish, calls = converse.answer(blocks, request, stop_reason)
+        usage = data.get("usage") or {}
+        cache_read = int(usage.get("cacheReadInputTokens") or 0)
+        cache_write = int(usage.get("cacheWriteInputTokens") or 0)
+        return ProviderResponse(
+            content=content,
+            finish_reason=finish,
+            tool_calls=calls or None,
+            usage=Usage(
+                # Converse's inputTokens leaves cache reads and writes out; ours counts all input.
+                input_tokens=int(usage["inputTokens"]) + cache_read + cache_write,
+                output_tokens=int(usage["outputTokens"]),
+                cached_input_tokens=cache_read,
+            ),
+            raw_model=request.model,
+        )
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    def error_message(self, body: Any) -> tuple[str, str]:
+        if not isinstance(body, dict):
+            return "", ""
+        message = body.get("message") or body.get("Message") or ""
+        return str(message), _short_type(str(body.get("__type") or ""))
+
+    def error_type_from_headers(self, headers: httpx.Headers) -> str:
+        return _short_type(headers.get("x-amzn-errortype", ""))
+
+    def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
+        if error_type == "ValidationException" and _TOO_LONG.search(message):
+            return ContextTooLongError
+        return _ERROR_TYPES.get(error_type)
+
+    # --- signing ----------------------------------------------------------------------------------
+
+    def _signed_headers(self, url: str, content: bytes, model: str) -> dict[str, str]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        credentials = self._credentials()
+        if credentials is None:
+            raise ProviderAuthError(
+                f"{self.name}: no AWS credentials found to sign the call", provider=self.name, model=model
+            )
+        aws_request = AWSRequest(
+            method="POST",
+            url=url,
+            data=content,
+            headers={"content-type": "application/json", "accept": "application/json"},
+        )
+        SigV4Auth(credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(aws_request)
+        return {key: str(value) for key, value in aws_request.headers.items()}
+
+    def _credentials(self) -> Any:
+        """botocore's credential chain (environment, web identity, container, instance profile...).
+        Refreshable credentials renew themselves; the chain itself is resolved once per provider."""
+        with self._lock:
+            if self._credential_source is None:
+                import botocore.session
+
+                self._credential_source = botocore.session.get_session().get_credentials()
+            return self._credential_source
+
+
+def _short_type(raw: str) -> str:
+    """``ValidationException:http://internal...`` or ``com.amazon.coral...#ValidationException`` -> the name."""
+    return raw.split(":", 1)[0].rsplit("#", 1)[-1].strip()
