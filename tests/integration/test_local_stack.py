@@ -23,6 +23,7 @@ import pytest
 from local.cfn import ApiRoute, RouteTable, Template, load_yaml
 from local.simulator import ProviderSimulator
 from local.stack import REPO_ROOT, LocalStack
+from local.stack.settings import SAMPLE_EVENT_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -335,6 +336,7 @@ def test_sample_events_run_through_the_real_handlers(
     local_stack: LocalStack, aws_clients: Callable[[str], Any], name: str
 ) -> None:
     event = json.loads((REPO_ROOT / "events" / name).read_text())
+    local_stack.add_api_key(SAMPLE_EVENT_KEY, "dev")  # as `make invoke` does: the key the samples send
     for record in (r for r in event.get("Records", []) if "s3" in r):  # SQS samples carry their payload
         key = unquote_plus(record["s3"]["object"]["key"])
         body = (REPO_ROOT / "events" / "documents" / SAMPLE_DOCUMENTS[key]).read_bytes()
