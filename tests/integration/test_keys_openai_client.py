@@ -21,6 +21,7 @@ from llm_gateway.keys.store import KeyStore
 from llm_gateway.models import CompletionRequest
 from local.stack import LocalStack
 from tests.support.accounting import ledger_items, unique
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -199,3 +200,41 @@ def test_a_tokens_per_minute_limit_holds_within_one_requests_worth(local_stack, 
     )["Item"]
     assert int(item["tokens"]["N"]) == spent
     assert spent <= limit + estimate
+
+
+@pytest.mark.parametrize("route", ["/v1/jobs", "/v1/completions"])
+def test_jobs_carry_the_key_to_the_worker(local_stack, admin, route) -> None:
+    secret, record = admin.create(KeySpec(tenant=unique(), allowed_models=["gpt-4o-mini"], requests_per_minute=100))
+    headers = {"Authorization": f"Bearer {secret}"}
+    completion = {"model": "gpt-4o-mini", "messages": HELLO, "cache": {"no_cache": True}}
+    forbidden = completion | {"model": "gpt-4o"}
+    if route == "/v1/jobs":
+        body: dict[str, Any] = {"operation": "completion", "input": completion}
+        forbidden = {"operation": "completion", "input": forbidden}
+    else:
+        body, headers = completion, {**headers, "Prefer": "respond-async"}
+    # A job for a model the key may not use is refused when submitted, like the synchronous call.
+    refused = httpx.post(
+        f"{local_stack.api_url}{route}",
+        json=forbidden,
+        headers=headers,
+        timeout=30,
+    )
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+
+    accepted = httpx.post(f"{local_stack.api_url}{route}", json=body, headers=headers, timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+
+    def finished() -> bool:
+        answer = httpx.get(f"{local_stack.api_url}/v1/jobs/{job_id}", headers=headers, timeout=30)
+        return bool(answer.status_code == 200 and answer.json()["status"] == "succeeded")
+
+    wait_for(finished, timeout=60, what="the job succeeded")
+    item = local_stack.client("dynamodb").get_item(
+        TableName=local_stack.physical["JobsTable"], Key={"job_id": {"S": job_id}}
+    )["Item"]
+    assert item["tenant"]["S"] == record.policy.tenant and item["key_id"]["S"] == record.key_id
+    # The worker's context carried the key: its ledger record names it, as a synchronous call's does.
+    ledger = ledger_items(local_stack, record.policy.tenant)
+    assert ledger and {entry["key_id"]["S"] for entry in ledger} == {record.key_id}

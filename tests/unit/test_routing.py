@@ -132,3 +132,20 @@ def test_bundled_catalog_tiers_are_served_by_every_provider():
     catalog = default_catalog()
     for tier in ("fast", "balanced", "best"):
         assert {m.provider for m in catalog.in_tier(tier)} == ALL, tier
+
+
+def test_automatic_fallbacks_keep_to_the_callers_key_policy():
+    from llm_gateway.keys.policy import KeyPolicy
+
+    def plan(*allowed):
+        policy = KeyPolicy(tenant="t", name="k", created_at=0, allowed=allowed)
+        return [
+            c.spec.id
+            for c in Router(CATALOG, {"a", "b", "c"}).plan(req(model="cheap-a2"), policy.allows_model).candidates
+        ]
+
+    assert plan() == ["cheap-a2", "mid-b", "cheap-a"]  # no list: everything, as without a key
+    assert plan("cheap-a2") == ["cheap-a2"]  # the key's one model: no automatic fallback elsewhere
+    assert plan("cheap-*") == ["cheap-a2", "cheap-a"]
+    assert plan("cheap-a2", "tier:fast") == ["cheap-a2", "mid-b", "cheap-a"]  # the tier allows its models
+    assert plan("cheap-a2", "tier:best") == ["cheap-a2"]
