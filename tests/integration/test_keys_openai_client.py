@@ -238,3 +238,26 @@ def test_jobs_carry_the_key_to_the_worker(local_stack, admin, route) -> None:
     # The worker's context carried the key: its ledger record names it, as a synchronous call's does.
     ledger = ledger_items(local_stack, record.policy.tenant)
     assert ledger and {entry["key_id"]["S"] for entry in ledger} == {record.key_id}
+
+
+def test_an_identity_in_the_request_context_is_no_key(local_stack) -> None:
+    """The tenant comes from a verified key only: API Gateway's identity fields (an API key id, as the
+    usage-plan keys used to give) open nothing, and neither does a tenant in another header."""
+    from local.stack import api_gateway_event
+
+    match = local_stack.routes.match("POST", "/v1/chat/completions")
+    event = api_gateway_event(
+        match=match,
+        method="POST",
+        path="/v1/chat/completions",
+        query="",
+        headers=[("content-type", "application/json"), ("x-tenant", "tenant-a")],
+        body=b'{"model": "tier:fast", "messages": [{"role": "user", "content": "Hello"}]}',
+        source_ip="127.0.0.1",
+        stage="prod",
+        api_key="key-a",
+        tenant="tenant-a",
+    )
+    answer = local_stack.invoke("CompletionFunction", event)
+    assert answer["statusCode"] == 401
+    assert '"missing_api_key"' in answer["body"]
