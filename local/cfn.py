@@ -244,14 +244,28 @@ class Template:
         return bool(api_auth.get("ApiKeyRequired", False))
 
     def api_throttle(self, api_id: str, resolve: Callable[[Any], Any]) -> tuple[float, int] | None:
-        """(rate per second, burst) of the API's usage plan (``Auth.UsagePlan.Throttle``), if it sets one."""
+        """(rate per second, burst) of the API's usage plan (``Auth.UsagePlan.Throttle``, per API key), or
+        else of its stage (``MethodSettings``, for everyone), if it sets one."""
         auth = (self.globals.get("Api") or {}).get("Auth") or {}
         if api_id in self.resources:
             auth = {**auth, **(self.properties(api_id).get("Auth") or {})}
         throttle = resolve(((auth.get("UsagePlan") or {}).get("Throttle")) or {})
-        if not isinstance(throttle, dict) or "RateLimit" not in throttle or "BurstLimit" not in throttle:
-            return None
-        return float(throttle["RateLimit"]), int(throttle["BurstLimit"])
+        if isinstance(throttle, dict) and "RateLimit" in throttle and "BurstLimit" in throttle:
+            return float(throttle["RateLimit"]), int(throttle["BurstLimit"])
+        return self._stage_throttle(api_id, resolve)
+
+    def _stage_throttle(self, api_id: str, resolve: Callable[[Any], Any]) -> tuple[float, int] | None:
+        """The stage's ``/*`` throttling (``MethodSettings``), one bucket for every caller."""
+        settings = resolve(self.properties(api_id).get("MethodSettings") or []) if api_id in self.resources else []
+        for setting in settings if isinstance(settings, list) else []:
+            if (
+                isinstance(setting, dict)
+                and setting.get("ResourcePath") == "/*"
+                and "ThrottlingRateLimit" in setting
+                and "ThrottlingBurstLimit" in setting
+            ):
+                return float(setting["ThrottlingRateLimit"]), int(setting["ThrottlingBurstLimit"])
+        return None
 
     def api_stage(self, api_id: str, resolve: Callable[[Any], Any]) -> str:
         stage = self.properties(api_id).get("StageName") if api_id in self.resources else None

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from local.stack import DEFAULT_TEMPLATE, LocalStack
+from local.stack.settings import SAMPLE_EVENT_KEY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             stack.start()
             stack.function_id(args.function)  # fail early on a typo, before the handler runs
+            stack.add_api_key(SAMPLE_EVENT_KEY, "dev")  # the key the sample API events send
             _upload(stack, uploads or _sample_documents(stack, event, args.event))
             result = stack.invoke(args.function, event)
         except Exception as exc:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         simulate=True if args.simulate else None,
         log_requests=not args.quiet,
-        throttle=True,  # the usage plan's per-key limits, as API Gateway applies them
+        throttle=True,  # the stage's throttling, as API Gateway applies it
     )
     if not stack.api_keys:  # e.g. LOCAL_API_KEYS=":tenant": every entry lacks a key
         print(
@@ -104,7 +104,7 @@ def banner(stack: LocalStack, state_path: Path | None = None) -> str:
     key = next(iter(stack.api_keys), "<no API key: set LOCAL_API_KEYS>")
     lines = ["llm-gateway local stack is up", f"  API          {stack.api_url}"]
     lines += [f"    {r.method:<6} {r.path:<28} -> {r.function_id}" for r in stack.routes.routes]
-    lines += [f"  API key      {k}  (tenant {t})" for k, t in stack.api_keys.items()]
+    lines += [f"  API key      {k}  (tenant {t}; in the keys table)" for k, t in stack.api_keys.items()]
     sim = f" at {stack.simulator.url}" if stack.simulator else ""
     modes = ", ".join(f"{name}={mode}" for name, mode in stack.providers.items())
     lines.append(f"  Providers    {modes}{sim if 'simulated' in stack.providers.values() else ''}")
@@ -114,10 +114,10 @@ def banner(stack: LocalStack, state_path: Path | None = None) -> str:
         {"model": default_model(), "messages": [{"role": "user", "content": "Hello"}]}, separators=(",", ":")
     )
     curl = (
-        f"curl -s {stack.api_url}/v1/chat/completions -H {shlex.quote('x-api-key: ' + key)}"
+        f"curl -s {stack.api_url}/v1/chat/completions -H {shlex.quote('Authorization: Bearer ' + key)}"
         f" -H 'content-type: application/json' -d {shlex.quote(body)}"
     )
-    lines += ["", "Try:", f"  {curl}"]
+    lines += ["", "Try:", f"  {curl}", "  make keys ACTION=create TENANT=acme   (a key with a policy: docs/keys.md)"]
     if state_path is not None:
         lines += [f"  make upload FILE=events/documents/q3-board-update.md   (endpoints in {_shown(state_path)})"]
     lines += ["", "Ctrl-C to stop."]

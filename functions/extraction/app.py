@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway.http import events, observe, upload_events
+from llm_gateway.http import events, key_checks, observe, upload_events
 from llm_gateway.http.edge import HttpEdge
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.operations.extraction import ExtractionRequest, run_extraction
@@ -35,11 +35,17 @@ def extract(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
 @edge.post("/v1/extractions", summary="Structured extraction: a JSON object valid against a schema", tags=["documents"])
 def extractions(body: ExtractionRequest) -> Response[str]:
     payload = edge.body()  # as sent: the operation (or a job) validates its own input
+    config = services().settings
     return edge.serve(
         "extraction",
         job_input=lambda: payload,
         run=lambda ctx: extract(payload, ctx),
         answer=lambda result: (result, observe.result_headers(result)),
+        limits=(
+            key_checks.requested_names(payload, config.default_tier),
+            key_checks.document_tokens(payload, config.default_max_tokens),
+        ),
+        spent=key_checks.result_tokens,
     )
 
 

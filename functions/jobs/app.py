@@ -18,7 +18,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway.http import events, framing, prefer
+from llm_gateway.http import events, framing, key_checks, prefer
 from llm_gateway.http.edge import OPENAPI_PATH, HttpEdge
 from llm_gateway.jobs.requests import DirectJobRequest, JobRequest
 from llm_gateway.jobs.views import view
@@ -31,9 +31,17 @@ app, logger = edge.app, edge.logger
 
 @edge.post("/v1/jobs", summary="Run any operation as a durable job", tags=["jobs"])
 def create_job(body: JobRequest) -> Response[str]:
-    tenant, request_id = edge.tenant(), edge.request_id()
+    tenant, request_id, current = edge.tenant(), edge.request_id(), services()
+    registry.check(body.operation, body.input, tenant=tenant, source="api")  # a bad input costs no request
+    edge.admit(*key_checks.job_limits(body.operation, body.input, current))  # the job spends the reservation
     job = registry.accept_job(
-        services(), body.operation, body.input, tenant=tenant, source="api", request_id=request_id
+        current,
+        body.operation,
+        body.input,
+        tenant=tenant,
+        source="api",
+        request_id=request_id,
+        key_tags=edge.key().context_tags(),
     )
     return edge.json(*prefer.accepted(edge.event, job))
 

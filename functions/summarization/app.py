@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway.errors import DeadlineExceededError
-from llm_gateway.http import events, observe, upload_events
+from llm_gateway.http import events, key_checks, observe, upload_events
 from llm_gateway.http.edge import HttpEdge
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.operations.summarization.operation import run_summary
@@ -38,11 +38,17 @@ def summarize(payload: dict[str, Any], ctx: RequestContext, *, plan_ahead: bool 
 @edge.post("/v1/summaries", summary="Summary of a document of any length", tags=["documents"])
 def summaries(body: SummaryRequest) -> Response[str]:
     payload = edge.body()  # as sent: the operation (or a job) validates its own input
+    config = services().settings
     return edge.serve(
         "summarization",
         job_input=lambda: payload,
         run=lambda ctx: summarize(payload, ctx, plan_ahead=True),
         answer=lambda result: (result, observe.result_headers(result)),
+        limits=(
+            key_checks.requested_names(payload, config.default_tier),
+            key_checks.document_tokens(payload, config.default_max_tokens),
+        ),
+        spent=key_checks.result_tokens,
         deadline_to_job=True,
     )
 

@@ -90,6 +90,8 @@ class BridgeMixin:
         if found is None:
             return gateway_error(ROUTE_NOT_FOUND)
         match = RouteMatch(found.route, {name: unquote(value) for name, value in found.path_parameters.items()})
+        # API Gateway's own API-key check, for templates that ask for it (the gateway's template does not:
+        # its functions' edge checks gateway keys, here as deployed).
         api_key = next((v for k, v in headers if k.lower() == "x-api-key"), None) or None
         tenant = self.api_keys.get(api_key) if api_key else None
         if match.route.api_key_required:
@@ -97,9 +99,10 @@ class BridgeMixin:
                 return gateway_error(MISSING_API_KEY)
             if tenant is None:
                 return gateway_error(INVALID_API_KEY)
-            throttle = self._throttles.get(match.route.api_id)
-            if throttle is not None and not throttle.allow(api_key):
-                return gateway_error(RATE_LIMITED)
+        throttle = self._throttles.get(match.route.api_id)
+        bucket = (api_key or "") if match.route.api_key_required else ""  # usage plan: per key; stage: one
+        if throttle is not None and not throttle.allow(bucket):
+            return gateway_error(RATE_LIMITED)
         event = api_gateway_event(
             match=match,
             method=method,

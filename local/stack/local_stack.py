@@ -158,6 +158,7 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
             self._start_providers()
             self._apply_function_env()
             _reset_gateway_caches()
+            self._seed_api_keys()
             label_log_records()
             self._workers = _Workers(self.concurrency, "lambda")
             if self.event_sources_enabled:
@@ -193,6 +194,23 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
             self.simulator = None
         self._restore_env()
         _reset_gateway_caches()
+
+    def _seed_api_keys(self) -> None:
+        """``LOCAL_API_KEYS`` become gateway keys in the local keys table (idempotent), so the functions'
+        edge checks them exactly as it checks keys made with ``make keys``."""
+        for secret, tenant in self.api_keys.items():
+            self.add_api_key(secret, tenant)
+
+    def add_api_key(self, secret: str, tenant: str) -> str:
+        """Make ``secret`` a gateway key of ``tenant`` in the keys table (idempotent); its key id."""
+        table = self.physical.get("KeysTable")
+        self.api_keys[secret] = tenant
+        if not table:  # a template without the keys table (the bridge's own tests)
+            return ""
+        from llm_gateway.keys.admin import KeyAdmin
+        from llm_gateway.keys.store import KeyStore
+
+        return KeyAdmin(KeyStore(table)).import_key(secret, tenant, name="LOCAL_API_KEYS").key_id
 
     # ---- public helpers
 

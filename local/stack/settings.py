@@ -16,6 +16,8 @@ LAYER_DIRS = (REPO_ROOT / "layers" / "gateway",)  # the layer's source, importab
 DEFAULT_STACK_NAME = "llm-gateway-local"
 DEFAULT_LOCAL_PORT = 3000
 SIM_KEY = "sim-key"
+# The gateway key the sample API events (events/*-apigw*.json) carry; `make invoke` creates it for "dev".
+SAMPLE_EVENT_KEY = "dev-local-key-0000"
 INTEGRATION_TIMEOUT_S = 29.0  # API Gateway REST's default integration timeout
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 LISTEN_BACKLOG = 128  # pending connections the bridge's socket holds (socketserver's default is 5)

@@ -185,6 +185,7 @@ def test_the_usage_plan_throttle_is_429_rate_limited_per_key(tmp_path: Path) -> 
         assert client.get("/echo", headers={"x-api-key": "k1"}).status_code == 200
 
 
-def test_the_template_usage_plan_throttle_is_read() -> None:
+def test_the_template_stage_throttle_is_read() -> None:
+    # No usage plan (gateway keys are checked by the functions): the stage's MethodSettings throttle all.
     template = Template.load(REPO_ROOT / "template.yaml")
-    assert template.api_throttle("GatewayApi", lambda value: value) == (20.0, 40)
+    assert template.api_throttle("GatewayApi", lambda value: value) == (50.0, 100)

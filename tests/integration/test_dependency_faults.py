@@ -87,6 +87,9 @@ def test_usage_records_survive_a_stalled_dynamodb(
     stack: LocalStack, tenant_http: tuple[str, httpx.Client], operations: set[str], fault: str
 ) -> None:
     tenant, client = tenant_http
+    # The key verified before the fault (an edge whose sandbox has seen it): a stalled keys table then
+    # costs nothing; a key never seen would be refused, 503 keys_unavailable (keys fail closed).
+    assert client.get("/v1/models").status_code == 200
     with aws_fault("dynamodb", operations, fault) as injected:
         responses = _run_completions(client)
         assert sum(injected.failed.values()) >= REQUESTS  # every request met the fault

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from llm_gateway.config import Settings
@@ -46,6 +47,11 @@ def test_make_keys_manages_keys_on_the_running_stack(running: RunningStack) -> N
     assert "shown once" in done.stderr
     assert created["allowed_models"] == ["tier:fast"] and created["requests_per_minute"] == 5
     assert verifier(running).authenticate({"Authorization": f"Bearer {secret}"}).tenant == "cli-tenant"
+    # The key works through the running stack's bridge and edge with nothing but the openai client's key,
+    # and so does the LOCAL_API_KEYS key `make run` prints.
+    for key in (secret, next(iter(running.state.api_keys))):
+        sdk = openai.OpenAI(base_url=f"{running.state.api_url}/v1", api_key=key, max_retries=0, timeout=60)
+        assert sdk.chat.completions.create(model="tier:fast", messages=[{"role": "user", "content": "Hi"}]).choices
 
     outputs = []
     for variables in (["ACTION=list", "TENANT=cli-tenant"], ["ACTION=show", f"KEY={key_id}"]):

@@ -23,6 +23,7 @@ import pytest
 from local.cfn import ApiRoute, RouteTable, Template, load_yaml
 from local.simulator import ProviderSimulator
 from local.stack import REPO_ROOT, LocalStack
+from local.stack.settings import SAMPLE_EVENT_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -107,9 +108,9 @@ def test_route_table_prefers_literal_then_parameters_then_greedy() -> None:
 def test_template_routes_and_event_sources_are_read_from_the_template() -> None:
     routes = {(r.method, r.path): r.function_id for r in TEMPLATE.api_routes()}
     assert routes[("POST", "/v1/chat/completions")] == "CompletionFunction"
-    # Gateway routes need an API key; key management is IAM-authorized instead (never a gateway key).
-    assert all(r.api_key_required for r in TEMPLATE.api_routes() if not r.path.startswith("/v1/admin/"))
-    assert not any(r.api_key_required for r in TEMPLATE.api_routes() if r.path.startswith("/v1/admin/"))
+    # API Gateway checks no key on any route: the functions' edge checks gateway keys (deployed and here),
+    # and key management is IAM-authorized (never a gateway key).
+    assert not any(r.api_key_required for r in TEMPLATE.api_routes())
     prefixes = {s.function_id: s.prefix for s in TEMPLATE.s3_events()}
     assert prefixes["ExtractionFunction"] == "incoming/extract/"
 
@@ -185,11 +186,15 @@ def test_function_environment_points_at_local_resources_and_simulator(
     [({}, "missing_api_key"), ({"x-api-key": ""}, "missing_api_key"), ({"x-api-key": "wrong"}, "invalid_api_key")],
     ids=["missing", "empty", "wrong"],
 )
-def test_bridge_rejects_requests_without_a_known_api_key(api: httpx.Client, headers: dict[str, str], code: str) -> None:
+def test_requests_without_a_known_api_key_are_refused_by_the_edge(
+    api: httpx.Client, headers: dict[str, str], code: str
+) -> None:
     response = api.post("/v1/chat/completions", json=CHAT, headers=headers)
-    assert response.status_code == 401  # the documented answer (API Gateway's own would be a bare 403)
+    assert response.status_code == 401  # OpenAI's answer: its SDKs raise AuthenticationError
     assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["type"] == "authentication_error"
     assert response.json()["error"]["message"]
+    assert "x-amzn-ErrorType" not in response.headers  # the function answered, not API Gateway
 
 
 @pytest.mark.parametrize(("method", "path"), [("POST", "/v1/nope"), ("GET", "/v1/chat/completions")])
@@ -233,7 +238,8 @@ def test_bridge_sends_a_rest_proxy_event_and_translates_the_response(
     assert event["multiValueQueryStringParameters"] == {"x": ["1", "2"], "empty": [""]}
     assert event["pathParameters"] is None and event["stageVariables"] is None
     ctx = event["requestContext"]
-    assert ctx["identity"]["apiKey"] == "key-b" and ctx["identity"]["apiKeyId"] == "tenant-b"
+    # No API Gateway key on these routes: the identity names none, the function reads the headers itself.
+    assert ctx["identity"]["apiKey"] is None and ctx["identity"]["apiKeyId"] is None
     assert ctx["identity"]["sourceIp"] == "127.0.0.1"
     assert (ctx["stage"], ctx["resourcePath"], ctx["httpMethod"]) == ("prod", "/v1/chat/completions", "POST")
     assert ctx["path"] == "/prod/v1/chat/completions"
@@ -330,6 +336,7 @@ def test_sample_events_run_through_the_real_handlers(
     local_stack: LocalStack, aws_clients: Callable[[str], Any], name: str
 ) -> None:
     event = json.loads((REPO_ROOT / "events" / name).read_text())
+    local_stack.add_api_key(SAMPLE_EVENT_KEY, "dev")  # as `make invoke` does: the key the samples send
     for record in (r for r in event.get("Records", []) if "s3" in r):  # SQS samples carry their payload
         key = unquote_plus(record["s3"]["object"]["key"])
         body = (REPO_ROOT / "events" / "documents" / SAMPLE_DOCUMENTS[key]).read_bytes()

@@ -372,7 +372,8 @@ def test_http_request_that_cannot_finish_before_api_gateway_gives_up(local_stack
     text = document(60)
     match = local_stack.routes.match("POST", "/v1/summaries")
     event = api_gateway_event(
-        match=match, method="POST", path="/v1/summaries", query="", headers=[("content-type", "application/json")],
+        match=match, method="POST", path="/v1/summaries", query="",
+        headers=[("content-type", "application/json"), ("x-api-key", "key-a")],
         body=json.dumps({"text": text, "chunk_tokens": 100, "strategy": "map_reduce", "concurrency": 1}).encode(),
         source_ip="127.0.0.1",
         stage="test", api_key="key-a", tenant="tenant-a",

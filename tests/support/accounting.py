@@ -74,9 +74,9 @@ def private_table_like(stack: LocalStack, logical_id: str) -> str:
 
 @contextlib.contextmanager
 def api_key_for(stack: LocalStack, tenant: str) -> Iterator[str]:
-    """A fresh API key on the local bridge for ``tenant`` (its id reaches the handler as apiKeyId)."""
+    """A fresh gateway key for ``tenant`` in the local keys table (the functions' edge verifies it)."""
     key = unique("key")
-    stack.api_keys[key] = tenant
+    stack.add_api_key(key, tenant)
     try:
         yield key
     finally:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from llm_gateway.errors import InvalidRequestError, PayloadTooLargeError, UnauthorizedError
+from llm_gateway.errors import InvalidRequestError, PayloadTooLargeError
 from llm_gateway.http import framing as api
 from llm_gateway.models import CompletionRequest, JsonSchemaFormat, Message, Usage
 
@@ -84,13 +84,6 @@ def test_validation_error_names_the_field():
         api.validate(CompletionRequest, {"messages": [{"role": "robot", "content": "hi"}]})
     assert info.value.details["param"].startswith("messages.0.role")
     assert info.value.http_status == 400
-
-
-def test_tenant_comes_from_request_context_only():
-    assert api.tenant_from_request_context({"identity": {"apiKeyId": "k1"}}) == "k1"
-    assert api.tenant_from_request_context({"authorizer": {"tenant": "acme"}, "identity": {"apiKeyId": "k1"}}) == "acme"
-    with pytest.raises(UnauthorizedError):
-        api.tenant_from_request_context({"identity": {}})
 
 
 def test_named_errors_carry_the_code_as_class_name():

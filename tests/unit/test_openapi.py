@@ -82,7 +82,16 @@ def test_every_route_documents_the_error_shape(document: dict[str, Any]) -> None
         for status in ("400", "401", "404", "429", "500", "503"):
             schema = operation["responses"][status]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (route, status)
-    assert document["security"] == [{openapi.API_KEY_SCHEME: []}]
+    # Either header carries the key: two alternative requirements, each one scheme.
+    assert document["security"] == [{openapi.BEARER_SCHEME: []}, {openapi.API_KEY_SCHEME: []}]
+    schemes = document["components"]["securitySchemes"]
+    assert schemes[openapi.BEARER_SCHEME]["type"] == "http" and schemes[openapi.BEARER_SCHEME]["scheme"] == "bearer"
+    assert schemes[openapi.API_KEY_SCHEME] | {"description": ""} == {
+        "type": "apiKey",
+        "name": "x-api-key",
+        "in": "header",
+        "description": "",
+    }
 
 
 @pytest.mark.parametrize("name", HTTP_FUNCTIONS)

@@ -145,3 +145,20 @@ def test_bedrock_claude_ranks_after_its_direct_twin_and_nova_stays_opt_in():
     assert plan.primary.spec.provider != "bedrock"
     for model_id in ("amazon.nova-micro-v1:0", "amazon.nova-lite-v1:0", "meta.llama3-3-70b-instruct-v1:0"):
         assert not catalog.get(model_id).tiers
+
+
+def test_automatic_fallbacks_keep_to_the_callers_key_policy():
+    from llm_gateway.keys.policy import KeyPolicy
+
+    def plan(*allowed):
+        policy = KeyPolicy(tenant="t", name="k", created_at=0, allowed=allowed)
+        return [
+            c.spec.id
+            for c in Router(CATALOG, {"a", "b", "c"}).plan(req(model="cheap-a2"), policy.allows_model).candidates
+        ]
+
+    assert plan() == ["cheap-a2", "mid-b", "cheap-a"]  # no list: everything, as without a key
+    assert plan("cheap-a2") == ["cheap-a2"]  # the key's one model: no automatic fallback elsewhere
+    assert plan("cheap-*") == ["cheap-a2", "cheap-a"]
+    assert plan("cheap-a2", "tier:fast") == ["cheap-a2", "mid-b", "cheap-a"]  # the tier allows its models
+    assert plan("cheap-a2", "tier:best") == ["cheap-a2"]

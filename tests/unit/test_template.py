@@ -36,7 +36,6 @@ API_ROUTES = {
 }
 # Errors API Gateway answers itself: response type -> (status, or None to keep API Gateway's, code).
 GATEWAY_RESPONSES = {
-    "INVALID_API_KEY": ("401", "invalid_api_key"),  # a missing key and an unknown key alike
     "MISSING_AUTHENTICATION_TOKEN": ("404", "route_not_found"),  # an unknown path or method
     "RESOURCE_NOT_FOUND": ("404", "route_not_found"),
     "THROTTLED": ("429", "rate_limited"),
@@ -213,19 +212,27 @@ def test_global_environment(template: dict[str, Any]) -> None:
     assert env["GATEWAY_SHARED_DIR"] == "/opt/python/llm_gateway/_shared"
 
 
-def test_api_requires_api_keys_with_a_usage_plan(resources: dict[str, Any]) -> None:
+def test_gateway_keys_are_checked_by_the_functions_not_by_api_gateway(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
     api = props(resources, "GatewayApi")
     assert resources["GatewayApi"]["Type"] == "AWS::Serverless::Api"
-    assert api["Auth"]["ApiKeyRequired"] is True
-    plan = api["Auth"]["UsagePlan"]
-    assert plan["CreateUsagePlan"] == "PER_API"
-    assert plan["Throttle"]["RateLimit"] > 0
-    assert plan["Quota"]["Limit"] > 0
+    # API Gateway's own key check reads x-api-key only and would refuse `Authorization: Bearer`.
+    assert api["Auth"] == {"ApiKeyRequired": False}
+    assert not any(r["Type"].startswith("AWS::ApiGateway::UsagePlan") for r in resources.values())
+    assert not any(
+        r["Type"] == "AWS::ApiGateway::GatewayResponse" and r["Properties"]["ResponseType"] == "INVALID_API_KEY"
+        for r in resources.values()
+    )
     assert api["TracingEnabled"] is True
-    assert all(s.get("ThrottlingRateLimit", 0) > 0 for s in api["MethodSettings"])
+    # Stage throttling still bounds unauthenticated floods.
+    stage = [s for s in api["MethodSettings"] if s["ResourcePath"] == "/*" and s["HttpMethod"] == "*"]
+    assert stage and all(s["ThrottlingRateLimit"] > 0 and s["ThrottlingBurstLimit"] > 0 for s in stage)
+    # Every function behind the API's gateway routes has the keys table (the edge fails closed without).
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["KEYS_TABLE"] == {"Ref": "KeysTable"}
 
 
-def test_api_routes_map_to_functions_and_keep_api_keys(resources: dict[str, Any]) -> None:
+def test_api_routes_map_to_functions_with_no_api_gateway_auth(resources: dict[str, Any]) -> None:
     routes: dict[tuple[str, str], str] = {}
     for logical_id, resource in resources.items():
         if resource["Type"] != "AWS::Serverless::Function" or logical_id == "KeysAdminFunction":
@@ -234,9 +241,9 @@ def test_api_routes_map_to_functions_and_keep_api_keys(resources: dict[str, Any]
             if event["Type"] != "Api":
                 continue
             ep = event["Properties"]
-            # Without RestApiId SAM would create an implicit API with no API key requirement.
+            # Without RestApiId SAM would create an implicit API without the stage's throttling.
             assert ep.get("RestApiId") == {"Ref": "GatewayApi"}, logical_id
-            assert ep.get("Auth", {}).get("ApiKeyRequired", True) is True, logical_id
+            assert "Auth" not in ep, logical_id  # the function's edge checks the gateway key
             routes[(ep["Method"].lower(), ep["Path"])] = logical_id
     assert routes == API_ROUTES
 
@@ -508,8 +515,7 @@ def test_outputs(template: dict[str, Any]) -> None:
     assert outputs["ApiUrl"]["Value"] == {
         "Fn::Sub": "https://${GatewayApi}.execute-api.${AWS::Region}.amazonaws.com/${Stage}"
     }
-    # Logical id SAM gives the key it creates for `CreateUsagePlan: PER_API` on GatewayApi.
-    assert outputs["ApiKeyId"]["Value"] == {"Ref": "GatewayApiApiKey"}
+    assert "ApiKeyId" not in outputs  # no API Gateway key any more: `make keys ACTION=create` makes one
     for name in ("CacheTableName", "UsageTableName", "RetryQueueUrl", "DocumentsBucketName", "KeysTableName"):
         assert name in outputs
 

@@ -77,7 +77,7 @@ class Gateway:
             hit = await self.cache.lookup(ctx, request)
             if hit is not None:
                 return hit.model_copy(update={"cached": True, "latency_ms": _ms_since(started)})
-        plan = self.router.plan(request)
+        plan = self.router.plan(request, ctx.allows_model)
         candidates, forced = await self._order_by_health(plan.candidates)
         attempts: list[Attempt] = []
         last_error: ProviderError | None = None

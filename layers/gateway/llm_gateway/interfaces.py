@@ -6,12 +6,16 @@ any of them (a plain deployment, a unit test). Implementations live in their own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from llm_gateway.after_response import RUN_NOW, Deferral
 from llm_gateway.models import Attempt, CompletionRequest, CompletionResult
 from llm_gateway.routing.deadline import Deadline
+
+if TYPE_CHECKING:
+    from llm_gateway.catalog import ModelSpec
 
 
 @dataclass
@@ -27,6 +31,8 @@ class RequestContext:
     log_prompts: bool = False
     tags: dict[str, str] = field(default_factory=dict)
     defer: Deferral = RUN_NOW
+    # The caller's key policy over catalog models: automatic fallbacks the key may not use are left out.
+    allows_model: Callable[[ModelSpec], bool] | None = None
 
 
 class ResponseCache(Protocol):

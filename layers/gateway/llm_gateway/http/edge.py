@@ -5,7 +5,10 @@ REST resolver, each route with ``enable_validation=True``: bodies are validated 
 in the route's signature), and exports ``events.lambda_handler(edge, ...)``. The edge owns everything
 that is the same on every route:
 
-* the tenant, from the request context (an authorizer's claim or the API key's id), never the body;
+* the caller: the gateway key (``Authorization: Bearer`` or ``x-api-key``) verified before the body is
+  read; the tenant and the key's tags come from it only, never the body (:mod:`llm_gateway.http.key_checks`);
+* on the routes that call providers, the key's model policy and per-minute limits (``serve(limits=...)``),
+  and the actual tokens settled after the response;
 * body decoding and limits (``GATEWAY_MAX_BODY_BYTES`` on chat routes, the synchronous Lambda payload on
   the document routes), validation errors as a 400 naming ``details.param``;
 * the deadline: API Gateway's 29 s counted from ``requestTimeEpoch`` on every HTTP route;
@@ -17,7 +20,7 @@ that is the same on every route:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
@@ -26,13 +29,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from llm_gateway import after_response
 from llm_gateway.errors import DeadlineExceededError, GatewayError
-from llm_gateway.http import answers, framing, prefer
+from llm_gateway.http import answers, framing, key_checks, prefer
 from llm_gateway.http.answers import DEFERRED_METRICS
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.wiring import services
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+
+    from llm_gateway.keys import Admission, VerifiedKey
 
 T = TypeVar("T")
 Answer = tuple[dict[str, Any], dict[str, str]]  # (body, headers) of a 200
@@ -77,7 +82,9 @@ class HttpEdge:
         if not self._ready:  # the first request: validation with the gateway's body reader
             from llm_gateway.http import validation
 
-            middleware = validation.GatewayBodyValidation(self.body_limit, self.document_paths)
+            middleware = validation.GatewayBodyValidation(
+                self.body_limit, self.document_paths, before=lambda _: self.key()
+            )
             self.app._request_validation_middleware = middleware
             self.app.exception_handler(validation.RequestValidationError)(self._validation_error)
             self._ready = True
@@ -93,8 +100,20 @@ class HttpEdge:
     def event(self) -> dict[str, Any]:
         return self.app.current_event.raw_event
 
+    def key(self) -> VerifiedKey:
+        """The request's verified gateway key (checked once per request, before its body is read)."""
+        found: VerifiedKey | None = self.app.context.get(key_checks.KEY_CONTEXT)
+        if found is None:
+            found = key_checks.authenticate(self.event, services())
+            self.app.append_context(**{key_checks.KEY_CONTEXT: found})  # type: ignore[no-untyped-call]
+        return found
+
     def tenant(self) -> str:
-        return framing.tenant_from_request_context(self.event.get("requestContext"))
+        return self.key().tenant
+
+    def admit(self, models: Sequence[str], estimated_tokens: int) -> Admission:
+        """The key's model policy, then its per-minute limits (403 ``model_not_allowed``, 429 ``rate_limited``)."""
+        return key_checks.admit(self.key(), models, estimated_tokens, services())
 
     def request_id(self) -> str:
         return str((self.event.get("requestContext") or {}).get("requestId") or "")
@@ -110,12 +129,16 @@ class HttpEdge:
         lambda_context = self.app.lambda_context
         remaining = lambda_context.get_remaining_time_in_millis() if lambda_context is not None else None
         epoch = (self.event.get("requestContext") or {}).get("requestTimeEpoch")
-        return answers.request_context(
+        key = self.key()
+        ctx = answers.request_context(
             operation,
-            tenant=self.tenant(),
+            tenant=key.tenant,
             request_id=self.request_id(),
             remaining_ms=framing.http_remaining_ms(remaining, request_epoch_ms=epoch),
+            tags=key.context_tags(),
         )
+        ctx.allows_model = key.policy.allows_model  # automatic fallbacks stay within the key's models
+        return ctx
 
     # ------------------------------------------------------------------ the answer
 
@@ -134,26 +157,41 @@ class HttpEdge:
         run: Callable[[RequestContext], T],
         answer: Callable[[T], Answer],
         *,
+        limits: tuple[Sequence[str], int],
+        spent: Callable[[T], int],
         deadline_to_job: bool = False,
     ) -> Response[str]:
         """Run ``operation`` for this request, or queue it as a job: always with ``Prefer: respond-async``;
         with ``Prefer: defer-on-failure`` when retries and fallbacks ran out on a retryable error; and,
-        with ``deadline_to_job``, when the work cannot finish before API Gateway gives up."""
+        with ``deadline_to_job``, when the work cannot finish before API Gateway gives up.
+
+        ``limits`` (the names asked for, the estimated tokens) are admitted against the key first;
+        ``spent`` gives the tokens a result used, settled after the response (0 on failure). A request
+        that becomes a job keeps its reservation: the job spends it later."""
         current = services()
+        admission = self.admit(*limits)
         if prefer.wants_async(self.event, current):
             return self._accepted(operation, job_input(), prefer.RESPOND_ASYNC, None)
+        tokens, handed_over = 0, False
         try:
             result = run(self.context(operation))
+            tokens = spent(result)
         except DeadlineExceededError as err:
             if deadline_to_job and current.jobs_configured:  # no opt-in needed: the alternative is an error
+                handed_over = True
                 return self._accepted(operation, job_input(), None, err)
             if not prefer.should_defer(self.event, err, current):
                 raise
+            handed_over = True
             return self._accepted(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
         except GatewayError as err:
             if not prefer.should_defer(self.event, err, current):
                 raise
+            handed_over = True
             return self._accepted(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
+        finally:
+            if not handed_over:
+                key_checks.settle_later(admission, tokens, current)
         body, headers = answer(result)
         return self.json(200, body, headers)
 
@@ -165,6 +203,7 @@ class HttpEdge:
             operation,
             payload,
             tenant=self.tenant(),
+            key_tags=self.key().context_tags(),
             request_id=self.request_id(),
             deferred=preference == prefer.DEFER_ON_FAILURE,  # providers just failed: wait a backoff step
             defer=after_response.current(),

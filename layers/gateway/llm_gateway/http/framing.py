@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from llm_gateway.after_response import RUN_NOW, Deferral
-from llm_gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, SchemaError, UnauthorizedError
+from llm_gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, SchemaError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CompletionRequest, JsonSchemaFormat
 from llm_gateway.routing.deadline import Deadline
@@ -342,24 +342,7 @@ def _is_type_tag(part: Any) -> bool:
     return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS or part[:1].isupper())
 
 
-# --------------------------------------------------------------------------- identity and time
-
-
-def tenant_from_request_context(request_context: dict[str, Any] | None) -> str:
-    """The caller's tenant: a Lambda authorizer's ``tenant`` claim, else the API key's id.
-
-    Never read from the body or headers: those are the caller's to forge.
-    """
-    ctx = request_context or {}
-    authorizer = ctx.get("authorizer") or {}
-    if isinstance(authorizer, dict):
-        for key in ("tenant", "tenantId", "tenant_id"):
-            if authorizer.get(key):
-                return str(authorizer[key])
-    identity = ctx.get("identity") or {}
-    if isinstance(identity, dict) and identity.get("apiKeyId"):
-        return str(identity["apiKeyId"])
-    raise UnauthorizedError("no tenant identity on this request (an API key is required)")
+# --------------------------------------------------------------------------- time
 
 
 def http_remaining_ms(remaining_ms: int | None, *, request_epoch_ms: Any = None, now_ms: float | None = None) -> int:

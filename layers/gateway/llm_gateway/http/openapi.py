@@ -14,7 +14,7 @@ import json
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +26,8 @@ from llm_gateway.operations.summarization.request import SummaryRequest, Summary
 
 TITLE = "llm-gateway"
 VERSION = "1"
-API_KEY_SCHEME = "apiKey"
+API_KEY_SCHEME = "apiKey"  # a gateway key in x-api-key (the anthropic SDK)
+BEARER_SCHEME = "bearer"  # the same key as Authorization: Bearer (the openai SDKs); either one will do
 IAM_SCHEME = "awsIam"  # the key management routes: SigV4-signed by an IAM principal
 DATE = r"^\d{4}-\d{2}-\d{2}$"  # YYYY-MM-DD (UTC)
 
@@ -211,12 +212,17 @@ def document() -> dict[str, Any]:
         description="One API in front of OpenAI, Anthropic, Gemini and OpenAI-compatible servers: completion, "
         'structured extraction, summarization and durable jobs. Errors: {"error": {"code", "message", ...}}.',
         security_schemes={
-            API_KEY_SCHEME: APIKey.model_validate({"name": "x-api-key", "in": APIKeyIn.header}),
+            BEARER_SCHEME: HTTPBearer.model_validate(
+                {"bearerFormat": "gateway key", "description": "A gateway key (make keys ACTION=create)"}
+            ),
+            API_KEY_SCHEME: APIKey.model_validate(
+                {"name": "x-api-key", "in": APIKeyIn.header, "description": "The same gateway key"}
+            ),
             IAM_SCHEME: APIKey.model_validate(
                 {"name": "Authorization", "in": APIKeyIn.header, "description": "AWS Signature Version 4 (IAM)"}
             ),
         },
-        security=[{API_KEY_SCHEME: []}],
+        security=[{BEARER_SCHEME: []}, {API_KEY_SCHEME: []}],  # alternatives: either header
     )
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -64,6 +64,7 @@ def submit(
     request_id: str,
     deferred: bool,
     defer: Deferral,
+    key_tags: Mapping[str, str] | None = None,
 ) -> Job:
     """Queue the request as a job; a deferred one waits one backoff step first (providers just failed)."""
     # Imported here: the operations are not free at cold start, and only async requests need them.
@@ -79,6 +80,7 @@ def submit(
         source="deferred" if deferred else "async",
         delay_s=delay,
         defer=defer,
+        key_tags=key_tags,
     )
 
 

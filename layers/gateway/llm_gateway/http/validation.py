@@ -40,12 +40,20 @@ class _RouteArgs(dict[str, Any]):
 class GatewayBodyValidation(OpenAPIRequestValidationMiddleware):
     """Powertools' request validation, with the gateway's body reader in place of its own."""
 
-    def __init__(self, limit_for: Callable[[str], int], documents: frozenset[str]) -> None:
+    def __init__(
+        self,
+        limit_for: Callable[[str], int],
+        documents: frozenset[str],
+        *,
+        before: Callable[[Any], object] = lambda _: None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._limit_for = limit_for  # route (resource path) -> body limit in bytes
         self._documents = documents  # routes whose documents may come by S3 reference instead
+        self._before = before  # the key check: an unauthenticated body is never read
 
     def handler(self, app: Any, next_middleware: Any) -> Any:
+        self._before(app)
         route = app.context["_route"]
         dependant = route.dependant
         if dependant.query_params or dependant.header_params or dependant.cookie_params:

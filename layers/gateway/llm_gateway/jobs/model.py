@@ -56,6 +56,16 @@ class Job(BaseModel):
     exhausted: bool = False  # failed because receives ran out: a redrive may reopen it
     task_token: str | None = None
     notified_at: float | None = None
+    # The gateway key the job was submitted with (and its budget subject), for the worker's context:
+    # usage by key and the key's budget hold for async work too.
+    key_id: str | None = None
+    key_budget: str | None = None
+
+    def key_tags(self) -> dict[str, str]:
+        tags = {"key_id": self.key_id} if self.key_id else {}
+        if self.key_budget:
+            tags["key_budget"] = self.key_budget
+        return tags
 
     @property
     def terminal(self) -> bool:

@@ -87,8 +87,10 @@ class JobStore:
         request_id: str = "",
         task_token: str | None = None,
         job_id: str | None = None,
+        key_tags: Mapping[str, str] | None = None,
     ) -> Job:
         now = self._now()
+        tags = key_tags or {}
         return Job(
             job_id=job_id or new_job_id(),
             tenant=tenant,
@@ -100,6 +102,8 @@ class JobStore:
             updated_at=now,
             expires_at=int(now) + self.ttl_s,
             task_token=task_token,
+            key_id=tags.get("key_id"),
+            key_budget=tags.get("key_budget"),
         )
 
     def create(self, job: Job, payload: Mapping[str, Any]) -> Job:

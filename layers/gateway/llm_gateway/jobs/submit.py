@@ -25,13 +25,21 @@ def submit(
     delay_s: int = 0,
     store: JobStore,
     defer: Deferral = RUN_NOW,
+    key_tags: Mapping[str, str] | None = None,
 ) -> Job:
     """Accept a job: store it (queued), queue it. Nothing is half-accepted: when queueing fails the job
     is marked failed and JobsUnavailableError (503, retryable) is raised. The payload is the caller's to
     validate first (``operations.registry.accept_job`` does, for payloads that come from a caller)."""
     defer.flush()  # the job may start at once: what this invocation owes the cache lands first
     job = store.create(
-        store.new_job(operation=operation, tenant=tenant, source=source, request_id=request_id, task_token=task_token),
+        store.new_job(
+            operation=operation,
+            tenant=tenant,
+            source=source,
+            request_id=request_id,
+            task_token=task_token,
+            key_tags=key_tags,
+        ),
         payload,
     )
     try:

@@ -231,7 +231,7 @@ class Worker:
                 deadline=Deadline(max(budget_s, 0.0)),
                 operation=claimed.operation,
                 log_prompts=self.config.log_prompts,
-                tags={"job_id": claimed.job_id, "job_source": claimed.source},
+                tags={"job_id": claimed.job_id, "job_source": claimed.source, **claimed.key_tags()},
             )
             log.info("job attempt", extra=log_fields(claimed))
             output = run_sync(operations.run(claimed.operation, self.store.load_payload(claimed), ctx, self.services))

@@ -11,7 +11,10 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llm_gateway.catalog import ModelSpec
 
 BUDGET_SUBJECT_PREFIX = "key:"  # a key's budget lives in the budgets table under "key:<key_id>"
 
@@ -40,6 +43,13 @@ class KeyPolicy:
 
     def allows(self, model_or_tier: str) -> bool:
         return not self.allowed or any(fnmatch.fnmatchcase(model_or_tier, pattern) for pattern in self.allowed)
+
+    def allows_model(self, spec: ModelSpec) -> bool:
+        """Whether the router may serve this key with a catalog model it picked itself (an automatic
+        fallback, a larger window): allowed by its id or by one of its tiers."""
+        return (
+            not self.allowed or self.allows(spec.id) or any(self.allows(f"tier:{tier}") for tier in sorted(spec.tiers))
+        )
 
     def refusal(self, now: float) -> str | None:
         """Why the key cannot be used at ``now`` (for logs and the admin view), or None when it can."""

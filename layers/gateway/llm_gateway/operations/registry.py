@@ -107,8 +107,10 @@ def accept_job(
     task_token: str | None = None,
     delay_s: int = 0,
     defer: Deferral = RUN_NOW,
+    key_tags: Mapping[str, str] | None = None,
 ) -> Job:
-    """A caller's job: checked as the synchronous route would check it, then stored and queued."""
+    """A caller's job: checked as the synchronous route would check it, then stored and queued
+    (``key_tags``: the gateway key's context tags, carried by the job to the worker)."""
     check(name, payload, tenant=tenant, source=source)
     return submit(
         name,
@@ -120,6 +122,7 @@ def accept_job(
         delay_s=delay_s,
         store=services.job_store(),
         defer=defer,
+        key_tags=key_tags,
     )
 
 

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from llm_gateway.catalog import Catalog, ModelSpec
@@ -55,11 +55,13 @@ class Router:
         self.default_max_tokens = default_max_tokens
         self.auto_fallback = auto_fallback
 
-    def plan(self, request: CompletionRequest) -> RoutePlan:
+    def plan(self, request: CompletionRequest, allows: Callable[[ModelSpec], bool] | None = None) -> RoutePlan:
+        """``allows``: the caller's key policy; models the router adds by itself (automatic fallbacks,
+        larger windows) must pass it. What the caller named was checked against the key already."""
         input_tokens = estimate_message_tokens(request.messages)
         needs = request.required_capabilities()
         if request.model is not None:
-            ordered = self._explicit(request)
+            ordered = self._explicit(request, allows)
         else:
             ordered = self._tier_chain(request.tier or self.default_tier)
         configured = [m for m in ordered if m.provider in self.available]
@@ -80,6 +82,7 @@ class Router:
         fitting = [m for m in capable if self._fits(m, input_tokens, request.max_tokens)]
         if len(fitting) < len(capable) or not fitting:
             larger = self._larger_windows(fitting, capable, needs, input_tokens, request.max_tokens)
+            larger = [m for m in larger if allows is None or allows(m)]
             fitting += [m for m in larger if not unsupported(params, m)]
         if not fitting:
             raise NoEligibleModelError(
@@ -93,13 +96,17 @@ class Router:
 
     # --- ordering -------------------------------------------------------------------------------
 
-    def _explicit(self, request: CompletionRequest) -> list[ModelSpec]:
+    def _explicit(self, request: CompletionRequest, allows: Callable[[ModelSpec], bool] | None) -> list[ModelSpec]:
         assert request.model is not None
         first = self.catalog.get(request.model)
         if request.fallback is not None:
             rest = [self.catalog.get(model_id) for model_id in request.fallback]
         elif self.auto_fallback:
-            peers = [m for m in self.catalog.models if m.tiers & first.tiers and m.id != first.id]
+            peers = [
+                m
+                for m in self.catalog.models
+                if m.tiers & first.tiers and m.id != first.id and (allows is None or allows(m))
+            ]
             rest = provider_diverse(sorted(peers, key=_unit_price), after=first.provider)
         else:
             rest = []
