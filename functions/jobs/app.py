@@ -22,7 +22,6 @@ from llm_gateway.http import events, framing, key_checks, prefer
 from llm_gateway.http.edge import OPENAPI_PATH, HttpEdge
 from llm_gateway.jobs.requests import DirectJobRequest, JobRequest
 from llm_gateway.jobs.views import view
-from llm_gateway.operations import registry
 from llm_gateway.wiring import services
 
 edge = HttpEdge(document_paths=["/v1/jobs"])
@@ -31,6 +30,8 @@ app, logger = edge.app, edge.logger
 
 @edge.post("/v1/jobs", summary="Run any operation as a durable job", tags=["jobs"])
 def create_job(body: JobRequest) -> Response[str]:
+    from llm_gateway.operations import registry  # every operation's models: only submissions pay for them
+
     tenant, request_id, current = edge.tenant(), edge.request_id(), services()
     registry.check(body.operation, body.input, tenant=tenant, source="api")  # a bad input costs no request
     edge.admit(*key_checks.job_limits(body.operation, body.input, current))  # the job spends the reservation
@@ -62,6 +63,8 @@ def openapi_document() -> Response[str]:
 
 
 def direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    from llm_gateway.operations import registry
+
     request = framing.validate(DirectJobRequest, event)
     job = registry.accept_job(
         services(),

@@ -34,8 +34,7 @@ from llm_gateway.models import (
     ProviderResponse,
     Usage,
 )
-from llm_gateway.providers import Provider
-from llm_gateway.providers.base import with_json_instruction
+from llm_gateway.providers.base import Provider, with_json_instruction
 from llm_gateway.routing.choices import in_parallel
 from llm_gateway.routing.fallback_time import candidate_context
 from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy

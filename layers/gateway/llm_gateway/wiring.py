@@ -15,23 +15,21 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-import httpx
-
 from llm_gateway import aws
-from llm_gateway.accounting.build import Accounting, build_accounting
 from llm_gateway.catalog import Catalog, default_catalog
 from llm_gateway.config import Settings
 from llm_gateway.errors import ProviderKeysUnavailableError
-from llm_gateway.gateway import Gateway
-from llm_gateway.keys.budget import KeyBudgetGuard
-from llm_gateway.providers import PROVIDER_NAMES, SIGNED_PROVIDERS, Provider, adapter_class
+from llm_gateway.providers import PROVIDER_NAMES, SIGNED_PROVIDERS, adapter_class
 from llm_gateway.providers.credentials import provider_key
-from llm_gateway.routing.retry import RetryPolicy
-from llm_gateway.routing.router import Router
-from llm_gateway.runtime import http_client
 
 if TYPE_CHECKING:
+    import httpx
+
+    from llm_gateway.accounting.build import Accounting
+    from llm_gateway.gateway import Gateway
     from llm_gateway.jobs.store import JobStore
+    from llm_gateway.providers.base import Provider
+    from llm_gateway.routing.retry import RetryPolicy
 
 log = logging.getLogger("llm_gateway.wiring")
 
@@ -85,11 +83,19 @@ def build_gateway(
     config: Settings,
     *,
     catalog: Catalog | None = None,
-    client: Callable[[], httpx.AsyncClient] = http_client,
+    client: Callable[[], httpx.AsyncClient] | None = None,
     retry: RetryPolicy | None = None,
     keys: ProviderKeys | None = None,
     accounting: Accounting | None = None,
 ) -> Gateway:
+    # Imported here: functions that never call a provider (the jobs API, key admin) skip them at cold start.
+    from llm_gateway.accounting.build import build_accounting
+    from llm_gateway.gateway import Gateway
+    from llm_gateway.keys.budget import KeyBudgetGuard
+    from llm_gateway.routing.retry import RetryPolicy
+    from llm_gateway.routing.router import Router
+    from llm_gateway.runtime import http_client
+
     catalog = catalog or default_catalog()
     providers = configured_providers(config, keys)
     router = Router(
@@ -112,7 +118,7 @@ def build_gateway(
         router=router,
         providers=providers,
         retry=retry,
-        client=client,
+        client=client or http_client,
         request_timeout_s=config.request_timeout_s,
         cache=accounting.cache,
         usage=accounting.usage,
@@ -191,6 +197,8 @@ class Services:
             if current is not None and self._keys == keys:
                 return current
             if self._accounting is None:
+                from llm_gateway.accounting.build import build_accounting
+
                 self._accounting = build_accounting(self.settings, self.catalog)
             gateway = build_gateway(self.settings, catalog=self.catalog, keys=keys, accounting=self._accounting)
             if current is not None:

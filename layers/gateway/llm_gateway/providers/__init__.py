@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from llm_gateway.providers.base import Provider, WireRequest
+if TYPE_CHECKING:  # the adapters' base pulls in httpx: only functions that call a provider import it
+    from llm_gateway.providers.base import Provider
 
 _ADAPTERS = {
     "openai": ("openai", "OpenAIProvider"),
@@ -29,4 +31,4 @@ def adapter_class(provider: str) -> type[Provider]:
     return cls
 
 
-__all__ = ["PROVIDER_NAMES", "SIGNED_PROVIDERS", "Provider", "WireRequest", "adapter_class"]
+__all__ = ["PROVIDER_NAMES", "SIGNED_PROVIDERS", "adapter_class"]
