@@ -12,11 +12,11 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway import aws, keys
+from llm_gateway import aws
 from llm_gateway.accounting.cache import cache_control_from_headers
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import NotConfiguredError
-from llm_gateway.http import events, framing, models_list, observe, openai_chat
+from llm_gateway.http import events, framing, key_checks, models_list, observe, openai_chat
 from llm_gateway.http.edge import HttpEdge
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CompletionRequest, CompletionResult
@@ -42,16 +42,12 @@ def serve(request: CompletionRequest, encode: Any) -> Response[str]:
     """``Cache-Control`` and ``x-gateway-cache-*`` headers over the body's ``cache``, then the answer."""
     control = cache_control_from_headers(app.current_event.headers or {}, request.cache)
     request = request if control is request.cache else request.model_copy(update={"cache": control})
-    config = services().settings
     return edge.serve(
         "completion",
         job_input=lambda: request.model_dump(mode="json", by_alias=True, exclude_none=True),
         run=lambda ctx: complete(request, ctx),
         answer=lambda result: (encode(result), observe.completion_headers(result)),
-        limits=(
-            keys.requested_models(request, config.default_tier),
-            keys.estimated_tokens(request, config.default_max_tokens),
-        ),
+        limits=key_checks.completion_limits(request, services()),
         spent=lambda result: result.usage.input_tokens + result.usage.output_tokens,
     )
 

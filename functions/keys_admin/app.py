@@ -8,6 +8,7 @@ and bodies are never logged; log lines carry the key id).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -16,33 +17,24 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from llm_gateway.errors import GatewayError, NotConfiguredError
+from llm_gateway.errors import GatewayError
 from llm_gateway.http import answers
 from llm_gateway.http import framing as api
-from llm_gateway.keys.admin import KeyAdmin, KeySpec, key_view
-from llm_gateway.keys.policy import KeyRecord
-from llm_gateway.keys.store import KeyStore
+from llm_gateway.keys.admin import KeyAdmin, KeySpec, RotateSpec, admin_for, key_view, secret_view
 from llm_gateway.wiring import services
 
 logger = Logger()
 app = APIGatewayRestResolver()
 
-_admin: KeyAdmin | None = None
+
+@functools.cache
+def _admin_for(keys_table: str | None, usage_table: str | None) -> KeyAdmin:
+    return admin_for(keys_table, usage_table)
 
 
 def admin() -> KeyAdmin:
-    global _admin
-    if _admin is None:
-        settings = services().settings
-        if not settings.keys_table:
-            raise NotConfiguredError("gateway keys are not configured here (KEYS_TABLE)")
-        budgets = None
-        if settings.usage_table:
-            from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
-
-            budgets = DynamoDBBudgetGuard(settings.usage_table)
-        _admin = KeyAdmin(KeyStore(settings.keys_table), budgets=budgets)
-    return _admin
+    settings = services().settings
+    return _admin_for(settings.keys_table, settings.usage_table)
 
 
 def _body() -> Any:
@@ -55,16 +47,12 @@ def _caller() -> str:
     return str(identity.get("userArn") or identity.get("caller") or "unknown")
 
 
-def _with_secret(secret: str, record: KeyRecord) -> dict[str, Any]:
-    return {**key_view(record), "key": secret, "note": "the key is shown once; it cannot be retrieved later"}
-
-
 @app.post("/v1/admin/keys")
 def create_key() -> Response[str]:
     spec = api.validate(KeySpec, _body())
     secret, record = admin().create(spec)
     logger.info("key created", key_id=record.key_id, tenant=record.policy.tenant, by=_caller())
-    return _json(201, _with_secret(secret, record))
+    return _json(201, secret_view(secret, record))
 
 
 @app.get("/v1/admin/keys")
@@ -88,13 +76,10 @@ def revoke_key(key_id: str) -> Response[str]:
 
 @app.post("/v1/admin/keys/<key_id>/rotate")
 def rotate_key(key_id: str) -> Response[str]:
-    body = _body()
-    grace = body.get("grace_seconds", 0) if isinstance(body, dict) else None
-    if not isinstance(grace, int) or isinstance(grace, bool):
-        raise api.invalid("grace_seconds", "must be a whole number of seconds")
+    grace = api.validate(RotateSpec, _body()).grace_seconds
     secret, record = admin().rotate(key_id, grace_seconds=grace)
     logger.info("key rotated", key_id=key_id, generation=record.generation, grace_seconds=grace, by=_caller())
-    return _json(200, _with_secret(secret, record))
+    return _json(200, secret_view(secret, record))
 
 
 @app.exception_handler(GatewayError)
@@ -117,13 +102,9 @@ def not_found(_: Exception) -> Response[str]:
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[str]:
-    request_id = str(app.current_event.request_context.request_id or "")
-    return Response(
-        status_code=status,
-        content_type="application/json",
-        body=json.dumps(body, separators=(",", ":")),
-        headers={"x-request-id": request_id, "cache-control": "no-store"},
-    )
+    headers = {"x-request-id": str(app.current_event.request_context.request_id or ""), "cache-control": "no-store"}
+    text = json.dumps(body, separators=(",", ":"))
+    return Response(status_code=status, content_type="application/json", body=text, headers=headers)
 
 
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -16,6 +16,7 @@ from llm_gateway.wiring import Services
 
 if TYPE_CHECKING:
     from llm_gateway.keys import Admission, VerifiedKey
+    from llm_gateway.models import CompletionRequest
 
 KEY_CONTEXT = "gateway_key"  # in the resolver's per-request context (cleared after each request)
 
@@ -74,6 +75,17 @@ def result_tokens(result: Mapping[str, Any]) -> int:
     if not isinstance(usage, Mapping):
         return 0
     return sum(int(usage.get(name) or 0) for name in ("input_tokens", "output_tokens"))
+
+
+def completion_limits(request: CompletionRequest, current: Services) -> tuple[list[str], int]:
+    """What a completion asks for and may spend: its models (or tier) and its prompt plus ``max_tokens``."""
+    from llm_gateway import keys
+
+    config = current.settings
+    return (
+        keys.requested_models(request, config.default_tier),
+        keys.estimated_tokens(request, config.default_max_tokens),
+    )
 
 
 def job_limits(operation: str, payload: Mapping[str, Any], current: Services) -> tuple[list[str], int]:

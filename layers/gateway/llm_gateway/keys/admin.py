@@ -83,6 +83,13 @@ class KeySpec(BaseModel):
         return value
 
 
+class RotateSpec(BaseModel):
+    """The body of ``POST /v1/admin/keys/{key_id}/rotate`` (may be empty)."""
+
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: int = Field(default=0, strict=True)  # whole seconds; a bool or text is refused
+
+
 class KeyAdmin:
     def __init__(
         self,
@@ -195,6 +202,23 @@ class KeyAdmin:
             else:
                 self.store.set_end(old, revoked_at=now)
         return secret, record
+
+
+def admin_for(keys_table: str | None, usage_table: str | None) -> KeyAdmin:
+    """The key manager over these tables (key budgets live in the usage table when there is one)."""
+    if not keys_table:
+        raise NotConfiguredError("gateway keys are not configured here (KEYS_TABLE)")
+    budgets = None
+    if usage_table:
+        from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
+
+        budgets = DynamoDBBudgetGuard(usage_table)
+    return KeyAdmin(KeyStore(keys_table), budgets=budgets)
+
+
+def secret_view(secret: str, record: KeyRecord) -> dict[str, Any]:
+    """A new or rotated key's record with its secret: the one answer that ever carries it."""
+    return {**key_view(record), "key": secret, "note": "the key is shown once; it cannot be retrieved later"}
 
 
 def key_view(record: KeyRecord, *, now: float | None = None) -> dict[str, Any]:
