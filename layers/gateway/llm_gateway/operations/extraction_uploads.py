@@ -34,7 +34,7 @@ from llm_gateway.operations.upload_outputs import (
     UPLOAD_JOB_SOURCE as UPLOAD_JOB_SOURCE,  # re-exported: callers name it here
 )
 from llm_gateway.operations.upload_outputs import UPLOAD_TENANT as UPLOAD_TENANT
-from llm_gateway.operations.upload_outputs import error_record, gave_up_upload, put_json
+from llm_gateway.operations.upload_outputs import UploadedDocument, error_record, gave_up_upload, put_json
 from llm_gateway.operations.upload_outputs import now_iso as now_iso
 
 if TYPE_CHECKING:
@@ -51,10 +51,7 @@ ErrorStatus = Literal["retrying", "failed"]
 
 
 @dataclass(frozen=True)
-class Upload:
-    bucket: str
-    key: str
-
+class Upload(UploadedDocument):
     @property
     def result_key(self) -> str:
         return output_keys(self.key)[0]
@@ -62,9 +59,6 @@ class Upload:
     @property
     def error_key(self) -> str:
         return output_keys(self.key)[1]
-
-    def describe(self) -> dict[str, str]:
-        return {"source_bucket": self.bucket, "source_key": self.key}
 
 
 def is_upload_key(key: str) -> bool:

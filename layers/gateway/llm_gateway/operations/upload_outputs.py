@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -13,6 +14,17 @@ from llm_gateway.errors import GatewayError
 
 UPLOAD_TENANT = "documents"  # usage (and cached answers) of uploads are this tenant's
 UPLOAD_JOB_SOURCE: Final = "s3"  # the job source of an upload handed over to the job queue
+
+
+@dataclass(frozen=True)
+class UploadedDocument:
+    """An uploaded document; each pipeline's subclass names the objects it writes next to it."""
+
+    bucket: str
+    key: str
+
+    def describe(self) -> dict[str, str]:
+        return {"source_bucket": self.bucket, "source_key": self.key}
 
 
 def now_iso() -> str:
