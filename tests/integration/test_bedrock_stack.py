@@ -15,6 +15,7 @@ import pytest
 
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
+from tests.support.clients import openai_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -25,13 +26,7 @@ WIRE_MODEL = "us.anthropic.claude-3-5-haiku-20241022-v1:0"  # the US inference p
 
 @pytest.fixture
 def client(local_stack: LocalStack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{local_stack.api_url}/v1",
-        api_key="unused",
-        default_headers={"x-api-key": KEY},
-        max_retries=0,
-        timeout=60,
-    )
+    return openai_client(local_stack, KEY)
 
 
 def prompt(text: str) -> str:

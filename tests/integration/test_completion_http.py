@@ -28,6 +28,7 @@ from llm_gateway.models import Message, ProviderRequest
 from llm_gateway.providers.openai import OpenAIProvider
 from local.simulator import MESSAGE_OVERHEAD_TOKENS, ProviderSimulator
 from local.stack import LocalStack
+from tests.support.clients import openai_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -46,13 +47,7 @@ def api(local_stack: LocalStack) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def client(local_stack: LocalStack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{local_stack.api_url}/v1",
-        api_key="unused",  # API Gateway wants x-api-key, not a bearer token
-        default_headers={"x-api-key": KEY},
-        max_retries=0,
-        timeout=60,
-    )
+    return openai_client(local_stack, KEY)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
+from tests.support.clients import openai_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -20,13 +21,7 @@ KEY = "key-a"  # tests/conftest.py: key-a -> tenant-a
 
 @pytest.fixture
 def client(local_stack: LocalStack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{local_stack.api_url}/v1",
-        api_key="unused",
-        default_headers={"x-api-key": KEY},
-        max_retries=0,
-        timeout=60,
-    )
+    return openai_client(local_stack, KEY)
 
 
 @pytest.fixture

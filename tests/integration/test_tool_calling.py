@@ -23,6 +23,7 @@ from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
 from tests.support.accounting import api_key_for, ledger_items, unique
+from tests.support.clients import openai_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -45,13 +46,7 @@ MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest", "gemi
 
 @pytest.fixture
 def client(local_stack: LocalStack) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{local_stack.api_url}/v1",
-        api_key="unused",
-        default_headers={"x-api-key": KEY},
-        max_retries=0,
-        timeout=60,
-    )
+    return openai_client(local_stack, KEY)
 
 
 @pytest.fixture
