@@ -62,6 +62,9 @@ class Settings(BaseModel):
     backoff_base_s: float = Field(default=0.5, ge=0, validation_alias="GATEWAY_BACKOFF_BASE")
     backoff_max_s: float = Field(default=8.0, ge=0, validation_alias="GATEWAY_BACKOFF_MAX")
     max_retry_after_s: float = Field(default=20.0, ge=0, validation_alias="GATEWAY_MAX_RETRY_AFTER")
+    # Streams: the wait for a provider's first event, and between two events (each a ProviderTimeoutError).
+    stream_first_byte_timeout_s: float = Field(default=30.0, gt=0, validation_alias="GATEWAY_STREAM_FIRST_BYTE_TIMEOUT")
+    stream_idle_timeout_s: float = Field(default=30.0, gt=0, validation_alias="GATEWAY_STREAM_IDLE_TIMEOUT")
     deadline_margin_s: float = Field(default=1.5, ge=0, validation_alias="GATEWAY_DEADLINE_MARGIN")
 
     default_tier: str = Field(default="fast", validation_alias="GATEWAY_DEFAULT_TIER")

@@ -299,6 +299,16 @@ class ExtractionFailedError(GatewayError):
 # --- long-running work ---------------------------------------------------------------------------
 
 
+class StreamInterruptedError(GatewayError):
+    """A streamed answer broke after its first chunk reached the caller (the provider dropped the
+    connection, sent a malformed event, or went quiet past the idle timeout). Sent as the stream's
+    last event, never followed by ``[DONE]``; the attempt is in the ledger as ``truncated``."""
+
+    code = "stream_interrupted"
+    http_status = 502
+    retryable = True
+
+
 class DeadlineExceededError(GatewayError):
     """The work cannot finish in the time left in this invocation (checked before starting a phase).
 

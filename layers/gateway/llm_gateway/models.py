@@ -246,7 +246,8 @@ class ProviderResponse(BaseModel):
     alternatives: list[Choice] = Field(default_factory=list)  # choices 2..n
 
 
-Outcome = Literal["success", "error", "skipped"]
+# truncated: a stream the provider broke after its first event; cancelled: a stream the caller left.
+Outcome = Literal["success", "error", "skipped", "truncated", "cancelled"]
 
 
 class Attempt(BaseModel):

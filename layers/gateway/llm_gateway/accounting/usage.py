@@ -83,7 +83,7 @@ class UsageRecord(BaseModel):
     timestamp: float
     provider: str
     model: str
-    outcome: Literal["success", "error", "cache_hit", "skipped"]
+    outcome: Literal["success", "error", "cache_hit", "skipped", "truncated", "cancelled"]
     error_code: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -100,8 +100,8 @@ class UsageRecord(BaseModel):
     def increments(self) -> dict[str, int]:
         return {
             "requests": int(self.outcome in ("success", "cache_hit")),
-            "attempts": int(self.outcome in ("success", "error")),
-            "errors": int(self.outcome == "error"),
+            "attempts": int(self.outcome in ("success", "error", "truncated", "cancelled")),
+            "errors": int(self.outcome in ("error", "truncated")),
             "cache_hits": int(self.outcome == "cache_hit"),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,

@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from llm_gateway.errors import (
     RateLimitedError,
 )
 from llm_gateway.models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
+from llm_gateway.streaming.events import ProviderEvent
 
 log = logging.getLogger("llm_gateway.providers")
 _SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an error type such as rate_limit_error, not free text
@@ -103,6 +105,27 @@ class Provider(ABC):
                 model=model,
                 status_code=response.status_code,
             ) from exc
+
+    def stream(
+        self,
+        request: ProviderRequest,
+        *,
+        client: httpx.AsyncClient,
+        timeout_s: float,
+        first_byte_timeout_s: float,
+        idle_timeout_s: float,
+    ) -> AsyncIterator[ProviderEvent]:
+        """The answer as it is generated: ``TextDelta``/``ToolCallDelta`` events, then one ``StreamEnd``.
+
+        Failures before the first event raise exactly what ``complete`` raises for the same failure (so
+        retries and fallback treat them alike). ``first_byte_timeout_s`` bounds the wait for the first
+        event, ``idle_timeout_s`` the wait between two events, ``timeout_s`` the whole stream: each a
+        ``ProviderTimeoutError``. A dropped connection or a stream that ends without the provider's end
+        marker is a ``ProviderConnectionError``, an event that cannot be parsed a ``MalformedResponseError``,
+        an error event inside the stream the error it names. Closing the iterator early (``aclose``)
+        closes the provider connection, which stops generation.
+        """
+        raise NotImplementedError(f"{self.name} does not stream yet")
 
     # --- hooks ----------------------------------------------------------------------------------
 
