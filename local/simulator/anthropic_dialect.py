@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from local.simulator import tool_wire
+from local.simulator.anthropic_stream import anthropic_stream, anthropic_stream_fault_event
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.schema_rules import anthropic_tools_problem
@@ -67,13 +68,14 @@ class AnthropicDialect(Dialect):
             return self.error(400, "invalid_request_error", "max_tokens: Input should be a valid integer")
         if not isinstance(messages, list) or not messages:
             return self.error(400, "invalid_request_error", "messages: at least one message is required")
-        if body.get("stream"):
-            return self.error(400, "invalid_request_error", "The provider simulator does not support streaming.")
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            return self.error(400, "invalid_request_error", "stream: Input should be a valid boolean")
         extra = self._extra_inputs(body)
         if extra is not None:
             return extra
 
-        req = ChatRequest(self.name, model, [], max_tokens=max_tokens)
+        req = ChatRequest(self.name, model, [], max_tokens=max_tokens, stream=stream is True)
         system = "".join(_block_texts(body.get("system")))
         if system:
             req.texts.append(system)
@@ -165,7 +167,13 @@ class AnthropicDialect(Dialect):
                 "service_tier": "standard",
             },
         }
-        return _json_response(200, body, {"request-id": _ident("req_011", 21)})
+        headers = {"request-id": _ident("req_011", 21)}
+        if req.stream:
+            return anthropic_stream(body, headers)
+        return _json_response(200, body, headers)
+
+    def stream_fault_event(self, fault: Fault) -> bytes:
+        return anthropic_stream_fault_event(fault.name)
 
     def fault(self, fault: Fault, req: ChatRequest) -> Response:
         name = fault.name

@@ -11,6 +11,7 @@ from local.simulator import tool_wire
 from local.simulator.choices import gemini_logprobs
 from local.simulator.dialect import Dialect, _get, _positive_int
 from local.simulator.faults import Fault
+from local.simulator.gemini_stream import gemini_stream, gemini_stream_fault_event, sse_or_array
 from local.simulator.schema_rules import gemini_schema_problem
 from local.simulator.wire import (
     Answer,
@@ -202,7 +203,12 @@ class GeminiDialect(Dialect):
             "modelVersion": req.model,
             "responseId": _ident("", 22),
         }
+        if req.stream:
+            return gemini_stream(req, body, {})
         return _json_response(200, body, {"Content-Type": self._CT})
+
+    def stream_fault_event(self, fault: Fault) -> bytes:
+        return gemini_stream_fault_event(fault.name)
 
     @staticmethod
     def _safety_ratings() -> list[Json]:
@@ -250,6 +256,8 @@ class GeminiDialect(Dialect):
                 "modelVersion": req.model,
                 "responseId": _ident("", 22),
             }
+            if req.stream:
+                return sse_or_array(req, [body], {})
             return _json_response(200, body, {"Content-Type": self._CT})
         if name == "malformed":
             body_bytes = b'{"candidates": [{"content": {"parts": [{"text": "trunc'

@@ -9,6 +9,7 @@ from local.simulator import tool_wire
 from local.simulator.choices import openai_logprobs
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
+from local.simulator.openai_stream import openai_stream, openai_stream_fault_event
 from local.simulator.schema_rules import openai_strict_problem
 from local.simulator.wire import (
     _JSON,
@@ -97,9 +98,10 @@ class OpenAIDialect(Dialect):
                 param="messages",
                 code="empty_array",
             )
-        if body.get("stream"):
-            return self.error(400, "The provider simulator does not support streaming.", param="stream")
         req = ChatRequest(self.name, model, [])
+        refused = self._stream_options(body, req)
+        if refused is not None:
+            return refused
         for message in messages:
             if isinstance(message, dict):
                 req.texts.append("".join(_block_texts(message.get("content"))))
@@ -132,6 +134,33 @@ class OpenAIDialect(Dialect):
             return self.error(400, turns, param="messages")
         req.tool_turns = turns
         return req
+
+    def _stream_options(self, body: Json, req: ChatRequest) -> Response | None:
+        """``stream`` (a boolean) and ``stream_options``, which OpenAI refuses without ``stream: true``."""
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            return self.error(
+                400, f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__} instead.",
+                param="stream", code="invalid_type",
+            )  # fmt: skip
+        options = body.get("stream_options")
+        if options is not None:
+            if stream is not True:
+                return self.error(
+                    400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                    param="stream_options",
+                )  # fmt: skip
+            if not isinstance(options, dict):
+                return self.error(
+                    400, "Invalid type for 'stream_options': expected an object.",
+                    param="stream_options", code="invalid_type",
+                )  # fmt: skip
+            req.include_usage = options.get("include_usage") is True
+        req.stream = stream is True
+        return None
+
+    def stream_fault_event(self, fault: Fault) -> bytes:
+        return openai_stream_fault_event(fault.name)
 
     def _choices_and_logprobs(self, body: Json, req: ChatRequest) -> Response | None:
         """n (1..128), logprobs and top_logprobs (0..20, only with logprobs), refused as OpenAI does."""
@@ -191,7 +220,10 @@ class OpenAIDialect(Dialect):
             "service_tier": "default",
             "system_fingerprint": "fp_sim",
         }
-        return _json_response(200, body, {**self._headers(), **self._ratelimit_headers(59)})
+        headers = {**self._headers(), **self._ratelimit_headers(59)}
+        if req.stream:
+            return openai_stream(req, body, headers)
+        return _json_response(200, body, headers)
 
     def _ratelimit_headers(self, remaining: int, reset: str = "1s") -> dict[str, str]:
         return {

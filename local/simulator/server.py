@@ -18,9 +18,10 @@ from local.simulator.anthropic_dialect import AnthropicDialect
 from local.simulator.bedrock_dialect import BedrockDialect
 from local.simulator.choices import compose_choices
 from local.simulator.dialect import Dialect
-from local.simulator.faults import FAULTS, Fault, FaultRule, _fault_from_marker
+from local.simulator.faults import FAULTS, STREAM_FAULTS, Fault, FaultRule, _fault_from_marker
 from local.simulator.gemini_dialect import GeminiDialect
 from local.simulator.openai_dialect import OpenAIDialect
+from local.simulator.streams import write_stream
 from local.simulator.tool_calls import tool_answer
 from local.simulator.wire import (
     FINISH_REASONS,
@@ -32,7 +33,7 @@ from local.simulator.wire import (
     _json_response,
 )
 
-_GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):generateContent$")
+_GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):(generateContent|streamGenerateContent)$")
 _BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/converse$")
 
 
@@ -73,6 +74,7 @@ class ProviderSimulator:
         self._script: list[tuple[str, Reply]] = []
         self._calls: list[Json] = []
         self._latency_ms = latency_ms
+        self._chunk_delay_ms = 0  # between the chunks of every streamed answer
         self._epoch = 0  # bumped by reset() so in-flight requests don't log into the new run
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -136,14 +138,17 @@ class ProviderSimulator:
         times: int | None = None,
         retry_after: float = 1,
         delay_s: float = 5,
+        after: int = 2,
     ) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
         _check_provider(provider)
         if times is not None and times <= 0:
             raise ValueError("times must be positive or None")
+        if not isinstance(after, int) or after < 0:
+            raise ValueError("after must be a non-negative integer (chunks sent before a stream fault)")
         with self._lock:
-            self._rules.append(FaultRule(fault, provider, model, times, float(retry_after), float(delay_s)))
+            self._rules.append(FaultRule(fault, provider, model, times, float(retry_after), float(delay_s), after))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -174,12 +179,39 @@ class ProviderSimulator:
         with self._lock:
             self._latency_ms = int(ms)
 
+    def set_chunk_delay(self, ms: int) -> None:
+        """A delay between the chunks of every streamed answer (as a slow model generates)."""
+        if ms < 0:
+            raise ValueError("chunk delay must be >= 0")
+        with self._lock:
+            self._chunk_delay_ms = int(ms)
+
+    def chunk_delay_s(self, headers: dict[str, str]) -> float:
+        """The request's ``x-sim-chunk-delay-ms`` header, else the run-wide setting."""
+        with suppress(ValueError):
+            return max(0.0, float(headers.get("x-sim-chunk-delay-ms", "")) / 1000)
+        with self._lock:
+            return self._chunk_delay_ms / 1000
+
+    def configure(self, latency_ms: int | None = None, chunk_delay_ms: int | None = None) -> None:
+        """``POST /_sim/config``: sets what it names (an empty body resets the latency, as it always did)."""
+        if chunk_delay_ms is not None:
+            self.set_chunk_delay(int(chunk_delay_ms))
+        if latency_ms is not None or chunk_delay_ms is None:
+            self.set_latency(int(latency_ms or 0))
+
+    def update_call(self, call: Json, **fields: Any) -> None:
+        """Add what only the end of the answer tells (how a stream went) to a recorded call."""
+        with self._lock:
+            call.update(fields)
+
     def reset(self) -> None:
         with self._lock:
             self._rules.clear()
             self._script.clear()
             self._calls.clear()
             self._latency_ms = 0
+            self._chunk_delay_ms = 0
             self._epoch += 1
 
     # ---- request handling (called from handler threads)
@@ -193,7 +225,7 @@ class ProviderSimulator:
                     rule.times -= 1
                     if rule.times <= 0:
                         self._rules.remove(rule)
-                return Fault(rule.fault, rule.retry_after, rule.delay_s)
+                return Fault(rule.fault, rule.retry_after, rule.delay_s, after=rule.after)
         return None
 
     def _take_reply(self, provider: str) -> Reply | None:
@@ -213,11 +245,19 @@ class ProviderSimulator:
                 fault.retry_after = float(headers.get("x-sim-retry-after", "1"))
             with suppress(ValueError):
                 fault.delay_s = float(headers.get("x-sim-delay", "5"))
+            with suppress(ValueError):
+                fault.after = max(0, int(headers.get("x-sim-after", "2")))
             return fault
         return _fault_from_marker(req.joined, req.provider) or self._take_rule(req.provider, req.model)
 
     def handle_provider(
-        self, provider: str, headers: dict[str, str], query: dict[str, str], raw: bytes, path_model: str | None
+        self,
+        provider: str,
+        headers: dict[str, str],
+        query: dict[str, str],
+        raw: bytes,
+        path_model: str | None,
+        streamed_route: bool = False,
     ) -> tuple[Response, Any, str | None]:
         """Answer one provider request; returns the response, the parsed body and the model."""
         dialect = self._dialects[provider]
@@ -239,13 +279,20 @@ class ProviderSimulator:
         req = dialect.parse(body, headers, path_model)
         if isinstance(req, Response):
             return req, body, model
+        if streamed_route:  # Gemini: the method says it (streamGenerateContent), alt=sse the framing
+            req.stream, req.sse = True, query.get("alt") == "sse"
 
         fault = self._pick_fault(req, headers)
+        stream_fault: Fault | None = None
         if fault is not None:
             if fault.name not in FAULTS and fault.name not in getattr(dialect, "EXTRA_FAULTS", ()):
                 resp = dialect.client_error(f"unknown simulator fault {fault.name!r}")
                 resp.fault = fault.name
                 return resp, body, req.model
+            if fault.name in STREAM_FAULTS:
+                # played while streaming; a non-streamed request is answered as without the fault
+                stream_fault, fault = (fault if req.stream else None), None
+        if fault is not None:
             if fault.name == "drop":
                 return Response(0, None, fault="drop"), body, req.model
             if fault.name != "slow":
@@ -257,6 +304,10 @@ class ProviderSimulator:
         reply = self._take_reply(provider)
         resp = dialect.render(req, tool_answer(req, reply) or compose_choices(req, reply))
         resp.fault = fault.name if fault else None
+        if stream_fault is not None and resp.events is not None:
+            resp.fault, resp.stream_fault = stream_fault.name, stream_fault
+            if stream_fault.name in ("stream_malformed", "stream_error"):
+                resp.fault_event = dialect.stream_fault_event(stream_fault)
         return resp, body, req.model
 
     def epoch(self) -> int:
@@ -282,7 +333,7 @@ class ProviderSimulator:
             ("POST", "/_sim/faults"): lambda: self.add_fault(**body),
             ("DELETE", "/_sim/faults"): self.clear_faults,
             ("POST", "/_sim/script"): lambda: self.script(body["provider"], body["replies"]),
-            ("POST", "/_sim/config"): lambda: self.set_latency(int(body.get("latency_ms", 0))),
+            ("POST", "/_sim/config"): lambda: self.configure(**body),
             ("POST", "/_sim/reset"): self.reset,
         }
         action = routes.get((method, path))
@@ -357,47 +408,50 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/_sim/"):
                 self._send(sim.handle_control(method, path, query, raw))
                 return
-            provider, path_model = self._route(method, path)
+            provider, path_model, streamed_route = self._route(method, path)
             if provider is None:
                 self._send(self._not_found(method, path))
                 return
             epoch = sim.epoch()
-            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model)
+            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model, streamed_route)
             # The path is recorded without the query string: Gemini keys may travel in ?key=.
-            sim.record(
-                {
-                    "provider": provider,
-                    "model": model,
-                    "path": path,
-                    "body": body,
-                    "fault": resp.fault,
-                    "status": resp.status if resp.body is not None else None,
-                    "ts": time.time(),
-                },
-                epoch,
-            )
+            call = {
+                "provider": provider,
+                "model": model,
+                "path": path,
+                "body": body,
+                "fault": resp.fault,
+                "status": resp.status if resp.body is not None else None,
+                "ts": time.time(),
+            }
+            sim.record(call, epoch)
+            if resp.events is not None:
+                # {"events_sent": n, "outcome": ...}: how the stream went, "client_closed" included
+                sim.update_call(call, stream=write_stream(self, resp, sim.chunk_delay_s(headers)))
+                return
             self._send(resp)
         except Exception as exc:  # never let a simulator bug hang the client
             self.log_error("simulator error: %r", exc)
             self._send(_json_response(500, {"error": {"message": f"simulator error: {exc!r}"}}))
 
     @staticmethod
-    def _route(method: str, path: str) -> tuple[str | None, str | None]:
+    def _route(method: str, path: str) -> tuple[str | None, str | None, bool]:
+        """(provider, the model named in the path, whether the path itself asks for a stream)."""
         if method != "POST":
-            return None, None
+            return None, None, False
         if path == "/openai/v1/chat/completions":
-            return "openai", None
+            return "openai", None, False
         if path == "/compat/v1/chat/completions":
-            return "compat", None
+            return "compat", None, False
         if path == "/anthropic/v1/messages":
-            return "anthropic", None
+            return "anthropic", None, False
         match = _GEMINI_ROUTE.match(path)
         if match:
-            return "gemini", unquote(match.group(2))
+            return "gemini", unquote(match.group(2)), match.group(3) == "streamGenerateContent"
         match = _BEDROCK_ROUTE.match(path)
         if match:
-            return "bedrock", unquote(match.group(1))
-        return None, None
+            return "bedrock", unquote(match.group(1)), False
+        return None, None, False
 
     def _not_found(self, method: str, path: str) -> Response:
         dialects = self.server.sim._dialects

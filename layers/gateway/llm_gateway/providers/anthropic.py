@@ -23,7 +23,9 @@ from llm_gateway.models import (
     Usage,
 )
 from llm_gateway.providers import anthropic_tools
+from llm_gateway.providers.anthropic_stream import AnthropicStreamDecoder
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+from llm_gateway.providers.stream_call import StreamDecoder, in_stream_error
 
 API_VERSION = "2023-06-01"
 
@@ -145,6 +147,19 @@ class AnthropicProvider(Provider):
             provider_request_id=data.get("id"),
             raw_model=data.get("model"),
         )
+
+    def build_stream_request(self, request: ProviderRequest) -> WireRequest:
+        wire = self.build_request(request)
+        headers = {**wire.headers, "accept": "text/event-stream"}
+        return WireRequest(url=wire.url, headers=headers, body={**wire.body, "stream": True})
+
+    def stream_decoder(self, request: ProviderRequest) -> StreamDecoder:
+        def error_of(body: Any) -> ProviderError:
+            # An error event has no status of its own: its type says what it is.
+            _, error_type = self.error_message(body)
+            return in_stream_error(self, body, request.model, 400 if error_type == "invalid_request_error" else 500)
+
+        return AnthropicStreamDecoder(request, provider=self.name, finish_reasons=_FINISH, error_of=error_of)
 
     def error_message(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):

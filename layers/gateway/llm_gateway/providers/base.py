@@ -16,7 +16,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -32,6 +32,9 @@ from llm_gateway.errors import (
 )
 from llm_gateway.models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
 from llm_gateway.streaming.events import ProviderEvent
+
+if TYPE_CHECKING:
+    from llm_gateway.providers.stream_call import StreamDecoder
 
 log = logging.getLogger("llm_gateway.providers")
 _SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an error type such as rate_limit_error, not free text
@@ -125,7 +128,16 @@ class Provider(ABC):
         an error event inside the stream the error it names. Closing the iterator early (``aclose``)
         closes the provider connection, which stops generation.
         """
-        raise NotImplementedError(f"{self.name} does not stream yet")
+        from llm_gateway.providers.stream_call import stream_events
+
+        return stream_events(
+            self,
+            request,
+            client=client,
+            timeout_s=timeout_s,
+            first_byte_timeout_s=first_byte_timeout_s,
+            idle_timeout_s=idle_timeout_s,
+        )
 
     # --- hooks ----------------------------------------------------------------------------------
 
@@ -134,6 +146,14 @@ class Provider(ABC):
 
     @abstractmethod
     def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse: ...
+
+    def build_stream_request(self, request: ProviderRequest) -> WireRequest:
+        """The wire request of a streamed call; adapters that stream override it."""
+        raise NotImplementedError(f"{self.name} does not stream")
+
+    def stream_decoder(self, request: ProviderRequest) -> StreamDecoder:
+        """A fresh decoder holding one stream's state; adapters that stream override it."""
+        raise NotImplementedError(f"{self.name} does not stream")
 
     def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
         """Provider-specific refinements; return None to fall back to the status-code mapping."""

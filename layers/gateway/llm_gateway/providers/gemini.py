@@ -27,6 +27,8 @@ from llm_gateway.models import (
 )
 from llm_gateway.providers import gemini_tools
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+from llm_gateway.providers.gemini_stream import GeminiStreamDecoder
+from llm_gateway.providers.stream_call import StreamDecoder, in_stream_error
 from llm_gateway.structured.gemini import UntranslatableSchema, gemini_schema
 
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
@@ -188,6 +190,21 @@ class GeminiProvider(Provider):
         content = "".join(p.get("text", "") for p in parts if not p.get("thought"))
         logprobs = _openai_logprobs(candidate.get("logprobsResult")) if request.logprobs else None
         return Choice(content=content, finish_reason=_FINISH.get(reason, "error"), logprobs=logprobs)
+
+    def build_stream_request(self, request: ProviderRequest) -> WireRequest:
+        wire = self.build_request(request)
+        url = wire.url.removesuffix(":generateContent") + ":streamGenerateContent?alt=sse"
+        return WireRequest(url=url, headers={**wire.headers, "accept": "text/event-stream"}, body=wire.body)
+
+    def stream_decoder(self, request: ProviderRequest) -> StreamDecoder:
+        def error_of(body: Any) -> ProviderError:
+            code = body["error"].get("code") if isinstance(body.get("error"), dict) else None
+            status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+            return in_stream_error(self, body, request.model, status)
+
+        return GeminiStreamDecoder(
+            request, provider=self.name, finish_reasons=_FINISH, blocked=_BLOCKED, error_of=error_of
+        )
 
     def error_message(self, body: Any) -> tuple[str, str]:
         if isinstance(body, dict) and isinstance(body.get("error"), dict):

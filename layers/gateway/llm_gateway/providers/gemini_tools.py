@@ -98,16 +98,19 @@ def tool_calls_from(parts: list[dict[str, Any]], response_id: str | None, reques
     calls = []
     for index, part in enumerate(parts):
         call = part.get("functionCall")
-        if not isinstance(call, dict):
-            continue
-        arguments = json.dumps(call.get("args") or {}, ensure_ascii=False, sort_keys=True)
-        call_id = call.get("id") or _derived_id(response_id, index, call["name"], arguments)
-        calls.append(
-            ToolCall.model_validate({"id": call_id, "function": {"name": call["name"], "arguments": arguments}})
-        )
+        if isinstance(call, dict):
+            calls.append(tool_call_from(call, response_id, index))
     if request.parallel_tool_calls is False:
         return calls[:1]
     return calls
+
+
+def tool_call_from(call: dict[str, Any], response_id: str | None, index: int) -> ToolCall:
+    """One ``functionCall``; ``index`` is its part's position in the candidate's parts (streamed: across
+    all chunks), which keeps a derived id the same for the same answer, streamed or not."""
+    arguments = json.dumps(call.get("args") or {}, ensure_ascii=False, sort_keys=True)
+    call_id = call.get("id") or _derived_id(response_id, index, call["name"], arguments)
+    return ToolCall.model_validate({"id": call_id, "function": {"name": call["name"], "arguments": arguments}})
 
 
 def _derived_id(response_id: str | None, index: int, name: str, arguments: str) -> str:

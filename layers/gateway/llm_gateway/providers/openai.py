@@ -18,6 +18,8 @@ from llm_gateway.models import (
     Usage,
 )
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+from llm_gateway.providers.openai_stream import OpenAIStreamDecoder
+from llm_gateway.providers.stream_call import StreamDecoder, in_stream_error
 from llm_gateway.structured.strict import strict_form
 from llm_gateway.tool_models import ToolCall
 
@@ -101,6 +103,17 @@ def _tool_fields(request: ProviderRequest) -> dict[str, Any]:
     return fields
 
 
+def _in_stream_status(body: Any) -> int:
+    """The HTTP status an error reported inside a stream would have had (it arrives in a 200)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = f"{error.get('type')} {error.get('code')}" if isinstance(error, dict) else ""
+    if "rate_limit" in kind:
+        return 429
+    if "invalid_request" in kind or "context_length" in kind:
+        return 400
+    return 500
+
+
 class OpenAIProvider(Provider):
     name = "openai"
     native_n = True
@@ -167,6 +180,17 @@ class OpenAIProvider(Provider):
             logprobs=logprobs if isinstance(logprobs, dict) else None,
             tool_calls=tool_calls or None,
         )
+
+    def build_stream_request(self, request: ProviderRequest) -> WireRequest:
+        wire = self.build_request(request)
+        body = {**wire.body, "stream": True, "stream_options": {"include_usage": True}}
+        return WireRequest(url=wire.url, headers={**wire.headers, "accept": "text/event-stream"}, body=body)
+
+    def stream_decoder(self, request: ProviderRequest) -> StreamDecoder:
+        def error_of(body: Any) -> ProviderError:
+            return in_stream_error(self, body, request.model, _in_stream_status(body))
+
+        return OpenAIStreamDecoder(request, provider=self.name, finish_reasons=_FINISH, error_of=error_of)
 
     def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
         code = ""

@@ -1,0 +1,173 @@
+"""One streamed provider call: the HTTP request, the timeouts, Server-Sent Events in, provider events out.
+
+What every adapter shares lives here; an adapter supplies a ``StreamDecoder`` that turns the provider's
+(event, data) pairs into ``TextDelta``/``ToolCallDelta`` events and one ``StreamEnd``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from llm_gateway.errors import (
+    MalformedResponseError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from llm_gateway.providers.sse import SSEParser
+from llm_gateway.streaming.events import ProviderEvent, StreamEnd
+
+if TYPE_CHECKING:
+    from llm_gateway.models import ProviderRequest
+    from llm_gateway.providers.base import Provider
+
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+class StreamDecoder:
+    """The per-stream state of one adapter: fed every event in order, it yields what the caller sees.
+
+    ``decode`` yields at most one ``StreamEnd``, on the provider's end marker, and sets ``ended``;
+    ``at_eof`` is asked when the connection closes before that (a provider whose end marker is the
+    close itself answers its ``StreamEnd`` there; the others return None: the stream was cut).
+    """
+
+    ended = False
+
+    def decode(self, event: str, data: str) -> Iterable[ProviderEvent]:
+        raise NotImplementedError
+
+    def at_eof(self) -> StreamEnd | None:
+        return None
+
+
+def load_json(data: str) -> Any:
+    """An event's data as JSON (a ``ValueError`` for the caller to report as malformed)."""
+    return json.loads(data)
+
+
+async def stream_events(
+    provider: Provider,
+    request: ProviderRequest,
+    *,
+    client: httpx.AsyncClient,
+    timeout_s: float,
+    first_byte_timeout_s: float,
+    idle_timeout_s: float,
+) -> AsyncIterator[ProviderEvent]:
+    name, model = provider.name, request.model
+    wire = provider.build_stream_request(request)
+    decoder = provider.stream_decoder(request)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    end_by = started + timeout_s
+    first_by = min(started + first_byte_timeout_s, end_by)
+
+    def timed_out(deadline: float, got_event: bool) -> ProviderTimeoutError:
+        if deadline >= end_by:
+            text = f"{name} did not finish the stream within {timeout_s:.1f}s"
+        elif got_event:
+            text = f"{name} sent no event for {idle_timeout_s:.1f}s (idle timeout)"
+        else:
+            text = f"{name} sent no first event within {first_byte_timeout_s:.1f}s (first-byte timeout)"
+        return ProviderTimeoutError(text, provider=name, model=model)
+
+    def broken(exc: Exception) -> ProviderConnectionError:
+        return ProviderConnectionError(
+            f"{name} stream connection failed: {type(exc).__name__}", provider=name, model=model
+        )
+
+    http_timeout = httpx.Timeout(timeout_s, connect=min(provider.connect_timeout_s, timeout_s))
+    if wire.content is not None:
+        outgoing = client.build_request("POST", wire.url, headers=wire.headers, content=wire.content)
+    else:
+        outgoing = client.build_request("POST", wire.url, headers=wire.headers, json=wire.body)
+    outgoing.extensions["timeout"] = http_timeout.as_dict()
+    response: httpx.Response | None = None
+    try:
+        try:
+            async with asyncio.timeout_at(first_by):
+                response = await client.send(outgoing, stream=True)
+                if response.status_code >= 400:
+                    await response.aread()
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise timed_out(first_by, False) from exc
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise broken(exc) from exc
+        if response.status_code >= 400:
+            raise provider._error(response, model)
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise MalformedResponseError(
+                f"{name} answered a stream request with {content_type or 'no content type'}",
+                provider=name,
+                model=model,
+                status_code=response.status_code,
+            )
+        parser = SSEParser()
+        chunks = response.aiter_bytes()
+        got_event = False
+        next_by = first_by
+        while not decoder.ended:
+            try:
+                async with asyncio.timeout_at(next_by):
+                    chunk = await anext(chunks, None)
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                raise timed_out(next_by, got_event) from exc
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                raise broken(exc) from exc
+            if chunk is None:
+                end = decoder.at_eof()
+                if end is None or parser.pending:
+                    raise ProviderConnectionError(
+                        f"{name} closed the stream before its end", provider=name, model=model
+                    )
+                yield end
+                return
+            try:
+                events = parser.feed(chunk)
+            except UnicodeDecodeError as exc:
+                raise _malformed(name, model, exc) from exc
+            for sse in events:
+                got_event = True
+                for event in _decoded(decoder, sse.event, sse.data, name, model):
+                    yield event
+                if decoder.ended:
+                    return
+            if events:
+                # the idle clock starts when the caller asks for more, not while it handled the last event
+                next_by = min(loop.time() + idle_timeout_s, end_by)
+    finally:
+        if response is not None:
+            await response.aclose()
+
+
+def _decoded(decoder: StreamDecoder, event: str, data: str, name: str, model: str) -> list[ProviderEvent]:
+    try:
+        return list(decoder.decode(event, data))
+    except ProviderError:
+        raise
+    except _SHAPE_ERRORS as exc:
+        raise _malformed(name, model, exc) from exc
+
+
+def _malformed(name: str, model: str, exc: Exception) -> MalformedResponseError:
+    return MalformedResponseError(
+        f"{name} sent a stream event that cannot be read: {type(exc).__name__}", provider=name, model=model
+    )
+
+
+def in_stream_error(provider: Provider, body: Any, model: str, status: int) -> ProviderError:
+    """An error the provider reported inside a 200 stream, as the class ``complete`` would raise for it."""
+    from llm_gateway.providers.base import _SAFE_TYPE, _by_status
+
+    message, error_type = provider.error_message(body)
+    cls = provider.classify_error(status, message, error_type, body) or _by_status(status)
+    kind = error_type if _SAFE_TYPE.fullmatch(error_type) else ""
+    text = f"{provider.name} reported an error in the stream" + (f" ({kind})" if kind else "")
+    return cls(text, provider=provider.name, model=model, status_code=status)
