@@ -38,6 +38,9 @@ class AnthropicDialect(Dialect):
 
     def check_auth(self, headers: dict[str, str], query: dict[str, str]) -> Response | None:
         key = headers.get("x-api-key", "")
+        auth = headers.get("authorization", "")
+        if not key and auth.lower().startswith("bearer "):
+            key = auth[7:].strip()  # the anthropic SDK (2.x) sends the API key as a bearer token
         if not key:
             return self.error(401, "authentication_error", "x-api-key header is required")
         if key == "invalid":

@@ -310,8 +310,11 @@ def test_unknown_routes_404(sim: ProviderSimulator, client: httpx.Client) -> Non
     assert r.status_code == 404 and "error" in r.json()
     r = client.post(f"{sim.url}/openai/v1/embeddings", json={})
     assert r.status_code == 404 and r.json()["error"]["message"] == "Invalid URL (POST /v1/embeddings)"
-    r = client.post(f"{sim.url}/gemini/v1beta/models/g:streamGenerateContent", json={})
+    r = client.post(f"{sim.url}/gemini/v1beta/models/g:countTokens", json={})
     assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
+    # streamGenerateContent is served (test_simulator_streams.py): it validates like generateContent
+    r = client.post(f"{sim.url}/gemini/v1beta/models/g:streamGenerateContent", json={}, headers={"x-goog-api-key": "k"})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
 # --------------------------------------------------------------------------- faults
