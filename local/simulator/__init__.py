@@ -14,6 +14,11 @@ Tool calling: each dialect reads tools and tool turns in its own format, refusin
 refuses (tool_wire.py), and a deterministic policy decides the calls (tool_calls.py: the functions the
 last user turn names, or the one tool_choice names; text quoting the results after tool results).
 
+Streaming: OpenAI/compatible (``stream: true``, usage with ``stream_options.include_usage``), Anthropic
+(``stream: true``) and Gemini (``streamGenerateContent``, ``alt=sse``) answer the same answer as without,
+in pieces, in the provider's event format, written and flushed event by event (chunked transfer
+encoding); the ``stream_*`` faults break a stream mid-way (streams.py, faults.py).
+
 Run standalone with ``python -m local.simulator --port 8900``.
 """
 
