@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from llm_gateway.models import ProviderRequest
     from llm_gateway.providers.base import Provider
 
+log = logging.getLogger("llm_gateway.providers")
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
@@ -84,10 +86,11 @@ async def stream_events(
 
     http_timeout = httpx.Timeout(timeout_s, connect=min(provider.connect_timeout_s, timeout_s))
     if wire.content is not None:
-        outgoing = client.build_request("POST", wire.url, headers=wire.headers, content=wire.content)
+        outgoing = client.build_request(
+            "POST", wire.url, headers=wire.headers, content=wire.content, timeout=http_timeout
+        )
     else:
-        outgoing = client.build_request("POST", wire.url, headers=wire.headers, json=wire.body)
-    outgoing.extensions["timeout"] = http_timeout.as_dict()
+        outgoing = client.build_request("POST", wire.url, headers=wire.headers, json=wire.body, timeout=http_timeout)
     response: httpx.Response | None = None
     try:
         try:
@@ -169,5 +172,15 @@ def in_stream_error(provider: Provider, body: Any, model: str, status: int) -> P
     message, error_type = provider.error_message(body)
     cls = provider.classify_error(status, message, error_type, body) or _by_status(status)
     kind = error_type if _SAFE_TYPE.fullmatch(error_type) else ""
+    # As for an error status: the provider's own text goes to the logs only with prompt logging on.
+    log.warning(
+        "provider error event in stream",
+        extra={
+            "provider": provider.name,
+            "model": model,
+            "error_type": error_type[:100],
+            **({"provider_message": message[:1000]} if provider.log_prompts else {}),
+        },
+    )
     text = f"{provider.name} reported an error in the stream" + (f" ({kind})" if kind else "")
     return cls(text, provider=provider.name, model=model, status_code=status)
