@@ -4,6 +4,7 @@ stream faults can be asked for every way the other faults can."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -224,3 +225,17 @@ def test_chunk_delay_from_the_control_api_and_a_header(simulator):
     headers = {"x-goog-api-key": "k", "x-sim-chunk-delay-ms": "0"}
     httpx.post(gemini_url(simulator), headers=headers, json=GEMINI_BODY)
     assert time.monotonic() - started < 0.5
+
+
+def test_async_openai_client_reads_the_compatible_servers_stream(simulator):
+    async def run() -> tuple[str, str]:
+        client = openai.AsyncOpenAI(base_url=simulator.base_urls()["compat"], api_key="sim-key", max_retries=0)
+        messages: Any = [{"role": "user", "content": PROMPT}]
+        whole = await client.chat.completions.create(model="local-llama", messages=messages)
+        stream = await client.chat.completions.create(model="local-llama", messages=messages, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        await client.close()
+        return text, whole.choices[0].message.content or ""
+
+    text, whole = asyncio.run(run())
+    assert text == whole and text.startswith("[sim compat/")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from llm_gateway.providers.base import Provider
 
 log = logging.getLogger("llm_gateway.providers")
+_DRAIN_S = 0.05  # bounds the wait for the body's end after the provider's end marker
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
@@ -139,6 +140,10 @@ async def stream_events(
             for sse in events:
                 got_event = True
                 for event in _decoded(decoder, sse.event, sse.data, name, model):
+                    if isinstance(event, StreamEnd):
+                        # Done with the connection before the caller gets the end: a caller that stops
+                        # iterating there leaves nothing open.
+                        await _release(chunks, response)
                     yield event
                 if decoder.ended:
                     return
@@ -148,6 +153,18 @@ async def stream_events(
     finally:
         if response is not None:
             await response.aclose()
+
+
+async def _release(chunks: AsyncIterator[bytes], response: httpx.Response) -> None:
+    """Read what little follows the end marker (the body's own end, usually in the same packet), so the
+    connection goes back to the pool for the next call; then close the response either way."""
+    try:
+        async with asyncio.timeout(_DRAIN_S):
+            async for _ in chunks:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    await response.aclose()
 
 
 def _decoded(decoder: StreamDecoder, event: str, data: str, name: str, model: str) -> list[ProviderEvent]:
