@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
@@ -44,6 +44,9 @@ from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy
 from llm_gateway.routing.router import Candidate, Router
 from llm_gateway.routing.wire import native_structured, wire_request, worst_case_input
 
+if TYPE_CHECKING:
+    from llm_gateway.streaming.protocol import CompletionStream
+
 log = logging.getLogger("llm_gateway")
 T = TypeVar("T")
 
@@ -62,6 +65,8 @@ class Gateway:
         usage: UsageRecorder | None = None,
         budget: BudgetGuard | None = None,
         breaker: CircuitBreaker | None = None,
+        stream_first_byte_timeout_s: float = 30.0,
+        stream_idle_timeout_s: float = 30.0,
     ) -> None:
         self.catalog = catalog
         self.router = router
@@ -73,6 +78,9 @@ class Gateway:
         self.usage = usage
         self.budget = budget
         self.breaker = breaker
+        # Streams only (Settings.stream_*): the wait for a stream's first event, and between two events.
+        self.stream_first_byte_timeout_s = stream_first_byte_timeout_s
+        self.stream_idle_timeout_s = stream_idle_timeout_s
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
         started = time.perf_counter()
@@ -104,6 +112,13 @@ class Gateway:
         if self.cache is not None:
             await self.cache.store(ctx, request, result)
         return result
+
+    async def open_stream(self, request: CompletionRequest, ctx: RequestContext) -> CompletionStream:
+        """The answer as a stream, opened once its first event arrived (see streaming/protocol.py)."""
+        # Imported here: functions that never stream do not load the streaming modules.
+        from llm_gateway.streaming.routed import open_routed_stream
+
+        return await open_routed_stream(self, request, ctx)
 
     async def route(
         self,
