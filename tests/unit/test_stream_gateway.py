@@ -8,6 +8,7 @@ CompletionCache over an in-memory backend.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -684,3 +685,34 @@ def test_closing_the_iteration_early_closes_the_stream():
     assert first == TextDelta("one ") and open_after == 0
     assert [a.outcome for a in gateway.usage.attempts] == ["cancelled"]
     assert budget.settled == [gateway.usage.attempts[0].cost_usd]
+
+
+@pytest.mark.parametrize(("ending", "reopened"), [("truncated", True), ("cancelled", False), ("completed", False)])
+def test_a_half_open_probe_made_by_a_stream_reports_how_it_ended(ending, reopened):
+    """The shared breaker (in-memory store): a probe stream that breaks mid-way reopens the circuit; one
+    the caller left, or that completed, proves the provider answers and closes it."""
+    from tests.unit.test_breaker_state import Clock, MemoryStore, instance
+
+    store, clock = MemoryStore(), Clock()
+    breaker = instance(store, clock, failure_threshold=1)
+    asyncio.run(breaker.record("openai", "gpt-4o-mini", ok=False))  # open
+    clock.now += 31  # half-open: the next call is the probe
+    scripts = {
+        "truncated": [TextDelta("half"), ProviderConnectionError("reset")],
+        "cancelled": [TextDelta("half"), *answer("more")],
+        "completed": answer("whole"),
+    }
+    gateway = build({"openai": StreamingProvider("openai", scripts[ending])}, breaker=breaker)
+
+    async def run():
+        stream = await gateway.open_stream(request(model="gpt-4o-mini", fallback=[]), context())
+        if ending == "cancelled":
+            await anext(stream)
+            await stream.aclose()
+        else:
+            with contextlib.suppress(StreamInterruptedError):
+                await drain(stream)
+
+    asyncio.run(run())
+    assert [a.outcome for a in gateway.usage.attempts] == [ending.replace("completed", "success")]
+    assert store.states[breaker.circuit("openai", "gpt-4o-mini")].phase(clock.now) == ("open" if reopened else "closed")
