@@ -38,11 +38,12 @@ from llm_gateway.models import (
     Usage,
 )
 from llm_gateway.providers.base import Provider
+from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
 from llm_gateway.routing.choices import in_parallel
 from llm_gateway.routing.fallback_time import candidate_context
 from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy
 from llm_gateway.routing.router import Candidate, Router
-from llm_gateway.routing.wire import native_structured, wire_request, worst_case_input
+from llm_gateway.routing.wire import canonical_models, native_structured, wire_request, worst_case_input
 
 if TYPE_CHECKING:
     from llm_gateway.streaming.protocol import CompletionStream
@@ -284,39 +285,6 @@ class Gateway:
             await self.usage.record(ctx, attempt)
 
 
-def failed_attempt(spec: ModelSpec, err: ProviderError, started: float) -> Attempt:
-    """A call that failed with ``err`` (which is labelled with the catalog's provider and model)."""
-    err.provider, err.model = spec.provider, spec.id
-    return Attempt(
-        provider=spec.provider,
-        model=spec.id,
-        outcome="error",
-        error_class=type(err).__name__,
-        error_code=err.code,
-        status_code=err.status_code,
-        duration_ms=ms_since(started),
-    )
-
-
-def spent(attempts: list[Attempt]) -> float:
-    return sum(a.cost_usd for a in attempts)
-
-
-def canonical_models(request: CompletionRequest, catalog: Catalog) -> CompletionRequest:
-    """Aliases and ``provider/id`` names replaced by catalog ids, so that every name of a model shares its
-    cache entries; a name that resolves to nothing is left for the router to refuse."""
-
-    def canonical(name: str) -> str:
-        spec = catalog.resolve(name)
-        return spec.id if spec is not None else name
-
-    model = canonical(request.model) if request.model is not None else None
-    fallback = [canonical(m) for m in request.fallback] if request.fallback is not None else None
-    if model == request.model and fallback == request.fallback:
-        return request
-    return request.model_copy(update={"model": model, "fallback": fallback})
-
-
 def _falls_back(err: ProviderError, *, native_schema: bool) -> bool:
     """Another model may succeed where this one could not; the caller's own mistakes do not fall back.
 
@@ -344,10 +312,6 @@ def _counts_against_health(attempt: Attempt) -> bool:
 def _larger(spec: ModelSpec, err: ContextTooLongError, catalog: Catalog) -> bool:
     failed = catalog.find(err.model)
     return failed is None or spec.context_window > failed.context_window
-
-
-def ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)
 
 
 __all__ = ["Gateway", "GatewayError", "RequestContext"]

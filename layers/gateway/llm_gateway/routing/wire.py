@@ -1,4 +1,5 @@
-"""A routed request as one candidate model's adapter takes it, and what it may cost at most.
+"""A routed request: its models by their catalog ids, as one candidate's adapter takes it, and what it may
+cost at most.
 
 Shared by the buffered path (``Gateway.complete``) and the streamed one (``streaming/routed.py``).
 """
@@ -8,11 +9,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llm_gateway.catalog import ModelSpec
+from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.documents.tokens import estimate_message_tokens, estimate_text_tokens, worst_case_input_tokens
 from llm_gateway.models import CompletionRequest, JsonObjectFormat, JsonSchemaFormat, ProviderRequest
 from llm_gateway.providers.base import with_json_instruction
 from llm_gateway.routing.router import Candidate
+
+
+def canonical_models(request: CompletionRequest, catalog: Catalog) -> CompletionRequest:
+    """Aliases and ``provider/id`` names replaced by catalog ids, so that every name of a model shares its
+    cache entries; a name that resolves to nothing is left for the router to refuse."""
+
+    def canonical(name: str) -> str:
+        spec = catalog.resolve(name)
+        return spec.id if spec is not None else name
+
+    model = canonical(request.model) if request.model is not None else None
+    fallback = [canonical(m) for m in request.fallback] if request.fallback is not None else None
+    if model == request.model and fallback == request.fallback:
+        return request
+    return request.model_copy(update={"model": model, "fallback": fallback})
 
 
 def wire_request(candidate: Candidate, request: CompletionRequest) -> ProviderRequest:

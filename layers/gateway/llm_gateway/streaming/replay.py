@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-from llm_gateway.gateway import ms_since
 from llm_gateway.models import CompletionResult
+from llm_gateway.routing.attempts import ms_since
 from llm_gateway.streaming.events import GatewayEvent, StreamDone, TextDelta, ToolCallDelta
 
 REPLAY_PIECE_CHARS = 256  # big enough to cost nothing, small enough that a long answer still streams

@@ -27,11 +27,11 @@ from llm_gateway.errors import (
     ProviderTimeoutError,
     StreamInterruptedError,
 )
-from llm_gateway.gateway import canonical_models, failed_attempt, ms_since, spent
 from llm_gateway.interfaces import RequestContext, Reservation
 from llm_gateway.models import Attempt, CompletionRequest, CompletionResult, Outcome, ProviderRequest, Usage
+from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
 from llm_gateway.routing.router import Candidate
-from llm_gateway.routing.wire import wire_request
+from llm_gateway.routing.wire import canonical_models, wire_request
 from llm_gateway.streaming.assembly import StreamAssembly
 from llm_gateway.streaming.events import GatewayEvent, ProviderEvent, StreamDone, StreamEnd
 from llm_gateway.streaming.protocol import CompletionStream
