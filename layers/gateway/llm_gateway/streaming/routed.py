@@ -173,7 +173,12 @@ async def close_quietly(events: AsyncIterator[ProviderEvent]) -> None:
 
 
 class RoutedStream:
-    """A ``CompletionStream`` over an opened provider stream."""
+    """A ``CompletionStream`` over an opened provider stream.
+
+    Read it from one task. To stop early, call ``aclose`` between two events, or cancel the reading
+    task (its ``CancelledError`` closes the stream the same way): ``aclose`` from another task while a
+    read is waiting on the provider cannot close a generator that is running.
+    """
 
     cached = False
 
