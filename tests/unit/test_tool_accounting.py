@@ -11,9 +11,9 @@ from llm_gateway.accounting.cache import cache_key, decode_entry, encode_entry, 
 from llm_gateway.catalog import default_catalog
 from llm_gateway.documents.tokens import estimate_text_tokens
 from llm_gateway.errors import InvalidRequestError
-from llm_gateway.gateway import _worst_case_input
 from llm_gateway.models import CompletionRequest, CompletionResult, ProviderRequest, Usage
 from llm_gateway.routing.router import Router
+from llm_gateway.routing.wire import worst_case_input as _worst_case_input
 from llm_gateway.tool_models import ToolCall
 
 USER = [{"role": "user", "content": "Weather in Oslo?"}]

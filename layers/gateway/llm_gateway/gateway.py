@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 
 from llm_gateway.catalog import Catalog, ModelSpec
-from llm_gateway.documents.tokens import worst_case_input_tokens
 from llm_gateway.errors import (
     AllProvidersFailedError,
     ContextTooLongError,
@@ -23,24 +21,35 @@ from llm_gateway.errors import (
     ProviderError,
     ProviderTimeoutError,
 )
-from llm_gateway.interfaces import BudgetGuard, CircuitBreaker, RequestContext, ResponseCache, UsageRecorder
+from llm_gateway.interfaces import (
+    BudgetGuard,
+    CircuitBreaker,
+    RequestContext,
+    Reservation,
+    ResponseCache,
+    UsageRecorder,
+)
 from llm_gateway.models import (
     Attempt,
     CompletionRequest,
     CompletionResult,
-    JsonObjectFormat,
-    JsonSchemaFormat,
     ProviderRequest,
     ProviderResponse,
     Usage,
 )
-from llm_gateway.providers.base import Provider, with_json_instruction
+from llm_gateway.providers.base import Provider
+from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
 from llm_gateway.routing.choices import in_parallel
 from llm_gateway.routing.fallback_time import candidate_context
 from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy
 from llm_gateway.routing.router import Candidate, Router
+from llm_gateway.routing.wire import canonical_models, native_structured, wire_request, worst_case_input
+
+if TYPE_CHECKING:
+    from llm_gateway.streaming.protocol import CompletionStream
 
 log = logging.getLogger("llm_gateway")
+T = TypeVar("T")
 
 
 class Gateway:
@@ -57,6 +66,8 @@ class Gateway:
         usage: UsageRecorder | None = None,
         budget: BudgetGuard | None = None,
         breaker: CircuitBreaker | None = None,
+        stream_first_byte_timeout_s: float = 30.0,
+        stream_idle_timeout_s: float = 30.0,
     ) -> None:
         self.catalog = catalog
         self.router = router
@@ -68,6 +79,9 @@ class Gateway:
         self.usage = usage
         self.budget = budget
         self.breaker = breaker
+        # Streams only (Settings.stream_*): the wait for a stream's first event, and between two events.
+        self.stream_first_byte_timeout_s = stream_first_byte_timeout_s
+        self.stream_idle_timeout_s = stream_idle_timeout_s
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
         started = time.perf_counter()
@@ -75,10 +89,50 @@ class Gateway:
         if self.cache is not None:
             hit = await self.cache.lookup(ctx, request)
             if hit is not None:
-                return hit.model_copy(update={"cached": True, "latency_ms": _ms_since(started)})
+                return hit.model_copy(update={"cached": True, "latency_ms": ms_since(started)})
+        attempts: list[Attempt] = []
+
+        async def call(candidate: Candidate, share: RequestContext, required: bool) -> ProviderResponse | None:
+            return await self._call_with_retries(candidate, request, share, attempts, required=required)
+
+        candidate, response = await self.route(request, ctx, attempts, call)
+        result = CompletionResult(
+            content=response.content,
+            tool_calls=response.tool_calls,
+            provider=candidate.spec.provider,
+            model=candidate.spec.id,
+            finish_reason=response.finish_reason,
+            usage=sum((a.usage for a in attempts), Usage()),
+            cost_usd=round(sum(a.cost_usd for a in attempts), 10),
+            latency_ms=ms_since(started),
+            attempts=attempts,
+            metadata=request.metadata,
+            logprobs=response.logprobs,
+            alternatives=response.alternatives,
+        )
+        if self.cache is not None:
+            await self.cache.store(ctx, request, result)
+        return result
+
+    async def open_stream(self, request: CompletionRequest, ctx: RequestContext) -> CompletionStream:
+        """The answer as a stream, opened once its first event arrived (see streaming/protocol.py)."""
+        # Imported here: functions that never stream do not load the streaming modules.
+        from llm_gateway.streaming.routed import open_routed_stream
+
+        return await open_routed_stream(self, request, ctx)
+
+    async def route(
+        self,
+        request: CompletionRequest,
+        ctx: RequestContext,
+        attempts: list[Attempt],
+        call: Callable[[Candidate, RequestContext, bool], Awaitable[T | None]],
+    ) -> tuple[Candidate, T]:
+        """The routing policy, for a buffered answer and a stream alike: the router's plan in breaker
+        order, one ``call(candidate, ctx_share, required)`` per model (None: its circuit refused it), and
+        the fallback rules. Returns the candidate that answered and what ``call`` returned."""
         plan = self.router.plan(request, ctx.allows_model)
         candidates, forced = await self._order_by_health(plan.candidates)
-        attempts: list[Attempt] = []
         last_error: ProviderError | None = None
         for index, candidate in enumerate(candidates):
             if ctx.deadline.remaining() < MIN_CALL_TIME_S:
@@ -91,36 +145,20 @@ class Gateway:
             required = forced or (not attempts and index == len(candidates) - 1)
             try:
                 share = candidate_context(ctx, fallbacks_left=len(candidates) - index - 1)  # room to fall back
-                response = await self._call_with_retries(candidate, request, share, attempts, required=required)
+                answer = await call(candidate, share, required)
             except ProviderError as err:
                 last_error = err
                 if not _falls_back(
-                    err, native_schema=_native_structured(request, candidate.spec) or bool(request.tools)
+                    err, native_schema=native_structured(request, candidate.spec) or bool(request.tools)
                 ):
                     err.attempts = attempts
                     raise
                 log.info("falling back", extra={"provider": err.provider, "model": err.model, "error": err.code})
                 continue
-            if response is None:
+            if answer is None:
                 log.info("circuit not available, skipping", extra={"model": candidate.spec.id})
                 continue
-            result = CompletionResult(
-                content=response.content,
-                tool_calls=response.tool_calls,
-                provider=candidate.spec.provider,
-                model=candidate.spec.id,
-                finish_reason=response.finish_reason,
-                usage=sum((a.usage for a in attempts), Usage()),
-                cost_usd=round(sum(a.cost_usd for a in attempts), 10),
-                latency_ms=_ms_since(started),
-                attempts=attempts,
-                metadata=request.metadata,
-                logprobs=response.logprobs,
-                alternatives=response.alternatives,
-            )
-            if self.cache is not None:
-                await self.cache.store(ctx, request, result)
-            return result
+            return candidate, answer
         if last_error is None:
             last_error = ProviderTimeoutError("no time left in this invocation to call a provider")
         raise AllProvidersFailedError.for_last(
@@ -156,38 +194,19 @@ class Gateway:
         """The model's answer, or None when its circuit refused the call and the call is not ``required``."""
         spec = candidate.spec
         provider = self.providers[spec.provider]
-        wire = ProviderRequest(
-            model=spec.wire_model,
-            messages=request.messages,
-            max_tokens=candidate.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=request.stop,
-            seed=request.seed,
-            response_format=request.response_format,
-            native_structured=_native_structured(request, spec),
-            **_choice_params(request),
-            tools=request.tools,
-            tool_choice=request.tool_choice,
-            parallel_tool_calls=request.parallel_tool_calls,
-        )
+        wire = wire_request(candidate, request)
         # n choices: in one call where the provider has them natively, else n parallel calls of one each.
         calls = 1 if request.n == 1 or getattr(provider, "native_n", False) else request.n
         wire = wire if calls == 1 else wire.model_copy(update={"n": 1})
-        reservation = None
-        if self.budget is not None:
-            # Every call reads the whole input; every choice may write max_tokens.
-            worst_input = _worst_case_input(wire, spec.provider) * calls
-            worst = spec.worst_case_cost(worst_input, candidate.max_tokens * request.n)
-            reservation = await self.budget.reserve(ctx, worst)
-        spent_before = sum(a.cost_usd for a in attempts)
+        reservation = await self.reserve(ctx, candidate, wire, calls=calls, choices=request.n)
+        spent_before = spent(attempts)
 
         async def one_call() -> ProviderResponse:
             return await self._attempt(provider, spec, wire, ctx, attempts)
 
         answered = False
         try:
-            if self.breaker is not None and not await self.breaker.allow(spec.provider, spec.id) and not required:
+            if not await self.may_call(spec, required=required):
                 return None  # the reservation is released below (settled at zero)
             if calls == 1:
                 response = await self.retry.call(one_call, deadline=ctx.deadline)
@@ -196,12 +215,35 @@ class Gateway:
             answered = True
             return response
         finally:
-            if self.budget is not None and reservation is not None:
-                spent = sum(a.cost_usd for a in attempts) - spent_before
-                settle = functools.partial(self.budget.settle, ctx, reservation, spent)
-                # An answer ends the request: settle after the response (the reservation holds the worst
-                # case until then). A failure may be followed by a fallback that needs the room now.
-                await (ctx.defer.soon(settle) if answered else settle())
+            # An answer ends the request: settle after the response (the reservation holds the worst
+            # case until then). A failure may be followed by a fallback that needs the room now.
+            await self.settle(ctx, reservation, spent(attempts) - spent_before, after_response=answered)
+
+    async def reserve(
+        self, ctx: RequestContext, candidate: Candidate, wire: ProviderRequest, *, calls: int, choices: int
+    ) -> Reservation | None:
+        """The budget's hold on the worst case: every call reads the whole input, every choice may write
+        max_tokens. None without budgets."""
+        if self.budget is None:
+            return None
+        spec = candidate.spec
+        worst_input = worst_case_input(wire, spec.provider) * calls
+        return await self.budget.reserve(ctx, spec.worst_case_cost(worst_input, candidate.max_tokens * choices))
+
+    async def settle(
+        self, ctx: RequestContext, reservation: Reservation | None, spent_usd: float, *, after_response: bool
+    ) -> None:
+        if self.budget is None or reservation is None:
+            return
+        settle = functools.partial(self.budget.settle, ctx, reservation, spent_usd)
+        await (ctx.defer.soon(settle) if after_response else settle())
+
+    async def may_call(self, spec: ModelSpec, *, required: bool) -> bool:
+        """The breaker's go-ahead just before a call (it claims a half-open probe); a ``required`` call
+        goes ahead whatever it says."""
+        if self.breaker is None:
+            return True
+        return await self.breaker.allow(spec.provider, spec.id) or required
 
     async def _attempt(
         self,
@@ -216,32 +258,23 @@ class Gateway:
         try:
             response = await provider.complete(wire, client=self.client(), timeout_s=timeout_s)
         except ProviderError as err:
-            err.provider, err.model = spec.provider, spec.id
-            attempt = Attempt(
-                provider=spec.provider,
-                model=spec.id,
-                outcome="error",
-                error_class=type(err).__name__,
-                error_code=err.code,
-                status_code=err.status_code,
-                duration_ms=_ms_since(started),
-            )
-            await self._account(ctx, attempt, attempts, ok=False)
+            await self.account(ctx, failed_attempt(spec, err, started), attempts, ok=False)
             raise
         attempt = Attempt(
             provider=spec.provider,
             model=spec.id,
             outcome="success",
-            duration_ms=_ms_since(started),
+            duration_ms=ms_since(started),
             usage=response.usage,
             cost_usd=spec.cost(response.usage),
         )
-        await self._account(ctx, attempt, attempts, ok=True)
+        await self.account(ctx, attempt, attempts, ok=True)
         return response
 
-    async def _account(self, ctx: RequestContext, attempt: Attempt, attempts: list[Attempt], *, ok: bool) -> None:
+    async def account(self, ctx: RequestContext, attempt: Attempt, attempts: list[Attempt], *, ok: bool | None) -> None:
+        """One attempt into the answer's list, the breaker (``ok`` None: leave it out) and the ledger."""
         attempts.append(attempt)
-        if self.breaker is not None:
+        if self.breaker is not None and ok is not None:
             await self.breaker.record(
                 attempt.provider,
                 attempt.model,
@@ -250,21 +283,6 @@ class Gateway:
             )
         if self.usage is not None:
             await self.usage.record(ctx, attempt)
-
-
-def canonical_models(request: CompletionRequest, catalog: Catalog) -> CompletionRequest:
-    """Aliases and ``provider/id`` names replaced by catalog ids, so that every name of a model shares its
-    cache entries; a name that resolves to nothing is left for the router to refuse."""
-
-    def canonical(name: str) -> str:
-        spec = catalog.resolve(name)
-        return spec.id if spec is not None else name
-
-    model = canonical(request.model) if request.model is not None else None
-    fallback = [canonical(m) for m in request.fallback] if request.fallback is not None else None
-    if model == request.model and fallback == request.fallback:
-        return request
-    return request.model_copy(update={"model": model, "fallback": fallback})
 
 
 def _falls_back(err: ProviderError, *, native_schema: bool) -> bool:
@@ -280,6 +298,8 @@ def _falls_back(err: ProviderError, *, native_schema: bool) -> bool:
 
 
 def _counts_against_health(attempt: Attempt) -> bool:
+    if attempt.outcome == "truncated":
+        return True  # a stream that broke after it began: whatever the cause, the provider failed mid-answer
     return attempt.error_code in {
         "rate_limited",
         "provider_unavailable",
@@ -292,52 +312,6 @@ def _counts_against_health(attempt: Attempt) -> bool:
 def _larger(spec: ModelSpec, err: ContextTooLongError, catalog: Catalog) -> bool:
     failed = catalog.find(err.model)
     return failed is None or spec.context_window > failed.context_window
-
-
-def _worst_case_input(wire: ProviderRequest, provider: str) -> int:
-    """Input tokens to reserve for: the messages as the adapter sends them (with the JSON instruction
-    it adds when the native mode is not used), the schema when it is sent natively, and the tool
-    definitions (billed as input, like a schema)."""
-    fmt = wire.response_format
-    native_schema = None
-    if wire.native_structured and isinstance(fmt, JsonSchemaFormat):
-        native_schema = json.dumps(fmt.json_schema, separators=(",", ":"))
-    if wire.tools:
-        # The JSON instruction may be sent too (adapters that cannot combine both): counted as well.
-        tools = json.dumps([t.model_dump(mode="json", exclude_none=True) for t in wire.tools], separators=(",", ":"))
-        native_schema = tools if native_schema is None else native_schema + tools
-        wire = wire.model_copy(update={"native_structured": False}) if provider in _NO_SCHEMA_WITH_TOOLS else wire
-    return worst_case_input_tokens(with_json_instruction(wire), provider=provider, native_schema=native_schema)
-
-
-def _choice_params(request: CompletionRequest) -> dict[str, Any]:
-    """n, logprobs and the other provider-dependent parameters, as the adapters take them."""
-    return {
-        "n": request.n,
-        "logprobs": request.logprobs,
-        "top_logprobs": request.top_logprobs,
-        "presence_penalty": request.presence_penalty,
-        "frequency_penalty": request.frequency_penalty,
-        "logit_bias": request.logit_bias,
-        "user": request.user,
-    }
-
-
-# Providers whose adapter asks for a response schema in the prompt when tools are sent too.
-_NO_SCHEMA_WITH_TOOLS = frozenset({"anthropic", "gemini", "bedrock"})
-
-
-def _native_structured(request: CompletionRequest, spec: ModelSpec) -> bool:
-    fmt = request.response_format
-    if isinstance(fmt, JsonSchemaFormat):
-        return "json_schema" in spec.capabilities
-    if isinstance(fmt, JsonObjectFormat):
-        return "json_mode" in spec.capabilities
-    return False
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000.0, 3)
 
 
 __all__ = ["Gateway", "GatewayError", "RequestContext"]

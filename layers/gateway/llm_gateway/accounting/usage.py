@@ -3,7 +3,8 @@
 Item layout in the usage table (``pk`` + ``sk``):
 
 * ``USAGE#<tenant>#<YYYY-MM-DD>`` / ``<ISO time>#<record id>``: one attempt: tenant, request id,
-  operation, provider, model, outcome (``success`` | ``error`` | ``cache_hit``), error code,
+  operation, provider, model, outcome (``success`` | ``error`` | ``cache_hit``, and for streams
+  ``truncated``: the provider broke it after it began, ``cancelled``: the caller left), error code,
   input/output/cached-input tokens, cost, latency, and (for hits) the cost the hit saved.
 * ``AGG#<tenant>`` / ``DAY#<date>``, ``AGG#<tenant>`` / ``MODEL#<date>#<provider>/<model>`` and, for
   requests made with a gateway key (``key_id`` in the context's tags), ``AGG#<tenant>`` /
@@ -22,7 +23,10 @@ that still fails goes to the retry queue as::
 
 and the retry worker calls :func:`replay_usage_message` with the message body. If even the queue is
 unreachable the record is logged at ERROR level in full (it holds no prompt text), so it can be
-recovered from the logs. ``requests`` counts answered requests (successful attempts plus cache hits).
+recovered from the logs. ``requests`` counts answered requests (successful attempts plus cache hits);
+``attempts`` every provider call, ``errors`` the failed ones, a truncated stream included (a cancelled
+one is the caller's doing, not an error). The tokens and cost of truncated and cancelled streams are
+what the provider generated before the end: they are billed.
 """
 
 from __future__ import annotations
