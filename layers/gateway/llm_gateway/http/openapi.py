@@ -19,8 +19,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from llm_gateway.http.openai_chat import ChatCompletionsBody
+from llm_gateway.http.stream_params import NativeCompletionBody
 from llm_gateway.jobs.requests import JobRequest
-from llm_gateway.models import CompletionRequest, CompletionResult
+from llm_gateway.models import CompletionResult
 from llm_gateway.operations.extraction import ExtractionRequest
 from llm_gateway.operations.summarization.request import SummaryRequest, SummaryResult
 
@@ -104,7 +105,7 @@ def declared_routes() -> APIGatewayRestResolver:
         responses=_responses(CompletionResult, accepted=True),
         tags=["completion"],
     )
-    def completions(body: Annotated[CompletionRequest, Body()]) -> None: ...
+    def completions(body: Annotated[NativeCompletionBody, Body()]) -> None: ...
 
     @app.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"], responses=_responses())
     def usage(
