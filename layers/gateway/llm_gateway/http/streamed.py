@@ -92,6 +92,7 @@ def serve(
         _hand_over(bookkeeping)
         key_checks.settle_later(admission, 0, current)
         raise
+    edge.metrics.add_metric(name="StreamsOpened", unit=MetricUnit.Count, value=1)
     body = _Run(edge, stream, encoder(stream), admission, bookkeeping, started, ctx.tenant)
     headers = {
         "content-type": EVENT_STREAM,
