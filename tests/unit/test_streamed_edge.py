@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,6 +23,8 @@ from llm_gateway.config import Settings
 from llm_gateway.errors import GatewayError, RateLimitedError, StreamInterruptedError
 from llm_gateway.http.streamed import STREAMING_RUNTIME_ENV
 from llm_gateway.interfaces import RequestContext
+from llm_gateway.jobs.model import Job
+from llm_gateway.jobs.store import JobStore
 from llm_gateway.keys import service as key_services
 from llm_gateway.keys.hashing import key_hash
 from llm_gateway.keys.policy import KeyPolicy, KeyRecord
@@ -355,3 +357,55 @@ def test_other_routes_and_not_found_answer_as_before_after_a_stream(app: ModuleT
     missing = json_error(invoke(app, api_event("/v1/nowhere", None, method="GET")), 404)
     assert missing["code"] == "route_not_found"
     assert "x-gateway-stream-pending" not in json.dumps(models)
+
+
+# --------------------------------------------------------------------------- Prefer: jobs before the first byte
+
+
+class MemoryJobs(JobStore):
+    """The job store's writes, kept in memory (what was accepted, what was queued)."""
+
+    def __init__(self) -> None:
+        super().__init__(table="jobs", queue_url="https://sqs.local/queue", bucket=None)
+        self.created: list[tuple[Job, dict[str, Any]]] = []
+        self.queued: list[tuple[str, int]] = []
+
+    def create(self, job: Job, payload: Mapping[str, Any]) -> Job:
+        self.created.append((job, dict(payload)))
+        return job
+
+    def enqueue(self, job: Job, *, delay_s: int = 0, continuation: int = 0) -> None:
+        self.queued.append((job.job_id, delay_s))
+
+
+@pytest.fixture
+def jobs(monkeypatch: pytest.MonkeyPatch, gateway: FakeGateway, table: FakeKeysTable) -> MemoryJobs:
+    store = MemoryJobs()
+    settings = Settings(keys_table="keys", jobs_table="jobs", retry_queue_url="https://sqs.local/queue")
+    current = wiring.Services(settings, gateway=gateway, job_store=store)  # type: ignore[arg-type]
+    keys = key_services.KeyService(settings, store=KeyStore("keys", client=lambda: table))  # type: ignore[arg-type]
+    key_services._services[current] = keys
+    monkeypatch.setattr(wiring, "_services", current)
+    return store
+
+
+def test_respond_async_makes_a_job_of_a_streamed_request(
+    app: ModuleType, gateway: FakeGateway, jobs: MemoryJobs
+) -> None:
+    answer = invoke(app, api_event(CHAT, chat_body(), prefer="respond-async"))
+    assert answer["statusCode"] == 202 and json.loads(answer["body"])["object"] == "job"
+    [(job, payload)] = jobs.created
+    assert job.operation == "completion" and "stream" not in payload and payload["model"] == "gpt-4o-mini"
+    assert gateway.requests == []
+
+
+def test_defer_on_failure_makes_a_job_when_the_stream_cannot_open(
+    app: ModuleType, gateway: FakeGateway, jobs: MemoryJobs, table: FakeKeysTable
+) -> None:
+    gateway.script = [RateLimitedError("every provider is rate limited", retry_after=3.0)]
+    answer = invoke(app, api_event(NATIVE, {"messages": USER, "stream": True}, prefer="defer-on-failure"))
+    assert answer["statusCode"] == 202
+    assert json.loads(answer["body"])["deferred_because"]["code"] == "rate_limited"
+    assert [delay for _, delay in jobs.queued] == [30]  # a backoff step: providers just failed
+    [estimate] = table.token_changes()  # the job keeps the reservation
+    assert estimate > 0
