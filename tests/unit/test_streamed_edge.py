@@ -409,3 +409,18 @@ def test_defer_on_failure_makes_a_job_when_the_stream_cannot_open(
     assert [delay for _, delay in jobs.queued] == [30]  # a backoff step: providers just failed
     [estimate] = table.token_changes()  # the job keeps the reservation
     assert estimate > 0
+
+
+def test_a_stream_that_fails_to_close_still_settles_and_ends_the_body(
+    app: ModuleType, gateway: FakeGateway, table: FakeKeysTable
+) -> None:
+    class StuckOnClose(ScriptedStream):
+        async def aclose(self) -> None:
+            self.closed += 1
+            raise RuntimeError("connection already gone")
+
+    gateway.script = [StuckOnClose(text_script("x"))]
+    raw = b"".join(invoke(app, api_event(CHAT, chat_body())).body)
+    assert raw.endswith(b"data: [DONE]\n\n")
+    estimate, settled = table.token_changes()
+    assert estimate + settled == 17

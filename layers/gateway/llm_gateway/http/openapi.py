@@ -76,11 +76,15 @@ _ERROR_STATUSES = {
 }
 
 
-def _responses(ok: type[BaseModel] | None = None, *, accepted: bool = False) -> dict[int, Any]:
+def _responses(ok: type[BaseModel] | None = None, *, accepted: bool = False, streams: bool = False) -> dict[int, Any]:
     responses: dict[int, Any] = {
         code: {"description": text, "content": _ERROR} for code, text in _ERROR_STATUSES.items()
     }
-    ok_content = {"application/json": {"model": ok}} if ok else {"application/json": {"schema": {"type": "object"}}}
+    ok_content: dict[str, Any] = (
+        {"application/json": {"model": ok}} if ok else {"application/json": {"schema": {"type": "object"}}}
+    )
+    if streams:  # stream: true (README, Streaming): Server-Sent Events
+        ok_content["text/event-stream"] = {"schema": {"type": "string"}}
     responses[200] = {"description": "The answer", "content": ok_content}
     if accepted:
         responses[202] = {"description": "Accepted as a job", "content": {"application/json": {"model": JobReference}}}
@@ -94,7 +98,7 @@ def declared_routes() -> APIGatewayRestResolver:
     @app.post(
         "/v1/chat/completions",
         summary="Chat completion (OpenAI's wire shape)",
-        responses=_responses(accepted=True),
+        responses=_responses(accepted=True, streams=True),
         tags=["completion"],
     )
     def chat_completions(body: Annotated[ChatCompletionsBody, Body()]) -> None: ...
@@ -102,7 +106,7 @@ def declared_routes() -> APIGatewayRestResolver:
     @app.post(
         "/v1/completions",
         summary="Completion (the gateway's own shape)",
-        responses=_responses(CompletionResult, accepted=True),
+        responses=_responses(CompletionResult, accepted=True, streams=True),
         tags=["completion"],
     )
     def completions(body: Annotated[NativeCompletionBody, Body()]) -> None: ...

@@ -67,13 +67,13 @@ def serve(
 ) -> Response[str]:
     """Answer ``request`` as a stream (or as a job with ``Prefer``); a 400 naming ``stream`` on a route
     that API Gateway does not stream."""
+    started = time.monotonic()
     if not edge.streams_here():
         raise framing.invalid("stream", NOT_STREAMED_HERE)
     current = services()
     admission = edge.admit(*limits)
     if prefer.wants_async(edge.event, current):
         return edge.accept_job("completion", job_input(), prefer.RESPOND_ASYNC, None)
-    started = time.monotonic()
     ctx = edge.context("completion")
     bookkeeping = ctx.defer = after_response.Deferral(ctx.request_id, later=True)
     if ctx.log_prompts:
@@ -92,17 +92,22 @@ def serve(
         _hand_over(bookkeeping)
         key_checks.settle_later(admission, 0, current)
         raise
-    edge.metrics.add_metric(name="StreamsOpened", unit=MetricUnit.Count, value=1)
-    body = _Run(edge, stream, encoder(stream), admission, bookkeeping, started, ctx.tenant)
-    headers = {
-        "content-type": EVENT_STREAM,
-        "cache-control": "no-cache",
-        "x-request-id": edge.request_id(),
-        "x-gateway-provider": stream.provider,
-        "x-gateway-model": stream.model,
-        "x-gateway-cache": "hit" if stream.cached else "miss",
-    }
-    return edge.respond_streaming(StreamingResponse(200, headers, StreamBody(body.events(), body.abandon)))
+    run = _Run(edge, stream, admission, bookkeeping, started, ctx.tenant)
+    try:
+        body = StreamBody(run.events(encoder(stream)), run.abandon)
+        edge.metrics.add_metric(name="StreamsOpened", unit=MetricUnit.Count, value=1)
+        headers = {
+            "content-type": EVENT_STREAM,
+            "cache-control": "no-cache",
+            "x-request-id": edge.request_id(),
+            "x-gateway-provider": stream.provider,
+            "x-gateway-model": stream.model,
+            "x-gateway-cache": "hit" if stream.cached else "miss",
+        }
+        return edge.respond_streaming(StreamingResponse(200, headers, body))
+    except BaseException:
+        run.abandon()  # nothing will read the stream: close it now
+        raise
 
 
 def spent_tokens(err: GatewayError) -> int:
@@ -117,22 +122,21 @@ class _Run:
         self,
         edge: HttpEdge,
         stream: CompletionStream,
-        encoder: EventEncoder,
         admission: Admission,
         bookkeeping: after_response.Deferral,
         started: float,
         tenant: str,
     ) -> None:
-        self.edge, self.stream, self.encoder = edge, stream, encoder
+        self.edge, self.stream = edge, stream
         self.admission, self.bookkeeping = admission, bookkeeping
         self.started, self.tenant = started, tenant
         self.tokens: int | None = None  # None: unknown (the caller left), the reservation stands
         self._ended = False
 
-    def events(self) -> Iterator[bytes]:
+    def events(self, encoder: EventEncoder) -> Iterator[bytes]:
         first_token = True
         try:
-            yield self.encoder.opening()
+            yield encoder.opening()
             events = self.stream.__aiter__()
             while (event := run_sync(_next(events))) is not None:
                 if first_token and isinstance(event, TextDelta | ToolCallDelta):
@@ -140,19 +144,19 @@ class _Run:
                     self._metric("TimeToFirstToken", _ms_since(self.started), MetricUnit.Milliseconds)
                 if isinstance(event, StreamDone):
                     self._done(event)
-                if piece := self.encoder.event(event):
+                if piece := encoder.event(event):
                     yield piece
-            yield self.encoder.closing()
+            yield encoder.closing()
         except GatewayError as err:
             self.tokens = spent_tokens(err)
             self.edge.logger.warning("stream interrupted", code=err.code, attempts=len(err.attempts))
             self._metric("StreamsInterrupted", 1, MetricUnit.Count)
-            yield self.encoder.error(err)
+            yield encoder.error(err)
         except Exception as exc:
             self.tokens = 0
-            framing.log_unexpected(self.edge.logger, exc, "stream failed", log_prompts=services().settings.log_prompts)
+            framing.log_unexpected(self.edge.logger, exc, "stream failed", log_prompts=_log_prompts())
             self._metric("StreamsInterrupted", 1, MetricUnit.Count)
-            yield self.encoder.error(answers.internal_error())
+            yield encoder.error(answers.internal_error())
         finally:
             self.abandon()
 
@@ -163,6 +167,8 @@ class _Run:
         self._ended = True
         try:
             run_sync(self.stream.aclose())
+        except Exception as exc:  # the answer is over either way: the bookkeeping below must still run
+            framing.log_unexpected(self.edge.logger, exc, "stream close failed", log_prompts=_log_prompts())
         finally:
             if self.tokens is None:
                 self._metric("StreamsCancelled", 1, MetricUnit.Count)
@@ -207,6 +213,10 @@ async def _next(events: Any) -> GatewayEvent | None:
         return cast(GatewayEvent, await events.__anext__())
     except StopAsyncIteration:
         return None
+
+
+def _log_prompts() -> bool:
+    return services().settings.log_prompts
 
 
 def _ms_since(started: float) -> float:
