@@ -15,7 +15,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from llm_gateway import aws
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import NotConfiguredError
-from llm_gateway.http import completions, events, models_list, openai_chat
+from llm_gateway.http import completion_routes as completions
+from llm_gateway.http import events, models_list, openai_chat
 from llm_gateway.http.edge import HttpEdge
 from llm_gateway.http.stream_params import NativeCompletionBody
 from llm_gateway.wiring import services

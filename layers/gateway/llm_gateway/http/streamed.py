@@ -170,7 +170,8 @@ class _Run:
         except Exception as exc:  # the answer is over either way: the bookkeeping below must still run
             framing.log_unexpected(self.edge.logger, exc, "stream close failed", log_prompts=_log_prompts())
         finally:
-            if self.tokens is None:
+            if self.tokens is None:  # the caller left before the end
+                self.edge.logger.info("stream cancelled", tenant=self.tenant, provider=self.stream.provider)
                 self._metric("StreamsCancelled", 1, MetricUnit.Count)
             self._metric("StreamDuration", _ms_since(self.started), MetricUnit.Milliseconds)
             tokens = self.admission.reserved_tokens if self.tokens is None else self.tokens
