@@ -13,54 +13,27 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway import aws
-from llm_gateway.accounting.cache import cache_control_from_headers
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import NotConfiguredError
-from llm_gateway.http import events, framing, key_checks, models_list, observe, openai_chat
+from llm_gateway.http import completion_routes as completions
+from llm_gateway.http import events, models_list, openai_chat
 from llm_gateway.http.edge import HttpEdge
-from llm_gateway.interfaces import RequestContext
-from llm_gateway.models import CompletionRequest, CompletionResult
-from llm_gateway.runtime import run_sync
+from llm_gateway.http.stream_params import NativeCompletionBody
 from llm_gateway.wiring import services
 
-CHAT_PATH = "/v1/chat/completions"
-NATIVE_SCHEMA_PARAM = "response_format.schema"
-
-edge = HttpEdge(openai_paths=models_list.openai_shaped)  # the chat and models routes answer as OpenAI does
+# The chat and models routes answer as OpenAI does; both completion routes may stream (Server-Sent Events).
+edge = HttpEdge(openai_paths=models_list.openai_shaped, streamed_paths=completions.STREAMED_PATHS)
 app, logger, metrics = edge.app, edge.logger, edge.metrics
 
 
-def complete(request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
-    if ctx.log_prompts:
-        logger.info("prompt", messages=[m.model_dump() for m in request.messages])
-    result = run_sync(services().gateway().complete(request, ctx))
-    observe.completion(logger, metrics, result, tenant=ctx.tenant)
-    return result
-
-
-def serve(request: CompletionRequest, encode: Any) -> Response[str]:
-    """``Cache-Control`` and ``x-gateway-cache-*`` headers over the body's ``cache``, then the answer."""
-    control = cache_control_from_headers(app.current_event.headers or {}, request.cache)
-    request = request if control is request.cache else request.model_copy(update={"cache": control})
-    return edge.serve(
-        "completion",
-        job_input=lambda: request.model_dump(mode="json", by_alias=True, exclude_none=True),
-        run=lambda ctx: complete(request, ctx),
-        answer=lambda result: (encode(result), observe.completion_headers(result)),
-        limits=key_checks.completion_limits(request, services()),
-        spent=lambda result: result.usage.input_tokens + result.usage.output_tokens,
-    )
-
-
-@edge.post(CHAT_PATH, summary="Chat completion (OpenAI's wire shape)", tags=["completion"])
+@edge.post(completions.CHAT_PATH, summary="Chat completion (OpenAI's wire shape)", tags=["completion"])
 def chat_completions(body: openai_chat.ChatCompletionsBody) -> Response[str]:
-    return serve(openai_chat.to_gateway_request(body), openai_chat.to_chat_completion)
+    return completions.chat(edge, body)
 
 
-@edge.post("/v1/completions", summary="Completion (the gateway's own shape)", tags=["completion"])
-def completions(body: CompletionRequest) -> Response[str]:
-    framing.check_response_format(body, param=NATIVE_SCHEMA_PARAM)
-    return serve(body, lambda result: result.model_dump(mode="json"))
+@edge.post(completions.NATIVE_PATH, summary="Completion (the gateway's own shape)", tags=["completion"])
+def native_completions(body: NativeCompletionBody) -> Response[str]:
+    return completions.native(edge, body)
 
 
 @edge.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"])
@@ -96,12 +69,7 @@ def retrieve_prefixed_model(model: str, name: str) -> Response[str]:
 
 def direct(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Step Functions (or any IAM caller) sends the ``/v1/completions`` body as the event."""
-    payload = dict(event)
-    tenant = events.direct_tenant(payload)
-    framing.check_json_depth(payload, what="the event")
-    request = framing.validate(CompletionRequest, payload)
-    framing.check_response_format(request, param=NATIVE_SCHEMA_PARAM)
-    return complete(request, events.direct_context("completion", tenant, context)).model_dump(mode="json")
+    return completions.direct(edge, event, context)
 
 
 lambda_handler = events.lambda_handler(edge, direct=direct)

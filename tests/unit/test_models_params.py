@@ -12,7 +12,7 @@ from llm_gateway.accounting.cache import cache_key, decode_entry, encode_entry, 
 from llm_gateway.catalog import default_catalog
 from llm_gateway.errors import InvalidRequestError, NoEligibleModelError, UnknownModelError
 from llm_gateway.gateway import Gateway, canonical_models
-from llm_gateway.http import chat_params, models_list, openai_chat
+from llm_gateway.http import chat_params, models_list, openai_chat, stream_params
 from llm_gateway.http import framing as api
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import (
@@ -38,8 +38,12 @@ USER = {"role": "user", "content": "Hello"}
 
 
 def chat(**body: Any) -> CompletionRequest:
+    """The chat route's conversion, with its stream check (``stream`` and ``stream_options``)."""
     data = {"model": "gpt-4o-mini", "messages": [USER], **body}
-    return openai_chat.to_gateway_request(api.validate(openai_chat.ChatCompletionsBody, data))
+    validated = api.validate(openai_chat.ChatCompletionsBody, data)
+    converted = openai_chat.to_gateway_request(validated)
+    stream_params.chat_stream(validated.stream, validated.stream_options, converted)
+    return converted
 
 
 def request(**fields: Any) -> CompletionRequest:
@@ -137,8 +141,14 @@ def test_models_routes_answer_errors_in_openais_shape() -> None:
         ({"web_search_options": {}}, "web_search_options"),
         ({"store": True}, "store"),
         ({"service_tier": "priority"}, "service_tier"),
-        ({"stream": True}, "stream"),
-        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # only with stream: true
+        ({"stream": False, "stream_options": {"include_usage": True}}, "stream_options"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+        ({"stream": True, "stream_options": {"chunk_size": 3}}, "stream_options.chunk_size"),
+        ({"stream": True, "stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
+        ({"stream": True, "stream_options": ["include_usage"]}, "stream_options"),
+        ({"stream": True, "n": 2}, "n"),  # a stream carries one choice
+        ({"stream": True, "logprobs": True}, "logprobs"),
         ({"verbosity": "low"}, "verbosity"),
         ({"prompt_cache_key": "k"}, "prompt_cache_key"),
         ({"not_an_openai_field": 1}, "not_an_openai_field"),

@@ -24,6 +24,7 @@ from llm_gateway.errors import (
 )
 from llm_gateway.http import framing as api
 from llm_gateway.http import openai_chat as openai_compat
+from llm_gateway.http import stream_params
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs.task_tokens import error_name
 from llm_gateway.models import CompletionRequest, ImagePart, JsonSchemaFormat, TextPart
@@ -35,7 +36,10 @@ USER = {"role": "user", "content": "Hello"}
 
 def convert(**body: Any) -> CompletionRequest:
     data = {"model": "gpt-4o-mini", "messages": [USER], **body}
-    return openai_compat.to_gateway_request(api.validate(openai_compat.ChatCompletionsBody, data))
+    body = api.validate(openai_compat.ChatCompletionsBody, data)
+    request = openai_compat.to_gateway_request(body)
+    stream_params.chat_stream(body.stream, body.stream_options, request)  # as the chat route checks it
+    return request
 
 
 def nested(levels: int) -> dict[str, Any]:
@@ -189,7 +193,8 @@ BAD_CHAT_BODIES = [
     ("empty messages", {"messages": []}, "messages", "at least 1"),
     ("messages not a list", {"messages": "hi"}, "messages", "list"),
     ("blank text", {"messages": [{"role": "user", "content": "  "}]}, "messages", "some text"),
-    ("stream", {"stream": True}, "stream", "streaming"),
+    ("stream_options without stream", {"stream_options": {"include_usage": True}}, "stream_options", "stream is true"),
+    ("n with stream", {"stream": True, "n": 3}, "n", "cannot be combined with stream"),
     ("n above the most choices", {"n": 9}, "n", "less than or equal"),
     ("max_tokens range", {"max_tokens": 10_000_000}, "max_tokens", "less than or equal"),
     ("max_completion_tokens", {"max_completion_tokens": 0}, "max_completion_tokens", "greater than"),

@@ -24,8 +24,6 @@ REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "web_search_options": ((None,), "web search is not supported by this gateway"),
     "store": ((None, False), "the gateway does not store completions with the provider; leave store false"),
     "service_tier": ((None, "auto", "default"), "only the default service tier is available ('auto' or 'default')"),
-    "stream": ((None, False), "streaming is not supported by this gateway; send stream=false"),
-    "stream_options": ((None,), "stream_options goes with stream=true, which this gateway does not support"),
     "verbosity": ((None, "medium"), "only the default verbosity ('medium') is supported"),
     "prompt_cache_key": ((None,), "provider prompt-cache keys are not supported; the gateway caches on its own"),
 }
@@ -51,6 +49,8 @@ KNOWN = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "logit_bias",
+        "stream",  # and stream_options: checked by http/stream_params.py
+        "stream_options",
         "tools",
         "tool_choice",
         "parallel_tool_calls",

@@ -11,7 +11,11 @@ that is the same on every route:
   and the actual tokens settled after the response;
 * body decoding and limits (``GATEWAY_MAX_BODY_BYTES`` on chat routes, the synchronous Lambda payload on
   the document routes), validation errors as a 400 naming ``details.param``;
-* the deadline: API Gateway's 29 s counted from ``requestTimeEpoch`` on every HTTP route;
+* the deadline: API Gateway's 29 s counted from ``requestTimeEpoch`` on every HTTP route, except the
+  routes wired for response streaming (``streamed_paths``, under the streaming runtime): the Lambda's
+  own remaining time there, for every request;
+* streamed answers (:mod:`llm_gateway.http.streamed`): a route hands its ``StreamingResponse`` to
+  ``respond_streaming`` and ``resolve`` returns it in place of the resolver's proxy dict;
 * ``Prefer: respond-async`` / ``defer-on-failure`` (RFC 7240), the ``x-gateway-*`` and ``x-request-id``
   headers;
 * errors in one documented shape (see :mod:`llm_gateway.http.answers`), unknown routes a 404
@@ -20,6 +24,8 @@ that is the same on every route:
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +38,7 @@ from llm_gateway.errors import DeadlineExceededError, GatewayError
 from llm_gateway.http import answers, framing, key_checks, prefer
 from llm_gateway.http.answers import DEFERRED_METRICS
 from llm_gateway.interfaces import RequestContext
+from llm_gateway.streaming.response import StreamingResponse
 from llm_gateway.wiring import services
 
 if TYPE_CHECKING:
@@ -43,6 +50,7 @@ T = TypeVar("T")
 Answer = tuple[dict[str, Any], dict[str, str]]  # (body, headers) of a 200
 
 OPENAPI_PATH = "/v1/openapi.json"
+STREAM_MARKER = "x-gateway-stream-pending"  # on the resolver's answer only, never sent
 
 
 class HttpEdge:
@@ -54,6 +62,7 @@ class HttpEdge:
         openai_paths: Iterable[str] | Callable[[str], bool] = (),
         document_paths: Iterable[str] = (),
         failure_metric: str | None = None,
+        streamed_paths: Iterable[str] = (),
     ) -> None:
         self.logger = Logger()
         self.failure_metric = failure_metric  # counted for each 5xx and 422 answer
@@ -61,6 +70,9 @@ class HttpEdge:
         # Routes answering errors in OpenAI's shape: paths, or a predicate over the path (/v1/models/{id}).
         self.openai_style = openai_paths if callable(openai_paths) else frozenset(openai_paths).__contains__
         self.document_paths = frozenset(document_paths)
+        # Routes API Gateway sends through its response-streaming integration (template.yaml).
+        self.streamed_paths = frozenset(streamed_paths)
+        self._pending = threading.local()  # a route's StreamingResponse, until ``resolve`` returns it
         # Validation is enabled route by route (``post``/``get``): Powertools then imports and builds its
         # validation machinery on the first request rather than at cold start.
         self.app = APIGatewayRestResolver()
@@ -78,7 +90,7 @@ class HttpEdge:
         """``app.get`` with Powertools' validation of the route's path and query parameters."""
         return self.app.get(path, enable_validation=True, **options)
 
-    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    def resolve(self, event: dict[str, Any], context: Any) -> dict[str, Any] | StreamingResponse:
         if not self._ready:  # the first request: validation with the gateway's body reader
             from llm_gateway.http import validation
 
@@ -88,7 +100,22 @@ class HttpEdge:
             self.app._request_validation_middleware = middleware
             self.app.exception_handler(validation.RequestValidationError)(self._validation_error)
             self._ready = True
-        return self.app.resolve(event, context)
+        self._pending.response = None
+        try:
+            answer = self.app.resolve(event, context)
+            pending: tuple[str, StreamingResponse] | None = self._pending.response
+            self._pending.response = None
+        finally:
+            if (leftover := self._pending.response) is not None:  # the resolver failed after the route
+                self._pending.response = None
+                leftover[1].body.close()
+        if pending is None:
+            return answer
+        token, streaming = pending
+        if token in (answer.get("multiValueHeaders") or {}).get(STREAM_MARKER, ()):
+            return streaming
+        streaming.body.close()  # the route's answer was replaced (an error after it): never sent
+        return answer
 
     # ------------------------------------------------------------------ the request
 
@@ -115,6 +142,14 @@ class HttpEdge:
         """The key's model policy, then its per-minute limits (403 ``model_not_allowed``, 429 ``rate_limited``)."""
         return key_checks.admit(self.key(), models, estimated_tokens, services())
 
+    def streams_here(self) -> bool:
+        """Whether this request came through API Gateway's response-streaming integration: a route wired
+        for it, in a function running under the streaming runtime."""
+        from llm_gateway.http.streamed import streaming_runtime
+
+        route = self.event.get("resource") or self.app.current_event.path
+        return route in self.streamed_paths and streaming_runtime()
+
     def request_id(self) -> str:
         return str((self.event.get("requestContext") or {}).get("requestId") or "")
 
@@ -125,7 +160,7 @@ class HttpEdge:
 
     def context(self, operation: str) -> RequestContext:
         """The request's context: its tenant, and API Gateway's 29 s from when it received the request
-        (or the Lambda's time, if shorter), less the safety margin."""
+        (or the Lambda's time, if shorter; on a streamed route, the Lambda's time), less the safety margin."""
         lambda_context = self.app.lambda_context
         remaining = lambda_context.get_remaining_time_in_millis() if lambda_context is not None else None
         epoch = (self.event.get("requestContext") or {}).get("requestTimeEpoch")
@@ -134,7 +169,7 @@ class HttpEdge:
             operation,
             tenant=key.tenant,
             request_id=self.request_id(),
-            remaining_ms=framing.http_remaining_ms(remaining, request_epoch_ms=epoch),
+            remaining_ms=framing.http_remaining_ms(remaining, request_epoch_ms=epoch, streamed=self.streams_here()),
             tags=key.context_tags(),
         )
         ctx.allows_model = key.policy.allows_model  # automatic fallbacks stay within the key's models
@@ -149,6 +184,13 @@ class HttpEdge:
             body=answers.encode(body),
             headers={**(headers or {}), "x-request-id": self.request_id()},
         )
+
+    def respond_streaming(self, response: StreamingResponse) -> Response[str]:
+        """Hand a streamed answer through the resolver: it keeps the response and returns a marker that
+        ``resolve`` swaps for it (Powertools' routes must return a ``Response``)."""
+        token = uuid.uuid4().hex
+        self._pending.response = (token, response)
+        return Response(status_code=response.status_code, body="", headers={STREAM_MARKER: token})
 
     def serve(
         self,
@@ -171,7 +213,7 @@ class HttpEdge:
         current = services()
         admission = self.admit(*limits)
         if prefer.wants_async(self.event, current):
-            return self._accepted(operation, job_input(), prefer.RESPOND_ASYNC, None)
+            return self.accept_job(operation, job_input(), prefer.RESPOND_ASYNC, None)
         tokens, handed_over = 0, False
         try:
             result = run(self.context(operation))
@@ -179,23 +221,23 @@ class HttpEdge:
         except DeadlineExceededError as err:
             if deadline_to_job and current.jobs_configured:  # no opt-in needed: the alternative is an error
                 handed_over = True
-                return self._accepted(operation, job_input(), None, err)
+                return self.accept_job(operation, job_input(), None, err)
             if not prefer.should_defer(self.event, err, current):
                 raise
             handed_over = True
-            return self._accepted(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
+            return self.accept_job(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
         except GatewayError as err:
             if not prefer.should_defer(self.event, err, current):
                 raise
             handed_over = True
-            return self._accepted(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
+            return self.accept_job(operation, job_input(), prefer.DEFER_ON_FAILURE, err)
         finally:
             if not handed_over:
                 key_checks.settle_later(admission, tokens, current)
         body, headers = answer(result)
         return self.json(200, body, headers)
 
-    def _accepted(
+    def accept_job(
         self, operation: str, payload: dict[str, Any], preference: str | None, cause: GatewayError | None
     ) -> Response[str]:
         job = prefer.submit(

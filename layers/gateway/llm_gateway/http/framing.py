@@ -345,9 +345,14 @@ def _is_type_tag(part: Any) -> bool:
 # --------------------------------------------------------------------------- time
 
 
-def http_remaining_ms(remaining_ms: int | None, *, request_epoch_ms: Any = None, now_ms: float | None = None) -> int:
+def http_remaining_ms(
+    remaining_ms: int | None, *, request_epoch_ms: Any = None, now_ms: float | None = None, streamed: bool = False
+) -> int | None:
     """Time left to answer an API Gateway request: API Gateway gives up after 29 s whatever the
-    function's timeout, counting from when it received the request (a cold start's init included)."""
+    function's timeout, counting from when it received the request (a cold start's init included).
+    A streaming integration waits as long as the function may run (up to 15 minutes): its own time."""
+    if streamed:
+        return remaining_ms
     budget = API_GATEWAY_TIMEOUT_MS
     if isinstance(request_epoch_ms, int | float) and not isinstance(request_epoch_ms, bool):
         elapsed = (time.time() * 1000.0 if now_ms is None else now_ms) - float(request_epoch_ms)

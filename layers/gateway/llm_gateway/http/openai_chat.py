@@ -15,7 +15,7 @@ from llm_gateway.errors import GatewayError
 from llm_gateway.http import framing as api
 from llm_gateway.http import openai_tools
 from llm_gateway.http.chat_params import refuse_unsupported
-from llm_gateway.models import MAX_CHOICES, MAX_TOP_LOGPROBS, Choice, CompletionRequest, CompletionResult
+from llm_gateway.models import MAX_CHOICES, MAX_TOP_LOGPROBS, Choice, CompletionRequest, CompletionResult, Usage
 
 TIERS = ("fast", "balanced", "best")
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -38,6 +38,7 @@ class ChatCompletionsBody(BaseModel):
     seed: int | None = None
     n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     stream: bool | None = None
+    stream_options: Any = None  # checked with stream (http/stream_params.py): only with stream: true
     response_format: dict[str, Any] | None = None
     user: str | None = Field(default=None, max_length=256)
     safety_identifier: str | None = Field(default=None, max_length=256)  # OpenAI's newer name for user
@@ -187,33 +188,45 @@ def _quoted(value: Any) -> str:
 
 # OpenAI's clients know stop/length/content_filter/tool_calls only; an answer that ended for a reason the
 # provider did not explain is reported as "stop" there, and as "error" in x_gateway (and never cached).
-_OPENAI_FINISH = {"error": "stop"}
+OPENAI_FINISH = {"error": "stop"}
+
+
+def chat_completion_id(gateway_id: str) -> str:
+    return f"chatcmpl-{gateway_id.removeprefix('gw-')}"
 
 
 def to_chat_completion(result: CompletionResult) -> dict[str, Any]:
-    usage = result.usage
     return {
-        "id": f"chatcmpl-{result.id.removeprefix('gw-')}",
+        "id": chat_completion_id(result.id),
         "object": "chat.completion",
         "created": result.created,
         "model": result.model,
         "choices": _choices(result),
-        "usage": {
-            "prompt_tokens": usage.input_tokens,
-            "completion_tokens": usage.output_tokens,
-            "total_tokens": usage.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-        },
+        "usage": openai_usage(result.usage),
         "system_fingerprint": None,
         # Extra fields the openai client keeps on the object (model_extra) for callers who want them.
-        "x_gateway": {
-            "provider": result.provider,
-            "finish_reason": result.finish_reason,  # the gateway's own, e.g. "error" for an unknown stop
-            "cost_usd": result.cost_usd,
-            "cached": result.cached,
-            "latency_ms": result.latency_ms,
-            "attempts": [a.model_dump() for a in result.attempts],
-        },
+        "x_gateway": gateway_fields(result),
+    }
+
+
+def openai_usage(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+    }
+
+
+def gateway_fields(result: CompletionResult) -> dict[str, Any]:
+    """``x_gateway``: who answered, at what cost, after which attempts (streamed answers add more)."""
+    return {
+        "provider": result.provider,
+        "finish_reason": result.finish_reason,  # the gateway's own, e.g. "error" for an unknown stop
+        "cost_usd": result.cost_usd,
+        "cached": result.cached,
+        "latency_ms": result.latency_ms,
+        "attempts": [a.model_dump() for a in result.attempts],
     }
 
 
@@ -228,7 +241,7 @@ def _choices(result: CompletionResult) -> list[dict[str, Any]]:
         {
             "index": index,
             "message": openai_tools.response_message(choice),
-            "finish_reason": _OPENAI_FINISH.get(choice.finish_reason, choice.finish_reason),
+            "finish_reason": OPENAI_FINISH.get(choice.finish_reason, choice.finish_reason),
             "logprobs": choice.logprobs,
         }
         for index, choice in enumerate([first, *result.alternatives])

@@ -19,8 +19,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from llm_gateway.http.openai_chat import ChatCompletionsBody
+from llm_gateway.http.stream_params import NativeCompletionBody
 from llm_gateway.jobs.requests import JobRequest
-from llm_gateway.models import CompletionRequest, CompletionResult
+from llm_gateway.models import CompletionResult
 from llm_gateway.operations.extraction import ExtractionRequest
 from llm_gateway.operations.summarization.request import SummaryRequest, SummaryResult
 
@@ -75,11 +76,15 @@ _ERROR_STATUSES = {
 }
 
 
-def _responses(ok: type[BaseModel] | None = None, *, accepted: bool = False) -> dict[int, Any]:
+def _responses(ok: type[BaseModel] | None = None, *, accepted: bool = False, streams: bool = False) -> dict[int, Any]:
     responses: dict[int, Any] = {
         code: {"description": text, "content": _ERROR} for code, text in _ERROR_STATUSES.items()
     }
-    ok_content = {"application/json": {"model": ok}} if ok else {"application/json": {"schema": {"type": "object"}}}
+    ok_content: dict[str, Any] = (
+        {"application/json": {"model": ok}} if ok else {"application/json": {"schema": {"type": "object"}}}
+    )
+    if streams:  # stream: true (README, Streaming): Server-Sent Events
+        ok_content["text/event-stream"] = {"schema": {"type": "string"}}
     responses[200] = {"description": "The answer", "content": ok_content}
     if accepted:
         responses[202] = {"description": "Accepted as a job", "content": {"application/json": {"model": JobReference}}}
@@ -93,7 +98,7 @@ def declared_routes() -> APIGatewayRestResolver:
     @app.post(
         "/v1/chat/completions",
         summary="Chat completion (OpenAI's wire shape)",
-        responses=_responses(accepted=True),
+        responses=_responses(accepted=True, streams=True),
         tags=["completion"],
     )
     def chat_completions(body: Annotated[ChatCompletionsBody, Body()]) -> None: ...
@@ -101,10 +106,10 @@ def declared_routes() -> APIGatewayRestResolver:
     @app.post(
         "/v1/completions",
         summary="Completion (the gateway's own shape)",
-        responses=_responses(CompletionResult, accepted=True),
+        responses=_responses(CompletionResult, accepted=True, streams=True),
         tags=["completion"],
     )
-    def completions(body: Annotated[CompletionRequest, Body()]) -> None: ...
+    def completions(body: Annotated[NativeCompletionBody, Body()]) -> None: ...
 
     @app.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"], responses=_responses())
     def usage(
