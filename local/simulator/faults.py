@@ -18,9 +18,18 @@ FAULTS = frozenset(
         "bad_request",
         "context_length",
         "content_filter",
+        *(
+            "stream_slow",  # a delay of ``delay`` seconds between a stream's chunks
+            "stream_cut",  # the connection closes after ``after`` chunks, without the end marker
+            "stream_stall",  # no bytes after ``after`` chunks, for ``delay`` seconds, then the connection closes
+            "stream_malformed",  # an event that is not valid JSON after ``after`` chunks
+            "stream_error",  # the provider's error event (Anthropic overloaded_error) after ``after`` chunks
+        ),
     }
 )
-# [[sim:fault=<name>(,retry_after=<s>)(,delay=<s>)(,provider=<openai|compat|anthropic|gemini|bedrock>)]]
+# Faults that only a streamed request plays; a non-streamed request is answered as without them.
+STREAM_FAULTS = frozenset(name for name in FAULTS if name.startswith("stream_"))
+# [[sim:fault=<name>(,retry_after=<s>)(,delay=<s>)(,after=<n>)(,provider=<openai|compat|anthropic|gemini|bedrock>)]]
 _MARKER = re.compile(r"\[\[sim:fault=([a-z_]+)((?:\s*,\s*[a-z_]+\s*=\s*[a-z0-9._]+)*)\s*\]\]")
 
 
@@ -30,6 +39,7 @@ class Fault:
     retry_after: float = 1.0
     delay_s: float = 5.0
     provider: str | None = None  # only this provider plays the fault (a marker's provider=...)
+    after: int = 2  # stream faults: chunks sent before the fault
 
 
 @dataclass
@@ -40,6 +50,7 @@ class FaultRule:
     times: int | None = None
     retry_after: float = 1.0
     delay_s: float = 5.0
+    after: int = 2
 
 
 def _fault_from_marker(text: str, provider: str | None = None) -> Fault | None:
@@ -54,6 +65,8 @@ def _fault_from_marker(text: str, provider: str | None = None) -> Fault | None:
                     fault.retry_after = float(value)
                 elif key in ("delay", "delay_s"):
                     fault.delay_s = float(value)
+                elif key == "after":
+                    fault.after = max(0, int(value))
                 elif key == "provider":
                     fault.provider = value
             except ValueError:

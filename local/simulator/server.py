@@ -18,9 +18,10 @@ from local.simulator.anthropic_dialect import AnthropicDialect
 from local.simulator.bedrock_dialect import BedrockDialect
 from local.simulator.choices import compose_choices
 from local.simulator.dialect import Dialect
-from local.simulator.faults import FAULTS, Fault, FaultRule, _fault_from_marker
+from local.simulator.faults import FAULTS, STREAM_FAULTS, Fault, FaultRule, _fault_from_marker
 from local.simulator.gemini_dialect import GeminiDialect
 from local.simulator.openai_dialect import OpenAIDialect
+from local.simulator.streams import write_stream
 from local.simulator.tool_calls import tool_answer
 from local.simulator.wire import (
     FINISH_REASONS,
@@ -33,7 +34,7 @@ from local.simulator.wire import (
 )
 
 _GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):generateContent$")
-_BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/converse$")
+_BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/converse(-stream)?$")
 
 
 # --------------------------------------------------------------------------- simulator
@@ -217,7 +218,13 @@ class ProviderSimulator:
         return _fault_from_marker(req.joined, req.provider) or self._take_rule(req.provider, req.model)
 
     def handle_provider(
-        self, provider: str, headers: dict[str, str], query: dict[str, str], raw: bytes, path_model: str | None
+        self,
+        provider: str,
+        headers: dict[str, str],
+        query: dict[str, str],
+        raw: bytes,
+        path_model: str | None,
+        stream: bool = False,
     ) -> tuple[Response, Any, str | None]:
         """Answer one provider request; returns the response, the parsed body and the model."""
         dialect = self._dialects[provider]
@@ -239,8 +246,15 @@ class ProviderSimulator:
         req = dialect.parse(body, headers, path_model)
         if isinstance(req, Response):
             return req, body, model
+        req.stream = req.stream or stream  # a streaming route (Bedrock's converse-stream)
 
         fault = self._pick_fault(req, headers)
+        stream_fault = None
+        if fault is not None and (
+            fault.name in STREAM_FAULTS or fault.name in getattr(dialect, "EXTRA_STREAM_FAULTS", ())
+        ):
+            # played inside a streamed answer; a non-streamed request is answered as without it
+            stream_fault, fault = fault, None
         if fault is not None:
             if fault.name not in FAULTS and fault.name not in getattr(dialect, "EXTRA_FAULTS", ()):
                 resp = dialect.client_error(f"unknown simulator fault {fault.name!r}")
@@ -257,6 +271,10 @@ class ProviderSimulator:
         reply = self._take_reply(provider)
         resp = dialect.render(req, tool_answer(req, reply) or compose_choices(req, reply))
         resp.fault = fault.name if fault else None
+        if stream_fault is not None and resp.events is not None:
+            resp.fault = stream_fault.name
+            resp.stream_fault = stream_fault
+            resp.fault_event = dialect.stream_fault_event(stream_fault)
         return resp, body, req.model
 
     def epoch(self) -> int:
@@ -362,20 +380,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(self._not_found(method, path))
                 return
             epoch = sim.epoch()
-            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model)
+            stream = path.endswith("/converse-stream")
+            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model, stream)
             # The path is recorded without the query string: Gemini keys may travel in ?key=.
-            sim.record(
-                {
-                    "provider": provider,
-                    "model": model,
-                    "path": path,
-                    "body": body,
-                    "fault": resp.fault,
-                    "status": resp.status if resp.body is not None else None,
-                    "ts": time.time(),
-                },
-                epoch,
-            )
+            call = {
+                "provider": provider,
+                "model": model,
+                "path": path,
+                "body": body,
+                "fault": resp.fault,
+                "status": resp.status if resp.body is not None else None,
+                "ts": time.time(),
+            }
+            sim.record(call, epoch)
+            if resp.events is not None:
+                outcome = write_stream(self, resp, 0.0)
+                with sim._lock:
+                    call.update(outcome)  # what the stream did: events sent, completed / cut / ...
+                return
             self._send(resp)
         except Exception as exc:  # never let a simulator bug hang the client
             self.log_error("simulator error: %r", exc)

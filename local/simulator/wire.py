@@ -44,6 +44,9 @@ class ChatRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     tool_turns: Any = None  # tool_calls.ToolTurns when the request declares tools or carries tool turns
+    stream: bool = False  # answer as a stream in the provider's wire format
+    include_usage: bool = False  # OpenAI stream_options.include_usage: a last chunk with the usage
+    sse: bool = True  # Gemini streamGenerateContent with alt=sse (without: one JSON array)
 
     @property
     def joined(self) -> str:
@@ -76,6 +79,9 @@ class Response:
     body: bytes | None  # None means: drop the connection without answering
     headers: dict[str, str] = field(default_factory=dict)
     fault: str | None = None
+    events: list[bytes] | None = None  # a streamed answer: each item is written and flushed on its own
+    stream_fault: Any = None  # faults.Fault played on the stream (cut, stall, malformed or error event)
+    fault_event: bytes | None = None  # the event a malformed/error stream fault sends in the dialect's format
 
 
 def _tokens(text: str) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -28,6 +29,7 @@ from llm_gateway.errors import (
 from llm_gateway.models import ProviderRequest, ProviderResponse, Usage
 from llm_gateway.providers import bedrock_converse as converse
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+from llm_gateway.streaming.events import ProviderEvent
 
 SIGNING_NAME = "bedrock"
 
@@ -91,6 +93,13 @@ class BedrockProvider(Provider):
     # --- wire -------------------------------------------------------------------------------------
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
+        return self._wire(request, "converse", "application/json")
+
+    def build_stream_request(self, request: ProviderRequest) -> WireRequest:
+        """The same call to ConverseStream, answered as binary eventstream frames."""
+        return self._wire(request, "converse-stream", "application/vnd.amazon.eventstream")
+
+    def _wire(self, request: ProviderRequest, operation: str, accept: str) -> WireRequest:
         calling = bool(request.tools) and request.tool_choice != "none"
         if calling and request.native_structured:
             # The structured answer is a forced tool of its own: with the caller's tools it is asked
@@ -103,9 +112,9 @@ class BedrockProvider(Provider):
         if (tools := converse.tool_config(request)) is not None:
             body["toolConfig"] = tools
         model = regional_model_id(request.model, self.region)
-        url = f"{self.base_url}/model/{quote(model, safe='')}/converse"
+        url = f"{self.base_url}/model/{quote(model, safe='')}/{operation}"
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = self._signed_headers(url, content, request.model)
+        headers = self._signed_headers(url, content, request.model, accept)
         return WireRequest(url=url, headers=headers, body=body, content=content)
 
     def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
@@ -130,6 +139,26 @@ class BedrockProvider(Provider):
             raw_model=request.model,
         )
 
+    def stream(
+        self,
+        request: ProviderRequest,
+        *,
+        client: httpx.AsyncClient,
+        timeout_s: float,
+        first_byte_timeout_s: float,
+        idle_timeout_s: float,
+    ) -> AsyncIterator[ProviderEvent]:
+        from llm_gateway.providers.bedrock_stream import converse_stream
+
+        return converse_stream(
+            self,
+            request,
+            client=client,
+            timeout_s=timeout_s,
+            first_byte_timeout_s=first_byte_timeout_s,
+            idle_timeout_s=idle_timeout_s,
+        )
+
     # --- errors -----------------------------------------------------------------------------------
 
     def error_message(self, body: Any) -> tuple[str, str]:
@@ -148,7 +177,7 @@ class BedrockProvider(Provider):
 
     # --- signing ----------------------------------------------------------------------------------
 
-    def _signed_headers(self, url: str, content: bytes, model: str) -> dict[str, str]:
+    def _signed_headers(self, url: str, content: bytes, model: str, accept: str = "application/json") -> dict[str, str]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
@@ -161,7 +190,7 @@ class BedrockProvider(Provider):
             method="POST",
             url=url,
             data=content,
-            headers={"content-type": "application/json", "accept": "application/json"},
+            headers={"content-type": "application/json", "accept": accept},
         )
         SigV4Auth(credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(aws_request)
         return {key: str(value) for key, value in aws_request.headers.items()}
