@@ -33,8 +33,8 @@ from local.simulator.wire import (
     _json_response,
 )
 
-_GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):generateContent$")
-_BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/converse(-stream)?$")
+_GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):(generateContent)$")
+_BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/(converse|converse-stream)$")
 
 
 # --------------------------------------------------------------------------- simulator
@@ -74,6 +74,7 @@ class ProviderSimulator:
         self._script: list[tuple[str, Reply]] = []
         self._calls: list[Json] = []
         self._latency_ms = latency_ms
+        self._chunk_delay_ms = 0  # between the chunks of every streamed answer
         self._epoch = 0  # bumped by reset() so in-flight requests don't log into the new run
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -137,14 +138,17 @@ class ProviderSimulator:
         times: int | None = None,
         retry_after: float = 1,
         delay_s: float = 5,
+        after: int = 2,
     ) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {sorted(FAULTS)}")
         _check_provider(provider)
         if times is not None and times <= 0:
             raise ValueError("times must be positive or None")
+        if not isinstance(after, int) or after < 0:
+            raise ValueError("after must be a non-negative integer (chunks sent before a stream fault)")
         with self._lock:
-            self._rules.append(FaultRule(fault, provider, model, times, float(retry_after), float(delay_s)))
+            self._rules.append(FaultRule(fault, provider, model, times, float(retry_after), float(delay_s), after))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -175,12 +179,39 @@ class ProviderSimulator:
         with self._lock:
             self._latency_ms = int(ms)
 
+    def set_chunk_delay(self, ms: int) -> None:
+        """A delay between the chunks of every streamed answer (as a slow model generates)."""
+        if ms < 0:
+            raise ValueError("chunk delay must be >= 0")
+        with self._lock:
+            self._chunk_delay_ms = int(ms)
+
+    def chunk_delay_s(self, headers: dict[str, str]) -> float:
+        """The request's ``x-sim-chunk-delay-ms`` header, else the run-wide setting."""
+        with suppress(ValueError):
+            return max(0.0, float(headers.get("x-sim-chunk-delay-ms", "")) / 1000)
+        with self._lock:
+            return self._chunk_delay_ms / 1000
+
+    def configure(self, latency_ms: int | None = None, chunk_delay_ms: int | None = None) -> None:
+        """``POST /_sim/config``: sets what it names (an empty body resets the latency, as it always did)."""
+        if chunk_delay_ms is not None:
+            self.set_chunk_delay(int(chunk_delay_ms))
+        if latency_ms is not None or chunk_delay_ms is None:
+            self.set_latency(int(latency_ms or 0))
+
+    def update_call(self, call: Json, **fields: Any) -> None:
+        """Add what only the end of the answer tells (how a stream went) to a recorded call."""
+        with self._lock:
+            call.update(fields)
+
     def reset(self) -> None:
         with self._lock:
             self._rules.clear()
             self._script.clear()
             self._calls.clear()
             self._latency_ms = 0
+            self._chunk_delay_ms = 0
             self._epoch += 1
 
     # ---- request handling (called from handler threads)
@@ -194,7 +225,7 @@ class ProviderSimulator:
                     rule.times -= 1
                     if rule.times <= 0:
                         self._rules.remove(rule)
-                return Fault(rule.fault, rule.retry_after, rule.delay_s)
+                return Fault(rule.fault, rule.retry_after, rule.delay_s, after=rule.after)
         return None
 
     def _take_reply(self, provider: str) -> Reply | None:
@@ -214,6 +245,8 @@ class ProviderSimulator:
                 fault.retry_after = float(headers.get("x-sim-retry-after", "1"))
             with suppress(ValueError):
                 fault.delay_s = float(headers.get("x-sim-delay", "5"))
+            with suppress(ValueError):
+                fault.after = max(0, int(headers.get("x-sim-after", "2")))
             return fault
         return _fault_from_marker(req.joined, req.provider) or self._take_rule(req.provider, req.model)
 
@@ -224,7 +257,7 @@ class ProviderSimulator:
         query: dict[str, str],
         raw: bytes,
         path_model: str | None,
-        stream: bool = False,
+        streamed_route: bool = False,
     ) -> tuple[Response, Any, str | None]:
         """Answer one provider request; returns the response, the parsed body and the model."""
         dialect = self._dialects[provider]
@@ -246,20 +279,20 @@ class ProviderSimulator:
         req = dialect.parse(body, headers, path_model)
         if isinstance(req, Response):
             return req, body, model
-        req.stream = req.stream or stream  # a streaming route (Bedrock's converse-stream)
+        if streamed_route:  # Gemini: the method says it (streamGenerateContent), alt=sse the framing
+            req.stream, req.sse = True, query.get("alt") == "sse"
 
         fault = self._pick_fault(req, headers)
-        stream_fault = None
-        if fault is not None and (
-            fault.name in STREAM_FAULTS or fault.name in getattr(dialect, "EXTRA_STREAM_FAULTS", ())
-        ):
-            # played inside a streamed answer; a non-streamed request is answered as without it
-            stream_fault, fault = fault, None
+        stream_fault: Fault | None = None
         if fault is not None:
             if fault.name not in FAULTS and fault.name not in getattr(dialect, "EXTRA_FAULTS", ()):
                 resp = dialect.client_error(f"unknown simulator fault {fault.name!r}")
                 resp.fault = fault.name
                 return resp, body, req.model
+            if fault.name in STREAM_FAULTS or fault.name in getattr(dialect, "EXTRA_STREAM_FAULTS", ()):
+                # played while streaming; a non-streamed request is answered as without the fault
+                stream_fault, fault = (fault if req.stream else None), None
+        if fault is not None:
             if fault.name == "drop":
                 return Response(0, None, fault="drop"), body, req.model
             if fault.name != "slow":
@@ -272,9 +305,9 @@ class ProviderSimulator:
         resp = dialect.render(req, tool_answer(req, reply) or compose_choices(req, reply))
         resp.fault = fault.name if fault else None
         if stream_fault is not None and resp.events is not None:
-            resp.fault = stream_fault.name
-            resp.stream_fault = stream_fault
-            resp.fault_event = dialect.stream_fault_event(stream_fault)
+            resp.fault, resp.stream_fault = stream_fault.name, stream_fault
+            if stream_fault.name in ("stream_malformed", "stream_error", *getattr(dialect, "EXTRA_STREAM_FAULTS", ())):
+                resp.fault_event = dialect.stream_fault_event(stream_fault)
         return resp, body, req.model
 
     def epoch(self) -> int:
@@ -300,7 +333,7 @@ class ProviderSimulator:
             ("POST", "/_sim/faults"): lambda: self.add_fault(**body),
             ("DELETE", "/_sim/faults"): self.clear_faults,
             ("POST", "/_sim/script"): lambda: self.script(body["provider"], body["replies"]),
-            ("POST", "/_sim/config"): lambda: self.set_latency(int(body.get("latency_ms", 0))),
+            ("POST", "/_sim/config"): lambda: self.configure(**body),
             ("POST", "/_sim/reset"): self.reset,
         }
         action = routes.get((method, path))
@@ -375,13 +408,12 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/_sim/"):
                 self._send(sim.handle_control(method, path, query, raw))
                 return
-            provider, path_model = self._route(method, path)
+            provider, path_model, streamed_route = self._route(method, path)
             if provider is None:
                 self._send(self._not_found(method, path))
                 return
             epoch = sim.epoch()
-            stream = path.endswith("/converse-stream")
-            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model, stream)
+            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model, streamed_route)
             # The path is recorded without the query string: Gemini keys may travel in ?key=.
             call = {
                 "provider": provider,
@@ -394,9 +426,8 @@ class _Handler(BaseHTTPRequestHandler):
             }
             sim.record(call, epoch)
             if resp.events is not None:
-                outcome = write_stream(self, resp, 0.0)
-                with sim._lock:
-                    call.update(outcome)  # what the stream did: events sent, completed / cut / ...
+                # {"events_sent": n, "outcome": ...}: how the stream went, "client_closed" included
+                sim.update_call(call, stream=write_stream(self, resp, sim.chunk_delay_s(headers)))
                 return
             self._send(resp)
         except Exception as exc:  # never let a simulator bug hang the client
@@ -404,22 +435,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_json_response(500, {"error": {"message": f"simulator error: {exc!r}"}}))
 
     @staticmethod
-    def _route(method: str, path: str) -> tuple[str | None, str | None]:
+    def _route(method: str, path: str) -> tuple[str | None, str | None, bool]:
+        """(provider, the model named in the path, whether the path itself asks for a stream)."""
         if method != "POST":
-            return None, None
+            return None, None, False
         if path == "/openai/v1/chat/completions":
-            return "openai", None
+            return "openai", None, False
         if path == "/compat/v1/chat/completions":
-            return "compat", None
+            return "compat", None, False
         if path == "/anthropic/v1/messages":
-            return "anthropic", None
+            return "anthropic", None, False
         match = _GEMINI_ROUTE.match(path)
         if match:
-            return "gemini", unquote(match.group(2))
+            return "gemini", unquote(match.group(2)), match.group(3) == "streamGenerateContent"
         match = _BEDROCK_ROUTE.match(path)
         if match:
-            return "bedrock", unquote(match.group(1))
-        return None, None
+            return "bedrock", unquote(match.group(1)), match.group(2) == "converse-stream"
+        return None, None, False
 
     def _not_found(self, method: str, path: str) -> Response:
         dialects = self.server.sim._dialects

@@ -140,8 +140,8 @@ def test_text_stream_reassembles_to_the_converse_answer(simulator):
     assert end.usage == whole.usage and end.usage is not None and end.usage.output_tokens > 0
     assert end.provider_request_id and end.raw_model == MODEL
     call = simulator.calls("bedrock")[-1]
-    assert call["path"].endswith("/converse-stream") and call["outcome"] == "completed"
-    assert call["events_sent"] > 4
+    assert call["path"].endswith("/converse-stream") and call["stream"]["outcome"] == "completed"
+    assert call["stream"]["events_sent"] > 4
 
 
 def test_stream_request_is_signed_for_converse_stream(simulator):
@@ -297,10 +297,10 @@ def test_closing_the_stream_early_closes_the_connection(simulator):
 
     asyncio.run(go())
     deadline = time.monotonic() + 5
-    while simulator.calls("bedrock")[-1].get("outcome") is None and time.monotonic() < deadline:
+    while simulator.calls("bedrock")[-1].get("stream") is None and time.monotonic() < deadline:
         time.sleep(0.05)
     call = simulator.calls("bedrock")[-1]
-    assert call["outcome"] == "client_closed", call
+    assert call["stream"]["outcome"] == "client_closed", call
 
 
 class _Raw:
@@ -333,3 +333,20 @@ def test_botocore_reads_the_simulator_stream_as_converse_stream(simulator, promp
     assert text == text_of(ours)
     starts = [e["contentBlockStart"]["start"]["toolUse"]["name"] for e in parsed if "contentBlockStart" in e]
     assert starts == [c["name"] for c in calls_of(ours)]
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [("stream_throttling", "throttlingException"), ("stream_error", "modelStreamErrorException")],
+)
+def test_botocore_reads_the_simulator_exception_event_as_converse_stream_error(simulator, fault, code):
+    from botocore.exceptions import EventStreamError
+
+    wire = provider_for(simulator).build_stream_request(chat(f"[[sim:fault={fault},after=2]] Tell me a story."))
+    raw = httpx.post(wire.url, headers=wire.headers, content=wire.content, timeout=10).content
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    shape = model.operation_model("ConverseStream").output_shape.members["stream"]
+    events = EventStream(_Raw(raw, lambda data: [data]), shape, EventStreamJSONParser(), "ConverseStream")
+    with pytest.raises(EventStreamError) as info:
+        list(events)
+    assert info.value.response["Error"]["Code"] == code
