@@ -235,7 +235,7 @@ def test_failures_before_the_first_event_raise_what_complete_raises(simulator, f
 
 def test_slow_first_byte_is_a_first_byte_timeout(simulator):
     seen, exc = events_before_error(simulator, chat("[[sim:fault=slow,delay=1.5]] Hi"), first_byte=0.3)
-    assert isinstance(exc, ProviderTimeoutError) and "first event within 0.3s" in exc.message
+    assert isinstance(exc, ProviderTimeoutError) and "no first event within 0.3s (first-byte timeout)" in exc.message
     assert seen == []
 
 
@@ -244,7 +244,7 @@ def test_stall_mid_stream_is_an_idle_timeout(simulator):
     seen, exc = events_before_error(
         simulator, chat("[[sim:fault=stream_stall,after=3,delay=3]] Tell me a story."), idle=0.4
     )
-    assert isinstance(exc, ProviderTimeoutError) and "next event within 0.4s" in exc.message
+    assert isinstance(exc, ProviderTimeoutError) and "no event for 0.4s (idle timeout)" in exc.message
     assert text_of(seen), "the events before the stall were delivered"
     assert time.monotonic() - started < 2.5
 
@@ -253,7 +253,7 @@ def test_slow_stream_past_the_total_timeout_is_a_timeout(simulator):
     seen, exc = events_before_error(
         simulator, chat("[[sim:fault=stream_slow,delay=0.3]] Tell me a long story please."), idle=1, total=0.8
     )
-    assert isinstance(exc, ProviderTimeoutError) and "whole stream in 0.8s" in exc.message
+    assert isinstance(exc, ProviderTimeoutError) and "did not finish the stream within 0.8s" in exc.message
     assert seen
 
 
@@ -350,3 +350,25 @@ def test_botocore_reads_the_simulator_exception_event_as_converse_stream_error(s
     with pytest.raises(EventStreamError) as info:
         list(events)
     assert info.value.response["Error"]["Code"] == code
+
+
+def test_a_slow_reader_is_not_an_idle_provider(simulator):
+    """The idle clock runs while the adapter waits for the provider, not while the caller handles an event."""
+
+    async def go() -> list[ProviderEvent]:
+        events: list[ProviderEvent] = []
+        async with httpx.AsyncClient() as client:
+            iterator = provider_for(simulator).stream(
+                chat("Tell me a story, slowly read."),
+                client=client,
+                timeout_s=20,
+                first_byte_timeout_s=5,
+                idle_timeout_s=0.2,
+            )
+            async for event in iterator:
+                events.append(event)
+                await asyncio.sleep(0.3)
+        return events
+
+    events = asyncio.run(go())
+    assert isinstance(the_end(events), StreamEnd) and text_of(events)

@@ -28,6 +28,7 @@ from llm_gateway.errors import (
 )
 from llm_gateway.models import ProviderRequest, ProviderResponse, Usage
 from llm_gateway.providers import bedrock_converse as converse
+from llm_gateway.providers import eventstream
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
 from llm_gateway.streaming.events import ProviderEvent
 
@@ -97,7 +98,7 @@ class BedrockProvider(Provider):
 
     def build_stream_request(self, request: ProviderRequest) -> WireRequest:
         """The same call to ConverseStream, answered as binary eventstream frames."""
-        return self._wire(request, "converse-stream", "application/vnd.amazon.eventstream")
+        return self._wire(request, "converse-stream", eventstream.CONTENT_TYPE)
 
     def _wire(self, request: ProviderRequest, operation: str, accept: str) -> WireRequest:
         calling = bool(request.tools) and request.tool_choice != "none"

@@ -32,7 +32,7 @@ from llm_gateway.errors import (
 )
 from llm_gateway.models import FinishReason, JsonSchemaFormat, ProviderRequest, Usage
 from llm_gateway.providers import bedrock_converse as converse
-from llm_gateway.providers.eventstream import EventStreamDecoder, EventStreamError, EventStreamMessage
+from llm_gateway.providers.eventstream import CONTENT_TYPE, EventStreamDecoder, EventStreamError, EventStreamMessage
 from llm_gateway.streaming.events import ProviderEvent, StreamEnd, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
@@ -186,66 +186,77 @@ async def converse_stream(
     first_byte_timeout_s: float,
     idle_timeout_s: float,
 ) -> AsyncIterator[ProviderEvent]:
+    name, model = provider.name, request.model
     wire = provider.build_stream_request(request)
     loop = asyncio.get_running_loop()
     started = loop.time()
     end_by = started + timeout_s
-    model = request.model
-    reader = ConverseStreamReader(request, provider=provider.name)
+    next_by = min(started + first_byte_timeout_s, end_by)  # until the first event: the first-byte bound
+    reader = ConverseStreamReader(request, provider=name)
     decoder = EventStreamDecoder()
     seen_event = False
     timeout = httpx.Timeout(timeout_s, connect=min(provider.connect_timeout_s, timeout_s))
-
-    def deadline() -> tuple[float, str]:
-        # before the first event: the first-byte bound; after: idle since the last bytes; always the total
-        waited, label = (first_byte_timeout_s, "first event") if not seen_event else (idle_timeout_s, "next event")
-        limit = (started if not seen_event else last_bytes) + waited
-        return (
-            (limit, f"{label} within {waited:.1f}s")
-            if limit < end_by
-            else (end_by, f"whole stream in {timeout_s:.1f}s")
-        )
-
-    last_bytes = started
     response: httpx.Response | None = None
     try:
         try:
-            when, what = deadline()
-            async with asyncio.timeout_at(when):
-                built = client.build_request(
+            async with asyncio.timeout_at(next_by):
+                outgoing = client.build_request(
                     "POST", wire.url, headers=wire.headers, content=wire.content, timeout=timeout
                 )
-                response = await client.send(built, stream=True)
+                response = await client.send(outgoing, stream=True)
                 if response.status_code >= 400:
                     await response.aread()
-                    raise provider._error(response, model)
+            if response.status_code >= 400:
+                raise provider._error(response, model)
+            content_type = response.headers.get("content-type", "")
+            if not content_type.startswith(CONTENT_TYPE):
+                raise MalformedResponseError(
+                    f"{name} answered a stream request with {content_type or 'no content type'}",
+                    provider=name,
+                    model=model,
+                    status_code=response.status_code,
+                )
             reader.request_id = response.headers.get("x-amzn-requestid")
             chunks = response.aiter_raw()
             while not reader.done:
-                when, what = deadline()
-                async with asyncio.timeout_at(when):
+                async with asyncio.timeout_at(next_by):
                     chunk = await anext(chunks, None)
                 if chunk is None:
                     raise ProviderConnectionError(
-                        f"{provider.name} stream ended before its metadata event", provider=provider.name, model=model
+                        f"{name} closed the stream before its metadata event", provider=name, model=model
                     )
-                last_bytes = loop.time()
-                for message in decoder.feed(chunk):
+                messages = decoder.feed(chunk)
+                for message in messages:
                     for event in reader.read(message):
                         seen_event = True
                         yield event
+                if messages and seen_event:
+                    # the idle clock starts when the caller asks for more, not while it handled the last event
+                    next_by = min(loop.time() + idle_timeout_s, end_by)
         except (httpx.TimeoutException, TimeoutError) as exc:
-            raise ProviderTimeoutError(
-                f"{provider.name} did not send its {what}", provider=provider.name, model=model
+            raise _timed_out(
+                name, model, timeout_s, first_byte_timeout_s, idle_timeout_s, next_by >= end_by, seen_event
             ) from exc
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise ProviderConnectionError(
-                f"{provider.name} stream connection failed: {type(exc).__name__}", provider=provider.name, model=model
+                f"{name} stream connection failed: {type(exc).__name__}", provider=name, model=model
             ) from exc
         except EventStreamError as exc:
             raise MalformedResponseError(
-                f"{provider.name} streamed a bad frame: {exc}", provider=provider.name, model=model, status_code=200
+                f"{name} streamed a bad frame: {exc}", provider=name, model=model, status_code=200
             ) from exc
     finally:
         if response is not None:
             await response.aclose()  # stops generation when the caller closes the stream early
+
+
+def _timed_out(
+    name: str, model: str, total_s: float, first_s: float, idle_s: float, whole: bool, seen_event: bool
+) -> ProviderTimeoutError:
+    if whole:
+        text = f"{name} did not finish the stream within {total_s:.1f}s"
+    elif seen_event:
+        text = f"{name} sent no event for {idle_s:.1f}s (idle timeout)"
+    else:
+        text = f"{name} sent no first event within {first_s:.1f}s (first-byte timeout)"
+    return ProviderTimeoutError(text, provider=name, model=model)

@@ -14,6 +14,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 
+CONTENT_TYPE = "application/vnd.amazon.eventstream"
 PRELUDE_LENGTH = 12
 MESSAGE_CRC_LENGTH = 4
 MIN_MESSAGE_LENGTH = PRELUDE_LENGTH + MESSAGE_CRC_LENGTH
