@@ -359,7 +359,7 @@ def test_a_slow_reader_is_not_an_idle_provider(simulator):
         events: list[ProviderEvent] = []
         async with httpx.AsyncClient() as client:
             iterator = provider_for(simulator).stream(
-                chat("Tell me a story, slowly read."),
+                chat("[[sim:fault=stream_slow,delay=0.05]] Tell me a story, slowly read."),
                 client=client,
                 timeout_s=20,
                 first_byte_timeout_s=5,
