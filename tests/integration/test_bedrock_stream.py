@@ -372,3 +372,17 @@ def test_a_slow_reader_is_not_an_idle_provider(simulator):
 
     events = asyncio.run(go())
     assert isinstance(the_end(events), StreamEnd) and text_of(events)
+
+
+def test_converse_stream_refuses_what_converse_refuses(simulator):
+    url = f"{simulator.base_urls()['bedrock']}/model/{MODEL}/converse-stream"
+    unsigned = httpx.post(url, json={"messages": [{"role": "user", "content": [{"text": "hi"}]}]}, timeout=5)
+    assert unsigned.status_code == 403
+    assert unsigned.headers["x-amzn-errortype"].startswith("MissingAuthenticationTokenException")
+    provider = provider_for(simulator)
+    content = json.dumps({"messages": [{"role": "assistant", "content": [{"text": "hi"}]}]}).encode()
+    signed = provider._signed_headers(url, content, MODEL, "application/vnd.amazon.eventstream")
+    refused = httpx.post(url, content=content, headers=signed, timeout=5)
+    assert refused.status_code == 400 and refused.headers["content-type"].startswith("application/json")
+    assert refused.headers["x-amzn-errortype"].startswith("ValidationException")
+    assert "start with a user message" in refused.json()["message"]
