@@ -77,3 +77,8 @@ class Dialect:
     def client_error(self, message: str) -> Response:
         """A plain 400 in this provider's error shape."""
         raise NotImplementedError
+
+    def stream_fault_event(self, fault: Fault) -> bytes:
+        """The event a ``stream_malformed`` or ``stream_error`` fault sends, in this provider's stream format
+        (only dialects that stream are asked)."""
+        raise NotImplementedError

@@ -18,13 +18,11 @@ FAULTS = frozenset(
         "bad_request",
         "context_length",
         "content_filter",
-        *(
-            "stream_slow",  # a delay of ``delay`` seconds between a stream's chunks
-            "stream_cut",  # the connection closes after ``after`` chunks, without the end marker
-            "stream_stall",  # no bytes after ``after`` chunks, for ``delay`` seconds, then the connection closes
-            "stream_malformed",  # an event that is not valid JSON after ``after`` chunks
-            "stream_error",  # the provider's error event (Anthropic overloaded_error) after ``after`` chunks
-        ),
+        "stream_slow",  # a delay of ``delay`` seconds between a stream's chunks
+        "stream_cut",  # the connection closes after ``after`` chunks, without the end marker
+        "stream_stall",  # no bytes after ``after`` chunks, for ``delay`` seconds, then the connection closes
+        "stream_malformed",  # an event that is not valid JSON after ``after`` chunks
+        "stream_error",  # the provider's error event (Anthropic overloaded_error) after ``after`` chunks
     }
 )
 # Faults that only a streamed request plays; a non-streamed request is answered as without them.
