@@ -386,3 +386,35 @@ def test_converse_stream_refuses_what_converse_refuses(simulator):
     assert refused.status_code == 400 and refused.headers["content-type"].startswith("application/json")
     assert refused.headers["x-amzn-errortype"].startswith("ValidationException")
     assert "start with a user message" in refused.json()["message"]
+
+
+def test_the_connection_is_released_before_stream_end_is_handed_over(simulator):
+    """A caller that stops at StreamEnd (no aclose) leaves nothing open: with a one-connection pool, a
+    second stream gets the connection at once."""
+
+    async def go() -> list[str]:
+        finishes: list[str] = []
+        kept: list[Any] = []  # unfinished iterators stay referenced: no finalizer closes them behind our back
+        limits = httpx.Limits(max_connections=1)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(5, pool=0.5)) as client:
+            for _ in range(2):
+                iterator = aiter(
+                    provider_for(simulator).stream(
+                        chat(), client=client, timeout_s=10, first_byte_timeout_s=5, idle_timeout_s=5
+                    )
+                )
+                kept.append(iterator)
+                while not isinstance(event := await anext(iterator), StreamEnd):
+                    pass
+                finishes.append(event.finish_reason)  # and the iterator is left as it is
+        return finishes
+
+    assert asyncio.run(go()) == ["stop", "stop"]
+
+
+def test_an_exception_event_is_logged_by_type_without_the_provider_text(simulator, caplog):
+    caplog.set_level("WARNING", logger="llm_gateway.providers")
+    events_before_error(simulator, chat("[[sim:fault=stream_validation,after=2]] Tell me a story."))
+    (record,) = [r for r in caplog.records if r.getMessage() == "provider error"]
+    assert record.error_type == "validationException" and record.in_stream is True
+    assert not hasattr(record, "provider_message")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,8 @@ STREAM_EXCEPTIONS: dict[str, type[ProviderError]] = {
 }
 _TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|window)|maximum context", re.IGNORECASE)
 _SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_DRAIN_S = 0.05  # bounds the wait for the body's end after the metadata event
+log = logging.getLogger("llm_gateway.providers")
 
 
 def stream_usage(usage: dict[str, Any]) -> Usage:
@@ -63,9 +66,10 @@ def stream_usage(usage: dict[str, Any]) -> Usage:
 class ConverseStreamReader:
     """Turns ConverseStream messages into gateway events; ``done`` once the metadata event was read."""
 
-    def __init__(self, request: ProviderRequest, *, provider: str = "bedrock") -> None:
+    def __init__(self, request: ProviderRequest, *, provider: str = "bedrock", log_prompts: bool = False) -> None:
         self.request = request
         self.provider = provider
+        self.log_prompts = log_prompts  # the provider's own error text goes to logs only when asked
         self.calling = bool(request.tools) and request.tool_choice != "none"
         # A structured answer asked for through a forced tool (bedrock_converse.tool_config).
         self.structured = (
@@ -165,6 +169,17 @@ class ConverseStreamReader:
         cls = STREAM_EXCEPTIONS.get(exception_type, ProviderUnavailableError)
         if cls is ProviderBadRequestError and _TOO_LONG.search(message):
             cls = ContextTooLongError
+        log.warning(
+            "provider error",
+            extra={
+                "provider": self.provider,
+                "model": self.request.model,
+                "status": 200,
+                "error_type": exception_type[:100],
+                "in_stream": True,
+                **({"provider_message": message[:1000]} if self.log_prompts else {}),
+            },
+        )
         kind = exception_type if _SAFE_TYPE.fullmatch(exception_type) else "unknown"
         # The provider's text can quote the prompt: the error names the type only.
         return cls(
@@ -192,7 +207,7 @@ async def converse_stream(
     started = loop.time()
     end_by = started + timeout_s
     next_by = min(started + first_byte_timeout_s, end_by)  # until the first event: the first-byte bound
-    reader = ConverseStreamReader(request, provider=name)
+    reader = ConverseStreamReader(request, provider=name, log_prompts=provider.log_prompts)
     decoder = EventStreamDecoder()
     seen_event = False
     timeout = httpx.Timeout(timeout_s, connect=min(provider.connect_timeout_s, timeout_s))
@@ -229,6 +244,10 @@ async def converse_stream(
                 for message in messages:
                     for event in reader.read(message):
                         seen_event = True
+                        if isinstance(event, StreamEnd):
+                            # Done with the connection before the caller gets the end: a caller that stops
+                            # iterating there leaves nothing open.
+                            await _release(chunks, response)
                         yield event
                 if messages and seen_event:
                     # the idle clock starts when the caller asks for more, not while it handled the last event
@@ -248,6 +267,18 @@ async def converse_stream(
     finally:
         if response is not None:
             await response.aclose()  # stops generation when the caller closes the stream early
+
+
+async def _release(chunks: AsyncIterator[bytes], response: httpx.Response) -> None:
+    """Read what little follows the metadata event (the body's end, usually in the same packet), so the
+    connection goes back to the pool; then close the response either way."""
+    try:
+        async with asyncio.timeout(_DRAIN_S):
+            async for _ in chunks:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
+    await response.aclose()
 
 
 def _timed_out(
