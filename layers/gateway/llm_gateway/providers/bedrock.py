@@ -26,7 +26,7 @@ from llm_gateway.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from llm_gateway.models import ProviderRequest, ProviderResponse, Usage
+from llm_gateway.models import ProviderRequest, ProviderResponse
 from llm_gateway.providers import bedrock_converse as converse
 from llm_gateway.providers import eventstream
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
@@ -124,19 +124,11 @@ class BedrockProvider(Provider):
             raise ContentFilteredError(f"{self.name} filtered the answer", provider=self.name, model=request.model)
         blocks = data["output"]["message"]["content"]
         content, finish, calls = converse.answer(blocks, request, stop_reason)
-        usage = data.get("usage") or {}
-        cache_read = int(usage.get("cacheReadInputTokens") or 0)
-        cache_write = int(usage.get("cacheWriteInputTokens") or 0)
         return ProviderResponse(
             content=content,
             finish_reason=finish,
             tool_calls=calls or None,
-            usage=Usage(
-                # Converse's inputTokens leaves cache reads and writes out; ours counts all input.
-                input_tokens=int(usage["inputTokens"]) + cache_read + cache_write,
-                output_tokens=int(usage["outputTokens"]),
-                cached_input_tokens=cache_read,
-            ),
+            usage=converse.usage(data.get("usage") or {}),
             raw_model=request.model,
         )
 

@@ -31,7 +31,7 @@ from llm_gateway.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from llm_gateway.models import FinishReason, JsonSchemaFormat, ProviderRequest, Usage
+from llm_gateway.models import FinishReason, JsonSchemaFormat, ProviderRequest
 from llm_gateway.providers import bedrock_converse as converse
 from llm_gateway.providers.eventstream import CONTENT_TYPE, EventStreamDecoder, EventStreamError, EventStreamMessage
 from llm_gateway.streaming.events import ProviderEvent, StreamEnd, TextDelta, ToolCallDelta
@@ -50,17 +50,6 @@ _TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|windo
 _SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DRAIN_S = 0.05  # bounds the wait for the body's end after the metadata event
 log = logging.getLogger("llm_gateway.providers")
-
-
-def stream_usage(usage: dict[str, Any]) -> Usage:
-    """Converse's usage as the gateway counts it (cache reads and writes are input too)."""
-    cache_read = int(usage.get("cacheReadInputTokens") or 0)
-    cache_write = int(usage.get("cacheWriteInputTokens") or 0)
-    return Usage(
-        input_tokens=int(usage["inputTokens"]) + cache_read + cache_write,
-        output_tokens=int(usage["outputTokens"]),
-        cached_input_tokens=cache_read,
-    )
 
 
 class ConverseStreamReader:
@@ -123,7 +112,7 @@ class ConverseStreamReader:
             if self._stop_reason is None:
                 raise self._malformed("a metadata event before messageStop")
             self.done = True
-            return [StreamEnd(self._finish(), stream_usage(data["usage"]), self.request_id, self.request.model)]
+            return [StreamEnd(self._finish(), converse.usage(data["usage"]), self.request_id, self.request.model)]
         return []  # messageStart, and events this adapter does not use (forward compatible)
 
     def _block_start(self, block: int, start: dict[str, Any]) -> list[ProviderEvent]:
