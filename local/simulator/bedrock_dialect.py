@@ -1,4 +1,5 @@
-"""Amazon Bedrock Runtime's Converse API dialect (``POST /model/{modelId}/converse``).
+"""Amazon Bedrock Runtime's Converse API dialect (``POST /model/{modelId}/converse``, and
+``/converse-stream`` for the same answers as eventstream frames: local/simulator/bedrock_stream.py).
 
 Like Bedrock, it refuses a request without a SigV4 ``Authorization`` header (403, error type in
 ``x-amzn-errortype``, body ``{"message": ...}``) and checks that the header is well formed: algorithm,
@@ -14,6 +15,13 @@ import binascii
 import re
 from typing import Any
 
+from local.simulator.bedrock_stream import (
+    STREAM_EXCEPTIONS,
+    converse_frames,
+    fault_frame,
+    malformed_frames,
+    stream_response,
+)
 from local.simulator.dialect import Dialect, _block_texts, _positive_int
 from local.simulator.faults import Fault
 from local.simulator.tool_calls import PlannedCall, SimTool, ToolTurns
@@ -39,7 +47,9 @@ class BedrockDialect(Dialect):
 
     name = "bedrock"
     CONTEXT_LIMIT = 200_000
-    EXTRA_FAULTS = frozenset({"model_not_ready", "model_timeout"})  # Bedrock's own, beyond the shared ones
+    # Bedrock's own, beyond the shared ones; the stream_* ones are played in a ConverseStream answer only.
+    EXTRA_STREAM_FAULTS = frozenset(STREAM_EXCEPTIONS) - {"stream_error"}
+    EXTRA_FAULTS = frozenset({"model_not_ready", "model_timeout"}) | EXTRA_STREAM_FAULTS
     _STOP = {"stop": "end_turn", "length": "max_tokens", "content_filter": "content_filtered"}
 
     def error(self, status: int, type_: str, message: str) -> Response:
@@ -140,6 +150,16 @@ class BedrockDialect(Dialect):
     # --- answers ----------------------------------------------------------------------------------
 
     def render(self, req: ChatRequest, answer: Answer) -> Response:
+        body = self._converse_body(req, answer)
+        headers = {"x-amzn-RequestId": _ident("", 32)}
+        if req.stream:  # ConverseStream: the same answer, as eventstream frames
+            return stream_response(converse_frames(body), headers)
+        return _json_response(200, body, headers)
+
+    def stream_fault_event(self, fault: Fault) -> bytes:
+        return fault_frame(fault.name)
+
+    def _converse_body(self, req: ChatRequest, answer: Answer) -> Json:
         content: list[Json]
         if answer.finish == "content_filter":
             content, stop = [{"text": answer.text or "The generated text has been blocked."}], "content_filtered"
@@ -159,13 +179,12 @@ class BedrockDialect(Dialect):
             "cacheReadInputTokens": answer.cached_tokens,
             "cacheWriteInputTokens": 0,
         }
-        body = {
+        return {
             "output": {"message": {"role": "assistant", "content": content}},
             "stopReason": stop,
             "usage": usage,
             "metrics": {"latencyMs": 1},
         }
-        return _json_response(200, body, {"x-amzn-RequestId": _ident("", 32)})
 
     def fault(self, fault: Fault, req: ChatRequest) -> Response:
         name = fault.name
@@ -189,6 +208,8 @@ class BedrockDialect(Dialect):
             return self.client_error("Input is too long for requested model.")
         if name == "content_filter":
             return self.render(req, Answer("", "content_filter", req.input_tokens, 0))
+        if name in ("malformed", "malformed_shape") and req.stream:
+            return stream_response(malformed_frames(bad_shape=name == "malformed_shape"), {})
         if name == "malformed":
             return Response(
                 200, b'{"output": {"message": {"role": "assistant", "content": [{"te', {"Content-Type": _JSON}

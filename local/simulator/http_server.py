@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from local.simulator.server import ProviderSimulator
 
 _GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):(generateContent|streamGenerateContent)$")
-_BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/converse$")
+_BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/(converse|converse-stream)$")
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -123,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
             return "gemini", unquote(match.group(2)), match.group(3) == "streamGenerateContent"
         match = _BEDROCK_ROUTE.match(path)
         if match:
-            return "bedrock", unquote(match.group(1)), False
+            return "bedrock", unquote(match.group(1)), match.group(2) == "converse-stream"
         return None, None, False
 
     def _not_found(self, method: str, path: str) -> Response:

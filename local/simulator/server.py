@@ -283,7 +283,7 @@ class ProviderSimulator:
                 resp = dialect.client_error(f"unknown simulator fault {fault.name!r}")
                 resp.fault = fault.name
                 return resp, body, req.model
-            if fault.name in STREAM_FAULTS:
+            if fault.name in STREAM_FAULTS or fault.name in getattr(dialect, "EXTRA_STREAM_FAULTS", ()):
                 # played while streaming; a non-streamed request is answered as without the fault
                 stream_fault, fault = (fault if req.stream else None), None
         if fault is not None:
@@ -300,7 +300,7 @@ class ProviderSimulator:
         resp.fault = fault.name if fault else None
         if stream_fault is not None and resp.events is not None:
             resp.fault, resp.stream_fault = stream_fault.name, stream_fault
-            if stream_fault.name in ("stream_malformed", "stream_error"):
+            if stream_fault.name in ("stream_malformed", "stream_error", *getattr(dialect, "EXTRA_STREAM_FAULTS", ())):
                 resp.fault_event = dialect.stream_fault_event(stream_fault)
         return resp, body, req.model
 

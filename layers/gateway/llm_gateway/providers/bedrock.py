@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -25,9 +26,11 @@ from llm_gateway.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from llm_gateway.models import ProviderRequest, ProviderResponse, Usage
+from llm_gateway.models import ProviderRequest, ProviderResponse
 from llm_gateway.providers import bedrock_converse as converse
+from llm_gateway.providers import eventstream
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
+from llm_gateway.streaming.events import ProviderEvent
 
 SIGNING_NAME = "bedrock"
 
@@ -91,6 +94,13 @@ class BedrockProvider(Provider):
     # --- wire -------------------------------------------------------------------------------------
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
+        return self._wire(request, "converse", "application/json")
+
+    def build_stream_request(self, request: ProviderRequest) -> WireRequest:
+        """The same call to ConverseStream, answered as binary eventstream frames."""
+        return self._wire(request, "converse-stream", eventstream.CONTENT_TYPE)
+
+    def _wire(self, request: ProviderRequest, operation: str, accept: str) -> WireRequest:
         calling = bool(request.tools) and request.tool_choice != "none"
         if calling and request.native_structured:
             # The structured answer is a forced tool of its own: with the caller's tools it is asked
@@ -103,9 +113,9 @@ class BedrockProvider(Provider):
         if (tools := converse.tool_config(request)) is not None:
             body["toolConfig"] = tools
         model = regional_model_id(request.model, self.region)
-        url = f"{self.base_url}/model/{quote(model, safe='')}/converse"
+        url = f"{self.base_url}/model/{quote(model, safe='')}/{operation}"
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        headers = self._signed_headers(url, content, request.model)
+        headers = self._signed_headers(url, content, request.model, accept)
         return WireRequest(url=url, headers=headers, body=body, content=content)
 
     def parse_response(self, data: Any, request: ProviderRequest) -> ProviderResponse:
@@ -114,20 +124,32 @@ class BedrockProvider(Provider):
             raise ContentFilteredError(f"{self.name} filtered the answer", provider=self.name, model=request.model)
         blocks = data["output"]["message"]["content"]
         content, finish, calls = converse.answer(blocks, request, stop_reason)
-        usage = data.get("usage") or {}
-        cache_read = int(usage.get("cacheReadInputTokens") or 0)
-        cache_write = int(usage.get("cacheWriteInputTokens") or 0)
         return ProviderResponse(
             content=content,
             finish_reason=finish,
             tool_calls=calls or None,
-            usage=Usage(
-                # Converse's inputTokens leaves cache reads and writes out; ours counts all input.
-                input_tokens=int(usage["inputTokens"]) + cache_read + cache_write,
-                output_tokens=int(usage["outputTokens"]),
-                cached_input_tokens=cache_read,
-            ),
+            usage=converse.usage(data.get("usage") or {}),
             raw_model=request.model,
+        )
+
+    def stream(
+        self,
+        request: ProviderRequest,
+        *,
+        client: httpx.AsyncClient,
+        timeout_s: float,
+        first_byte_timeout_s: float,
+        idle_timeout_s: float,
+    ) -> AsyncIterator[ProviderEvent]:
+        from llm_gateway.providers.bedrock_stream import converse_stream
+
+        return converse_stream(
+            self,
+            request,
+            client=client,
+            timeout_s=timeout_s,
+            first_byte_timeout_s=first_byte_timeout_s,
+            idle_timeout_s=idle_timeout_s,
         )
 
     # --- errors -----------------------------------------------------------------------------------
@@ -148,7 +170,7 @@ class BedrockProvider(Provider):
 
     # --- signing ----------------------------------------------------------------------------------
 
-    def _signed_headers(self, url: str, content: bytes, model: str) -> dict[str, str]:
+    def _signed_headers(self, url: str, content: bytes, model: str, accept: str = "application/json") -> dict[str, str]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
@@ -161,7 +183,7 @@ class BedrockProvider(Provider):
             method="POST",
             url=url,
             data=content,
-            headers={"content-type": "application/json", "accept": "application/json"},
+            headers={"content-type": "application/json", "accept": accept},
         )
         SigV4Auth(credentials.get_frozen_credentials(), SIGNING_NAME, self.region).add_auth(aws_request)
         return {key: str(value) for key, value in aws_request.headers.items()}

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from llm_gateway.errors import ProviderBadRequestError
-from llm_gateway.models import FinishReason, ImagePart, JsonSchemaFormat, Message, ProviderRequest
+from llm_gateway.models import FinishReason, ImagePart, JsonSchemaFormat, Message, ProviderRequest, Usage
 from llm_gateway.providers.anthropic_tools import wire_id
 from llm_gateway.tool_models import NamedToolChoice, ToolCall
 
@@ -165,3 +165,15 @@ def answer(
         for use in uses
     ]
     return text, finish, calls
+
+
+def usage(counts: dict[str, Any]) -> Usage:
+    """Converse's (and ConverseStream's) usage as the gateway counts it: Converse's ``inputTokens`` leaves
+    cache reads and writes out; ours counts all input."""
+    cache_read = int(counts.get("cacheReadInputTokens") or 0)
+    cache_write = int(counts.get("cacheWriteInputTokens") or 0)
+    return Usage(
+        input_tokens=int(counts["inputTokens"]) + cache_read + cache_write,
+        output_tokens=int(counts["outputTokens"]),
+        cached_input_tokens=cache_read,
+    )
