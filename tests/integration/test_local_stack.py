@@ -20,7 +20,8 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
-from local.cfn import ApiRoute, RouteTable, Template, load_yaml
+from local.cfn import Template, load_yaml
+from local.routes import ApiRoute, RouteTable
 from local.simulator import ProviderSimulator
 from local.stack import REPO_ROOT, LocalStack
 from local.stack.settings import SAMPLE_EVENT_KEY
