@@ -45,6 +45,7 @@ class Piece:
     status: int = 0
     headers: tuple[tuple[str, str], ...] = ()
     error: dict[str, Any] = field(default_factory=dict)
+    received_at: float = field(default_factory=time.monotonic)  # when the emulator read it
 
 
 class Invocation:
@@ -91,8 +92,10 @@ def prelude_piece(meta_bytes: bytes) -> Piece:
     try:
         meta = json.loads(meta_bytes)
         status = int(meta.get("statusCode", 200))
-        headers = [(str(k), str(v)) for k, v in (meta.get("headers") or {}).items()]
-        for name, values in (meta.get("multiValueHeaders") or {}).items():
+        multi = meta.get("multiValueHeaders") or {}
+        in_multi = {str(name).lower() for name in multi}  # as for proxy answers: the multi-value list wins
+        headers = [(str(k), str(v)) for k, v in (meta.get("headers") or {}).items() if str(k).lower() not in in_multi]
+        for name, values in multi.items():
             headers += [(str(name), str(v)) for v in values]
         headers += [("Set-Cookie", str(cookie)) for cookie in meta.get("cookies") or []]
     except (ValueError, TypeError, AttributeError) as exc:
