@@ -84,13 +84,22 @@ class StreamingMixin:
         name = stack._name(lid)
         info = FunctionInfo(name, memory_limit_in_mb=spec.memory_mb, log_group_name=f"/aws/lambda/{name}")
         stack._pacing.wait_for_earlier(lid, spec.timeout_s)
-        client = RuntimeApiClient(emulator.address)
+        # One keep-alive connection per worker thread and emulator, as a sandbox keeps its own.
+        clients = _thread_clients.__dict__.setdefault("by_address", {})
+        client = clients.get(emulator.address)
+        if client is None:
+            client = clients[emulator.address] = RuntimeApiClient(emulator.address)
         try:
             with stack._function_env(lid), invoking(name):
                 RuntimeLoop(client, handler, info).serve(1)
+        except Exception:
+            client.close()  # reconnects on its next use
+            raise
         finally:
-            client.close()
             stack._pacing.invocation_ended(lid)
+
+
+_thread_clients = threading.local()
 
 
 def _failing_handler(exc: Exception) -> Any:
