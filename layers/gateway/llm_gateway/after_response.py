@@ -12,8 +12,9 @@ Modes (``GATEWAY_AFTER_RESPONSE``):
 * ``inline``: the work runs before the handler returns (the default off Lambda, and what tests rely on);
 * ``extension``: the Lambda internal extension above (the default when ``AWS_LAMBDA_RUNTIME_API`` is set);
 * ``thread``: a background thread runs it (the local harness: the same latency profile without Lambda);
-* ``runtime``: our own Lambda runtime loop (``llm_gateway.stream_runtime``) runs it after it has posted the
-  answer and before it asks for the next event, which holds the sandbox as the extension would, without one.
+* ``runtime`` (installed by that loop, not read from the variable): our own Lambda runtime loop
+  (``llm_gateway.stream_runtime``) runs it after it has posted the answer and before it asks for the next
+  event, which holds the sandbox as the extension would, without one.
   The loop opens :func:`invocation`, which spans the writing of the answer: a streamed body defers work while
   it is consumed, after the handler has returned, and that work must neither be lost nor run early.
 
