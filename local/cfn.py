@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped,unused-ignore]  # stubs: types-PyYAML
 
+from local.routes import ApiRoute, TransferModeError, integration_timeout_s, transfer_mode
+
 FUNCTION_TYPES = ("AWS::Serverless::Function",)
 API_TYPES = ("AWS::Serverless::Api",)
 IMPLICIT_API = "ServerlessRestApi"  # the API SAM creates for Api events without RestApiId
@@ -68,16 +70,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ApiRoute:
-    function_id: str
-    event_name: str
-    method: str  # upper case, or "ANY"
-    path: str  # as declared, e.g. /v1/jobs/{id}
-    api_id: str  # logical id of the REST API (IMPLICIT_API when none is named)
-    api_key_required: bool
-
-
-@dataclass(frozen=True)
 class S3EventSource:
     function_id: str
     event_name: str
@@ -121,56 +113,6 @@ class FunctionSpec:
     @property
     def dir_name(self) -> str:
         return self.code_uri.name
-
-
-# --------------------------------------------------------------------------- routes
-
-
-@dataclass(frozen=True)
-class RouteMatch:
-    route: ApiRoute
-    path_parameters: dict[str, str]
-
-
-def _route_regex(path: str) -> re.Pattern[str]:
-    """``/v1/jobs/{id}`` -> regex with a named group per parameter; ``{proxy+}`` is greedy."""
-    pattern = ""
-    for index, part in enumerate(re.split(r"(\{[^}]+\})", path)):
-        if index % 2 == 0:
-            pattern += re.escape(part)
-        elif part.endswith("+}"):
-            pattern += f"(?P<p{index}>.+)"
-        else:
-            pattern += f"(?P<p{index}>[^/]+)"
-    return re.compile(f"^{pattern}/?$")
-
-
-def _param_names(path: str) -> dict[str, str]:
-    parts = re.split(r"(\{[^}]+\})", path)
-    return {f"p{i}": part.strip("{}").rstrip("+") for i, part in enumerate(parts) if i % 2 == 1}
-
-
-class RouteTable:
-    """API Gateway style matching: literal paths win over parameterised ones, greedy ones come last."""
-
-    def __init__(self, routes: Iterable[ApiRoute]) -> None:
-        def specificity(route: ApiRoute) -> tuple[int, int, int, int]:
-            params = route.path.count("{")
-            return (int("+}" in route.path), params, -len(route.path), int(route.method == "ANY"))
-
-        self.routes = sorted(routes, key=specificity)
-        self._compiled = [(r, _route_regex(r.path), _param_names(r.path)) for r in self.routes]
-
-    def match(self, method: str, path: str) -> RouteMatch | None:
-        method = method.upper()
-        for route, regex, names in self._compiled:
-            if route.method not in (method, "ANY"):
-                continue
-            found = regex.match(path)
-            if found:
-                params = {names[group]: value for group, value in found.groupdict().items()}
-                return RouteMatch(route, params)
-        return None
 
 
 # --------------------------------------------------------------------------- template model
@@ -281,7 +223,11 @@ class Template:
             if "ApiKeyRequired" in event_auth:  # per-method override
                 required = bool(event_auth["ApiKeyRequired"])
             method = str(props.get("Method", "ANY")).upper()
-            routes.append(ApiRoute(fid, name, method, str(props["Path"]), api_id, required))
+            try:
+                mode, timeout_s = transfer_mode(props), integration_timeout_s(props)
+            except TransferModeError as exc:
+                raise TemplateError(f"{fid}.{name}: {exc}") from exc
+            routes.append(ApiRoute(fid, name, method, str(props["Path"]), api_id, required, mode, timeout_s))
         return routes
 
     # ---- S3 and SQS event sources

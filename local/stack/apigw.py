@@ -9,8 +9,8 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
-from local.cfn import RouteMatch
 from local.context import ACCOUNT_ID
+from local.routes import RouteMatch
 
 # --------------------------------------------------------------------------- API Gateway translation
 

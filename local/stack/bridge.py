@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from local.cfn import RouteMatch, RouteTable
+from local.routes import RouteMatch, RouteTable
 from local.stack.apigw import (
     GATEWAY_TIMEOUT,
     INTEGRATION_FAILED,
@@ -29,7 +29,10 @@ from local.stack.apigw import (
     http_response,
 )
 from local.stack.settings import LISTEN_BACKLOG, MAX_REQUEST_BYTES
+from local.stack.streaming import StreamedAnswer
 from local.stack.throttle import KeyThrottle
+
+HttpAnswer = tuple[int, list[tuple[str, str]], bytes] | StreamedAnswer  # buffered, or written as it comes
 
 
 class _Served(Protocol):
@@ -41,7 +44,7 @@ class _Served(Protocol):
 
     def handle_http(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
-    ) -> tuple[int, list[tuple[str, str]], bytes]: ...
+    ) -> HttpAnswer: ...
 
 
 class BridgeMixin:
@@ -79,8 +82,9 @@ class BridgeMixin:
 
     def handle_http(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One API Gateway request: route, API key check, throttle, proxy event, handler, proxy response."""
+    ) -> HttpAnswer:
+        """One API Gateway request: route, API key check, throttle, proxy event, handler, proxy response
+        (on a streaming route, an answer the server writes as the function produces it)."""
         url = urlsplit(target)
         raw_path = url.path or "/"
         # As API Gateway REST: routes match the path as sent, so an encoded slash (%2F) stays inside its
@@ -115,6 +119,8 @@ class BridgeMixin:
             api_key=api_key if match.route.api_key_required else None,
             tenant=tenant if match.route.api_key_required else None,
         )
+        if match.route.streams:
+            return self._invoke_streaming(match.route, event)  # type: ignore[attr-defined]  # StreamingMixin
         return self._invoke_for_http(match.route.function_id, event)
 
     def _invoke_for_http(self, lid: str, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -208,10 +214,18 @@ class _BridgeHandler(BaseHTTPRequestHandler):
                 status, headers, raw = gateway_error(PAYLOAD_TOO_LARGE)
                 self.close_connection = True  # the unread body is still on the connection
             else:
-                status, headers, raw = self.server.stack.handle_http(
+                answer = self.server.stack.handle_http(
                     self.command, self.path, list(self.headers.items()), body, self.client_address[0]
                 )
+                if isinstance(answer, StreamedAnswer):
+                    status = answer.write_to(self)
+                    self._log(started, status)
+                    return
+                status, headers, raw = answer
         self._write(status, headers, raw)
+        self._log(started, status)
+
+    def _log(self, started: float, status: int) -> None:
         if self.server.stack.log_requests:
             elapsed = (time.perf_counter() - started) * 1000
             route = self.server.stack.routes.match(self.command, urlsplit(self.path).path)

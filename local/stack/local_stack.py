@@ -11,8 +11,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from local.cfn import FunctionSpec, Resolver, RouteTable, Template
+from local.cfn import FunctionSpec, Resolver, Template
 from local.context import REGION, LambdaContext
+from local.routes import RouteTable
 from local.stack.bridge import BridgeMixin, _BridgeServer
 from local.stack.event_sources import EventSourcesMixin
 from local.stack.handlers import (
@@ -38,6 +39,7 @@ from local.stack.settings import (
     log,
     parse_api_keys,
 )
+from local.stack.streaming import STREAM_IDLE_TIMEOUT_S, StreamingMixin
 from local.stack.throttle import KeyThrottle
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- the stack
 
 
-class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixin):
+class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixin, StreamingMixin):
     """Local AWS (moto), provider simulator, handlers and API bridge, all driven by template.yaml."""
 
     def __init__(
@@ -69,6 +71,7 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         log_requests: bool = False,
         integration_timeout_s: float = INTEGRATION_TIMEOUT_S,
         throttle: bool = False,
+        stream_idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S,
     ) -> None:
         """
         port: bridge port; None reads ``LOCAL_PORT`` (default 3000); 0 picks a free one.
@@ -78,7 +81,9 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         env_overrides: variables that win over the template's and the provider settings.
         failed_message_visibility: seconds before a failed SQS message is retried (None: the
             queue's own visibility timeout, as in AWS).
-        integration_timeout_s: the bridge answers 504 ``gateway_timeout`` after this (API Gateway: 29 s).
+        integration_timeout_s: the bridge answers 504 ``gateway_timeout`` after this (API Gateway: 29 s);
+            on streaming routes without their own TimeoutInMillis it bounds the whole stream.
+        stream_idle_timeout_s: a streamed answer silent this long is cut (API Gateway, regional: 5 minutes).
         throttle: apply the API usage plan's Throttle per API key (429 ``rate_limited``); ``make run``
             does, tests and benchmarks that send bursts on purpose do not.
         """
@@ -103,6 +108,9 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
         self.log_requests = log_requests
         self.integration_timeout_s = integration_timeout_s
         self.throttle = throttle
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+        self._stream_emulators = {}
+        self._stream_lock = threading.Lock()
         self._throttles: dict[str, KeyThrottle] = {}
         # Tests (or a REPL) can replace a function's handler: {logical id: callable(event, context)}.
         self.handler_overrides: dict[str, Handler] = {}
@@ -181,6 +189,7 @@ class LocalStack(ProvisioningMixin, HandlersMixin, EventSourcesMixin, BridgeMixi
             thread.join(timeout=max(0.0, give_up - time.monotonic()))
         self._pollers.clear()
         self._stop_bridge()
+        self._stop_stream_emulators()  # streams still running: the runtime's next write fails, bodies close
         if self._workers is not None:
             self._workers.shutdown(timeout=max((f.timeout_s for f in self.functions.values()), default=60) + 5)
             self._workers = None

@@ -114,7 +114,9 @@ def test_defer_on_failure_fires_within_api_gateways_29_s_on_every_operation_rout
 ) -> None:
     """The request arrived at API Gateway 25 s ago: every route has what is left of the 29 s (not the
     function's 60 s), so a provider that takes 10 s is given up on in time and the request is queued."""
-    lid = local_stack.function_id("ExtractionFunction" if route == "/v1/extractions" else "CompletionFunction")
+    found = local_stack.routes.match("POST", route)
+    assert found is not None
+    lid = found.route.function_id
     real = local_stack._load_handler(lid)
 
     def arrived_25_s_ago(event: dict[str, Any], context: Any) -> Any:

@@ -133,7 +133,7 @@ def test_make_run_stops_within_seconds_of_a_signal(tmp_path: Path, signum: int) 
     assert "stopping..." in stack.output()
     assert '"POST /v1/chat/completions" 200' in stack.output()
     access_line = next(line for line in stack.output().splitlines() if '"POST /v1/chat/completions"' in line)
-    assert access_line.endswith(" CompletionFunction")  # the access log names the function
+    assert access_line.endswith(" CompletionStreamFunction")  # the access log names the function
 
 
 # --------------------------------------------------------------------------- the CLIs against it

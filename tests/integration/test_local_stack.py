@@ -20,7 +20,8 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
-from local.cfn import ApiRoute, RouteTable, Template, load_yaml
+from local.cfn import Template, load_yaml
+from local.routes import ApiRoute, RouteTable
 from local.simulator import ProviderSimulator
 from local.stack import REPO_ROOT, LocalStack
 from local.stack.settings import SAMPLE_EVENT_KEY
@@ -107,7 +108,10 @@ def test_route_table_prefers_literal_then_parameters_then_greedy() -> None:
 
 def test_template_routes_and_event_sources_are_read_from_the_template() -> None:
     routes = {(r.method, r.path): r.function_id for r in TEMPLATE.api_routes()}
-    assert routes[("POST", "/v1/chat/completions")] == "CompletionFunction"
+    assert routes[("POST", "/v1/chat/completions")] == "CompletionStreamFunction"
+    modes = {(r.method, r.path): r.transfer_mode for r in TEMPLATE.api_routes()}
+    assert modes[("POST", "/v1/chat/completions")] == modes[("POST", "/v1/completions")] == "STREAM"
+    assert modes[("GET", "/v1/models")] == "BUFFERED"
     # API Gateway checks no key on any route: the functions' edge checks gateway keys (deployed and here),
     # and key management is IAM-authorized (never a gateway key).
     assert not any(r.api_key_required for r in TEMPLATE.api_routes())
@@ -216,7 +220,8 @@ def test_bridge_sends_a_rest_proxy_event_and_translates_the_response(
             "isBase64Encoded": True,
         }
     )
-    local_stack.handler_overrides["CompletionFunction"] = recorder
+    # The chat route streams: the proxy answer comes through the streaming runtime loop, unchanged.
+    local_stack.handler_overrides["CompletionStreamFunction"] = recorder
     response = api.post(
         "/v1/chat/completions?x=1&x=2&empty=",
         json=CHAT,
@@ -244,9 +249,11 @@ def test_bridge_sends_a_rest_proxy_event_and_translates_the_response(
     assert (ctx["stage"], ctx["resourcePath"], ctx["httpMethod"]) == ("prod", "/v1/chat/completions", "POST")
     assert ctx["path"] == "/prod/v1/chat/completions"
     assert response.headers["x-amzn-requestid"] == ctx["requestId"]
-    assert context.function_name == "llm-gateway-local-CompletionFunction"
+    assert context.function_name == "llm-gateway-local-CompletionStreamFunction"
     assert context.memory_limit_in_mb == 1024
-    assert 0 < context.get_remaining_time_in_millis() <= 60_000
+    assert 0 < context.get_remaining_time_in_millis() <= 900_000
+    assert context.invoked_function_arn == f"arn:aws:lambda:us-east-1:123456789012:function:{context.function_name}"
+    assert context.aws_request_id
 
 
 def test_bridge_base64_encodes_binary_request_bodies(local_stack: LocalStack, api: httpx.Client) -> None:

@@ -208,3 +208,58 @@ def test_flush_writes_what_was_deferred_so_far_before_a_hand_off() -> None:
         assert done == ["cache fill"]
         assert after_response.current().defer(_work(done, "ledger"))
     assert after_response.wait_idle(5.0) and done == ["cache fill", "ledger"]  # nothing ran twice
+
+
+# --------------------------------------------------------------------------- runtime mode (our runtime loop)
+
+
+def test_runtime_mode_keeps_the_work_of_a_streamed_answer_until_the_invocation_ends() -> None:
+    """The handler returns before its streamed body is consumed: work the body defers afterwards joins the
+    same invocation, and all of it runs when the runtime loop closes the invocation, on the loop's thread."""
+    assert after_response.install("runtime") == "runtime"
+    done: list[str] = []
+
+    @after_response.handler
+    def handle(event: Any, context: Any) -> Any:
+        assert after_response.current().defer(_work(done, "in-handler"))
+        deferral = after_response.current()
+
+        def body() -> Any:
+            assert deferral.defer(_work(done, "while-streaming"))
+            yield b"chunk"
+
+        return body()
+
+    with after_response.invocation("r1") as invocation:
+        stream = handle({}, SimpleNamespace(aws_request_id="r1"))
+        assert done == []  # the handler's own scope joined the invocation: nothing ran when it returned
+        assert list(stream) == [b"chunk"]
+        assert done == [] and len(invocation.pending) == 2
+    assert done == ["in-handler", "while-streaming"]  # run at the end, in order, none lost
+
+
+def test_an_invocation_in_thread_mode_hands_its_work_to_the_background_thread_at_its_end() -> None:
+    after_response.install("thread")
+    done: list[str] = []
+    with after_response.invocation("r2"):
+        with after_response.scope("r2"):
+            assert after_response.current().defer(_work(done, "ledger"))
+        assert done == [] and after_response.wait_idle(0.1)  # still held by the invocation
+    assert after_response.wait_idle(5.0)
+    assert done == ["ledger"]
+
+
+def test_an_invocation_in_inline_mode_defers_nothing() -> None:
+    assert after_response.install("inline") == "inline"
+    with after_response.invocation("r3"):
+        assert after_response.current().defer(_work([], "w")) is False
+
+
+def test_a_plain_scope_in_runtime_mode_runs_its_work_when_it_ends() -> None:
+    """A handler called outside our loop (no invocation around it) still gets its work done."""
+    assert after_response.install("runtime") == "runtime"
+    done: list[str] = []
+    with after_response.scope("r4"):
+        assert after_response.current().defer(_work(done, "w"))
+        assert done == []
+    assert done == ["w"]

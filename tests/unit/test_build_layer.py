@@ -178,3 +178,16 @@ def test_compile_tree_uses_unchecked_hash_pycs(tmp_path: Path) -> None:
     pyc = tmp_path / "pkg" / "__pycache__" / f"mod.{tag}.pyc"
     flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
     assert flags == 0b01  # hash-based, check_source off
+
+
+def test_the_stream_runtime_wrapper_lands_executable_where_the_template_names_it(tmp_path: Path) -> None:
+    """template.yaml's AWS_LAMBDA_EXEC_WRAPPER is /opt/python/llm_gateway/stream_runtime/wrapper: the layer's
+    python/ directory is /opt/python, and Lambda can only exec the wrapper if its mode survived the copy."""
+    import os
+
+    python_dir = tmp_path / "python"
+    python_dir.mkdir()
+    bl.copy_gateway(python_dir)
+    wrapper = python_dir / "llm_gateway" / "stream_runtime" / "wrapper"
+    assert wrapper.is_file() and os.access(wrapper, os.X_OK)
+    assert wrapper.read_text().startswith("#!/bin/bash")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,12 +19,13 @@ TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 
 FUNCTIONS = {
     "CompletionFunction": "functions/completion/",
+    "CompletionStreamFunction": "functions/completion/",  # the same code, run by the streaming runtime loop
     "ExtractionFunction": "functions/extraction/",
     "SummarizationFunction": "functions/summarization/",
 }
 API_ROUTES = {
-    ("post", "/v1/chat/completions"): "CompletionFunction",
-    ("post", "/v1/completions"): "CompletionFunction",
+    ("post", "/v1/chat/completions"): "CompletionStreamFunction",
+    ("post", "/v1/completions"): "CompletionStreamFunction",
     ("get", "/v1/usage"): "CompletionFunction",
     ("get", "/v1/models"): "CompletionFunction",
     ("get", "/v1/models/{model}"): "CompletionFunction",
@@ -54,9 +56,19 @@ ADMIN_ROUTES = {
     ("post", "/v1/admin/keys/{key_id}/rotate"): "KeysAdminFunction",
 }
 # Functions behind gateway keys: they verify keys and count rate limits (KeysVerifyPolicy).
-KEY_VERIFIERS = {"CompletionFunction", "ExtractionFunction", "SummarizationFunction", "JobsFunction"}
+KEY_VERIFIERS = {
+    "CompletionFunction",
+    "CompletionStreamFunction",
+    "ExtractionFunction",
+    "SummarizationFunction",
+    "JobsFunction",
+}
 # Functions that queue async jobs (Prefer: respond-async, deferral): JobsSubmitPolicy on JobsTable and jobs/*.
-JOB_SUBMITTERS = {"CompletionFunction", "ExtractionFunction", "SummarizationFunction"}
+# CompletionFunction no longer serves the completion routes: models, usage and direct invocations queue none.
+JOB_SUBMITTERS = {"CompletionStreamFunction", "ExtractionFunction", "SummarizationFunction"}
+# Routes API Gateway streams (SAM: ResponseTransferMode RESPONSE_STREAM) and the function's exec wrapper.
+STREAMING_ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions")}
+STREAM_WRAPPER = "/opt/python/llm_gateway/stream_runtime/wrapper"
 S3_PREFIXES = {"ExtractionFunction": "incoming/extract/", "SummarizationFunction": "incoming/summarize/"}
 
 # Allow statements whose actions AWS only authorizes on Resource "*" (X-Ray write access comes from
@@ -246,6 +258,71 @@ def test_api_routes_map_to_functions_with_no_api_gateway_auth(resources: dict[st
             assert "Auth" not in ep, logical_id  # the function's edge checks the gateway key
             routes[(ep["Method"].lower(), ep["Path"])] = logical_id
     assert routes == API_ROUTES
+
+
+def test_every_streaming_route_is_served_by_a_function_that_runs_the_streaming_runtime(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    streaming: dict[tuple[str, str], str] = {}
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        for event in resource["Properties"].get("Events", {}).values():
+            ep = event["Properties"] if event["Type"] == "Api" else {}
+            if "ResponseTransferMode" in ep:
+                # SAM's spelling: it passes any other value through unchecked and deploys the route buffered.
+                assert ep["ResponseTransferMode"] == "RESPONSE_STREAM", logical_id
+                assert ep["TimeoutInMillis"] == 900_000  # a streamed answer may last API Gateway's 15 minutes
+                streaming[(ep["Method"].lower(), ep["Path"])] = logical_id
+    assert set(streaming) == STREAMING_ROUTES
+    assert "AWS_LAMBDA_EXEC_WRAPPER" not in template["Globals"]["Function"]["Environment"]["Variables"]
+    for logical_id, resource in resources.items():
+        if resource["Type"] != "AWS::Serverless::Function":
+            continue
+        p = props(resources, logical_id)
+        wrapper = ((p.get("Environment") or {}).get("Variables") or {}).get("AWS_LAMBDA_EXEC_WRAPPER")
+        if logical_id in streaming.values():
+            assert wrapper == STREAM_WRAPPER, logical_id
+            assert p.get("Runtime", template["Globals"]["Function"]["Runtime"]) == "python3.12"
+            assert p["Timeout"] == 900
+        else:
+            assert wrapper is None, logical_id  # buffered functions keep the managed runtime's loop
+    # The wrapper is in the layer's source where the build copies it to /opt/python/...
+    source = REPO_ROOT / "layers" / "gateway" / STREAM_WRAPPER.removeprefix("/opt/python/")
+    assert source.is_file() and os.access(source, os.X_OK)
+
+
+def test_sam_deploys_the_streaming_routes_as_streaming_integrations(template: dict[str, Any]) -> None:
+    """What SAM's transform makes of the Api events: the streaming routes get API Gateway's
+    ``responseTransferMode: STREAM`` and Lambda's response-streaming invocation URI, the others stay buffered."""
+    from samtranslator.translator.transform import transform  # type: ignore[import-untyped]
+
+    document = json.loads(json.dumps(template))
+    for resource in document["Resources"].values():
+        p = resource.get("Properties") or {}
+        for key in ("CodeUri", "ContentUri"):
+            if key in p:
+                p[key] = "s3://bucket/key"  # sam package's job; the transform wants S3 locations
+        for event in (p.get("Events") or {}).values():
+            # SAM refuses a method-level ApiKeyRequired when the API sets none (the admin routes' false):
+            # reported separately; it does not bear on the transfer mode.
+            ((event.get("Properties") or {}).get("Auth") or {}).pop("ApiKeyRequired", None)
+
+    class NoManagedPolicies:
+        def load(self) -> dict[str, str]:
+            return {}
+
+    translated = transform(document, {"BedrockModelArns": ""}, NoManagedPolicies())
+    paths = translated["Resources"]["GatewayApi"]["Properties"]["Body"]["paths"]
+    for (method, path), function in API_ROUTES.items():
+        integration = paths[path][method]["x-amazon-apigateway-integration"]
+        uri = json.dumps(integration["uri"])
+        if (method, path) in STREAMING_ROUTES:
+            assert integration["responseTransferMode"] == "STREAM", path
+            assert f"/2021-11-15/functions/${{{function}.Arn}}/response-streaming-invocations" in uri, uri
+        else:
+            assert "responseTransferMode" not in integration, path
+            assert uri.endswith('/invocations"}'), uri
 
 
 def test_key_management_routes_are_iam_authorized_never_by_a_gateway_key(resources: dict[str, Any]) -> None:
@@ -479,7 +556,7 @@ def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> 
             [jobs_s3] = [s for s in s3 if as_list(s["Resource"]) == job_bodies]
             assert as_list(jobs_s3["Action"]) == ["s3:PutObject"]
             s3.remove(jobs_s3)
-        if logical_id == "CompletionFunction":
+        if logical_id in ("CompletionFunction", "CompletionStreamFunction"):
             assert not s3
             continue
         by_action = {a: as_list(s["Resource"]) for s in s3 for a in as_list(s["Action"])}

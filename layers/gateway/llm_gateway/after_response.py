@@ -11,7 +11,12 @@ Modes (``GATEWAY_AFTER_RESPONSE``):
 
 * ``inline``: the work runs before the handler returns (the default off Lambda, and what tests rely on);
 * ``extension``: the Lambda internal extension above (the default when ``AWS_LAMBDA_RUNTIME_API`` is set);
-* ``thread``: a background thread runs it (the local harness: the same latency profile without Lambda).
+* ``thread``: a background thread runs it (the local harness: the same latency profile without Lambda);
+* ``runtime`` (installed by that loop, not read from the variable): our own Lambda runtime loop
+  (``llm_gateway.stream_runtime``) runs it after it has posted the answer and before it asks for the next
+  event, which holds the sandbox as the extension would, without one.
+  The loop opens :func:`invocation`, which spans the writing of the answer: a streamed body defers work while
+  it is consumed, after the handler has returned, and that work must neither be lost nor run early.
 
 Usage: the handler is wrapped in :func:`handler` (or :func:`scope`), which opens one :class:`Deferral` per
 invocation. The edge takes it with :func:`current` and passes it down in the request context; code with
@@ -38,7 +43,7 @@ from typing import Any, Literal
 
 log = logging.getLogger("llm_gateway.after_response")
 
-Mode = Literal["inline", "thread", "extension"]
+Mode = Literal["inline", "thread", "extension", "runtime"]
 Work = Callable[[], Coroutine[Any, Any, None]]
 
 EXTENSION_NAME = "llm-gateway-after-response"
@@ -205,9 +210,10 @@ class Deferral:
     """The after-response work of one invocation. ``soon`` queues a coroutine factory (or runs it now),
     ``flush`` runs what is queued so far on the calling thread."""
 
-    def __init__(self, request_id: str = "", *, later: bool) -> None:
+    def __init__(self, request_id: str = "", *, later: bool, spans_response: bool = False) -> None:
         self.request_id = request_id
         self._later = later
+        self.spans_response = spans_response  # opened by a runtime loop around the answer's writing
         self.pending: list[Work] = []
 
     def defer(self, work: Work) -> bool:
@@ -250,9 +256,29 @@ def current() -> Deferral:
 
 @contextlib.contextmanager
 def scope(request_id: str = "") -> Iterator[Deferral]:
-    """One invocation: work deferred inside it is handed over when it ends, whatever the outcome."""
-    deferral = Deferral(request_id, later=True)
+    """One invocation: work deferred inside it is handed over when it ends, whatever the outcome. Inside
+    :func:`invocation` (a runtime loop), it joins that one: the work is handed over once the answer is written."""
+    outer = _current.get()
+    if outer.spans_response:
+        yield outer
+        return
+    with _opened(Deferral(request_id, later=True)) as deferral:
+        yield deferral
+
+
+@contextlib.contextmanager
+def invocation(request_id: str = "") -> Iterator[Deferral]:
+    """One invocation as a runtime loop serves it: the handler call *and* the writing of its answer (a
+    streamed body is consumed here, after the handler returned). In ``runtime`` mode its work runs on this
+    thread when it ends, which the loop does after posting the answer and before its next ``/next``."""
+    with _opened(Deferral(request_id, later=True, spans_response=True)) as deferral:
+        yield deferral
+
+
+@contextlib.contextmanager
+def _opened(deferral: Deferral) -> Iterator[Deferral]:
     token = _current.set(deferral)
+    request_id = deferral.request_id
     try:
         yield deferral
     finally:
@@ -264,7 +290,7 @@ def scope(request_id: str = "") -> Iterator[Deferral]:
         elif runner is not None and _mode == "thread":
             if pending:
                 runner.submit(_Batch(request_id, pending))
-        elif pending:  # the mode fell back to inline mid-invocation: run it here
+        elif pending:  # runtime mode (the answer is out), or the mode fell back to inline mid-invocation
             _run_batch(_Batch(request_id, pending))
 
 
