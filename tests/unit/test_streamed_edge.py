@@ -21,7 +21,6 @@ import pytest
 from llm_gateway import after_response, wiring
 from llm_gateway.config import Settings
 from llm_gateway.errors import GatewayError, RateLimitedError, StreamInterruptedError
-from llm_gateway.http.streamed import STREAMING_RUNTIME_ENV
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.jobs.model import Job
 from llm_gateway.jobs.store import JobStore
@@ -30,6 +29,7 @@ from llm_gateway.keys.hashing import key_hash
 from llm_gateway.keys.policy import KeyPolicy, KeyRecord
 from llm_gateway.keys.store import KeyStore, item_from_record
 from llm_gateway.models import CompletionRequest, CompletionResult
+from llm_gateway.stream_runtime import serving
 from llm_gateway.streaming.response import StreamingResponse
 from tests.support.scripted_streams import ScriptedStream, result, text_script, tool_script
 
@@ -126,13 +126,13 @@ def table() -> FakeKeysTable:
 
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch, table: FakeKeysTable) -> Iterator[FakeGateway]:
-    monkeypatch.setenv(STREAMING_RUNTIME_ENV, "1")
     fake = FakeGateway()
     settings = Settings(keys_table="keys")
     current = wiring.Services(settings, gateway=fake)  # type: ignore[arg-type]
     key_services._services[current] = key_services.KeyService(settings, store=KeyStore("keys", client=lambda: table))  # type: ignore[arg-type]
     monkeypatch.setattr(wiring, "_services", current)
-    yield fake
+    with serving.streaming_invocation():  # as the streaming runtime loop does around each invocation
+        yield fake
 
 
 def api_event(path: str, body: Any, method: str = "POST", **headers: str) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def test_what_is_not_streamed_is_a_400_naming_the_parameter(
 def test_stream_on_a_function_not_under_the_streaming_runtime_is_a_400_naming_stream(
     app: ModuleType, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(STREAMING_RUNTIME_ENV)
+    monkeypatch.setattr(serving, "active", lambda: False)  # a buffered function
     error = json_error(invoke(app, api_event(CHAT, chat_body())), 400)
     assert (error["param"], error["code"]) == ("stream", "invalid_request") and "streaming" in error["message"]
     assert gateway.requests == []
@@ -342,7 +342,7 @@ def test_a_streamed_route_has_the_lambdas_time_and_a_buffered_one_api_gateways_2
     b"".join(invoke(app, api_event(CHAT, chat_body()), remaining_ms=600_000).body)
     plain = {"model": "gpt-4o-mini", "messages": USER}
     assert invoke(app, api_event(CHAT, plain), remaining_ms=600_000)["statusCode"] == 200
-    monkeypatch.delenv(STREAMING_RUNTIME_ENV)
+    monkeypatch.setattr(serving, "active", lambda: False)  # a buffered function
     assert invoke(app, api_event(CHAT, plain), remaining_ms=600_000)["statusCode"] == 200
     streamed, plain_on_streamed_route, buffered = (ctx.deadline.remaining() for ctx in gateway.contexts)
     assert streamed > 500 and plain_on_streamed_route > 500  # the Lambda's 600 s, less the margin

@@ -14,7 +14,6 @@ handed over by then (the handler returned before the body ran).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -27,6 +26,7 @@ from llm_gateway.errors import GatewayError
 from llm_gateway.http import answers, framing, key_checks, observe, prefer
 from llm_gateway.http.sse import EventEncoder
 from llm_gateway.runtime import run_sync
+from llm_gateway.stream_runtime import serving
 from llm_gateway.streaming.events import GatewayEvent, StreamDone, TextDelta, ToolCallDelta
 from llm_gateway.streaming.protocol import CompletionStream
 from llm_gateway.streaming.response import StreamingResponse
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from llm_gateway.keys import Admission
     from llm_gateway.models import CompletionRequest
 
-STREAMING_RUNTIME_ENV = "GATEWAY_STREAMING_RUNTIME"
 EVENT_STREAM = "text/event-stream; charset=utf-8"
 NOT_STREAMED_HERE = (
     "this route is not served by a streaming integration here (or the call did not come over HTTPS); "
@@ -49,8 +48,8 @@ Encoders = Callable[[CompletionStream], EventEncoder]
 
 
 def streaming_runtime() -> bool:
-    """Whether this function runs under the streaming Lambda runtime, which sets ``GATEWAY_STREAMING_RUNTIME=1``."""
-    return os.environ.get(STREAMING_RUNTIME_ENV) == "1"
+    """Whether this invocation runs under the streaming runtime loop (``llm_gateway.stream_runtime``)."""
+    return serving.active()
 
 
 class StreamingGateway(Protocol):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llm_gateway import after_response
-from llm_gateway.stream_runtime import answers
+from llm_gateway.stream_runtime import answers, serving
 from llm_gateway.stream_runtime.context import FunctionInfo, LambdaContext
 from llm_gateway.stream_runtime.runtime_api import (
     ErrorReport,
@@ -77,7 +77,7 @@ class RuntimeLoop:
             client_context=invocation.client_context,
         )
         # The scope spans the writing of the answer: a streamed body defers work while it is consumed.
-        with after_response.invocation(invocation.request_id):
+        with serving.streaming_invocation(), after_response.invocation(invocation.request_id):
             self._answer(invocation, context)
         # Leaving the scope ran the deferred work (runtime mode): only now may the next event come.
 
