@@ -34,7 +34,7 @@ help:
 	@echo "make budget    TENANT=<id> [LIMIT=<usd> WINDOW=day|month]: set (or show) a tenant's budget"
 	@echo "make keys      ACTION=create TENANT=<id> | ACTION=list | ACTION=show|revoke|rotate KEY=<key id> [STACK=<name>] [KEYS_ARGS=...]"
 	@echo "make redrive   [STACK=<name>] [REDRIVE_ARGS=...]: move retry dead-letter messages back to the retry queue"
-	@echo "make bench     cold start, warm overhead, cache hit and layer size side by side with LiteLLM (BENCH_ARGS=...)"
+	@echo "make bench     cold start, warm overhead, stream TTFT, cache hit and layer size side by side with LiteLLM (BENCH_ARGS=...)"
 	@echo "make bench-summarize  parallel map-reduce summarization vs sequential over the simulator"
 	@echo "make bench-cache      cache hit vs miss over the HTTP bridge, DynamoDB calls per hit and miss"
 	@echo "make clean     remove build output and caches (distclean also removes $(VENV))"
@@ -125,7 +125,7 @@ eval: $(STAMP)
 BENCH_SUMMARIZE_ARGS ?=
 
 # Every benchmark in one run, with LiteLLM (and Python 3.12, when found) in bench-only venvs.
-# BENCH_ARGS: --parts layer,cold,warm,cache --runs 7 --n 300 (see bench/run.py). Writes bench/results/.
+# BENCH_ARGS: --parts layer,cold,warm,cache,stream --runs 7 --n 300 (see bench/run.py). Writes bench/results/.
 BENCH_ARGS ?=
 
 bench-venvs:

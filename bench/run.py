@@ -36,7 +36,7 @@ from bench.common import (
 from bench.stats import Row, render_table, rows_to_json, write_results
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-PARTS = ("layer", "cold", "warm", "cache")
+PARTS = ("layer", "cold", "warm", "cache", "stream")
 COLD_TARGET = 0.10  # handler import <= 1/10 of `import litellm`
 WARM_TARGET = 1 / 3  # added p50 <= 1/3 of LiteLLM proxy's
 WARM_NOTES = {
@@ -147,6 +147,13 @@ def run_stack_parts(
                 n=args.n,
                 warmup=args.warmup,
             )
+        if "stream" in parts:
+            from bench import stream_ttft
+
+            litellm_bin = args.litellm_venv / "bin" / "litellm"
+            results["stream"] = stream_ttft.run(
+                stack, litellm_bin=litellm_bin if litellm_bin.exists() else None, n=max(30, args.n // 2)
+            )
         if "cache" in parts:
             progress(f"cache: {args.cache_n} miss/hit pairs through the completion handler")
             results["cache_hit"] = cache_hit.run(stack, moto=moto, n=args.cache_n)
@@ -167,6 +174,21 @@ def run_summarize_bench(results: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- table
+
+
+def _stream_rows(stream: dict[str, Any]) -> list[Row]:
+    """Time to first token added over a direct streamed call, ours (through the bridge and the streaming
+    runtime) next to LiteLLM's proxy, from the same rounds."""
+    added_ttft = stream.get("added_ttft") or {}
+    if "bridge" not in added_ttft:
+        return []
+    theirs = added_ttft.get("litellm") or {}
+    rows = [
+        Row("stream", f"TTFT added, via HTTP bridge {q}", added_ttft["bridge"][q], theirs.get(q), note="SSE")
+        for q in ("p50", "p99")
+    ]
+    rows.append(Row("stream", "TTFT direct to simulator p50 (baseline)", stream["ttft"]["direct"]["p50"]))
+    return rows
 
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
@@ -224,6 +246,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
         rows.append(Row("warm", "AWS calls per request (handler)", aws_calls["total"], unit="count", note=ops))
     if "direct" in (warm.get("paths") or {}):
         rows.append(Row("warm", "direct to simulator p50 (baseline)", warm["paths"]["direct"]["p50"]))
+    rows += _stream_rows(results.get("stream") or {})
     cache = results.get("cache_hit") or {}
     if cache.get("cache_configured"):
         rows.append(Row("cache", "miss p50 (handler in-process)", cache["miss_ms"]["p50"]))
@@ -319,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     completion: list[cold_start.Target | None] = [None]
     if "cold" in parts:
         attempt("cold", lambda: completion.__setitem__(0, run_cold(args, results)))
-    if parts & {"cold", "warm", "cache"}:
+    if parts & {"cold", "warm", "cache", "stream"}:
         attempt("stack", lambda: run_stack_parts(args, parts, results, completion[0]))
     attempt("summarize", lambda: run_summarize_bench(results))
     results["machine"]["load_avg_end"] = os.getloadavg()

@@ -111,7 +111,6 @@ def run(
 
 
 def _summarizer_factory(simulator: Any) -> Any:
-    import random
 
     from llm_gateway.config import Settings
     from llm_gateway.operations.summarization.planning import CallTimer
@@ -121,7 +120,7 @@ def _summarizer_factory(simulator: Any) -> Any:
 
     urls = simulator.base_urls()
     config = Settings(openai_base_url=urls["openai"], openai_api_key="sim-key", request_timeout_s=30.0)
-    gateway = build_gateway(config, retry=RetryPolicy(max_attempts=1, rng=random.Random(1)))
+    gateway = build_gateway(config, retry=RetryPolicy(max_attempts=1))
 
     def make(concurrency: int) -> Summarizer:
         return Summarizer(gateway, max_chunk_tokens=CHUNK_TOKENS, concurrency=concurrency, timer=CallTimer())

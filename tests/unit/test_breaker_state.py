@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from llm_gateway.catalog import default_catalog
@@ -214,3 +215,54 @@ def test_a_probe_lost_at_call_time_skips_the_model_unless_nothing_else_can_be_ca
     clock.now += 11  # the rival's probe expired without a report
     # Alone, it is still called (never fail without a call).
     assert complete(gateway, model="gpt-4.1", fallback=[]).model == "gpt-4.1"
+
+
+class SlowStore(MemoryStore):
+    """Reads wait until the test lets them finish, and are counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.release: asyncio.Event | None = None
+
+    async def read(self, circuit):
+        self.reads += 1
+        if self.release is not None:
+            await self.release.wait()
+        return await super().read(circuit)
+
+
+def test_a_stale_view_is_used_while_one_background_read_refreshes_it():
+    store, clock = SlowStore(), Clock()
+    breaker = SharedCircuitBreaker(store, view_ttl_s=1.0, view_stale_s=10.0, clock=clock, failure_threshold=1)
+    assert run_sync(breaker.available("openai", "gpt-4o-mini"))  # first read: waited for
+    other = SharedCircuitBreaker(store, view_ttl_s=1.0, clock=clock, failure_threshold=1)
+    run_sync(other.record("openai", "gpt-4o-mini", ok=False))  # another instance opens the circuit
+
+    reads_before = store.reads
+
+    async def stale_then_fresh() -> tuple[bool, bool, bool, int]:
+        store.release = asyncio.Event()
+        clock.now += 2.0  # older than the ttl, within the stale window
+        # The store's read is held: answering at all proves the request did not wait on it.
+        first = await asyncio.wait_for(breaker.available("openai", "gpt-4o-mini"), 0.5)
+        again = await asyncio.wait_for(breaker.available("openai", "gpt-4o-mini"), 0.5)
+        reads_meanwhile = store.reads - reads_before
+        store.release.set()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return first, again, await breaker.available("openai", "gpt-4o-mini"), reads_meanwhile
+
+    first, again, after_refresh, reads = run_sync(stale_then_fresh())
+    assert (first, again) == (True, True)  # the stale view said closed
+    assert reads == 1  # one background refresh for both stale requests
+    assert after_refresh is False  # the refreshed view shows the circuit the other instance opened
+
+
+def test_a_view_past_the_stale_window_is_read_before_use():
+    store, clock = SlowStore(), Clock()
+    breaker = SharedCircuitBreaker(store, view_ttl_s=1.0, view_stale_s=10.0, clock=clock, failure_threshold=1)
+    assert run_sync(breaker.available("openai", "gpt-4o-mini"))
+    run_sync(SharedCircuitBreaker(store, clock=clock, failure_threshold=1).record("openai", "gpt-4o-mini", ok=False))
+    clock.now += 12.0
+    assert run_sync(breaker.available("openai", "gpt-4o-mini")) is False

@@ -110,6 +110,9 @@ class Settings(BaseModel):
     breaker_cooldown_s: int = Field(default=30, ge=1, validation_alias="GATEWAY_BREAKER_COOLDOWN")
     # A provider that refuses the gateway's key (401/403) is skipped this long, then probed once.
     breaker_auth_cooldown_s: int = Field(default=300, ge=1, validation_alias="GATEWAY_BREAKER_AUTH_COOLDOWN")
+    # A breaker state read more than 1 s ago is used this much longer while a background read refreshes
+    # it: the request that finds it stale does not wait on the store (0: always wait for a fresh read).
+    breaker_view_stale_s: float = Field(default=10.0, ge=0, validation_alias="GATEWAY_BREAKER_VIEW_STALE")
 
     # Gateway keys (issue 15): the keys table, and how long a sandbox trusts what it read from it. A
     # revoked or disabled key stops working within key_cache_ttl_s; an unknown key is re-read after

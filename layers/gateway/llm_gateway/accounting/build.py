@@ -86,6 +86,7 @@ def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
             window_s=config.breaker_window_s,
             cooldown_s=config.breaker_cooldown_s,
             auth_cooldown_s=config.breaker_auth_cooldown_s,
+            view_stale_s=config.breaker_view_stale_s,
             counters=counters,
         )
         if breaker_store is not None

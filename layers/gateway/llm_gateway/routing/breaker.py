@@ -13,12 +13,16 @@ The gateway orders candidates with ``available`` (read-only) and calls ``allow``
 is about to call, so a probe is never claimed for a fallback that ends up not being called.
 
 State lives in a small store (DynamoDB item in the usage table, or Momento keys), read through a
-local view cached for ``view_ttl_s`` so that a healthy request does not pay a read per candidate.
+local view cached for ``view_ttl_s`` so that a healthy request does not pay a read per candidate. A view
+older than that but younger than ``view_ttl_s + view_stale_s`` is still used, while one read refreshes it
+in the background (the request that finds it stale does not wait on the store; the next one sees the
+fresh state). Older views are read before use.
 Store failures are fail-open: a broken breaker must never stop traffic.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -90,6 +94,7 @@ class SharedCircuitBreaker:
         probe_timeout_s: int = 30,
         auth_cooldown_s: int = DEFAULT_AUTH_COOLDOWN_S,
         view_ttl_s: float = 1.0,
+        view_stale_s: float = 0.0,
         clock: Callable[[], float] = time.time,
         counters: Counters | None = None,
     ) -> None:
@@ -100,10 +105,12 @@ class SharedCircuitBreaker:
         self.probe_timeout_s = probe_timeout_s
         self.auth_cooldown_s = auth_cooldown_s
         self.view_ttl_s = view_ttl_s
+        self.view_stale_s = view_stale_s
         self._clock = clock
         self.counters = counters or Counters()
         self._views: dict[str, _View] = {}
         self._probing: set[str] = set()
+        self._refreshing: dict[str, asyncio.Task[None]] = {}  # circuit -> its background read
 
     @staticmethod
     def circuit(provider: str, model: str) -> str:
@@ -213,11 +220,31 @@ class SharedCircuitBreaker:
 
     async def _state(self, circuit: str, now: float) -> CircuitState:
         view = self._views.get(circuit)
-        if view is not None and now - view.read_at < self.view_ttl_s:
-            return view.state
+        if view is not None:
+            age = now - view.read_at
+            if age < self.view_ttl_s:
+                return view.state
+            if age < self.view_ttl_s + self.view_stale_s:
+                self._refresh_later(circuit)
+                return view.state
         state = await self.store.read(circuit)
         self._views[circuit] = _View(state, now)
         return state
+
+    def _refresh_later(self, circuit: str) -> None:
+        """One background read of ``circuit`` at a time, on the running loop (kept across invocations)."""
+        running = self._refreshing.get(circuit)
+        if running is not None and not running.done():
+            return
+        self._refreshing[circuit] = asyncio.get_running_loop().create_task(self._refresh(circuit))
+
+    async def _refresh(self, circuit: str) -> None:
+        try:
+            state = await self.store.read(circuit)
+        except Exception as exc:
+            self._store_failed("refresh", exc)
+            return
+        self._views[circuit] = _View(state, self._clock())
 
     def _store_failed(self, operation: str, exc: BaseException) -> None:
         log.warning("circuit breaker store unavailable", extra={"operation": operation, "error": type(exc).__name__})
