@@ -164,12 +164,13 @@ def test_the_stream_helper_builds_the_same_final_completion(provider: str, clien
 # --------------------------------------------------------------------------- include_usage
 
 
-def test_include_usage_adds_a_usage_chunk_matching_the_ledger(local_stack: LocalStack) -> None:
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_include_usage_adds_a_usage_chunk_matching_the_ledger(local_stack: LocalStack, provider: str) -> None:
     tenant = unique()
     with api_key_for(local_stack, tenant) as key:
         chunks = list(
             openai_client(local_stack, key).chat.completions.create(
-                model=MODELS["anthropic"],
+                model=MODELS[provider],
                 messages=user(prompt()),
                 stream=True,
                 stream_options={"include_usage": True},
@@ -183,9 +184,9 @@ def test_include_usage_adds_a_usage_chunk_matching_the_ledger(local_stack: Local
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     gateway = (last.model_extra or {})["x_gateway"]
     assert gateway["cost_usd"] > 0 and gateway["usage_estimated"] is False
-    assert [(a["provider"], a["outcome"]) for a in gateway["attempts"]] == [("anthropic", "success")]
+    assert [(a["provider"], a["outcome"]) for a in gateway["attempts"]] == [(provider, "success")]
     [record] = ledger_items(local_stack, tenant)
-    assert record["outcome"]["S"] == "success" and record["provider"]["S"] == "anthropic"
+    assert record["outcome"]["S"] == "success" and record["provider"]["S"] == provider
     assert int(record["input_tokens"]["N"]) == usage.prompt_tokens
     assert int(record["output_tokens"]["N"]) == usage.completion_tokens
     assert float(record["cost_usd"]["N"]) == pytest.approx(gateway["cost_usd"], abs=1e-9)
