@@ -196,7 +196,10 @@ def test_logprobs_on_gemini_are_translated(client: openai.OpenAI, simulator: Pro
         ("gpt-4o-mini", {"prediction": {"type": "content", "content": "x"}}, "prediction"),
         ("gpt-4o-mini", {"store": True}, "store"),
         ("gpt-4o-mini", {"service_tier": "flex"}, "service_tier"),
-        ("gpt-4o-mini", {"stream": True}, "stream"),
+        # stream: true is served now (tests/integration/test_streaming*.py); what a stream cannot carry is not.
+        ("gpt-4o-mini", {"stream": True, "n": 2}, "n"),
+        ("gpt-4o-mini", {"stream": True, "logprobs": True}, "logprobs"),
+        ("gpt-4o-mini", {"stream_options": {"include_usage": True}}, "stream_options"),
         ("gpt-4o-mini", {"made_up_option": 1}, "made_up_option"),
     ],
 )
@@ -209,6 +212,13 @@ def test_an_unsupported_parameter_is_a_400_naming_it(
     assert isinstance(error, dict) and error["param"] == param and error["type"] == "invalid_request_error"
     assert error["code"] == "invalid_request" and error["message"]
     assert simulator.calls() == []
+
+
+def test_stream_true_is_served_as_a_stream(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=user(), stream=True))
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-1].choices[0].finish_reason == "stop"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("[sim openai/gpt-4o-mini]")
+    assert simulator.calls("openai")[-1]["body"]["stream"] is True
 
 
 def test_defaults_are_not_errors(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
