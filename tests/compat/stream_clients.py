@@ -5,8 +5,9 @@ client-compatibility venv by tests/integration/test_client_stream_compat.py, whi
 
 Each case streams, and where a reference helps, also asks the same thing without streaming, so the test can
 compare the two (every request says ``Cache-Control: no-cache, no-store``: both reach the provider). With
-``--cut`` the test has scheduled the simulator's ``stream_cut`` fault: each client streams once and reports
-whether it raised (and what it had handed out before) or returned an answer as if complete.
+``--cut`` the test has scheduled a simulator fault that breaks the provider's stream mid-way (``stream_cut``,
+``stream_error``, ``stream_malformed``): each client streams once and reports whether it raised (and what it
+had handed out before) or returned an answer as if complete.
 
 Prints one JSON object per model, as tests/compat/clients.py does (``{"error": ...}`` on an exception).
 """
@@ -344,7 +345,7 @@ def main() -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--models", required=True)
-    parser.add_argument("--cut", action="store_true", help="the simulator cuts every stream: report what happens")
+    parser.add_argument("--cut", action="store_true", help="the simulator breaks every stream: report what happens")
     args = parser.parse_args()
     case = CLIENTS[args.client][1 if args.cut else 0]
     out: dict[str, Any] = {}

@@ -1,8 +1,8 @@
 """Real client libraries streaming from the local stack (``stream: true`` on /v1/chat/completions): LangChain
 ``ChatOpenAI.stream`` (text, ``bind_tools``, ``stream_usage``), pydantic-ai ``run_stream`` (``stream_text``,
 ``stream_output``), instructor ``create_partial`` / ``create_iterable`` and LiteLLM as a client
-(``openai/<model>`` with ``api_base``), each on a model of every provider, and each against a stream the
-provider cuts mid-way.
+(``openai/<model>`` with ``api_base``), each on a model of every provider, and each against a provider
+stream that breaks mid-way (cut, the provider's error event, a malformed event).
 
 The clients run in ``.venv-compat`` (tests/compat/stream_clients.py). Every streamed case is checked against
 the same request made without streaming (the clients send ``Cache-Control: no-cache, no-store``, so both
@@ -169,24 +169,31 @@ def test_litellm_as_a_client_streams_text_usage_and_tool_calls(
     assert_streams_completed(simulator)
 
 
+# A provider stream that breaks after the answer began: the connection closed (no end marker), the provider's
+# own error event, an event that is not JSON. The simulator's record of how each one ended.
+BREAKS = {"stream_cut": "cut", "stream_error": "error_event", "stream_malformed": "malformed"}
+
+
+@pytest.mark.parametrize("fault", sorted(BREAKS))
 @pytest.mark.parametrize("client", ["langchain", "pydantic_ai", "instructor", "litellm"])
-def test_a_stream_cut_mid_way_raises_in_the_client(
-    client: str, compat_python: Path, local_stack: LocalStack, simulator: ProviderSimulator
+def test_a_stream_broken_mid_way_raises_in_the_client(
+    client: str, fault: str, compat_python: Path, local_stack: LocalStack, simulator: ProviderSimulator
 ) -> None:
     for provider, after in CUT_AFTER.items():
-        simulator.add_fault("stream_cut", provider=provider, after=after)
+        simulator.add_fault(fault, provider=provider, after=after)
     results = run_streaming(compat_python, local_stack, client, "--cut")
     for provider, model in MODELS.items():
         result = results[model]
-        assert "returned" not in result, f"{client} on {model} returned a cut answer as complete: {result}"
+        assert "returned" not in result, f"{client} on {model} returned a broken answer as complete: {result}"
         # The gateway's error event (OpenAI's shape), raised by the openai SDK under every client.
         assert any(
-            "openai.APIError" in line and "stream broke after the answer began" in line for line in result["raised"]
+            "openai.APIError" in line and f"the {provider} stream broke after the answer began" in line
+            for line in result["raised"]
         ), result["raised"]
         if client != "instructor":  # instructor hands out no partial of a stream that then fails (see README)
             received = "".join(result["pieces_before"])
             assert received.startswith(f"[sim {provider}/{model}] "), received
-        # Cut after the answer began: no retry and no fallback, the one stream ended as cut.
+        # Broken after the answer began: no retry and no fallback, the one stream ended as the fault made it.
         calls = simulator.calls(provider)
-        assert [c["stream"]["outcome"] for c in calls] == ["cut"], calls
+        assert [c["stream"]["outcome"] for c in calls] == [BREAKS[fault]], calls
     assert {c["provider"] for c in simulator.calls()} == set(MODELS)
