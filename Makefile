@@ -24,7 +24,7 @@ help:
 	@echo "make run       start the local stack (prints the URL, a dev API key and a curl line)"
 	@echo "make test      lint, then run the test suite"
 	@echo "make lint      ruff, mypy, cfn-lint"
-	@echo "make compat-venv  $(COMPAT_VENV): instructor, LangChain, pydantic-ai for the client-compatibility tests"
+	@echo "make compat-venv  $(COMPAT_VENV): instructor, LangChain, pydantic-ai, LiteLLM for the client-compatibility tests"
 	@echo "make build     build the Lambda layer into $(LAYER_DIR) (WITH_MOMENTO=1 to add momento)"
 	@echo "make deploy    build, then sam deploy --guided (needs the AWS SAM CLI)"
 	@echo "make invoke    FUNCTION=<name> EVENT=<file>: run one handler locally on an event"

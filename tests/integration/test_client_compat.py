@@ -10,10 +10,6 @@ prints what it made of the answers; the checks here read that and the simulator'
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,51 +17,20 @@ import pytest
 
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
+from tests.support.compat_venv import MODELS, ensure_compat_python, run_compat_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPAT_PYTHON = ROOT / ".venv-compat" / "bin" / "python"
-KEY = "key-a"
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-3-5-haiku-latest", "gemini": "gemini-2.0-flash"}
 PERSON_FIELDS = {"name", "age", "languages"}
 
 
 @pytest.fixture(scope="module")
 def compat_python() -> Path:
-    if not (ROOT / ".venv-compat" / ".installed").exists():
-        make = subprocess.run(
-            ["make", "compat-venv", f"PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=900
-        )
-        if make.returncode != 0:
-            pytest.fail(f"`make compat-venv` failed:\n{make.stdout[-2000:]}\n{make.stderr[-2000:]}")
-    return COMPAT_PYTHON
+    return ensure_compat_python()
 
 
 def run_client(python: Path, stack: LocalStack, client: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AWS_"))}
-    completed = subprocess.run(
-        [
-            str(python),
-            str(ROOT / "tests" / "compat" / "clients.py"),
-            client,
-            "--base-url",
-            f"{stack.api_url}/v1",
-            "--key",
-            KEY,
-            "--models",
-            ",".join(MODELS.values()),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    results: dict[str, Any] = json.loads(completed.stdout)
-    for model, result in results.items():
-        assert "error" not in result, f"{client} on {model}: {result['error']}\n{result.get('traceback')}"
-    return results
+    return run_compat_script(python, stack, "clients.py", client)
 
 
 def wire_bodies(simulator: ProviderSimulator, provider: str) -> list[dict[str, Any]]:
