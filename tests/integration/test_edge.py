@@ -108,16 +108,14 @@ def test_a_path_a_function_does_not_serve_is_a_404_route_not_found(local_stack: 
     assert answer["multiValueHeaders"]["x-request-id"] == ["req-404"]
 
 
-# Wired for API Gateway response streaming (issue 14): every request there has the function's own time.
-STREAMED_ROUTES = (CHAT, "/v1/completions")
-
-
-def _arrived_25_s_ago_with_a_10_s_provider(
-    local_stack: LocalStack, api: httpx.Client, simulator: ProviderSimulator, route: str, *, streams: bool
-) -> tuple[httpx.Response, float]:
-    """``route`` answered for a request that reached API Gateway 25 s ago, every provider taking 10 s."""
+@pytest.mark.parametrize("route", sorted(GOOD_BODIES))
+def test_defer_on_failure_fires_within_api_gateways_29_s_on_every_operation_route(
+    local_stack: LocalStack, api: httpx.Client, simulator: ProviderSimulator, route: str
+) -> None:
+    """The request arrived at API Gateway 25 s ago: every route has what is left of the 29 s (not the
+    function's 60 s), so a provider that takes 10 s is given up on in time and the request is queued."""
     found = local_stack.routes.match("POST", route)
-    assert found is not None and found.route.streams is streams
+    assert found is not None
     lid = found.route.function_id
     real = local_stack._load_handler(lid)
 
@@ -130,33 +128,11 @@ def _arrived_25_s_ago_with_a_10_s_provider(
     started = time.monotonic()
     body = {**GOOD_BODIES[route], "cache": {"no_cache": True}} if route != CHAT else GOOD_BODIES[route]
     response = api.post(route, json=body, headers={"Prefer": "defer-on-failure", "Cache-Control": "no-cache"})
-    return response, time.monotonic() - started
-
-
-@pytest.mark.parametrize("route", sorted(set(GOOD_BODIES) - set(STREAMED_ROUTES)))
-def test_defer_on_failure_fires_within_api_gateways_29_s_on_every_buffered_operation_route(
-    local_stack: LocalStack, api: httpx.Client, simulator: ProviderSimulator, route: str
-) -> None:
-    """The request arrived at API Gateway 25 s ago: every buffered route has what is left of the 29 s (not
-    the function's 60 s), so a provider that takes 10 s is given up on in time and the request is queued."""
-    response, elapsed = _arrived_25_s_ago_with_a_10_s_provider(local_stack, api, simulator, route, streams=False)
+    elapsed = time.monotonic() - started
     assert response.status_code == 202, response.text
     assert response.headers["Preference-Applied"] == "defer-on-failure"
     assert response.json()["object"] == "job" and response.json()["deferred_because"]["code"]
     assert elapsed < 9, elapsed  # within what was left of the 29 s, not after the provider's 10 s
-
-
-@pytest.mark.parametrize("route", STREAMED_ROUTES)
-def test_a_streaming_route_has_the_functions_own_time_not_api_gateways_29_s(
-    local_stack: LocalStack, api: httpx.Client, simulator: ProviderSimulator, route: str
-) -> None:
-    """The same request on a route wired for response streaming: API Gateway's 29 s do not apply there
-    (up to 15 minutes), so the 10 s provider is waited for and answers; nothing is deferred."""
-    response, elapsed = _arrived_25_s_ago_with_a_10_s_provider(local_stack, api, simulator, route, streams=True)
-    assert response.status_code == 200, response.text
-    assert "Preference-Applied" not in response.headers
-    assert response.headers["x-gateway-provider"] == "openai" and response.headers["x-gateway-attempts"] == "1"
-    assert elapsed >= 10, elapsed  # it waited for the provider
 
 
 def test_document_routes_take_bodies_up_to_the_lambda_payload_and_point_bigger_ones_to_s3(
