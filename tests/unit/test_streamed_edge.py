@@ -335,17 +335,22 @@ def test_a_direct_invocation_cannot_stream(app: ModuleType, gateway: FakeGateway
     assert app.lambda_handler({"messages": USER, "stream": False}, Context())["content"] == "a plain answer"
 
 
-def test_a_streamed_route_has_the_lambdas_time_and_a_buffered_one_api_gateways_29_s(
+def test_a_streamed_answer_has_the_lambdas_time_and_one_in_one_piece_29_s_unless_raised(
     app: ModuleType, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gateway.script = [ScriptedStream(text_script("x"))]
     b"".join(invoke(app, api_event(CHAT, chat_body()), remaining_ms=600_000).body)
     plain = {"model": "gpt-4o-mini", "messages": USER}
     assert invoke(app, api_event(CHAT, plain), remaining_ms=600_000)["statusCode"] == 200
+    raised_settings = wiring._services.settings.model_copy(update={"unstreamed_deadline_s": 120.0})
+    monkeypatch.setattr(wiring._services, "settings", raised_settings)
+    assert invoke(app, api_event(CHAT, plain), remaining_ms=600_000)["statusCode"] == 200
     monkeypatch.setattr(serving, "active", lambda: False)  # a buffered function
     assert invoke(app, api_event(CHAT, plain), remaining_ms=600_000)["statusCode"] == 200
-    streamed, plain_on_streamed_route, buffered = (ctx.deadline.remaining() for ctx in gateway.contexts)
-    assert streamed > 500 and plain_on_streamed_route > 500  # the Lambda's 600 s, less the margin
+    streamed, plain_on_streamed_route, raised, buffered = (ctx.deadline.remaining() for ctx in gateway.contexts)
+    assert streamed > 500  # the Lambda's 600 s, less the margin
+    assert 20 < plain_on_streamed_route <= 29  # as on a buffered route: a hung provider falls back as fast
+    assert 100 < raised <= 120  # GATEWAY_UNSTREAMED_DEADLINE
     assert buffered <= 29
 
 

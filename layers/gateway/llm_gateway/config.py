@@ -65,6 +65,10 @@ class Settings(BaseModel):
     # Streams: the wait for a provider's first event, and between two events (each a ProviderTimeoutError).
     stream_first_byte_timeout_s: float = Field(default=30.0, gt=0, validation_alias="GATEWAY_STREAM_FIRST_BYTE_TIMEOUT")
     stream_idle_timeout_s: float = Field(default=30.0, gt=0, validation_alias="GATEWAY_STREAM_IDLE_TIMEOUT")
+    # A request answered in one piece on a streamed route (API Gateway's response streaming lets it run
+    # up to 15 minutes): the same 29 s as a buffered route by default, so a hung provider still falls
+    # back as fast; raise it (up to the function's timeout) for long unstreamed answers.
+    unstreamed_deadline_s: float = Field(default=29.0, gt=0, le=900, validation_alias="GATEWAY_UNSTREAMED_DEADLINE")
     deadline_margin_s: float = Field(default=1.5, ge=0, validation_alias="GATEWAY_DEADLINE_MARGIN")
 
     default_tier: str = Field(default="fast", validation_alias="GATEWAY_DEFAULT_TIER")

@@ -13,7 +13,7 @@ that is the same on every route:
   the document routes), validation errors as a 400 naming ``details.param``;
 * the deadline: API Gateway's 29 s counted from ``requestTimeEpoch`` on every HTTP route, except the
   routes wired for response streaming (``streamed_paths``, under the streaming runtime): the Lambda's
-  own remaining time there, for every request;
+  own remaining time for a streamed answer, ``GATEWAY_UNSTREAMED_DEADLINE`` for one answered in one piece;
 * streamed answers (:mod:`llm_gateway.http.streamed`): a route hands its ``StreamingResponse`` to
   ``respond_streaming`` and ``resolve`` returns it in place of the resolver's proxy dict;
 * ``Prefer: respond-async`` / ``defer-on-failure`` (RFC 7240), the ``x-gateway-*`` and ``x-request-id``
@@ -158,9 +158,16 @@ class HttpEdge:
         data: dict[str, Any] = self.app.context["gateway_json_body"]  # see validation.BODY_CONTEXT_KEY
         return data
 
-    def context(self, operation: str) -> RequestContext:
-        """The request's context: its tenant, and API Gateway's 29 s from when it received the request
-        (or the Lambda's time, if shorter; on a streamed route, the Lambda's time), less the safety margin."""
+    def context(self, operation: str, *, streaming: bool = False) -> RequestContext:
+        """The request's context: its tenant and its deadline, less the safety margin. A streamed answer
+        has the Lambda's own time (API Gateway streams for up to 15 minutes); a buffered route has API
+        Gateway's 29 s from when it received the request; a request answered in one piece on a streamed
+        route has ``GATEWAY_UNSTREAMED_DEADLINE`` (29 s, as on a buffered route, unless raised). Always
+        bounded by the Lambda's own time."""
+        budget_ms: int | None = None
+        if not streaming:
+            limit_s = services().settings.unstreamed_deadline_s if self.streams_here() else None
+            budget_ms = framing.API_GATEWAY_TIMEOUT_MS if limit_s is None else int(limit_s * 1000)
         lambda_context = self.app.lambda_context
         remaining = lambda_context.get_remaining_time_in_millis() if lambda_context is not None else None
         epoch = (self.event.get("requestContext") or {}).get("requestTimeEpoch")
@@ -169,7 +176,7 @@ class HttpEdge:
             operation,
             tenant=key.tenant,
             request_id=self.request_id(),
-            remaining_ms=framing.http_remaining_ms(remaining, request_epoch_ms=epoch, streamed=self.streams_here()),
+            remaining_ms=framing.http_remaining_ms(remaining, request_epoch_ms=epoch, budget_ms=budget_ms),
             tags=key.context_tags(),
         )
         ctx.allows_model = key.policy.allows_model  # automatic fallbacks stay within the key's models

@@ -346,17 +346,21 @@ def _is_type_tag(part: Any) -> bool:
 
 
 def http_remaining_ms(
-    remaining_ms: int | None, *, request_epoch_ms: Any = None, now_ms: float | None = None, streamed: bool = False
+    remaining_ms: int | None,
+    *,
+    request_epoch_ms: Any = None,
+    now_ms: float | None = None,
+    budget_ms: int | None = API_GATEWAY_TIMEOUT_MS,
 ) -> int | None:
-    """Time left to answer an API Gateway request: API Gateway gives up after 29 s whatever the
-    function's timeout, counting from when it received the request (a cold start's init included).
-    A streaming integration waits as long as the function may run (up to 15 minutes): its own time."""
-    if streamed:
+    """Time left to answer an API Gateway request: ``budget_ms`` (API Gateway gives up after 29 s whatever
+    the function's timeout) counted from when it received the request (a cold start's init included).
+    None: no budget of its own (a streamed answer may last as long as the function may run)."""
+    if budget_ms is None:
         return remaining_ms
-    budget = API_GATEWAY_TIMEOUT_MS
+    budget = budget_ms
     if isinstance(request_epoch_ms, int | float) and not isinstance(request_epoch_ms, bool):
         elapsed = (time.time() * 1000.0 if now_ms is None else now_ms) - float(request_epoch_ms)
-        if 0 <= elapsed < API_GATEWAY_TIMEOUT_MS:  # else a replayed or sample event: not a clock to trust
+        if 0 <= elapsed < budget_ms:  # else a replayed or sample event: not a clock to trust
             budget -= int(elapsed)
     return budget if remaining_ms is None else min(remaining_ms, budget)
 

@@ -73,7 +73,7 @@ def serve(
     admission = edge.admit(*limits)
     if prefer.wants_async(edge.event, current):
         return edge.accept_job("completion", job_input(), prefer.RESPOND_ASYNC, None)
-    ctx = edge.context("completion")
+    ctx = edge.context("completion", streaming=True)
     bookkeeping = ctx.defer = after_response.Deferral(ctx.request_id, later=True)
     if ctx.log_prompts:
         edge.logger.info("prompt", messages=[m.model_dump() for m in request.messages])
