@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -30,7 +29,9 @@ from llm_gateway.models import ProviderRequest, ProviderResponse
 from llm_gateway.providers import bedrock_converse as converse
 from llm_gateway.providers import eventstream
 from llm_gateway.providers.base import Provider, WireRequest, with_json_instruction
-from llm_gateway.streaming.events import ProviderEvent
+
+if TYPE_CHECKING:
+    from llm_gateway.providers.stream_call import StreamDecoder
 
 SIGNING_NAME = "bedrock"
 
@@ -132,25 +133,10 @@ class BedrockProvider(Provider):
             raw_model=request.model,
         )
 
-    def stream(
-        self,
-        request: ProviderRequest,
-        *,
-        client: httpx.AsyncClient,
-        timeout_s: float,
-        first_byte_timeout_s: float,
-        idle_timeout_s: float,
-    ) -> AsyncIterator[ProviderEvent]:
-        from llm_gateway.providers.bedrock_stream import converse_stream
+    def stream_decoder(self, request: ProviderRequest) -> StreamDecoder:
+        from llm_gateway.providers.bedrock_stream import ConverseStreamDecoder, ConverseStreamReader
 
-        return converse_stream(
-            self,
-            request,
-            client=client,
-            timeout_s=timeout_s,
-            first_byte_timeout_s=first_byte_timeout_s,
-            idle_timeout_s=idle_timeout_s,
-        )
+        return ConverseStreamDecoder(ConverseStreamReader(request, provider=self.name, log_prompts=self.log_prompts))
 
     # --- errors -----------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Bedrock's ConverseStream: eventstream frames in, the gateway's stream events out.
 
 ``ConverseStreamReader`` is the protocol alone (no I/O: unit-testable with frames from anywhere);
-``converse_stream`` is the HTTP call around it, with the first-byte, idle and whole-stream timeouts.
+``ConverseStreamDecoder`` hands it to the stream call every adapter shares (``stream_call``: the HTTP
+call, the first-byte, idle and whole-stream timeouts, the connection's release).
 
 The events: ``messageStart``; per content block an optional ``contentBlockStart`` (tool uses only:
 ``toolUseId`` and ``name``), ``contentBlockDelta`` pieces (``text`` or ``toolUse.input`` JSON text) and
@@ -11,11 +12,9 @@ An ``exception`` frame names the error (``throttlingException``...), in place of
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -25,19 +24,18 @@ from llm_gateway.errors import (
     ContextTooLongError,
     MalformedResponseError,
     ProviderBadRequestError,
-    ProviderConnectionError,
     ProviderError,
-    ProviderTimeoutError,
     ProviderUnavailableError,
     RateLimitedError,
 )
 from llm_gateway.models import FinishReason, JsonSchemaFormat, ProviderRequest
 from llm_gateway.providers import bedrock_converse as converse
-from llm_gateway.providers.eventstream import CONTENT_TYPE, EventStreamDecoder, EventStreamError, EventStreamMessage
+from llm_gateway.providers.eventstream import CONTENT_TYPE, EventStreamDecoder, EventStreamMessage
+from llm_gateway.providers.stream_call import StreamDecoder
 from llm_gateway.streaming.events import ProviderEvent, StreamEnd, TextDelta, ToolCallDelta
 
 if TYPE_CHECKING:
-    from llm_gateway.providers.bedrock import BedrockProvider
+    pass
 
 STREAM_EXCEPTIONS: dict[str, type[ProviderError]] = {
     "throttlingException": RateLimitedError,
@@ -48,7 +46,6 @@ STREAM_EXCEPTIONS: dict[str, type[ProviderError]] = {
 }
 _TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|window)|maximum context", re.IGNORECASE)
 _SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_DRAIN_S = 0.05  # bounds the wait for the body's end after the metadata event
 log = logging.getLogger("llm_gateway.providers")
 
 
@@ -181,102 +178,22 @@ class ConverseStreamReader:
         )
 
 
-async def converse_stream(
-    provider: BedrockProvider,
-    request: ProviderRequest,
-    *,
-    client: httpx.AsyncClient,
-    timeout_s: float,
-    first_byte_timeout_s: float,
-    idle_timeout_s: float,
-) -> AsyncIterator[ProviderEvent]:
-    name, model = provider.name, request.model
-    wire = provider.build_stream_request(request)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    end_by = started + timeout_s
-    next_by = min(started + first_byte_timeout_s, end_by)  # until the first event: the first-byte bound
-    reader = ConverseStreamReader(request, provider=name, log_prompts=provider.log_prompts)
-    decoder = EventStreamDecoder()
-    seen_event = False
-    timeout = httpx.Timeout(timeout_s, connect=min(provider.connect_timeout_s, timeout_s))
-    response: httpx.Response | None = None
-    try:
-        try:
-            async with asyncio.timeout_at(next_by):
-                outgoing = client.build_request(
-                    "POST", wire.url, headers=wire.headers, content=wire.content, timeout=timeout
-                )
-                response = await client.send(outgoing, stream=True)
-                if response.status_code >= 400:
-                    await response.aread()
-            if response.status_code >= 400:
-                raise provider._error(response, model)
-            content_type = response.headers.get("content-type", "")
-            if not content_type.startswith(CONTENT_TYPE):
-                raise MalformedResponseError(
-                    f"{name} answered a stream request with {content_type or 'no content type'}",
-                    provider=name,
-                    model=model,
-                    status_code=response.status_code,
-                )
-            reader.request_id = response.headers.get("x-amzn-requestid")
-            chunks = response.aiter_raw()
-            while not reader.done:
-                async with asyncio.timeout_at(next_by):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
-                    raise ProviderConnectionError(
-                        f"{name} closed the stream before its metadata event", provider=name, model=model
-                    )
-                messages = decoder.feed(chunk)
-                for message in messages:
-                    for event in reader.read(message):
-                        seen_event = True
-                        if isinstance(event, StreamEnd):
-                            # Done with the connection before the caller gets the end: a caller that stops
-                            # iterating there leaves nothing open.
-                            await _release(chunks, response)
-                        yield event
-                if messages and seen_event:
-                    # the idle clock starts when the caller asks for more, not while it handled the last event
-                    next_by = min(loop.time() + idle_timeout_s, end_by)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise _timed_out(
-                name, model, timeout_s, first_byte_timeout_s, idle_timeout_s, next_by >= end_by, seen_event
-            ) from exc
-        except (httpx.TransportError, httpx.StreamError) as exc:
-            raise ProviderConnectionError(
-                f"{name} stream connection failed: {type(exc).__name__}", provider=name, model=model
-            ) from exc
-        except EventStreamError as exc:
-            raise MalformedResponseError(
-                f"{name} streamed a bad frame: {exc}", provider=name, model=model, status_code=200
-            ) from exc
-    finally:
-        if response is not None:
-            await response.aclose()  # stops generation when the caller closes the stream early
+class ConverseStreamDecoder(StreamDecoder):
+    """ConverseStream in the shared stream call (``stream_call``): eventstream frames, read by the reader."""
 
+    content_type = CONTENT_TYPE
+    end_marker = "its metadata event"
 
-async def _release(chunks: AsyncIterator[bytes], response: httpx.Response) -> None:
-    """Read what little follows the metadata event (the body's end, usually in the same packet), so the
-    connection goes back to the pool; then close the response either way."""
-    try:
-        async with asyncio.timeout(_DRAIN_S):
-            async for _ in chunks:
-                pass
-    except (TimeoutError, httpx.HTTPError):
-        pass
-    await response.aclose()
+    def __init__(self, reader: ConverseStreamReader) -> None:
+        self.reader = reader
 
+    def frames(self) -> EventStreamDecoder:
+        return EventStreamDecoder()
 
-def _timed_out(
-    name: str, model: str, total_s: float, first_s: float, idle_s: float, whole: bool, seen_event: bool
-) -> ProviderTimeoutError:
-    if whole:
-        text = f"{name} did not finish the stream within {total_s:.1f}s"
-    elif seen_event:
-        text = f"{name} sent no event for {idle_s:.1f}s (idle timeout)"
-    else:
-        text = f"{name} sent no first event within {first_s:.1f}s (first-byte timeout)"
-    return ProviderTimeoutError(text, provider=name, model=model)
+    def on_response(self, response: httpx.Response) -> None:
+        self.reader.request_id = response.headers.get("x-amzn-requestid")
+
+    def decode_frame(self, frame: EventStreamMessage) -> list[ProviderEvent]:
+        events = self.reader.read(frame)
+        self.ended = self.reader.done
+        return events

@@ -1,7 +1,8 @@
-"""One streamed provider call: the HTTP request, the timeouts, Server-Sent Events in, provider events out.
+"""One streamed provider call: the HTTP request, the timeouts, frames in, provider events out.
 
 What every adapter shares lives here; an adapter supplies a ``StreamDecoder`` that turns the provider's
-(event, data) pairs into ``TextDelta``/``ToolCallDelta`` events and one ``StreamEnd``.
+frames (Server-Sent Events by default; Bedrock's binary eventstream messages) into
+``TextDelta``/``ToolCallDelta`` events and one ``StreamEnd``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -32,15 +33,41 @@ _DRAIN_S = 0.05  # bounds the wait for the body's end after the provider's end m
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError)
 
 
-class StreamDecoder:
-    """The per-stream state of one adapter: fed every event in order, it yields what the caller sees.
+class FrameParser(Protocol):
+    """Splits the body's bytes, arriving in pieces cut anywhere, into the wire's frames."""
 
-    ``decode`` yields at most one ``StreamEnd``, on the provider's end marker, and sets ``ended``;
+    def feed(self, chunk: bytes) -> list[Any]:
+        """The frames completed by ``chunk``; a ``ValueError`` for bytes that cannot be framed."""
+        ...
+
+    @property
+    def pending(self) -> bool:
+        """Bytes of an unfinished frame are held."""
+        ...
+
+
+class StreamDecoder:
+    """The per-stream state of one adapter: fed every frame in order, it yields what the caller sees.
+
+    ``decode_frame`` yields at most one ``StreamEnd``, on the provider's end marker, and sets ``ended``;
     ``at_eof`` is asked when the connection closes before that (a provider whose end marker is the
-    close itself answers its ``StreamEnd`` there; the others return None: the stream was cut).
+    close itself answers its ``StreamEnd`` there; the others return None: the stream was cut). The
+    frames are Server-Sent Events unless ``content_type`` and ``frames`` say otherwise; an SSE
+    adapter implements ``decode(event, data)``.
     """
 
     ended = False
+    content_type = "text/event-stream"
+    end_marker = "its end"  # named when the connection closes before it
+
+    def frames(self) -> FrameParser:
+        return SSEParser()
+
+    def on_response(self, response: httpx.Response) -> None:
+        """The successful response, before its first frame (headers such as a request id)."""
+
+    def decode_frame(self, frame: Any) -> Iterable[ProviderEvent]:
+        return self.decode(frame.event, frame.data)
 
     def decode(self, event: str, data: str) -> Iterable[ProviderEvent]:
         raise NotImplementedError
@@ -106,14 +133,15 @@ async def stream_events(
         if response.status_code >= 400:
             raise provider._error(response, model)
         content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
+        if not content_type.startswith(decoder.content_type):
             raise MalformedResponseError(
                 f"{name} answered a stream request with {content_type or 'no content type'}",
                 provider=name,
                 model=model,
                 status_code=response.status_code,
             )
-        parser = SSEParser()
+        decoder.on_response(response)
+        parser = decoder.frames()
         chunks = response.aiter_bytes()
         got_event = False
         next_by = first_by
@@ -129,17 +157,17 @@ async def stream_events(
                 end = decoder.at_eof()
                 if end is None or parser.pending:
                     raise ProviderConnectionError(
-                        f"{name} closed the stream before its end", provider=name, model=model
+                        f"{name} closed the stream before {decoder.end_marker}", provider=name, model=model
                     )
                 yield end
                 return
             try:
-                events = parser.feed(chunk)
-            except UnicodeDecodeError as exc:
+                frames = parser.feed(chunk)
+            except ValueError as exc:  # bytes that are not the wire's framing (bad UTF-8, a bad CRC)
                 raise _malformed(name, model, exc) from exc
-            for sse in events:
+            for frame in frames:
                 got_event = True
-                for event in _decoded(decoder, sse.event, sse.data, name, model):
+                for event in _decoded(decoder, frame, name, model):
                     if isinstance(event, StreamEnd):
                         # Done with the connection before the caller gets the end: a caller that stops
                         # iterating there leaves nothing open.
@@ -147,7 +175,7 @@ async def stream_events(
                     yield event
                 if decoder.ended:
                     return
-            if events:
+            if frames:
                 # the idle clock starts when the caller asks for more, not while it handled the last event
                 next_by = min(loop.time() + idle_timeout_s, end_by)
     finally:
@@ -167,9 +195,9 @@ async def _release(chunks: AsyncIterator[bytes], response: httpx.Response) -> No
     await response.aclose()
 
 
-def _decoded(decoder: StreamDecoder, event: str, data: str, name: str, model: str) -> list[ProviderEvent]:
+def _decoded(decoder: StreamDecoder, frame: Any, name: str, model: str) -> list[ProviderEvent]:
     try:
-        return list(decoder.decode(event, data))
+        return list(decoder.decode_frame(frame))
     except ProviderError:
         raise
     except _SHAPE_ERRORS as exc:
