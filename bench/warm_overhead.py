@@ -110,11 +110,13 @@ def _aws_calls(call: Call, *, count: int) -> dict[str, float]:
 
 @contextlib.contextmanager
 def _backends_off(stack: LocalStack) -> Iterator[None]:
-    """Blank every variable that names a local AWS resource, so that the gateway builds without them."""
+    """Blank every variable that names a local AWS resource but the keys table, so that the gateway builds
+    without them."""
     from llm_gateway import wiring
 
     physical = {v for v in stack.physical.values() if v}
-    names = [k for k, v in os.environ.items() if v in physical]
+    # The keys table stays: every route needs a gateway key, and a warm key is verified from memory.
+    names = [k for k, v in os.environ.items() if v in physical and k != "KEYS_TABLE"]
     saved = {k: os.environ[k] for k in names}
     for name in names:
         os.environ[name] = ""  # Settings treat an empty variable as unset
