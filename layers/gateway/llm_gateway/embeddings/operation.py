@@ -208,11 +208,12 @@ class Embedder:
         wanted = None if dimensions == limits.dimensions else dimensions
 
         async def one_batch(batch: list[str]) -> list[list[float]]:
+            # A coroutine function, not a lambda: tenacity awaits only what it sees is one.
+            async def one_call() -> list[list[float]]:
+                return await self._attempt(adapter, spec, batch, wanted, dimensions, ctx, attempts)
+
             async with gate:
-                return await gateway.retry.call(
-                    lambda: self._attempt(adapter, spec, batch, wanted, dimensions, ctx, attempts),
-                    deadline=ctx.deadline,
-                )
+                return await gateway.retry.call(one_call, deadline=ctx.deadline)
 
         answered = False
         try:
@@ -223,7 +224,7 @@ class Embedder:
             if failures:
                 raise failures[0]
             answered = True
-            return [vector for outcome in outcomes if isinstance(outcome, list) for vector in outcome]
+            return [vector for outcome in outcomes if not isinstance(outcome, BaseException) for vector in outcome]
         finally:
             if reservation is not None:
                 await gateway.settle(ctx, reservation, spent(attempts) - spent_before, after_response=answered)
