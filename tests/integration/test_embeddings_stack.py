@@ -19,6 +19,7 @@ from local.simulator import ProviderSimulator
 from local.simulator.embeddings import vector
 from local.stack import LocalStack
 from tests.support.accounting import api_key_for, ledger_items, unique
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -169,3 +170,24 @@ def test_chat_never_routes_to_an_embedding_model_and_models_lists_the_kind(clien
     assert isinstance(caught.value.body, dict) and caught.value.body.get("param") == "model"
     kinds = {m.id: m.model_extra.get("kind") for m in client.models.list()}
     assert kinds[SMALL] == "embeddings" and kinds[TITAN] == "embeddings" and kinds["gpt-4o-mini"] == "chat"
+
+
+def test_over_budget_is_a_429_and_no_provider_call(client, simulator, local_stack, tenant) -> None:
+    from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
+
+    DynamoDBBudgetGuard(local_stack.physical["UsageTable"]).set_policy(tenant, 0.0000001, "month")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.embeddings.create(model=SMALL, input=texts(50))
+    assert isinstance(caught.value.body, dict) and caught.value.body.get("code") == "budget_exceeded"
+    assert embedding_calls(simulator, "openai") == []
+
+
+def test_a_budget_is_settled_at_the_actual_cost(client, local_stack, tenant) -> None:
+    from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
+
+    guard = DynamoDBBudgetGuard(local_stack.physical["UsageTable"])
+    guard.set_policy(tenant, 1.0, "day")
+    answer = client.embeddings.create(model=SMALL, input=texts(4))
+    # Settled after the response (the after-response deferral): waited for, not assumed.
+    status = wait_for(lambda: (s := guard.status(tenant))["outstanding_reservations"] == 0 and s, what="settled")
+    assert status["spent_usd"] == pytest.approx(answer.model_extra["x_gateway"]["cost_usd"])

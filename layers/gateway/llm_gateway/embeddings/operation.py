@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from llm_gateway.catalog import EmbeddingLimits, ModelSpec
-from llm_gateway.documents.tokens import estimate_text_tokens
+from llm_gateway.documents.tokens import ESTIMATE_MARGIN, ESTIMATE_SLACK_TOKENS, estimate_text_tokens
 from llm_gateway.embeddings.adapters import EmbeddingProvider, embedding_adapter
 from llm_gateway.embeddings.cache import EmbeddingCache, vector_key
 from llm_gateway.errors import (
@@ -201,7 +202,7 @@ class Embedder:
         gateway = self.gateway
         reservation = None
         if gateway.budget is not None:
-            worst = sum(estimate_text_tokens(t) for t in texts)
+            worst = math.ceil(sum(estimate_text_tokens(t) for t in texts) * ESTIMATE_MARGIN) + ESTIMATE_SLACK_TOKENS
             reservation = await gateway.budget.reserve(ctx, spec.worst_case_cost(worst, 0))
         spent_before = spent(attempts)
         gate = asyncio.Semaphore(self.concurrency)
