@@ -191,3 +191,18 @@ def test_a_budget_is_settled_at_the_actual_cost(client, local_stack, tenant) -> 
     # Settled after the response (the after-response deferral): waited for, not assumed.
     status = wait_for(lambda: (s := guard.status(tenant))["outstanding_reservations"] == 0 and s, what="settled")
     assert status["spent_usd"] == pytest.approx(answer.model_extra["x_gateway"]["cost_usd"])
+
+
+def test_the_key_policy_applies_as_on_chat(local_stack, simulator) -> None:
+    from llm_gateway.keys.admin import KeyAdmin, KeySpec
+    from llm_gateway.keys.store import KeyStore
+
+    admin = KeyAdmin(KeyStore(local_stack.physical["KeysTable"]))
+    secret, _ = admin.create(KeySpec(tenant=unique(), allowed_models=[SMALL]))
+    sdk = openai.OpenAI(base_url=f"{local_stack.api_url}/v1", api_key=secret, max_retries=0, timeout=60)
+    assert len(sdk.embeddings.create(model=SMALL, input=texts(1)).data) == 1
+    for model, extra in ((TITAN, {}), (SMALL, {"fallback": ["text-embedding-3-large"]})):
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            sdk.embeddings.create(model=model, input=texts(1), extra_body=extra)
+        assert isinstance(caught.value.body, dict) and caught.value.body.get("code") == "model_not_allowed"
+    assert len(embedding_calls(simulator, "openai")) == 1 and embedding_calls(simulator, "bedrock") == []
