@@ -16,7 +16,7 @@ from llm_gateway import aws
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import NotConfiguredError
 from llm_gateway.http import completion_routes as completions
-from llm_gateway.http import events, models_list, openai_chat
+from llm_gateway.http import embeddings_route, events, models_list, openai_chat
 from llm_gateway.http.edge import HttpEdge
 from llm_gateway.http.stream_params import NativeCompletionBody
 from llm_gateway.wiring import services
@@ -34,6 +34,11 @@ def chat_completions(body: openai_chat.ChatCompletionsBody) -> Response[str]:
 @edge.post(completions.NATIVE_PATH, summary="Completion (the gateway's own shape)", tags=["completion"])
 def native_completions(body: NativeCompletionBody) -> Response[str]:
     return completions.native(edge, body)
+
+
+@edge.post(embeddings_route.PATH, summary="Embeddings (OpenAI's wire shape)", tags=["embeddings"])
+def embeddings(body: embeddings_route.EmbeddingsBody) -> Response[str]:
+    return embeddings_route.serve(edge, body)
 
 
 @edge.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"])

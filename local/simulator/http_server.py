@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from local.simulator import embeddings
 from local.simulator.streams import write_stream
 from local.simulator.wire import Response, _json_response
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 _GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):(generateContent|streamGenerateContent)$")
 _BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/(converse|converse-stream)$")
+_GEMINI_EMBED = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):batchEmbedContents$")
+_BEDROCK_INVOKE = re.compile(r"^/bedrock/model/([^/]+)/invoke$")
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -81,12 +84,17 @@ class _Handler(BaseHTTPRequestHandler):
             if path.startswith("/_sim/"):
                 self._send(sim.handle_control(method, path, query, raw))
                 return
-            provider, path_model, streamed_route = self._route(method, path)
-            if provider is None:
-                self._send(self._not_found(method, path))
-                return
             epoch = sim.epoch()
-            resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model, streamed_route)
+            embedding = self._embedding_route(method, path)
+            if embedding is not None:
+                provider, path_model = embedding
+                resp, body, model = embeddings.handle(sim, provider, headers, query, raw, path_model)
+            else:
+                provider, path_model, streamed_route = self._route(method, path)
+                if provider is None:
+                    self._send(self._not_found(method, path))
+                    return
+                resp, body, model = sim.handle_provider(provider, headers, query, raw, path_model, streamed_route)
             # The path is recorded without the query string: Gemini keys may travel in ?key=.
             call = {
                 "provider": provider,
@@ -106,6 +114,19 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # never let a simulator bug hang the client
             self.log_error("simulator error: %r", exc)
             self._send(_json_response(500, {"error": {"message": f"simulator error: {exc!r}"}}))
+
+    @staticmethod
+    def _embedding_route(method: str, path: str) -> tuple[str, str] | None:
+        """(provider, the model named in the path) of an embedding endpoint."""
+        if method != "POST":
+            return None
+        if path == "/openai/v1/embeddings":
+            return "openai", ""
+        if match := _GEMINI_EMBED.match(path):
+            return "gemini", unquote(match.group(2))
+        if match := _BEDROCK_INVOKE.match(path):
+            return "bedrock", unquote(match.group(1))
+        return None
 
     @staticmethod
     def _route(method: str, path: str) -> tuple[str | None, str | None, bool]:

@@ -180,6 +180,10 @@ class ProviderSimulator:
         with self._lock:
             self._chunk_delay_ms = int(ms)
 
+    def latency_s(self) -> float:
+        with self._lock:
+            return self._latency_ms / 1000
+
     def chunk_delay_s(self, headers: dict[str, str]) -> float:
         """The request's ``x-sim-chunk-delay-ms`` header, else the run-wide setting."""
         with suppress(ValueError):

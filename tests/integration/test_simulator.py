@@ -308,8 +308,11 @@ def test_invalid_json_body(sim: ProviderSimulator, client: httpx.Client) -> None
 def test_unknown_routes_404(sim: ProviderSimulator, client: httpx.Client) -> None:
     r = client.get(f"{sim.url}/nowhere")
     assert r.status_code == 404 and "error" in r.json()
+    r = client.post(f"{sim.url}/openai/v1/moderations", json={})
+    assert r.status_code == 404 and r.json()["error"]["message"] == "Invalid URL (POST /v1/moderations)"
+    # /v1/embeddings is served (local/simulator/embeddings.py): without a key it is refused like chat
     r = client.post(f"{sim.url}/openai/v1/embeddings", json={})
-    assert r.status_code == 404 and r.json()["error"]["message"] == "Invalid URL (POST /v1/embeddings)"
+    assert r.status_code == 401
     r = client.post(f"{sim.url}/gemini/v1beta/models/g:countTokens", json={})
     assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
     # streamGenerateContent is served (test_simulator_streams.py): it validates like generateContent

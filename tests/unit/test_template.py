@@ -30,6 +30,7 @@ API_ROUTES = {
     ("get", "/v1/models"): "CompletionFunction",
     ("get", "/v1/models/{model}"): "CompletionFunction",
     ("get", "/v1/models/{model}/{name}"): "CompletionFunction",
+    ("post", "/v1/embeddings"): "CompletionFunction",
     ("post", "/v1/extractions"): "ExtractionFunction",
     ("post", "/v1/summaries"): "SummarizationFunction",
     ("post", "/v1/jobs"): "JobsFunction",

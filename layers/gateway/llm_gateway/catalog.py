@@ -6,12 +6,40 @@ import hashlib
 import json
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from llm_gateway.errors import UnknownModelError
 from llm_gateway.models import Usage
 from llm_gateway.resources import shared_dir
+
+
+class EmbeddingLimits(BaseModel):
+    """What an embedding model produces and takes per call (the ``embedding`` of a catalog entry)."""
+
+    dimensions: int = Field(gt=0)  # the vector length when none is asked for
+    # The lengths ``dimensions`` may ask for: explicit choices, or any in [min_dimensions, dimensions].
+    # Neither: only the default (the model takes no dimension parameter).
+    allowed_dimensions: tuple[int, ...] = ()
+    min_dimensions: int | None = Field(default=None, gt=0)
+    max_inputs_per_call: int = Field(gt=0)
+    max_tokens_per_input: int = Field(gt=0)
+    max_tokens_per_call: int | None = Field(default=None, gt=0)  # all inputs of one call (OpenAI: 300k)
+
+    def accepts(self, dimensions: int) -> bool:
+        if dimensions == self.dimensions:
+            return True
+        if self.allowed_dimensions:
+            return dimensions in self.allowed_dimensions
+        return self.min_dimensions is not None and self.min_dimensions <= dimensions <= self.dimensions
+
+    def choices(self) -> str:
+        if self.allowed_dimensions:
+            return ", ".join(str(d) for d in sorted({*self.allowed_dimensions, self.dimensions}))
+        if self.min_dimensions is not None:
+            return f"{self.min_dimensions} to {self.dimensions}"
+        return str(self.dimensions)
 
 
 class ModelSpec(BaseModel):
@@ -22,12 +50,23 @@ class ModelSpec(BaseModel):
     output_per_mtok: float = Field(ge=0)
     cached_input_per_mtok: float = Field(ge=0)
     context_window: int = Field(gt=0)
-    max_output_tokens: int = Field(gt=0)
+    max_output_tokens: int = Field(ge=0)  # 0 for an embedding model (it writes no tokens)
     capabilities: frozenset[str] = frozenset()
     tiers: frozenset[str] = frozenset()
     aliases: tuple[str, ...] = ()  # other names for this model (dated snapshots), resolved by Catalog.get
     # Request parameters this model refuses although its provider takes them (routing/params.py).
     unsupported_params: frozenset[str] = frozenset()
+    # "embeddings": served by /v1/embeddings only (``embedding`` says how); never routed for a completion.
+    kind: Literal["chat", "embeddings"] = "chat"
+    embedding: EmbeddingLimits | None = None
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> ModelSpec:
+        if (self.kind == "embeddings") != (self.embedding is not None):
+            raise ValueError(f"{self.id}: an 'embeddings' model, and only one, has an 'embedding' entry")
+        if self.kind == "chat" and self.max_output_tokens <= 0:
+            raise ValueError(f"{self.id}: a chat model needs max_output_tokens > 0")
+        return self
 
     @property
     def wire_model(self) -> str:
@@ -93,6 +132,10 @@ class Catalog(BaseModel):
 
     def _by_name(self, name: str) -> ModelSpec | None:
         return next((m for m in self.models if m.id == name or name in m.aliases), None)
+
+    @property
+    def chat_models(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.kind == "chat"]
 
     def in_tier(self, tier: str) -> list[ModelSpec]:
         return [m for m in self.models if tier in m.tiers]

@@ -17,13 +17,19 @@ from llm_gateway.errors import UnknownModelError
 
 LIST_PATH = "/v1/models"
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 TIER_PREFIX = "tier:"
 GATEWAY_OWNER = "llm-gateway"
 
 
 def openai_shaped(path: str) -> bool:
     """Routes the OpenAI clients call answer errors in OpenAI's shape (``type``, ``param``, ``code``)."""
-    return path.endswith(CHAT_PATH) or path.endswith(LIST_PATH) or f"{LIST_PATH}/" in path
+    return (
+        path.endswith(CHAT_PATH)
+        or path.endswith(EMBEDDINGS_PATH)
+        or path.endswith(LIST_PATH)
+        or f"{LIST_PATH}/" in path
+    )
 
 
 def list_models(catalog: Catalog) -> dict[str, Any]:
@@ -68,7 +74,10 @@ def _model_entry(spec: ModelSpec, name: str, created: int) -> dict[str, Any]:
         "tiers": sorted(spec.tiers),
         "aliases": list(spec.aliases),
         "unsupported_params": sorted(spec.unsupported_params),
+        "kind": spec.kind,  # "chat" (completion routes) or "embeddings" (/v1/embeddings)
     }
+    if spec.embedding is not None:
+        entry["embedding"] = spec.embedding.model_dump()
     if name != spec.id:
         entry["alias_of"] = spec.id  # the catalog model that serves (and names itself in answers)
     return entry

@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_gateway.http.embeddings_route import EmbeddingsBody
 from llm_gateway.http.openai_chat import ChatCompletionsBody
 from llm_gateway.http.stream_params import NativeCompletionBody
 from llm_gateway.jobs.requests import JobRequest
@@ -163,6 +164,9 @@ def declared_routes() -> APIGatewayRestResolver:
         responses=_responses(),
     )
     def retrieve_prefixed_model(model: str, name: str) -> None: ...
+
+    @app.post("/v1/embeddings", summary="Embeddings (OpenAI's wire shape)", tags=["embeddings"], responses=_responses())
+    def embeddings(body: Annotated[EmbeddingsBody, Body()]) -> None: ...
 
     @app.get("/v1/openapi.json", summary="This API's OpenAPI document", tags=["meta"], responses=_responses())
     def openapi_document() -> None: ...

@@ -67,9 +67,21 @@ class Provider(ABC):
     async def complete(
         self, request: ProviderRequest, *, client: httpx.AsyncClient, timeout_s: float
     ) -> ProviderResponse:
-        wire = self.build_request(request)
+        response = await self.send(self.build_request(request), request.model, client=client, timeout_s=timeout_s)
+        data = self.json_body(response, request.model)
+        try:
+            return self.parse_response(data, request)
+        except ProviderError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise self.unexpected_shape(exc, request.model, response.status_code) from exc
+
+    async def send(
+        self, wire: WireRequest, model: str, *, client: httpx.AsyncClient, timeout_s: float
+    ) -> httpx.Response:
+        """One POST with an explicit timeout; a failure (transport or status >= 400) as a ProviderError.
+        Shared by every call an adapter makes (completions, embeddings)."""
         timeout = httpx.Timeout(timeout_s, connect=min(self.connect_timeout_s, timeout_s))
-        model = request.model
         try:
             # httpx's read timeout restarts with every chunk received: a slow-drip answer could outlast
             # it many times over. The whole call, body included, is bounded here.
@@ -88,8 +100,11 @@ class Provider(ABC):
             ) from exc
         if response.status_code >= 400:
             raise self._error(response, model)
+        return response
+
+    def json_body(self, response: httpx.Response, model: str) -> Any:
         try:
-            data = response.json()
+            return response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise MalformedResponseError(
                 f"{self.name} answered with a body that is not JSON",
@@ -97,17 +112,14 @@ class Provider(ABC):
                 model=model,
                 status_code=response.status_code,
             ) from exc
-        try:
-            return self.parse_response(data, request)
-        except ProviderError:
-            raise
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise MalformedResponseError(
-                f"{self.name} answered with an unexpected shape: {type(exc).__name__}: {exc}",
-                provider=self.name,
-                model=model,
-                status_code=response.status_code,
-            ) from exc
+
+    def unexpected_shape(self, exc: Exception, model: str, status: int) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"{self.name} answered with an unexpected shape: {type(exc).__name__}: {exc}",
+            provider=self.name,
+            model=model,
+            status_code=status,
+        )
 
     def stream(
         self,

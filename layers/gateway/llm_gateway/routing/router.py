@@ -105,17 +105,22 @@ class Router:
             peers = [
                 m
                 for m in self.catalog.models
-                if m.tiers & first.tiers and m.id != first.id and (allows is None or allows(m))
+                if m.tiers & first.tiers and m.id != first.id and m.kind == "chat" and (allows is None or allows(m))
             ]
             rest = provider_diverse(sorted(peers, key=_unit_price), after=first.provider)
         else:
             rest = []
+        for spec in (first, *rest):
+            _check_chat_model(spec, "model" if spec is first else "fallback")
         return _unique([first, *rest])
 
     def _tier_chain(self, tier: str) -> list[ModelSpec]:
         if tier not in TIER_ORDER:
             raise InvalidRequestError(f"unknown tier '{tier}'", details={"tiers": list(TIER_ORDER)})
-        ranked = sorted((m for m in self.catalog.in_tier(tier) if m.provider in self.available), key=_unit_price)
+        ranked = sorted(
+            (m for m in self.catalog.in_tier(tier) if m.provider in self.available and m.kind == "chat"),
+            key=_unit_price,
+        )
         return provider_diverse(ranked)
 
     def _larger_windows(
@@ -137,6 +142,7 @@ class Router:
             and m.context_window > reference
             and self._fits(m, input_tokens, max_tokens)
             and m.tiers  # untiered models are opt-in only
+            and m.kind == "chat"
         ]
         return provider_diverse(sorted(pool, key=_unit_price))
 
@@ -181,6 +187,15 @@ def _check_named_model_calls_tools(request: CompletionRequest, ordered: list[Mod
         "choose a model or tier that can, or send no tools",
         details={"param": "model", "needs": ["tools"]},
     )
+
+
+def _check_chat_model(spec: ModelSpec, param: str) -> None:
+    """An embedding model cannot answer a completion: a 400 naming the parameter, not a provider error."""
+    if spec.kind != "chat":
+        raise InvalidRequestError(
+            f"'{spec.id}' is an {spec.kind} model: call it with POST /v1/embeddings, or choose a chat model",
+            details={"param": param, "model": spec.id},
+        )
 
 
 def provider_diverse(ranked: list[ModelSpec], *, after: str | None = None) -> list[ModelSpec]:
