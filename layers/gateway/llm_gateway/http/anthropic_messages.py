@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from llm_gateway.documents.tokens import estimate_message_tokens, estimate_text_tokens
-from llm_gateway.errors import GatewayError
+from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.http import framing as api
 from llm_gateway.http.openai_chat import gateway_fields, model_or_tier
 from llm_gateway.models import CompletionRequest, CompletionResult, FinishReason, Usage
@@ -69,7 +69,11 @@ class MessagesBody(CountTokensBody):
 def to_gateway_request(body: CountTokensBody) -> CompletionRequest:
     _refuse_extras(body)
     model, tier = model_or_tier(body.model)
-    messages = [*_system(body.system), *(turn for i, m in enumerate(body.messages) for turn in _turns(m, i))]
+    messages, origins = _system(body.system), ["system"] * len(_system(body.system))
+    for index, raw in enumerate(body.messages):
+        turns = _turns(raw, index)
+        messages += turns
+        origins += [f"messages.{index}"] * len(turns)
     fields: dict[str, Any] = {"model": model, "tier": tier, "messages": messages, **_tool_fields(body)}
     if isinstance(body, MessagesBody):
         fields |= {
@@ -80,7 +84,21 @@ def to_gateway_request(body: CountTokensBody) -> CompletionRequest:
             "user": _user_id(body.metadata),
         }
     rename = {"tier": "model", "stop": "stop_sequences", "user": "metadata.user_id"}
-    return api.validate(CompletionRequest, fields, rename=rename)
+    try:
+        return api.validate(CompletionRequest, fields, rename=rename)
+    except InvalidRequestError as err:
+        raise _caller_indexes(err, origins) from None
+
+
+def _caller_indexes(err: InvalidRequestError, origins: list[str]) -> InvalidRequestError:
+    """A problem the gateway's checks found in its turn N named as the caller's message it came from
+    (a system prompt and split tool results make the gateway's turns differ from the caller's)."""
+    param = err.details.get("param")
+    head, _, rest = str(param).removeprefix("messages.").partition(".")
+    if not str(param).startswith("messages.") or not head.isdigit() or int(head) >= len(origins):
+        return err
+    named = origins[int(head)] + (f".{rest}" if rest and not rest.startswith("content") else "")
+    return api.invalid(named, err.message.removeprefix(f"{param}: "))
 
 
 def _refuse_extras(body: CountTokensBody) -> None:
