@@ -5,6 +5,7 @@ under the streaming runtime loop, moto, the provider simulator in each provider'
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -82,7 +83,20 @@ def test_a_system_prompt_as_text_and_as_blocks_reaches_the_provider(
     client.messages.create(model=CLAUDE, max_tokens=50, system=blocks, messages=user(prompt()))
     first, second = sent(simulator, "anthropic")
     assert first["body"]["system"] == "You are terse."
-    assert second["body"]["system"] == "You are terse.\n\nAnswer in French."
+    assert second["body"]["system"] == blocks  # with its caching breakpoint, passed through
+
+
+def test_cache_control_reaches_anthropic_and_not_openai(
+    client: anthropic.Anthropic, simulator: ProviderSimulator
+) -> None:
+    content: Any = [{"type": "text", "text": prompt("A long document"), "cache_control": {"type": "ephemeral"}}]
+    for model in (CLAUDE, "gpt-4o-mini"):
+        message = client.messages.create(model=model, max_tokens=50, messages=[{"role": "user", "content": content}])
+        assert message.usage.cache_creation_input_tokens == 0
+    [claude] = sent(simulator, "anthropic")
+    assert claude["body"]["messages"][0]["content"] == content
+    [gpt] = sent(simulator, "openai")
+    assert "cache_control" not in json.dumps(gpt["body"])
 
 
 def test_sampling_stop_sequences_and_user_id_are_passed_on(

@@ -69,7 +69,9 @@ def test_system_blocks_with_cache_control_are_joined_and_a_tier_is_a_tier() -> N
             {"model": "tier:fast", "max_tokens": 5, "system": system, "messages": [{"role": "user", "content": "x"}]}
         )
     )
-    assert request.messages[0].content == "A\n\nB"
+    [first, second] = request.messages[0].content  # type: ignore[misc]
+    assert first.text == "A" and first.cache_control is None
+    assert second.text == "B" and second.cache_control is not None and second.cache_control.type == "ephemeral"
     assert request.tier == "fast" and request.model is None
 
 
@@ -366,3 +368,21 @@ def test_a_broken_stream_ends_with_an_error_event_the_client_raises() -> None:
     body: Any = caught.value.body
     assert body["type"] == "error" and body["error"]["type"] == "api_error"
     assert body["error"]["code"] == "stream_interrupted"
+
+
+def test_the_anthropic_adapter_sends_the_caching_breakpoints() -> None:
+    from llm_gateway.models import ProviderRequest
+    from llm_gateway.providers.anthropic import AnthropicProvider
+
+    marked = {"type": "text", "text": "Doc", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    request = translate(
+        system=[{"type": "text", "text": "Sys", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": [marked, {"type": "text", "text": "Q"}]}],
+    )
+    wire = ProviderRequest(model="claude-3-5-haiku-latest", messages=request.messages, max_tokens=10)
+    body = AnthropicProvider(api_key="k", base_url="http://x.test").build_request(wire).body
+    assert body["system"] == [{"type": "text", "text": "Sys", "cache_control": {"type": "ephemeral"}}]
+    assert body["messages"][0]["content"] == [marked, {"type": "text", "text": "Q"}]
+    unmarked = translate(system="Sys", messages=[{"role": "user", "content": "Q"}]).messages
+    plain = ProviderRequest(model="m", messages=unmarked, max_tokens=10)
+    assert AnthropicProvider(api_key="k", base_url="http://x.test").build_request(plain).body["system"] == "Sys"

@@ -26,9 +26,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CacheBreakpoint(_Strict):
+    """Anthropic's ``cache_control``: the prompt up to and including this part may be cached by the
+    provider. Sent to Anthropic only; the other adapters read a part's text and ignore it."""
+
+    type: Literal["ephemeral"] = "ephemeral"
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextPart(_Strict):
     type: Literal["text"] = "text"
     text: str
+    cache_control: CacheBreakpoint | None = None
 
 
 class ImagePart(_Strict):

@@ -9,7 +9,8 @@ Out: the result as a Messages ``message`` (text and ``tool_use`` blocks, ``stop_
 
 What the gateway cannot carry is refused with a 400 naming the parameter, never dropped silently:
 ``top_k``, extended ``thinking``, server tools, ``document`` blocks, images inside a ``tool_result``.
-``cache_control`` is accepted where Anthropic takes it but not passed on (README, "Anthropic Messages API").
+``cache_control`` on system and user text blocks is carried to the Anthropic adapter (a prompt-caching
+breakpoint); elsewhere it is checked, not passed on (README, "Anthropic Messages API").
 """
 
 from __future__ import annotations
@@ -129,12 +130,12 @@ def _system(system: str | list[Any] | None) -> list[dict[str, Any]]:
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": system}] if system else []
-    texts = []
+    parts = []
     for index, block in enumerate(system):
         if not isinstance(block, dict) or block.get("type") != "text":
             raise api.invalid(f"system.{index}", "system blocks must be text blocks")
-        texts.append(_text(block, f"system.{index}"))
-    return [{"role": "system", "content": "\n\n".join(texts)}] if any(texts) else []
+        parts.append(_text_part(block, f"system.{index}"))
+    return [{"role": "system", "content": parts}] if any(p["text"] for p in parts) else []
 
 
 def _turns(raw: Any, index: int) -> list[dict[str, Any]]:
@@ -164,7 +165,7 @@ def _user(blocks: list[tuple[Any, str]]) -> list[dict[str, Any]]:
         if kind == "tool_result":
             results.append(_tool_result(block, here))
         elif kind == "text":
-            parts.append({"type": "text", "text": _text(block, here)})
+            parts.append(_text_part(block, here))
         elif kind == "image":
             parts.append({"type": "image_url", "url": _image_url(block, here)})
         else:
@@ -200,12 +201,21 @@ def _unsupported_block(kind: str, here: str, allowed: str) -> GatewayError:
     return api.invalid(f"{here}.type", f"unsupported content block type {shown} here; use {allowed}")
 
 
-def _check_cache_control(block: dict[str, Any], here: str) -> None:
-    """Accepted where Anthropic takes it (checked so a typo is a 400), not passed on: see the module doc."""
+def _check_cache_control(block: dict[str, Any], here: str) -> dict[str, Any] | None:
+    """Checked wherever Anthropic takes it (a typo is a 400); carried on system and user text blocks only."""
     control = block.get("cache_control")
-    if control is not None and (not isinstance(control, dict) or control.get("type") != "ephemeral"):
+    if control is None:
+        return None
+    if not isinstance(control, dict) or control.get("type") != "ephemeral" or set(control) - {"type", "ttl"}:
         where = f"{here}.cache_control" if here else "cache_control"
-        raise api.invalid(where, "must be {'type': 'ephemeral'} (optionally with 'ttl')")
+        raise api.invalid(where, "must be {'type': 'ephemeral'}, optionally with a 'ttl' of '5m' or '1h'")
+    return control
+
+
+def _text_part(block: dict[str, Any], here: str) -> dict[str, Any]:
+    part = {"type": "text", "text": _text(block, here)}
+    control = _check_cache_control(block, here)
+    return part if control is None else {**part, "cache_control": control}
 
 
 def _text(block: dict[str, Any], here: str) -> str:
