@@ -99,6 +99,18 @@ def test_cache_control_reaches_anthropic_and_not_openai(
     assert "cache_control" not in json.dumps(gpt["body"])
 
 
+def test_cache_control_becomes_a_cache_point_on_bedrock(
+    client: anthropic.Anthropic, simulator: ProviderSimulator
+) -> None:
+    system: Any = [{"type": "text", "text": "Rules.", "cache_control": {"type": "ephemeral"}}]
+    message = client.messages.create(
+        model="anthropic.claude-haiku-4-5-20251001-v1:0", max_tokens=50, system=system, messages=user(prompt())
+    )
+    assert (message.model_extra or {})["x_gateway"]["provider"] == "bedrock"
+    [call] = sent(simulator, "bedrock")
+    assert call["body"]["system"] == [{"text": "Rules."}, {"cachePoint": {"type": "default"}}]
+
+
 def test_sampling_stop_sequences_and_user_id_are_passed_on(
     client: anthropic.Anthropic, simulator: ProviderSimulator
 ) -> None:

@@ -386,3 +386,25 @@ def test_the_anthropic_adapter_sends_the_caching_breakpoints() -> None:
     unmarked = translate(system="Sys", messages=[{"role": "user", "content": "Q"}]).messages
     plain = ProviderRequest(model="m", messages=unmarked, max_tokens=10)
     assert AnthropicProvider(api_key="k", base_url="http://x.test").build_request(plain).body["system"] == "Sys"
+
+
+@pytest.mark.parametrize(
+    ("model", "cached"),
+    [("us.anthropic.claude-haiku-4-5-20251001-v1:0", True), ("us.meta.llama3-3-70b-instruct-v1:0", False)],
+)
+def test_bedrock_gets_a_cache_point_after_each_breakpoint_on_models_that_cache(model: str, cached: bool) -> None:
+    from llm_gateway.providers.bedrock_converse import CACHE_POINT, conversation
+
+    marked = {"type": "text", "text": "Doc", "cache_control": {"type": "ephemeral"}}
+    request = translate(
+        system=[{"type": "text", "text": "Sys", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": [marked, {"type": "text", "text": "Q"}]}],
+    )
+    system, turns = conversation(request.messages, model, with_tools=False)
+    point = [CACHE_POINT] if cached else []
+    assert system == [{"text": "Sys"}, *point]
+    assert turns == [{"role": "user", "content": [{"text": "Doc"}, *point, {"text": "Q"}]}]
+    plain, _ = conversation(
+        translate(system="Sys", messages=[{"role": "user", "content": "Q"}]).messages, model, with_tools=False
+    )
+    assert plain == [{"text": "Sys"}]

@@ -10,7 +10,7 @@ Out: the result as a Messages ``message`` (text and ``tool_use`` blocks, ``stop_
 What the gateway cannot carry is refused with a 400 naming the parameter, never dropped silently:
 ``top_k``, extended ``thinking``, server tools, ``document`` blocks, images inside a ``tool_result``.
 ``cache_control`` on system and user text blocks is carried to the Anthropic adapter (a prompt-caching
-breakpoint); elsewhere it is checked, not passed on (README, "Anthropic Messages API").
+breakpoint, and to Bedrock as a ``cachePoint``); elsewhere it is checked, not passed on (README).
 """
 
 from __future__ import annotations
