@@ -117,15 +117,18 @@ def test_sampling_stop_sequences_and_user_id_are_passed_on(
     client.messages.create(
         model=CLAUDE,
         max_tokens=64,
-        extra_body={"temperature": 0.3, "top_p": 0.9},  # this client version has no sampling arguments
+        extra_body={"temperature": 0.3, "top_p": 0.9, "top_k": 20},  # this client version has no sampling arguments
         stop_sequences=["END"],
         metadata={"user_id": "u-42"},
         messages=user(prompt()),
     )
     [call] = sent(simulator, "anthropic")
     body = call["body"]
-    assert (body["temperature"], body["top_p"], body["stop_sequences"]) == (0.3, 0.9, ["END"])
+    assert (body["temperature"], body["top_p"], body["top_k"], body["stop_sequences"]) == (0.3, 0.9, 20, ["END"])
     assert body["metadata"] == {"user_id": "u-42"}
+    client.messages.create(model="gemini-2.0-flash", max_tokens=64, extra_body={"top_k": 7}, messages=user(prompt()))
+    [gemini] = sent(simulator, "gemini")
+    assert gemini["body"]["generationConfig"]["topK"] == 7
 
 
 def test_a_tools_round_trip(client: anthropic.Anthropic, simulator: ProviderSimulator) -> None:
@@ -226,7 +229,7 @@ def test_no_key_or_a_wrong_key_is_an_authentication_error(local_stack: LocalStac
 def test_bad_requests_are_invalid_request_errors_naming_the_parameter(api: httpx.Client) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"model": CLAUDE, "messages": user("hi")}, "max_tokens"),
-        ({"model": CLAUDE, "max_tokens": 5, "messages": user("hi"), "top_k": 5}, "top_k"),
+        ({"model": "gpt-4o-mini", "max_tokens": 5, "messages": user("hi"), "top_k": 5}, "top_k"),  # OpenAI has none
         ({"model": CLAUDE, "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
         ({"model": CLAUDE, "max_tokens": 5, "messages": user("hi"), "temperature": 1.5}, "temperature"),
     ]

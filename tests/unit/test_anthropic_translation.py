@@ -49,6 +49,7 @@ def test_plain_fields_map_onto_the_gateways_request() -> None:
         system="Be brief.",
         temperature=0.2,
         top_p=0.5,
+        top_k=40,
         stop_sequences=["END"],
         metadata={"user_id": "u-1"},
     )
@@ -59,7 +60,7 @@ def test_plain_fields_map_onto_the_gateways_request() -> None:
         0.2,
         0.5,
     )
-    assert request.stop == ["END"] and request.user == "u-1"
+    assert request.stop == ["END"] and request.user == "u-1" and request.top_k == 40
 
 
 def test_system_blocks_with_cache_control_are_joined_and_a_tier_is_a_tier() -> None:
@@ -152,7 +153,7 @@ def test_a_named_tool_choice() -> None:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"top_k": 40}, "top_k"),
+        ({"top_k": 5000}, "top_k"),
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
         ({"output_config": {}}, "output_config"),
         ({"metadata": {"tenant": "x"}}, "metadata.tenant"),
@@ -408,3 +409,16 @@ def test_bedrock_gets_a_cache_point_after_each_breakpoint_on_models_that_cache(m
         translate(system="Sys", messages=[{"role": "user", "content": "Q"}]).messages, model, with_tools=False
     )
     assert plain == [{"text": "Sys"}]
+
+
+def test_top_k_is_honoured_by_anthropic_and_gemini_and_refused_elsewhere() -> None:
+    from llm_gateway.catalog import default_catalog
+    from llm_gateway.routing.params import params_in_use, unsupported
+
+    request = translate(messages=[{"role": "user", "content": "x"}], top_k=5)
+    assert params_in_use(request) == ["top_k"]
+    catalog = default_catalog()
+    assert unsupported(["top_k"], catalog.get("claude-3-5-haiku-latest")) == []
+    assert unsupported(["top_k"], catalog.get("gemini-2.0-flash")) == []
+    assert unsupported(["top_k"], catalog.get("gpt-4o-mini")) == ["top_k"]
+    assert unsupported(["top_k"], catalog.get("amazon.nova-lite-v1:0")) == ["top_k"]

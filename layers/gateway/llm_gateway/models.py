@@ -137,6 +137,7 @@ class CompletionRequest(_Strict):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, int] | None = Field(default=None, max_length=300)
+    top_k: int | None = Field(default=None, ge=1, le=1000)  # Anthropic and Gemini only (routing/params.py)
     user: str | None = Field(default=None, max_length=256)
     capabilities: list[str] = Field(default_factory=list, max_length=8)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
@@ -227,6 +228,7 @@ class ProviderRequest(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, int] | None = None
+    top_k: int | None = None
     user: str | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

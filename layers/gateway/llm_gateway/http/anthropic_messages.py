@@ -8,7 +8,7 @@ Out: the result as a Messages ``message`` (text and ``tool_use`` blocks, ``stop_
 ``cache_read_input_tokens``); errors as ``{"type": "error", "error": {"type", "message"}}``.
 
 What the gateway cannot carry is refused with a 400 naming the parameter, never dropped silently:
-``top_k``, extended ``thinking``, server tools, ``document`` blocks, images inside a ``tool_result``.
+extended ``thinking``, server tools, ``document`` blocks, images inside a ``tool_result``.
 ``cache_control`` on system and user text blocks is carried to the Anthropic adapter (a prompt-caching
 breakpoint, and to Bedrock as a ``cachePoint``); elsewhere it is checked, not passed on (README).
 """
@@ -57,7 +57,7 @@ class MessagesBody(CountTokensBody):
     max_tokens: int = Field(ge=1)
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
+    top_k: int | None = Field(default=None, ge=1)  # Anthropic and Gemini models only (routing/params.py)
     stop_sequences: list[str] | None = None
     metadata: dict[str, Any] | None = None
     stream: bool | None = None
@@ -81,6 +81,7 @@ def to_gateway_request(body: CountTokensBody) -> CompletionRequest:
             "max_tokens": body.max_tokens,
             "temperature": body.temperature,
             "top_p": body.top_p,
+            "top_k": body.top_k,
             "stop": body.stop_sequences or None,
             "user": _user_id(body.metadata),
         }
@@ -108,11 +109,8 @@ def _refuse_extras(body: CountTokensBody) -> None:
     _check_cache_control({"cache_control": body.cache_control}, "")
     if body.thinking is not None and body.thinking != {"type": "disabled"}:
         raise api.invalid("thinking", "extended thinking " + _NOT_CARRIED)
-    if isinstance(body, MessagesBody):
-        if body.top_k is not None:
-            raise api.invalid("top_k", _NOT_CARRIED)
-        if body.service_tier not in (None, "auto"):
-            raise api.invalid("service_tier", "only 'auto' is supported")
+    if isinstance(body, MessagesBody) and body.service_tier not in (None, "auto"):
+        raise api.invalid("service_tier", "only 'auto' is supported")
 
 
 def _user_id(metadata: dict[str, Any] | None) -> str | None:

@@ -117,6 +117,8 @@ class AnthropicProvider(Provider):
             body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
         if request.top_p is not None:
             body["top_p"] = request.top_p
+        if request.top_k is not None:
+            body["top_k"] = request.top_k
         if request.stop:
             body["stop_sequences"] = request.stop
         if request.user:
