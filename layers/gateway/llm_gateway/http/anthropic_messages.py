@@ -70,7 +70,8 @@ class MessagesBody(CountTokensBody):
 def to_gateway_request(body: CountTokensBody) -> CompletionRequest:
     _refuse_extras(body)
     model, tier = model_or_tier(body.model)
-    messages, origins = _system(body.system), ["system"] * len(_system(body.system))
+    messages = _system(body.system)
+    origins = ["system"] * len(messages)  # where each of the gateway's turns came from, for error params
     for index, raw in enumerate(body.messages):
         turns = _turns(raw, index)
         messages += turns
