@@ -15,14 +15,19 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from llm_gateway import aws
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import NotConfiguredError
+from llm_gateway.http import anthropic_messages, embeddings_route, events, models_list, openai_chat
 from llm_gateway.http import completion_routes as completions
-from llm_gateway.http import embeddings_route, events, models_list, openai_chat
 from llm_gateway.http.edge import HttpEdge
 from llm_gateway.http.stream_params import NativeCompletionBody
 from llm_gateway.wiring import services
 
-# The chat and models routes answer as OpenAI does; both completion routes may stream (Server-Sent Events).
-edge = HttpEdge(openai_paths=models_list.openai_shaped, streamed_paths=completions.STREAMED_PATHS)
+# The chat and models routes answer as OpenAI does, /v1/messages as Anthropic does; those two and the native
+# completion route may stream (Server-Sent Events).
+edge = HttpEdge(
+    openai_paths=models_list.openai_shaped,
+    anthropic_paths=anthropic_messages.anthropic_shaped,
+    streamed_paths=completions.STREAMED_PATHS,
+)
 app, logger, metrics = edge.app, edge.logger, edge.metrics
 
 
@@ -34,6 +39,16 @@ def chat_completions(body: openai_chat.ChatCompletionsBody) -> Response[str]:
 @edge.post(completions.NATIVE_PATH, summary="Completion (the gateway's own shape)", tags=["completion"])
 def native_completions(body: NativeCompletionBody) -> Response[str]:
     return completions.native(edge, body)
+
+
+@edge.post(completions.MESSAGES_PATH, summary="Message (Anthropic's Messages API shape)", tags=["completion"])
+def messages(body: anthropic_messages.MessagesBody) -> Response[str]:
+    return completions.messages(edge, body)
+
+
+@edge.post(completions.COUNT_TOKENS_PATH, summary="Input tokens of a message, estimated", tags=["completion"])
+def count_tokens(body: anthropic_messages.CountTokensBody) -> Response[str]:
+    return completions.count_tokens(edge, body)
 
 
 @edge.post(embeddings_route.PATH, summary="Embeddings (OpenAI's wire shape)", tags=["embeddings"])

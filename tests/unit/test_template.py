@@ -26,6 +26,8 @@ FUNCTIONS = {
 API_ROUTES = {
     ("post", "/v1/chat/completions"): "CompletionStreamFunction",
     ("post", "/v1/completions"): "CompletionStreamFunction",
+    ("post", "/v1/messages"): "CompletionStreamFunction",
+    ("post", "/v1/messages/count_tokens"): "CompletionFunction",
     ("get", "/v1/usage"): "CompletionFunction",
     ("get", "/v1/models"): "CompletionFunction",
     ("get", "/v1/models/{model}"): "CompletionFunction",
@@ -68,7 +70,7 @@ KEY_VERIFIERS = {
 # CompletionFunction no longer serves the completion routes: models, usage and direct invocations queue none.
 JOB_SUBMITTERS = {"CompletionStreamFunction", "ExtractionFunction", "SummarizationFunction"}
 # Routes API Gateway streams (SAM: ResponseTransferMode RESPONSE_STREAM) and the function's exec wrapper.
-STREAMING_ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions")}
+STREAMING_ROUTES = {("post", "/v1/chat/completions"), ("post", "/v1/completions"), ("post", "/v1/messages")}
 STREAM_WRAPPER = "/opt/python/llm_gateway/stream_runtime/wrapper"
 S3_PREFIXES = {"ExtractionFunction": "incoming/extract/", "SummarizationFunction": "incoming/summarize/"}
 

@@ -26,9 +26,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class CacheBreakpoint(_Strict):
+    """Anthropic's ``cache_control``: the prompt up to and including this part may be cached by the
+    provider. Sent to Anthropic only; the other adapters read a part's text and ignore it."""
+
+    type: Literal["ephemeral"] = "ephemeral"
+    ttl: Literal["5m", "1h"] | None = None
+
+
 class TextPart(_Strict):
     type: Literal["text"] = "text"
     text: str
+    cache_control: CacheBreakpoint | None = None
 
 
 class ImagePart(_Strict):
@@ -128,6 +137,7 @@ class CompletionRequest(_Strict):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     logit_bias: dict[str, int] | None = Field(default=None, max_length=300)
+    top_k: int | None = Field(default=None, ge=1, le=1000)  # Anthropic and Gemini only (routing/params.py)
     user: str | None = Field(default=None, max_length=256)
     capabilities: list[str] = Field(default_factory=list, max_length=8)
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
@@ -218,6 +228,7 @@ class ProviderRequest(BaseModel):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, int] | None = None
+    top_k: int | None = None
     user: str | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

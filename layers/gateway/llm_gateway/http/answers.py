@@ -43,8 +43,13 @@ def encode(body: Mapping[str, Any]) -> str:
     return text
 
 
-def error_body(err: GatewayError, *, openai_style: bool = False) -> dict[str, Any]:
-    """The one error shape; OpenAI's on its own route (its clients read ``type`` and ``param``)."""
+def error_body(err: GatewayError, *, openai_style: bool = False, anthropic_style: bool = False) -> dict[str, Any]:
+    """The one error shape; OpenAI's on its routes (its clients read ``type`` and ``param``), Anthropic's
+    on the Messages routes (``{"type": "error", "error": {"type", "message"}}``)."""
+    if anthropic_style:
+        from llm_gateway.http import anthropic_messages  # only the completion function has those routes
+
+        return anthropic_messages.anthropic_error_body(err)
     if openai_style:
         from llm_gateway.http import openai_chat  # only the completion function has that route
 

@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.event_handler import Response
 
 from llm_gateway.accounting.cache import cache_control_from_headers
-from llm_gateway.http import events, framing, key_checks, observe, openai_chat, stream_params, streamed
+from llm_gateway.http import (
+    anthropic_messages,
+    events,
+    framing,
+    key_checks,
+    models_list,
+    observe,
+    openai_chat,
+    stream_params,
+    streamed,
+)
 from llm_gateway.models import CompletionRequest, CompletionResult
 from llm_gateway.runtime import run_sync
 from llm_gateway.wiring import services
@@ -22,7 +32,9 @@ if TYPE_CHECKING:
 
 CHAT_PATH = "/v1/chat/completions"
 NATIVE_PATH = "/v1/completions"
-STREAMED_PATHS = (CHAT_PATH, NATIVE_PATH)  # wired to API Gateway's response streaming (template.yaml)
+MESSAGES_PATH = anthropic_messages.MESSAGES_PATH  # Anthropic's Messages API
+COUNT_TOKENS_PATH = anthropic_messages.COUNT_TOKENS_PATH
+STREAMED_PATHS = (CHAT_PATH, NATIVE_PATH, MESSAGES_PATH)  # wired to API Gateway's response streaming (template.yaml)
 NATIVE_SCHEMA_PARAM = "response_format.schema"
 
 
@@ -52,6 +64,25 @@ def native(edge: HttpEdge, body: stream_params.NativeCompletionBody) -> Response
     from llm_gateway.http.sse_native import NativeEventEncoder
 
     return serve(edge, request, lambda result: result.model_dump(mode="json"), NativeEventEncoder)
+
+
+def messages(edge: HttpEdge, body: anthropic_messages.MessagesBody) -> Response[str]:
+    request = anthropic_messages.to_gateway_request(body)
+    if not body.stream:
+        return serve(edge, request, anthropic_messages.to_message)
+    stream_params.refuse_unstreamable(request)
+    from llm_gateway.http.sse_anthropic import MessageEventEncoder
+
+    estimate = anthropic_messages.input_estimate(request)
+    return serve(edge, request, anthropic_messages.to_message, lambda stream: MessageEventEncoder(stream, estimate))
+
+
+def count_tokens(edge: HttpEdge, body: anthropic_messages.CountTokensBody) -> Response[str]:
+    """The gateway's own estimate (no provider is called): a 404 for a model nothing resolves to."""
+    edge.tenant()  # authenticated like every route
+    request = anthropic_messages.to_gateway_request(body)
+    models_list.retrieve_model(services().catalog, body.model)
+    return edge.json(200, {"input_tokens": anthropic_messages.input_estimate(request)})
 
 
 def serve(

@@ -60,6 +60,7 @@ class HttpEdge:
         self,
         *,
         openai_paths: Iterable[str] | Callable[[str], bool] = (),
+        anthropic_paths: Callable[[str], bool] = lambda _: False,
         document_paths: Iterable[str] = (),
         failure_metric: str | None = None,
         streamed_paths: Iterable[str] = (),
@@ -69,6 +70,7 @@ class HttpEdge:
         self.metrics = Metrics()
         # Routes answering errors in OpenAI's shape: paths, or a predicate over the path (/v1/models/{id}).
         self.openai_style = openai_paths if callable(openai_paths) else frozenset(openai_paths).__contains__
+        self.anthropic_style = anthropic_paths  # the same, in Anthropic's shape (/v1/messages)
         self.document_paths = frozenset(document_paths)
         # Routes API Gateway sends through its response-streaming integration (template.yaml).
         self.streamed_paths = frozenset(streamed_paths)
@@ -270,10 +272,9 @@ class HttpEdge:
             self.logger.warning("request failed", code=err.code, error=err.message, attempts=len(err.attempts))
             if self.failure_metric:
                 self.metrics.add_metric(name=self.failure_metric, unit=MetricUnit.Count, value=1)
-        openai_style = self.openai_style(self.app.current_event.path)
-        return self.json(
-            err.http_status, answers.error_body(err, openai_style=openai_style), answers.error_headers(err)
-        )
+        path = self.app.current_event.path
+        body = answers.error_body(err, openai_style=self.openai_style(path), anthropic_style=self.anthropic_style(path))
+        return self.json(err.http_status, body, answers.error_headers(err))
 
     def _validation_error(self, exc: RequestValidationError) -> Response[str]:
         from llm_gateway.http.validation import invalid_request

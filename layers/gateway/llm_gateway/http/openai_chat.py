@@ -59,7 +59,7 @@ class ChatCompletionsBody(BaseModel):
 def to_gateway_request(body: ChatCompletionsBody) -> CompletionRequest:
     refuse_unsupported({**body.model_dump(exclude_unset=True), **(body.model_extra or {})})
     openai_tools.refuse_legacy(body.functions, body.function_call)
-    model, tier = _model_or_tier(body.model)
+    model, tier = model_or_tier(body.model)
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
     request = api.validate(
         CompletionRequest,
@@ -102,7 +102,7 @@ def _choice_fields(body: ChatCompletionsBody) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _model_or_tier(name: str) -> tuple[str | None, str | None]:
+def model_or_tier(name: str) -> tuple[str | None, str | None]:
     if not name.startswith("tier:"):
         return name, None
     tier = name.removeprefix("tier:")

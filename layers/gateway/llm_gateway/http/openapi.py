@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn,
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_gateway.http.anthropic_messages import CountTokensBody, MessagesBody
 from llm_gateway.http.embeddings_route import EmbeddingsBody
 from llm_gateway.http.openai_chat import ChatCompletionsBody
 from llm_gateway.http.stream_params import NativeCompletionBody
@@ -111,6 +112,22 @@ def declared_routes() -> APIGatewayRestResolver:
         tags=["completion"],
     )
     def completions(body: Annotated[NativeCompletionBody, Body()]) -> None: ...
+
+    @app.post(
+        "/v1/messages",
+        summary="Message (Anthropic's Messages API shape)",
+        responses=_responses(streams=True),
+        tags=["completion"],
+    )
+    def messages(body: Annotated[MessagesBody, Body()]) -> None: ...
+
+    @app.post(
+        "/v1/messages/count_tokens",
+        summary="Input tokens of a message, estimated",
+        responses=_responses(),
+        tags=["completion"],
+    )
+    def count_tokens(body: Annotated[CountTokensBody, Body()]) -> None: ...
 
     @app.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"], responses=_responses())
     def usage(

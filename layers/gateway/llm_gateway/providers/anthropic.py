@@ -20,6 +20,7 @@ from llm_gateway.models import (
     Message,
     ProviderRequest,
     ProviderResponse,
+    TextPart,
     Usage,
 )
 from llm_gateway.providers import anthropic_tools
@@ -57,16 +58,34 @@ def _image_block(part: ImagePart) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": part.url}}
 
 
+def _text_block(part: TextPart) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "text", "text": part.text}
+    if part.cache_control is not None:  # a prompt-caching breakpoint, passed through
+        block["cache_control"] = part.cache_control.model_dump(exclude_none=True)
+    return block
+
+
 def _blocks(message: Message) -> list[dict[str, Any]]:
     if not isinstance(message.content, list):
         return [{"type": "text", "text": message.text()}]
-    return [_image_block(p) if isinstance(p, ImagePart) else {"type": "text", "text": p.text} for p in message.content]
+    return [_image_block(p) if isinstance(p, ImagePart) else _text_block(p) for p in message.content]
 
 
-def _conversation(messages: list[Message], *, with_tools: bool = False) -> tuple[str, list[dict[str, Any]]]:
+def _system(messages: list[Message]) -> str | list[dict[str, Any]]:
+    """The system text; as text blocks when one of its parts is a caching breakpoint (a string has none)."""
+    system = [m for m in messages if m.role == "system"]
+    parts = [p for m in system if isinstance(m.content, list) for p in m.content if isinstance(p, TextPart)]
+    if any(p.cache_control is not None for p in parts):
+        return [block for m in system for block in _blocks(m) if block["text"]]  # no empty text blocks
+    return "\n\n".join(m.text() for m in system)
+
+
+def _conversation(
+    messages: list[Message], *, with_tools: bool = False
+) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
     """System text apart; consecutive same-role turns merged, as the API wants alternation (so the
     results of one turn's tool calls, user turns here, share one message)."""
-    system = "\n\n".join(m.text() for m in messages if m.role == "system")
+    system = _system(messages)
     turns: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "system":
@@ -98,6 +117,8 @@ class AnthropicProvider(Provider):
             body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
         if request.top_p is not None:
             body["top_p"] = request.top_p
+        if request.top_k is not None:
+            body["top_k"] = request.top_k
         if request.stop:
             body["stop_sequences"] = request.stop
         if request.user:

@@ -54,11 +54,33 @@ def image_block(part: ImagePart, model: str) -> dict[str, Any]:
     return {"image": {"format": image_format, "source": {"bytes": data}}}
 
 
-def _plain_blocks(message: Message, model: str) -> list[dict[str, Any]]:
+# Bedrock's prompt caching is for Claude and Nova models; others refuse a cachePoint, so none is sent to them.
+_CACHING_FAMILIES = ("anthropic.claude", "amazon.nova")
+CACHE_POINT = {"cachePoint": {"type": "default"}}
+
+
+def caches_prompts(model: str) -> bool:
+    return any(family in model for family in _CACHING_FAMILIES)
+
+
+def _part_blocks(message: Message, model: str) -> list[dict[str, Any]]:
+    """A message's parts as blocks; a caching breakpoint (``cache_control``) after its text as a cachePoint."""
     if not isinstance(message.content, list):
-        return [{"text": message.text() or "(empty)"}]  # Converse refuses blank text blocks
-    blocks = [image_block(p, model) if isinstance(p, ImagePart) else {"text": p.text} for p in message.content]
-    return [b for b in blocks if b.get("text", True)] or [{"text": "(empty)"}]
+        return [{"text": message.text()}]
+    blocks: list[dict[str, Any]] = []
+    for part in message.content:
+        if isinstance(part, ImagePart):
+            blocks.append(image_block(part, model))
+        elif part.text:  # Converse refuses blank text blocks
+            blocks.append({"text": part.text})
+            if part.cache_control is not None and caches_prompts(model):
+                blocks.append(CACHE_POINT)
+    return blocks
+
+
+def _plain_blocks(message: Message, model: str) -> list[dict[str, Any]]:
+    blocks = [b for b in _part_blocks(message, model) if b.get("text", True)]
+    return blocks if any("cachePoint" not in b for b in blocks) else [{"text": "(empty)"}]
 
 
 def _tool_blocks(message: Message, *, with_tools: bool) -> list[dict[str, Any]] | None:
@@ -85,7 +107,7 @@ def conversation(
     messages: list[Message], model: str, *, with_tools: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, turns)."""
-    system = [{"text": m.text()} for m in messages if m.role == "system" and m.text()]
+    system = [block for m in messages if m.role == "system" for block in _part_blocks(m, model) if block.get("text", 1)]
     turns: list[dict[str, Any]] = []
     for message in messages:
         if message.role == "system":

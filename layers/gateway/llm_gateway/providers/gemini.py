@@ -75,6 +75,8 @@ def _choice_config(request: ProviderRequest) -> dict[str, Any]:
         config["presencePenalty"] = request.presence_penalty
     if request.frequency_penalty is not None:
         config["frequencyPenalty"] = request.frequency_penalty
+    if request.top_k is not None:
+        config["topK"] = request.top_k
     return config
 
 

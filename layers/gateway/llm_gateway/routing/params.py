@@ -24,11 +24,12 @@ PROVIDER_PARAMS: dict[str, frozenset[str]] = {
     "openai_compatible": frozenset(
         {"seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias"}
     ),
-    "gemini": frozenset({"seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty"}),
-    "anthropic": frozenset(),
-    "bedrock": frozenset(),  # Converse has no seed, logprobs, penalties or logit bias
+    "gemini": frozenset({"seed", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "top_k"}),
+    "anthropic": frozenset({"top_k"}),
+    # Converse has no seed, logprobs, penalties or logit bias; top_k is model-specific there (not sent).
+    "bedrock": frozenset(),
 }
-CHECKED = ("logprobs", "top_logprobs", "seed", "presence_penalty", "frequency_penalty", "logit_bias")
+CHECKED = ("logprobs", "top_logprobs", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "top_k")
 
 
 def params_in_use(request: CompletionRequest) -> list[str]:
@@ -40,6 +41,7 @@ def params_in_use(request: CompletionRequest) -> list[str]:
         "presence_penalty": bool(request.presence_penalty),
         "frequency_penalty": bool(request.frequency_penalty),
         "logit_bias": bool(request.logit_bias),
+        "top_k": request.top_k is not None,
     }
     return [name for name in CHECKED if in_use[name]]
 

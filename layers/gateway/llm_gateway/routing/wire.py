@@ -76,6 +76,7 @@ def _choice_params(request: CompletionRequest) -> dict[str, Any]:
         "presence_penalty": request.presence_penalty,
         "frequency_penalty": request.frequency_penalty,
         "logit_bias": request.logit_bias,
+        "top_k": request.top_k,
         "user": request.user,
     }
 

@@ -118,6 +118,7 @@ def _choice_params(request: CompletionRequest) -> dict[str, Any]:
         "presence_penalty": request.presence_penalty,
         "frequency_penalty": request.frequency_penalty,
         "logit_bias": request.logit_bias or None,
+        "top_k": request.top_k,
     }
     return {k: v for k, v in values.items() if v is not None}
 
