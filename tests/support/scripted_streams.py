@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
+from llm_gateway.errors import GatewayError
 from llm_gateway.models import Attempt, CompletionResult, Usage
 from llm_gateway.streaming.events import GatewayEvent, StreamDone, TextDelta, ToolCallDelta
 from llm_gateway.tool_models import FunctionCall, ToolCall
+
+if TYPE_CHECKING:
+    from llm_gateway.http.sse import EventEncoder
 
 
 class ScriptedStream:
@@ -94,3 +100,19 @@ def tool_script() -> list[GatewayEvent]:
         ToolCallDelta(1, arguments="}"),
         StreamDone(result("Let me check.", tool_calls=calls, finish_reason="tool_calls")),
     ]
+
+
+def encoded(encoder: EventEncoder, stream: ScriptedStream) -> bytes:
+    """What the edge writes: the opening, each event, then the closing, or the error instead."""
+    pieces = [encoder.opening()]
+
+    async def play() -> None:
+        try:
+            async for event in stream:
+                pieces.append(encoder.event(event))
+            pieces.append(encoder.closing())
+        except GatewayError as err:
+            pieces.append(encoder.error(err))
+
+    asyncio.run(play())
+    return b"".join(pieces)

@@ -4,7 +4,6 @@ official ``anthropic`` client's own stream machinery (behind an ``httpx2.MockTra
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import anthropic
@@ -24,7 +23,7 @@ from llm_gateway.http import anthropic_messages as am
 from llm_gateway.http.sse_anthropic import MessageEventEncoder
 from llm_gateway.models import CompletionRequest, ImagePart, TextPart, Usage
 from llm_gateway.tool_models import FunctionCall, NamedToolChoice, ToolCall
-from tests.support.scripted_streams import ScriptedStream, result, text_script, tool_script
+from tests.support.scripted_streams import ScriptedStream, encoded, result, text_script, tool_script
 
 WEATHER = {"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {}}}
 
@@ -282,19 +281,7 @@ def test_only_the_messages_routes_answer_in_anthropics_shape() -> None:
 
 
 def encode(stream: ScriptedStream, estimate: int = 9) -> bytes:
-    encoder = MessageEventEncoder(stream, estimate)
-    pieces = [encoder.opening()]
-
-    async def play() -> None:
-        try:
-            async for event in stream:
-                pieces.append(encoder.event(event))
-            pieces.append(encoder.closing())
-        except GatewayError as err:
-            pieces.append(encoder.error(err))
-
-    asyncio.run(play())
-    return b"".join(pieces)
+    return encoded(MessageEventEncoder(stream, estimate), stream)
 
 
 def client_for(raw: bytes) -> anthropic.Anthropic:

@@ -4,7 +4,6 @@ back by an SSE decoder (the one the openai client uses: blank-line framed events
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -13,35 +12,18 @@ import openai
 import pytest
 from openai._streaming import SSEDecoder
 
-from llm_gateway.errors import GatewayError, StreamInterruptedError
-from llm_gateway.http.sse import EventEncoder
+from llm_gateway.errors import StreamInterruptedError
 from llm_gateway.http.sse_native import NativeEventEncoder
 from llm_gateway.http.sse_openai import ChatChunkEncoder
 from llm_gateway.http.stream_params import StreamMode
 from llm_gateway.models import Attempt, Usage
-from tests.support.scripted_streams import ScriptedStream, text_script, tool_script
+from tests.support.scripted_streams import ScriptedStream, encoded, text_script, tool_script
 
 USER = [{"role": "user", "content": "hi"}]
 
 
-def encode(encoder: EventEncoder, stream: ScriptedStream) -> bytes:
-    """What the edge writes: the opening, each event, then the closing, or the error instead."""
-    pieces = [encoder.opening()]
-
-    async def play() -> None:
-        try:
-            async for event in stream:
-                pieces.append(encoder.event(event))
-            pieces.append(encoder.closing())
-        except GatewayError as err:
-            pieces.append(encoder.error(err))
-
-    asyncio.run(play())
-    return b"".join(pieces)
-
-
 def chat_bytes(stream: ScriptedStream, include_usage: bool = False) -> bytes:
-    return encode(ChatChunkEncoder(stream, StreamMode(include_usage=include_usage)), stream)
+    return encoded(ChatChunkEncoder(stream, StreamMode(include_usage=include_usage)), stream)
 
 
 def sse_events(raw: bytes) -> list[tuple[str | None, str]]:
@@ -194,7 +176,7 @@ def test_non_ascii_and_line_breaks_stay_inside_one_data_line() -> None:
 
 
 def native_events(stream: ScriptedStream) -> list[tuple[str | None, Any]]:
-    return [(name, json.loads(data)) for name, data in sse_events(encode(NativeEventEncoder(stream), stream))]
+    return [(name, json.loads(data)) for name, data in sse_events(encoded(NativeEventEncoder(stream), stream))]
 
 
 def test_native_events_start_deltas_tool_calls_and_done_with_the_whole_result() -> None:

@@ -356,6 +356,17 @@ class AllProvidersFailedError(GatewayError):
             return AllProvidersTimedOutError(message, attempts=attempts, last_error=last_error)
         return AllProvidersFailedError(message, attempts=attempts, last_error=last_error)
 
+    @classmethod
+    def after(cls, candidates: int, *, attempts: list[Any], last_error: ProviderError | None) -> GatewayError:
+        """The error once every one of ``candidates`` models failed (or none could be called in time)."""
+        if last_error is None:
+            last_error = ProviderTimeoutError("no time left in this invocation to call a provider")
+        return cls.for_last(
+            f"all {candidates} candidate model(s) failed; last error: {last_error.message}",
+            attempts=attempts,
+            last_error=last_error,
+        )
+
 
 class AllProvidersRateLimitedError(AllProvidersFailedError):
     code = "rate_limited"

@@ -19,7 +19,6 @@ from llm_gateway.errors import (
     ProviderAuthError,
     ProviderBadRequestError,
     ProviderError,
-    ProviderTimeoutError,
 )
 from llm_gateway.interfaces import (
     BudgetGuard,
@@ -159,13 +158,7 @@ class Gateway:
                 log.info("circuit not available, skipping", extra={"model": candidate.spec.id})
                 continue
             return candidate, answer
-        if last_error is None:
-            last_error = ProviderTimeoutError("no time left in this invocation to call a provider")
-        raise AllProvidersFailedError.for_last(
-            f"all {len(candidates)} candidate model(s) failed; last error: {last_error.message}",
-            attempts=attempts,
-            last_error=last_error,
-        )
+        raise AllProvidersFailedError.after(len(candidates), attempts=attempts, last_error=last_error)
 
     async def _order_by_health(self, candidates: list[Candidate]) -> tuple[list[Candidate], bool]:
         """The candidates whose circuit may be called, in order; True when none could and one is forced."""

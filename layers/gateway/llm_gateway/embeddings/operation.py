@@ -29,7 +29,6 @@ from llm_gateway.errors import (
     MalformedResponseError,
     ProviderAuthError,
     ProviderError,
-    ProviderTimeoutError,
 )
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import Attempt, CacheControl, Usage
@@ -151,13 +150,7 @@ class Embedder:
                 attempts=attempts,
                 cached_inputs=cached,
             )
-        if last_error is None:
-            last_error = ProviderTimeoutError("no time left in this invocation to call a provider")
-        raise AllProvidersFailedError.for_last(
-            f"all {len(chain)} candidate model(s) failed; last error: {last_error.message}",
-            attempts=attempts,
-            last_error=last_error,
-        )
+        raise AllProvidersFailedError.after(len(chain), attempts=attempts, last_error=last_error)
 
     async def _with_model(
         self,

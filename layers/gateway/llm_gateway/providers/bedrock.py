@@ -52,8 +52,6 @@ _ERROR_TYPES: dict[str, type[ProviderError]] = {
     "ValidationException": ProviderBadRequestError,
     "ResourceNotFoundException": ProviderBadRequestError,
 }
-# ValidationException's texts for a prompt over the model's window (Claude's, Nova's, Llama's wording).
-_TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|window)|maximum context", re.IGNORECASE)
 # Cross-region inference profiles are named by geography; the catalog names the US one.
 _GEO_PREFIX = re.compile(r"^(us|eu|apac)\.")
 
@@ -150,7 +148,7 @@ class BedrockProvider(Provider):
         return _short_type(headers.get("x-amzn-errortype", ""))
 
     def classify_error(self, status: int, message: str, error_type: str, body: Any) -> type[ProviderError] | None:
-        if error_type == "ValidationException" and _TOO_LONG.search(message):
+        if error_type == "ValidationException" and converse.TOO_LONG.search(message):
             return ContextTooLongError
         return _ERROR_TYPES.get(error_type)
 

@@ -14,6 +14,7 @@ Converse refuses ``toolUse``/``toolResult`` blocks without a ``toolConfig`` and 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from llm_gateway.errors import ProviderBadRequestError
@@ -30,6 +31,8 @@ FINISH: dict[str, FinishReason] = {
     "model_context_window_exceeded": "length",
 }
 FILTERED = frozenset({"content_filtered", "guardrail_intervened"})
+# ValidationException's texts for a prompt over the model's window (Claude's, Nova's, Llama's wording).
+TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|window)|maximum context", re.IGNORECASE)
 _IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -30,6 +29,7 @@ from llm_gateway.errors import (
 )
 from llm_gateway.models import FinishReason, JsonSchemaFormat, ProviderRequest
 from llm_gateway.providers import bedrock_converse as converse
+from llm_gateway.providers.base import _SAFE_TYPE
 from llm_gateway.providers.eventstream import CONTENT_TYPE, EventStreamDecoder, EventStreamMessage
 from llm_gateway.providers.stream_call import StreamDecoder
 from llm_gateway.streaming.events import ProviderEvent, StreamEnd, TextDelta, ToolCallDelta
@@ -44,8 +44,6 @@ STREAM_EXCEPTIONS: dict[str, type[ProviderError]] = {
     "internalServerException": ProviderUnavailableError,
     "validationException": ProviderBadRequestError,
 }
-_TOO_LONG = re.compile(r"too long|too many (input )?tokens|context (length|window)|maximum context", re.IGNORECASE)
-_SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 log = logging.getLogger("llm_gateway.providers")
 
 
@@ -153,7 +151,7 @@ class ConverseStreamReader:
         except (json.JSONDecodeError, UnicodeDecodeError):
             message = ""
         cls = STREAM_EXCEPTIONS.get(exception_type, ProviderUnavailableError)
-        if cls is ProviderBadRequestError and _TOO_LONG.search(message):
+        if cls is ProviderBadRequestError and converse.TOO_LONG.search(message):
             cls = ContextTooLongError
         log.warning(
             "provider error",
