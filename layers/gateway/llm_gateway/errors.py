@@ -7,7 +7,10 @@ these to HTTP answers (or let them propagate by class name to Step Functions) in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llm_gateway.quotas.model import RateLimitSnapshot
 
 
 class GatewayError(Exception):
@@ -203,6 +206,8 @@ class ProviderError(GatewayError):
         self.provider = provider
         self.model = model
         self.status_code = status_code
+        # What the error answer's rate-limit headers said (quotas/model.py RateLimitSnapshot); None: nothing.
+        self.rate_limits: RateLimitSnapshot | None = None
 
 
 class RateLimitedError(ProviderError):

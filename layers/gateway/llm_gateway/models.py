@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from llm_gateway.quotas.model import RateLimitSnapshot
 from llm_gateway.tool_models import (
     Tool,
     ToolCall,
@@ -255,6 +256,8 @@ class ProviderResponse(BaseModel):
     raw_model: str | None = None
     logprobs: dict[str, Any] | None = None  # the first choice's, when asked for
     alternatives: list[Choice] = Field(default_factory=list)  # choices 2..n
+    # What the answer's rate-limit headers said of the deployment's quota (quotas/model.py); None: nothing.
+    rate_limits: RateLimitSnapshot | None = Field(default=None, exclude=True)
 
 
 # truncated: a stream the provider broke after its first event; cancelled: a stream the caller left.
