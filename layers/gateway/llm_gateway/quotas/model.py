@@ -8,7 +8,7 @@ provider, whose id is the provider's name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from llm_gateway.providers.base import Provider
@@ -32,6 +32,13 @@ class Target:
 
     deployment: Deployment
     provider: Provider
+
+
+class DeploymentSet(Protocol):
+    """Which deployments serve a catalog model, in configuration order (at least one for every model of a
+    configured provider; today's single-key setup: exactly one, whose id is the provider's name)."""
+
+    def targets(self, provider: str, model: str) -> list[Target]: ...
 
 
 @dataclass(frozen=True)
