@@ -1,4 +1,4 @@
-"""The moto server and the template's resources on it (tables, queues, buckets, secrets)."""
+"""The moto server and the template's resources on it (tables, queues, buckets, secrets, SNS topics)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ class ProvisioningMixin:
             "AWS::SQS::Queue": self._create_queue,
             "AWS::S3::Bucket": self._create_bucket,
             "AWS::SecretsManager::Secret": self._create_secret,
+            # Budget alerts really publish locally; subscribe a queue to the topic to read them.
+            "AWS::SNS::Topic": self._create_topic,
         }
         wanted = [
             lid
@@ -153,6 +155,13 @@ class ProvisioningMixin:
         self._created.append(("AWS::SecretsManager::Secret", arn))
         self._record(lid, arn, Id=arn)
 
+    def _create_topic(self, lid: str, props: dict[str, Any]) -> None:
+        name = str(props.get("TopicName") or self._name(lid))
+        attributes = {"DisplayName": str(props["DisplayName"])} if props.get("DisplayName") else {}
+        arn = self._aws("sns").create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        self._created.append(("AWS::SNS::Topic", arn))
+        self._record(lid, arn, TopicArn=arn, TopicName=name)
+
     def _record(self, lid: str, ref: str, **attrs: str | None) -> None:
         self.physical[lid] = ref
         self._attrs.update({(lid, k): v for k, v in attrs.items() if v is not None})
@@ -166,6 +175,7 @@ class ProvisioningMixin:
             "AWS::SecretsManager::Secret": lambda n: self._aws("secretsmanager").delete_secret(
                 SecretId=n, ForceDeleteWithoutRecovery=True
             ),
+            "AWS::SNS::Topic": lambda n: self._aws("sns").delete_topic(TopicArn=n),
         }
         for rtype, ref in reversed(self._created):
             try:

@@ -105,6 +105,12 @@ class Settings(BaseModel):
     budget_window: Literal["day", "month"] = Field(default="day", validation_alias="GATEWAY_BUDGET_WINDOW")
     budget_fail_open: bool = Field(default=False, validation_alias="GATEWAY_BUDGET_FAIL_OPEN")
     usage_retention_days: int = Field(default=400, ge=1, validation_alias="GATEWAY_USAGE_RETENTION_DAYS")
+    # Budget alerts (accounting/alerts.py): one notification to this SNS topic per tenant or key, window and
+    # threshold reached (shares of the budget, "0.8,1.0"; "off" for none). No topic: no alerts.
+    alerts_topic_arn: str | None = Field(default=None, validation_alias="GATEWAY_ALERTS_TOPIC_ARN")
+    budget_alert_thresholds: tuple[float, ...] = Field(
+        default=(0.8, 1.0), validation_alias="GATEWAY_BUDGET_ALERT_THRESHOLDS"
+    )
     # Shared circuit breaker (state in the usage table, or Momento when selected).
     breaker_backend: Literal["dynamodb", "momento", "off"] = Field(
         default="dynamodb", validation_alias="GATEWAY_BREAKER_BACKEND"
@@ -175,6 +181,15 @@ class Settings(BaseModel):
     def jobs_configured(self) -> bool:
         """Whether this deployment has the job table and queue (async jobs, hand-offs, deferral)."""
         return bool(self.jobs_table and self.retry_queue_url)
+
+    @field_validator("budget_alert_thresholds", mode="before")
+    @classmethod
+    def _thresholds(cls, value: object) -> tuple[float, ...]:
+        from llm_gateway.accounting.alerts import parse_thresholds  # only when the variable is given
+
+        if isinstance(value, str | list | tuple):
+            return parse_thresholds(value)
+        raise ValueError("thresholds are shares of the budget separated by commas, e.g. 0.8,1.0")
 
     @field_validator(
         "openai_base_url", "anthropic_base_url", "gemini_base_url", "openai_compatible_base_url", "bedrock_endpoint_url"

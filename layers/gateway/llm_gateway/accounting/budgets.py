@@ -35,6 +35,9 @@ providers enforce; and (b) invocations settle before their reservation expires. 
 short anyway, the excess is still charged in full (spend stays truthful) and pushes ``committed`` over
 the limit, so every later reservation in the window is refused: an estimation error cannot compound
 beyond the requests already in flight.
+
+Alerts: each settlement hands the window's settled spend to alerts.py, which notifies the alerts topic
+once per subject, window and threshold reached.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from llm_gateway import aws
+from llm_gateway.accounting.alerts import BudgetAlerts
 from llm_gateway.accounting.counters import Counters
 from llm_gateway.accounting.money import to_pusd, to_usd, usd_text
 from llm_gateway.errors import BudgetExceededError, BudgetUnavailableError, GatewayError, InvalidRequestError
@@ -79,6 +83,8 @@ class BudgetReservation:
     tenant: str = ""
     period: str = ""
     reservation_id: str | None = None  # None: nothing was reserved (no budget for this tenant)
+    limit_pusd: int = 0  # the budget it was reserved against (alerts compare the settled spend with it)
+    window: Window = "day"
 
     @property
     def amount_pusd(self) -> int:
@@ -113,8 +119,10 @@ class DynamoDBBudgetGuard:
         client: Callable[[], DynamoDBClient] | None = None,
         clock: Callable[[], float] = time.time,
         counters: Counters | None = None,
+        alerts: BudgetAlerts | None = None,
     ) -> None:
         self.table = table
+        self.alerts = alerts
         self.default = (
             BudgetPolicy(Decimal(str(default_limit_usd)), default_window) if default_limit_usd is not None else None
         )
@@ -150,8 +158,11 @@ class DynamoDBBudgetGuard:
             )
             self.counters.add("BudgetSettleError")
             return
-        if not settled:
+        if settled is None:
             self.counters.add("BudgetSettleDuplicate")  # settled before: nothing charged twice
+        elif self.alerts is not None:
+            r = reservation
+            await self.alerts.after_settle(ctx, r.tenant, r.window, r.period, r.limit_pusd, spent_pusd=settled)
 
     # --- reserving
 
@@ -170,7 +181,8 @@ class DynamoDBBudgetGuard:
             committed = await aws.in_thread(self._committed, ctx.tenant, period)
             raise self._exceeded(ctx.tenant, policy, period, now, committed=committed, amount=amount)
         self.counters.add("BudgetReserved")
-        return BudgetReservation(to_usd(amount), ctx.tenant, period, reservation_id)
+        limit = to_pusd(policy.limit_usd)
+        return BudgetReservation(to_usd(amount), ctx.tenant, period, reservation_id, limit, policy.window)
 
     def _try_reserve(
         self, tenant: str, policy: BudgetPolicy, period: str, rid: str, amount: int, expires: float
@@ -218,37 +230,45 @@ class DynamoDBBudgetGuard:
                 continue
             if not name.startswith("r_") or expires > now:
                 continue
-            if self._conditional_update(
-                tenant,
-                period,
-                "REMOVE #r SET #x = :marker ADD committed_pusd :release",
-                name,
-                names={"#x": "x_" + name.removeprefix("r_")},
-                values={":release": _n(-int(record["amount"]["N"])), ":marker": {"M": {"expires": record["expires"]}}},
+            if (
+                self._conditional_update(
+                    tenant,
+                    period,
+                    "REMOVE #r SET #x = :marker ADD committed_pusd :release",
+                    name,
+                    names={"#x": "x_" + name.removeprefix("r_")},
+                    values={
+                        ":release": _n(-int(record["amount"]["N"])),
+                        ":marker": {"M": {"expires": record["expires"]}},
+                    },
+                )
+                is not None
             ):
                 released = True
                 self.counters.add("BudgetReservationExpired")
         return released
 
-    def _settle(self, reservation: BudgetReservation, actual: int) -> bool:
-        """Exactly once per reservation. False if it had been settled before (a retry or a duplicate)."""
+    def _settle(self, reservation: BudgetReservation, actual: int) -> int | None:
+        """Exactly once per reservation: the window's settled spend after it, or None if it had been
+        settled before (a retry or a duplicate)."""
         rid = reservation.reservation_id
-        if self._conditional_update(
+        updated = self._conditional_update(
             reservation.tenant,
             reservation.period,
             "REMOVE #r ADD committed_pusd :delta, spent_pusd :actual",
             f"r_{rid}",
             values={":delta": _n(actual - reservation.amount_pusd), ":actual": _n(actual)},
-        ):
-            return True
-        # Reclaimed as expired already: its amount was released, so count the actual cost afresh, once.
-        return self._conditional_update(
-            reservation.tenant,
-            reservation.period,
-            "REMOVE #r ADD committed_pusd :actual, spent_pusd :actual",
-            f"x_{rid}",
-            values={":actual": _n(actual)},
         )
+        if updated is None:
+            # Reclaimed as expired already: its amount was released, so count the actual cost afresh, once.
+            updated = self._conditional_update(
+                reservation.tenant,
+                reservation.period,
+                "REMOVE #r ADD committed_pusd :actual, spent_pusd :actual",
+                f"x_{rid}",
+                values={":actual": _n(actual)},
+            )
+        return None if updated is None else int(updated.get("spent_pusd", {}).get("N", "0"))
 
     def _conditional_update(
         self,
@@ -259,23 +279,25 @@ class DynamoDBBudgetGuard:
         *,
         names: dict[str, str] | None = None,
         values: dict[str, Any] | None = None,
-    ) -> bool:
-        """Apply ``expression`` only while ``attribute`` (``#r``) exists; False if it did not."""
+    ) -> dict[str, Any] | None:
+        """Apply ``expression`` only while ``attribute`` (``#r``) exists: the updated attributes' new
+        values, or None if it did not exist."""
         extra: dict[str, Any] = {"ExpressionAttributeValues": values} if values else {}
         try:
-            self._client().update_item(
+            response = self._client().update_item(
                 TableName=self.table,
                 Key=_spend_key(tenant, period),
                 UpdateExpression=expression,
                 ConditionExpression="attribute_exists(#r)",
                 ExpressionAttributeNames={"#r": attribute, **(names or {})},
+                ReturnValues="UPDATED_NEW",
                 **extra,
             )
         except Exception as exc:
             if aws.error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                return None
             raise
-        return True
+        return dict(response.get("Attributes") or {})
 
     def _committed(self, tenant: str, period: str) -> int | None:
         item = (

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from llm_gateway.accounting.alerts import BudgetAlerts
 from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
 from llm_gateway.accounting.cache import CacheBackend, CompletionCache
 from llm_gateway.accounting.cache.dynamodb import DynamoDBCacheBackend
@@ -74,6 +75,7 @@ def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
             default_window=config.budget_window,
             fail_open=config.budget_fail_open,
             counters=counters,
+            alerts=_alerts(config, counters),
         )
         if config.usage_table
         else None
@@ -93,6 +95,14 @@ def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
         else None
     )
     return Accounting(cache=cache, usage=usage, budget=budget, breaker=breaker)
+
+
+def _alerts(config: Settings, counters: Counters) -> BudgetAlerts | None:
+    if not (config.usage_table and config.alerts_topic_arn and config.budget_alert_thresholds):
+        return None
+    return BudgetAlerts(
+        config.usage_table, config.alerts_topic_arn, thresholds=config.budget_alert_thresholds, counters=counters
+    )
 
 
 def _cache_backend(config: Settings) -> CacheBackend | None:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from llm_gateway import aws
+from llm_gateway.accounting.alerts import alerts_sent
 from llm_gateway.accounting.counters import Counters
 from llm_gateway.accounting.money import to_pusd, to_usd, usd_text
 from llm_gateway.errors import InvalidRequestError, NotConfiguredError
@@ -361,12 +362,13 @@ def report_range(start: str | None, end: str | None, *, today: date | None = Non
 
 
 def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, last: date) -> dict[str, Any]:
-    """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model, and
-    per day and gateway key (requests made with one)."""
+    """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model, per
+    day and gateway key (requests made with one), and the budget alerts sent for windows in the range."""
     with aws.unavailable_as_503("DynamoDB", "Query"):
         days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
         models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
         keys = _query(client, table, tenant, f"KEY#{first.isoformat()}", f"KEY#{last.isoformat()}#\uffff")
+        alerts = alerts_sent(client, table, tenant, first, last)
     day_rows = [{"date": item["sk"]["S"].removeprefix("DAY#"), **_counters(item)} for item in days]
     key_rows = []
     for item in keys:
@@ -393,6 +395,7 @@ def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, 
         "days": day_rows,
         "models": model_rows,
         "keys": key_rows,
+        "alerts": alerts,
     }
 
 

@@ -16,6 +16,8 @@ from typing import Any
 from llm_gateway.interfaces import BudgetGuard, RequestContext, Reservation
 
 KEY_BUDGET_TAG = "key_budget"
+# The tenant a key's budget belongs to, on the key's view of the request (budget alerts are filed under it).
+BUDGET_OWNER_TAG = "budget_owner"
 
 
 @dataclass
@@ -35,7 +37,7 @@ class KeyBudgetGuard:
         if not subject:
             return tenant
         try:
-            key = await self.inner.reserve(replace(ctx, tenant=subject), amount_usd)
+            key = await self.inner.reserve(_as_key(ctx, subject), amount_usd)
         except BaseException:
             await self.inner.settle(ctx, tenant, 0.0)  # release the tenant's share for the next caller
             raise
@@ -47,4 +49,9 @@ class KeyBudgetGuard:
             return
         await self.inner.settle(ctx, reservation.tenant, actual_usd)
         subject = ctx.tags.get(KEY_BUDGET_TAG) or ""
-        await self.inner.settle(replace(ctx, tenant=subject), reservation.key, actual_usd)
+        await self.inner.settle(_as_key(ctx, subject), reservation.key, actual_usd)
+
+
+def _as_key(ctx: RequestContext, subject: str) -> RequestContext:
+    """The request as the key's budget sees it; the tenant stays known (its report lists the key's alerts)."""
+    return replace(ctx, tenant=subject, tags={**ctx.tags, BUDGET_OWNER_TAG: ctx.tenant})
