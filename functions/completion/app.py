@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from llm_gateway import aws
 from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.errors import NotConfiguredError
-from llm_gateway.http import anthropic_messages, embeddings_route, events, models_list, openai_chat
+from llm_gateway.http import anthropic_messages, embeddings_route, events, models_list, openai_chat, usage_report
 from llm_gateway.http import completion_routes as completions
 from llm_gateway.http.edge import HttpEdge
 from llm_gateway.http.stream_params import NativeCompletionBody
@@ -58,15 +58,16 @@ def embeddings(body: embeddings_route.EmbeddingsBody) -> Response[str]:
 
 @edge.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"])
 def usage() -> Response[str]:
-    """``from``/``to`` (YYYY-MM-DD) read here, not declared as Powertools query params: their import costs
-    every cold start of this function ~10 ms; ``report_range`` refuses bad dates naming the param."""
+    """``from``/``to`` (YYYY-MM-DD) and ``format`` (json, csv) read here, not declared as Powertools query
+    params: their import costs every cold start of this function ~10 ms; bad values are a 400 naming them."""
     tenant, table = edge.tenant(), services().settings.usage_table
     if not table:
         raise NotConfiguredError("usage reporting is not configured here (USAGE_TABLE)")
     params = app.current_event.query_string_parameters or {}
     first, last = report_range(params.get("from"), params.get("to"))
+    answer = usage_report.answer_format(params.get("format"))
     metrics.add_metric(name="UsageReports", unit=MetricUnit.Count, value=1)
-    return edge.json(200, usage_summary(aws.dynamodb(), table, tenant, first, last))
+    return usage_report.respond(edge, answer, usage_summary(aws.dynamodb(), table, tenant, first, last))
 
 
 @edge.get(models_list.LIST_PATH, summary="The catalog's models, tiers and aliases", tags=["models"])

@@ -68,9 +68,10 @@ def test_the_document_lists_every_route_that_template_yaml_wires(document: dict[
     assert set(operations(document)) == template_routes()
 
 
-def test_the_usage_route_documents_its_date_parameters(document: dict[str, Any]) -> None:
+def test_the_usage_route_documents_its_date_and_format_parameters(document: dict[str, Any]) -> None:
     [operation] = [op for route, op in operations(document).items() if route == USAGE]
-    assert {p["name"]: p["in"] for p in operation["parameters"]} == {"from": "query", "to": "query"}
+    assert {p["name"]: p["in"] for p in operation["parameters"]} == {"from": "query", "to": "query", "format": "query"}
+    assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
 
 
 def test_every_route_documents_the_error_shape(document: dict[str, Any]) -> None:

@@ -78,7 +78,9 @@ _ERROR_STATUSES = {
 }
 
 
-def _responses(ok: type[BaseModel] | None = None, *, accepted: bool = False, streams: bool = False) -> dict[int, Any]:
+def _responses(
+    ok: type[BaseModel] | None = None, *, accepted: bool = False, streams: bool = False, csv: bool = False
+) -> dict[int, Any]:
     responses: dict[int, Any] = {
         code: {"description": text, "content": _ERROR} for code, text in _ERROR_STATUSES.items()
     }
@@ -87,6 +89,8 @@ def _responses(ok: type[BaseModel] | None = None, *, accepted: bool = False, str
     )
     if streams:  # stream: true (README, Streaming): Server-Sent Events
         ok_content["text/event-stream"] = {"schema": {"type": "string"}}
+    if csv:  # GET /v1/usage?format=csv
+        ok_content["text/csv"] = {"schema": {"type": "string"}}
     responses[200] = {"description": "The answer", "content": ok_content}
     if accepted:
         responses[202] = {"description": "Accepted as a job", "content": {"application/json": {"model": JobReference}}}
@@ -129,13 +133,26 @@ def declared_routes() -> APIGatewayRestResolver:
     )
     def count_tokens(body: Annotated[CountTokensBody, Body()]) -> None: ...
 
-    @app.get("/v1/usage", summary="The caller's own usage between two dates", tags=["usage"], responses=_responses())
+    @app.get(
+        "/v1/usage",
+        summary="The caller's own usage between two dates (JSON, or CSV with format=csv)",
+        tags=["usage"],
+        responses=_responses(csv=True),
+    )
     def usage(
         start: Annotated[
             str | None, Query(alias="from", pattern=DATE, description="First day (default: to - 6)")
         ] = None,
         end: Annotated[
             str | None, Query(alias="to", pattern=DATE, description="Last day, inclusive (default: today)")
+        ] = None,
+        answer_format: Annotated[
+            str | None,
+            Query(
+                alias="format",
+                pattern=r"^(json|csv)$",
+                description="json (default) or csv: a header row, then one row per group (total, day, model, key)",
+            ),
         ] = None,
     ) -> None: ...
 
