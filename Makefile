@@ -17,7 +17,7 @@ WITH_MOMENTO ?=
 FUNCTION ?=
 EVENT ?=
 
-.PHONY: help install compat-venv run test lint build deploy require-sam invoke upload usage budget keys redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
+.PHONY: help install compat-venv run test lint build deploy require-sam invoke upload usage report budget keys redrive eval bench bench-venvs bench-summarize bench-cache clean distclean
 
 help:
 	@echo "make install   create $(VENV) and install the project with its dev extras"
@@ -31,6 +31,7 @@ help:
 	@echo "make eval      extraction precision/recall on tests/golden/extraction (real providers if keys are set)"
 	@echo "make upload    FILE=<document> [SCHEMA=<name> | KEY=<key>]: upload to the running make run's bucket, print the result"
 	@echo "make usage     TENANT=<id> [FROM=YYYY-MM-DD TO=YYYY-MM-DD]: usage table (requests, cache hits, tokens, cost)"
+	@echo "make report    [FROM=YYYY-MM-DD TO=YYYY-MM-DD] [TENANT=<id>] [STACK=<name>] [OUT=<dir>]: usage report as PNG + HTML"
 	@echo "make budget    TENANT=<id> [LIMIT=<usd> WINDOW=day|month]: set (or show) a tenant's budget"
 	@echo "make keys      ACTION=create TENANT=<id> | ACTION=list | ACTION=show|revoke|rotate KEY=<key id> [STACK=<name>] [KEYS_ARGS=...]"
 	@echo "make redrive   [STACK=<name>] [REDRIVE_ARGS=...]: move retry dead-letter messages back to the retry queue"
@@ -88,6 +89,15 @@ WINDOW ?= day
 usage: $(STAMP)
 	@if [ -z "$(TENANT)" ]; then echo "usage: make usage TENANT=<id> [FROM=YYYY-MM-DD] [TO=YYYY-MM-DD]" >&2; exit 2; fi
 	@$(PY) -m local.usage_cli --tenant "$(TENANT)" $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)")
+
+# A usage report as a PNG and an HTML page (cost per day by model, requests and cache hit rate, cost saved by
+# the cache, top tenants): the running `make run`'s usage table, an AWS target's, or STACK's. Writes to OUT
+# (default .local/report/) and prints where.
+OUT ?=
+
+report: $(STAMP)
+	@$(PY) -m local.report $(if $(STACK),--stack-name "$(STACK)") $(if $(FROM),--from "$(FROM)") $(if $(TO),--to "$(TO)") \
+	  $(if $(TENANT),--tenant "$(TENANT)") $(if $(OUT),--out-dir "$(OUT)")
 
 budget: $(STAMP)
 	@if [ -z "$(TENANT)" ]; then echo "usage: make budget TENANT=<id> [LIMIT=<usd>] [WINDOW=day|month]" >&2; exit 2; fi

@@ -31,7 +31,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -298,14 +298,15 @@ def alerts_sent(client: DynamoDBClient, table: str, tenant: str, first: date, la
     rows: list[dict[str, Any]] = []
     while True:
         page = client.query(**kwargs)
-        rows.extend(_alert_row(tenant, item) for item in page.get("Items", []) if _sent_within(item, first, last))
+        rows.extend(_alert_row(tenant, item) for item in page.get("Items", []) if sent_within(item, first, last))
         if "LastEvaluatedKey" not in page:
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     return sorted(rows, key=lambda row: (row["sent_at"], row["threshold"]))
 
 
-def _sent_within(item: dict[str, Any], first: date, last: date) -> bool:
+def sent_within(item: Mapping[str, Any], first: date, last: date) -> bool:
+    """A marker item of an alert sent for a window (a day or a month) that overlaps the dates."""
     if item.get("state", {}).get("S") != "sent":
         return False
     period: str = item.get("period", {}).get("S", "")
