@@ -144,7 +144,13 @@ def _saved(axis: Any, data: ReportData) -> None:
 
 def _top_tenants(axis: Any, data: ReportData) -> None:
     top = list(reversed(data.top_tenants()))  # the most expensive at the top
-    names = [name if len(name) <= 28 else name[:27] + "…" for name, _ in top]
+    alerted: dict[str, float] = {}
+    for alert in data.alerts:
+        alerted[alert["tenant"]] = max(alerted.get(alert["tenant"], 0.0), alert["threshold"])
+    names = [
+        (name if len(name) <= 28 else name[:27] + "…") + (f" [alert {alerted[name]:.0%}]" if name in alerted else "")
+        for name, _ in top
+    ]
     axis.barh(names, [t.cost_usd for _, t in top], color="#8172b3")
     _empty_note(axis, not top)
 

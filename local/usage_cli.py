@@ -79,8 +79,21 @@ def render(summary: dict[str, Any]) -> str:
             [[row["date"], f"{row['provider']}/{row['model']}"] for row in summary["models"]],
             summary["models"],
         ),
+        "",
+        "Budget alerts sent",
+        *_alert_lines(summary.get("alerts", [])),
     ]
     return "\n".join(lines)
+
+
+def _alert_lines(alerts: list[dict[str, Any]]) -> list[str]:
+    if not alerts:
+        return ["  (none)"]
+    return [
+        f"  {a['sent_at'][:19]}  {'key ' + a['key_id'] if a['key_id'] else 'tenant'}  {a['window']} {a['period']}"
+        f"  {a['threshold']:.0%} of {a['budget_usd']:.6f} USD (spent {a['spent_usd']:.6f})"
+        for a in alerts
+    ]
 
 
 def _table(key_headers: list[str], keys: list[list[str]], rows: list[dict[str, Any]]) -> str:
