@@ -13,12 +13,13 @@ import pytest
 from llm_gateway import aws
 from llm_gateway.accounting.alerts import BudgetAlert, BudgetAlerts, alerts_sent
 from llm_gateway.accounting.budgets import DynamoDBBudgetGuard, period_of
-from llm_gateway.accounting.usage import report_range
+from llm_gateway.accounting.usage import report_range, usage_summary
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.keys.budget import KeyBudgetGuard
 from llm_gateway.keys.policy import KeyBudget, KeyPolicy, VerifiedKey
 from llm_gateway.routing.deadline import Deadline
 from llm_gateway.runtime import close_thread_resources, run_sync
+from local import usage_cli
 from tests.support.accounting import api_key_for, unique
 from tests.support.alerts import Published, subscribed_queue
 
@@ -103,6 +104,9 @@ def test_crossing_80_then_100_percent_sends_one_alert_each(table, topic, publish
         (0.8, None, period),
         (1.0, None, period),
     ]
+    printed = usage_cli.render(usage_summary(aws.dynamodb(), table, tenant, first_day, last_day))  # make usage
+    assert f"tenant  day {period}  80% of 1.000000 USD (spent 0.850000)" in printed
+    assert f"tenant  day {period}  100% of 1.000000 USD (spent 1.000000)" in printed
 
 
 def test_concurrent_settlements_crossing_a_threshold_at_once_send_exactly_one(table, topic, published):
