@@ -3,6 +3,7 @@ template's AlertsTopic in moto's SNS and read back from an SQS queue subscribed 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from decimal import Decimal
@@ -10,7 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from llm_gateway import aws
+from llm_gateway import after_response, aws
 from llm_gateway.accounting.alerts import BudgetAlert, BudgetAlerts, alerts_sent
 from llm_gateway.accounting.budgets import DynamoDBBudgetGuard, period_of
 from llm_gateway.accounting.usage import report_range, usage_summary
@@ -227,3 +228,27 @@ def test_the_gateway_alerts_and_the_usage_report_shows_it(local_stack, simulator
     assert [m["body"]["threshold"] for m in alerts][:1] == [0.8]
     assert [row["threshold"] for row in report["alerts"]] == [m["body"]["threshold"] for m in alerts]
     assert report["alerts"][0]["spent_usd"] == pytest.approx(alerts[0]["body"]["spent_usd"])
+
+
+@pytest.fixture
+def thread_mode():
+    after_response._reset_for_tests()
+    assert after_response.install("thread") == "thread"
+    yield
+    assert after_response.wait_idle(30.0)
+    after_response._reset_for_tests()
+
+
+def test_the_alert_goes_out_after_the_response_with_the_settlement(table, topic, published, thread_mode):
+    """As on Lambda: the settlement is deferred work, and the alert it finds is deferred in turn (the same
+    invocation's batch), so neither holds the answer and both are done before the next invocation."""
+    guard, tenant = guard_with_alerts(table, topic), unique()
+    guard.set_policy(tenant, 1.0, "day")
+    with after_response.scope("invocation") as deferral:
+        context = RequestContext(tenant=tenant, request_id=unique("req"), deadline=Deadline(30), defer=deferral)
+        reservation = run_sync(guard.reserve(context, 0.9))
+        run_sync(deferral.soon(functools.partial(guard.settle, context, reservation, 0.9)))
+        assert guard.status(tenant)["spent_usd"] == 0  # the "answer" is out; nothing settled yet
+    assert after_response.wait_idle(30.0)
+    assert guard.status(tenant)["spent_usd"] == pytest.approx(0.9)
+    assert [m["body"]["threshold"] for m in published.for_tenant(tenant)] == [0.8]
