@@ -24,12 +24,22 @@ TOP_TENANTS = 10
 
 @dataclass
 class DayTotals:
+    """Counters summed as the ledger keeps them (money in integer pico-dollars: sums are exact)."""
+
     requests: int = 0
     cache_hits: int = 0
     attempts: int = 0
     errors: int = 0
-    cost_usd: float = 0.0
-    saved_usd: float = 0.0
+    cost_pusd: int = 0
+    saved_pusd: int = 0
+
+    @property
+    def cost_usd(self) -> float:
+        return to_usd(self.cost_pusd)
+
+    @property
+    def saved_usd(self) -> float:
+        return to_usd(self.saved_pusd)
 
     @property
     def cache_hit_rate(self) -> float:
@@ -42,7 +52,7 @@ class ReportData:
     last: date
     days: list[str]  # every date of the range, in order
     by_day: dict[str, DayTotals]
-    cost_by_day_model: dict[str, dict[str, float]]  # model ("provider/model") -> date -> USD
+    cost_by_day_model: dict[str, dict[str, float]]  # model ("provider/model") -> date -> USD (exact sums)
     tenants: dict[str, DayTotals]  # tenant -> totals over the range
     alerts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -62,7 +72,13 @@ class ReportData:
 
     def as_json(self) -> dict[str, Any]:
         def totals(t: DayTotals) -> dict[str, Any]:
-            return {**t.__dict__, "cache_hit_rate": round(t.cache_hit_rate, 4)}
+            counts = {name: value for name, value in t.__dict__.items() if not name.endswith("_pusd")}
+            return {
+                **counts,
+                "cost_usd": t.cost_usd,
+                "saved_usd": t.saved_usd,
+                "cache_hit_rate": round(t.cache_hit_rate, 4),
+            }
 
         return {
             "from": self.first.isoformat(),
@@ -85,7 +101,7 @@ def aggregate(items: Iterable[Mapping[str, Any]], first: date, last: date) -> Re
     """Fold aggregate items (DynamoDB's attribute-value shape) into the report's series."""
     days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     by_day = {day: DayTotals() for day in days}
-    cost_by_day_model: dict[str, dict[str, float]] = defaultdict(dict)
+    cost_by_day_model: dict[str, dict[str, int]] = defaultdict(dict)
     tenants: dict[str, DayTotals] = defaultdict(DayTotals)
     alerts: list[dict[str, Any]] = []
     for item in items:
@@ -99,10 +115,11 @@ def aggregate(items: Iterable[Mapping[str, Any]], first: date, last: date) -> Re
             day, _, model = rest.partition("#")
             if day in by_day:
                 series = cost_by_day_model[model]
-                series[day] = series.get(day, 0.0) + _counters(item).cost_usd
+                series[day] = series.get(day, 0) + _counters(item).cost_pusd
         elif kind == "ALERT" and sent_within(item, first, last):
             alerts.append(_alert(tenant, item))
-    return ReportData(first, last, days, by_day, dict(cost_by_day_model), dict(tenants), alerts)
+    costs = {model: {day: to_usd(pusd) for day, pusd in series.items()} for model, series in cost_by_day_model.items()}
+    return ReportData(first, last, days, by_day, costs, dict(tenants), alerts)
 
 
 def _scan(client: Any, table: str, first: date, last: date) -> Iterator[Mapping[str, Any]]:
@@ -161,8 +178,8 @@ def _counters(item: Mapping[str, Any]) -> DayTotals:
         cache_hits=number("cache_hits"),
         attempts=number("attempts"),
         errors=number("errors"),
-        cost_usd=to_usd(number("cost_pusd")),
-        saved_usd=to_usd(number("saved_pusd")),
+        cost_pusd=number("cost_pusd"),
+        saved_pusd=number("saved_pusd"),
     )
 
 
@@ -171,8 +188,8 @@ def _add(total: DayTotals, more: DayTotals) -> None:
     total.cache_hits += more.cache_hits
     total.attempts += more.attempts
     total.errors += more.errors
-    total.cost_usd += more.cost_usd
-    total.saved_usd += more.saved_usd
+    total.cost_pusd += more.cost_pusd
+    total.saved_pusd += more.saved_pusd
 
 
 def _alert(tenant: str, item: Mapping[str, Any]) -> dict[str, Any]:

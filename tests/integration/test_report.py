@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from llm_gateway import aws
+from llm_gateway.accounting.money import to_pusd, to_usd
 from llm_gateway.accounting.usage import report_range
 from local import report
 from local.report_data import collect
@@ -53,21 +54,21 @@ def tenants(local_stack, simulator):
 
 
 def ledger_totals(stack, tenants: list[str]):
-    """What the report must show, summed from the ledger's own records (one per attempt or cache hit)."""
-    cost_by_model: dict[str, float] = defaultdict(float)
-    requests = hits = 0
-    saved = 0.0
-    cost_by_tenant: dict[str, float] = defaultdict(float)
+    """What the report must show, summed from the ledger's own records (one per attempt or cache hit), in
+    pico-dollars as the aggregates are: the report's numbers must be these, exactly."""
+    cost_by_model: dict[str, int] = defaultdict(int)
+    requests = hits = saved = 0
+    cost_by_tenant: dict[str, int] = defaultdict(int)
     for tenant in tenants:
         for record in ledger_items(stack, tenant):
-            cost = float(record.get("cost_usd", {}).get("N", "0"))
+            cost = to_pusd(record.get("cost_usd", {}).get("N", "0"))
             model = f"{record['provider']['S']}/{record['model']['S']}"
             cost_by_model[model] += cost
             cost_by_tenant[tenant] += cost
             outcome = record["outcome"]["S"]
             requests += outcome in ("success", "cache_hit")
             hits += outcome == "cache_hit"
-            saved += float(record.get("saved_usd", {}).get("N", "0"))
+            saved += to_pusd(record.get("saved_usd", {}).get("N", "0"))
     return cost_by_model, requests, hits, saved, cost_by_tenant
 
 
@@ -80,12 +81,12 @@ def test_report_numbers_match_the_ledger(local_stack, tenants):
     assert len(cost_by_model) == 3 and hits == 1 and saved > 0
     assert set(data.cost_by_day_model) == set(cost_by_model)
     for model, cost in cost_by_model.items():
-        assert data.cost_by_day_model[model] == {today: pytest.approx(cost, rel=1e-12, abs=1e-15)}, model
+        assert data.cost_by_day_model[model] == {today: to_usd(cost)}, model
     day = data.by_day[today]
     assert (day.requests, day.cache_hits) == (requests, hits) == (6, 1)
     assert day.cache_hit_rate == pytest.approx(1 / 6)
-    assert day.saved_usd == pytest.approx(saved, rel=1e-12)
-    assert {name: t.cost_usd for name, t in data.tenants.items()} == pytest.approx(dict(cost_by_tenant), rel=1e-12)
+    assert day.saved_pusd == saved
+    assert {name: t.cost_pusd for name, t in data.tenants.items()} == dict(cost_by_tenant)
     assert [name for name, _ in data.top_tenants()] == sorted(tenants, key=lambda t: -cost_by_tenant[t])
 
     everyone = collect(aws.dynamodb(), local_stack.physical["UsageTable"], first, last)  # the Scan path
