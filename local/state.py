@@ -48,6 +48,7 @@ class StackState:
     tables: dict[str, str] = field(default_factory=dict)  # logical id -> table name
     queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue URL
     simulator_url: str | None = None  # the provider simulator's control API (/_sim/...), if one runs
+    topics: dict[str, str] = field(default_factory=dict)  # logical id -> SNS topic ARN (AlertsTopic)
     access_key_id: str = "testing"
     secret_access_key: str = "testing"
 
@@ -94,6 +95,7 @@ def from_stack(stack: LocalStack) -> StackState:
         tables=physical("AWS::DynamoDB::Table"),
         queues=physical("AWS::SQS::Queue"),
         simulator_url=stack.simulator.url if stack.simulator is not None else None,
+        topics=physical("AWS::SNS::Topic"),
     )
 
 

@@ -144,6 +144,7 @@ def test_the_state_file_names_the_running_stacks_endpoints(running: RunningStack
     assert current.moto_url.startswith("http://127.0.0.1:") and current.region == "us-east-1"
     assert set(current.tables) >= {"UsageTable", "CacheTable", "JobsTable"}
     assert set(current.queues) >= {"RetryQueue", "RetryDeadLetterQueue"}
+    assert current.topics["AlertsTopic"].startswith("arn:aws:sns:us-east-1:")  # budget alerts publish there
     assert current.bucket and current.api_keys
     assert oct(running.state_file.stat().st_mode & 0o777) == "0o600"  # it holds the API keys
     key = next(iter(current.api_keys))
