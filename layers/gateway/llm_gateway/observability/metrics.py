@@ -16,7 +16,10 @@ Dimension sets (what the dashboard and alarms in template.yaml name; tests/unit/
   :mod:`llm_gateway.accounting.counters`; the others are [service] only)
 
 Tenant, key and request id are EMF properties (metadata), never dimensions: Logs Insights groups by them,
-CloudWatch does not bill a metric per tenant. Nothing here may fail a request.
+CloudWatch does not bill a metric per tenant. Each document also carries ``record`` ("request",
+"provider_call") and plain scalar copies of its values (``cost_usd``, ``latency_ms``, ``duration_ms``,
+``error_code``): the saved Logs Insights queries read those rather than EMF's metric value arrays.
+Nothing here may fail a request.
 """
 
 from __future__ import annotations
@@ -109,12 +112,15 @@ def _request(outcome: RequestOutcome) -> None:
     doc = _document({"Operation": outcome.operation}, REQUEST_SETS)
     _properties(
         doc,
+        record="request",
         tenant=outcome.tenant,
         key_id=outcome.key_id,
         request_id=outcome.request_id,
         provider=outcome.provider,
         model=outcome.model,
         error_code=outcome.error_code,
+        cost_usd=outcome.cost_usd,
+        latency_ms=outcome.latency_ms,
         **outcome.extra,
     )
     count = {
@@ -150,12 +156,15 @@ def _attempt(attempt: Attempt, outcome: RequestOutcome) -> None:
     doc = _document({"Provider": attempt.provider, "Model": attempt.model}, ATTEMPT_SETS)
     _properties(
         doc,
+        record="provider_call",
         tenant=outcome.tenant,
         key_id=outcome.key_id,
         request_id=outcome.request_id,
         Operation=outcome.operation,
         outcome=attempt.outcome,
         error_code=attempt.error_code,
+        duration_ms=attempt.duration_ms,
+        cost_usd=attempt.cost_usd,
     )
     doc.add_metric(name="ProviderCalls", unit="Count", value=1)
     doc.add_metric(name="ProviderErrors", unit="Count", value=int(attempt.outcome != "success"))
