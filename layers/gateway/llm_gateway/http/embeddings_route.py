@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llm_gateway.http import framing, key_checks, observe
 from llm_gateway.models import CacheControl
-from llm_gateway.observability import metrics as operator_metrics
 from llm_gateway.runtime import run_sync
 from llm_gateway.wiring import services
 
@@ -106,15 +105,13 @@ def serve(edge: HttpEdge, body: EmbeddingsBody) -> Response[str]:
     )
     edge.metrics.add_metric(name="EmbeddingInputs", unit=MetricUnit.Count, value=len(inputs))
     fields = {"provider": result.provider, "model": result.model, "cost_usd": result.cost_usd}
-    operator_metrics.request(
-        observe.outcome(
-            "embeddings",
-            ctx,
-            ctx.tenant,
-            fields | {"latency_ms": result.latency_ms},
-            attempts=result.attempts,
-            usage=result.usage,
-        )
+    observe.count(
+        "embeddings",
+        ctx,
+        ctx.tenant,
+        fields | {"latency_ms": result.latency_ms},
+        attempts=result.attempts,
+        usage=result.usage,
     )
     headers = observe.result_headers(
         {"provider": result.provider, "model": result.model, "cost_usd": result.cost_usd, "attempts": result.attempts}

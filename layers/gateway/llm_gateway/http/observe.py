@@ -6,6 +6,7 @@ prompt logging is on).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,16 +46,14 @@ def completion(
     )
     metrics.add_metric(name="Completions", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="FallbackAttempts", unit=MetricUnit.Count, value=len(result.attempts) - 1)
-    operator_metrics.request(
-        outcome(
-            "completion",
-            ctx,
-            tenant,
-            {"provider": result.provider, "model": result.model, "cost_usd": result.cost_usd}
-            | {"latency_ms": result.latency_ms, "cached": result.cached},
-            attempts=result.attempts,
-            usage=result.usage,
-        )
+    count(
+        "completion",
+        ctx,
+        tenant,
+        {"provider": result.provider, "model": result.model, "cost_usd": result.cost_usd}
+        | {"latency_ms": result.latency_ms, "cached": result.cached},
+        attempts=result.attempts,
+        usage=result.usage,
     )
 
 
@@ -74,7 +73,7 @@ def extraction(
     )
     metrics.add_metric(name="Extractions", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="ExtractionReasks", unit=MetricUnit.Count, value=result["asks"] - 1)
-    operator_metrics.request(outcome("extraction", ctx, tenant, result))
+    count("extraction", ctx, tenant, result)
 
 
 def summary(
@@ -96,9 +95,26 @@ def summary(
     )
     metrics.add_metric(name="Summaries", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="SummaryChunks", unit=MetricUnit.Count, value=result["chunks"])
-    operator_metrics.request(outcome("summarization", ctx, tenant, {**result, "cached": None}))
+    count("summarization", ctx, tenant, {**result, "cached": None})
     if result["degraded"]:
         metrics.add_metric(name="DegradedSummaries", unit=MetricUnit.Count, value=1)
+
+
+def count(
+    operation: str,
+    ctx: RequestContext | None,
+    tenant: str,
+    result: Mapping[str, Any],
+    *,
+    attempts: Sequence[Attempt | Mapping[str, Any]] | None = None,
+    usage: Usage | Mapping[str, Any] | None = None,
+) -> None:
+    """The operator metrics of a finished operation (:mod:`llm_gateway.observability.metrics`); a result
+    they cannot read is logged at debug level, never raised: the answer matters more than its metric."""
+    try:
+        operator_metrics.request(outcome(operation, ctx, tenant, result, attempts=attempts, usage=usage))
+    except Exception:
+        logging.getLogger("llm_gateway").debug("operation metrics failed", exc_info=True)
 
 
 def outcome(
