@@ -52,7 +52,7 @@ def run_workload(api: httpx.Client, simulator: ProviderSimulator, local_stack: L
     fault = "[[sim:fault=server_error,provider=openai]] " + prompt()
     fallback = {"messages": [{"role": "user", "content": fault}], "model": "gpt-4o-mini"}
     answers.append(api.post("/v1/completions", json={**fallback, "fallback": ["claude-3-5-haiku-latest"]}))
-    text = "Invoice 42 from Acme, total 12.50 EUR."
+    text = f"Invoice 42 from Acme, total 12.50 EUR. {prompt()}"  # unique: a cache miss
     answers.append(api.post("/v1/extractions", json={"text": text, "schema": "invoice"}))
     streamed = read_stream(api, CHAT, {"model": "gpt-4o-mini", "messages": cached["messages"][:1], "stream": True})
     assert streamed.status == 200 and streamed.events, streamed.raw
@@ -131,7 +131,10 @@ def test_operator_metrics_carry_tenant_and_key_as_properties_never_as_dimensions
         for directive in document["_aws"]["CloudWatchMetrics"]:
             for dimension_set in directive["Dimensions"]:
                 assert not {"tenant", "key_id", "request_id"} & set(dimension_set)
-    hit = next(d for d in requests if d["CacheHits"] == [1.0])
+    # Only requests the cache could answer count as hits or misses: the temperature-0 completion twice and
+    # the extraction; the fallback, the stream (default temperature) and the failure do not.
+    assert sorted(d["CacheHits"][0] + 2 * d["CacheMisses"][0] for d in requests if "CacheHits" in d) == [1, 2, 2]
+    hit = next(d for d in requests if d.get("CacheHits") == [1.0])
     assert hit["CostSavedUSD"][0] > 0 and hit["CostUSD"] == [0.0]
     fell_back = next(d for d in requests if d["Fallbacks"] == [1.0])
     assert fell_back["Retries"] == [1.0]  # openai twice (GATEWAY_MAX_ATTEMPTS=2), then anthropic

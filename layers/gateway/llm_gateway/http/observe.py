@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from llm_gateway.errors import GatewayError
 from llm_gateway.interfaces import RequestContext
-from llm_gateway.models import Attempt, CompletionResult, Usage
+from llm_gateway.models import Attempt, CompletionRequest, CompletionResult, Usage
 from llm_gateway.observability import metrics as operator_metrics
 
 # The provider routes and the operation their requests count under (dimension Operation).
@@ -30,8 +30,16 @@ OPERATION_ROUTES = {
 
 
 def completion(
-    logger: Logger, metrics: Metrics, result: CompletionResult, *, tenant: str, ctx: RequestContext | None = None
+    logger: Logger,
+    metrics: Metrics,
+    result: CompletionResult,
+    *,
+    tenant: str,
+    ctx: RequestContext | None = None,
+    cacheable: bool = True,
 ) -> None:
+    """``cacheable``: whether the request could have been a cache hit (:func:`looks_up_cache`); only those
+    count as cache hits or misses."""
     logger.info(
         "completion",
         tenant=tenant,
@@ -51,7 +59,7 @@ def completion(
         ctx,
         tenant,
         {"provider": result.provider, "model": result.model, "cost_usd": result.cost_usd}
-        | {"latency_ms": result.latency_ms, "cached": result.cached},
+        | {"latency_ms": result.latency_ms, "cached": result.cached if cacheable else None},
         attempts=result.attempts,
         usage=result.usage,
     )
@@ -148,6 +156,13 @@ def outcome(
         provider=result.get("provider"),
         model=result.get("model"),
     )
+
+
+def looks_up_cache(request: CompletionRequest) -> bool:
+    """Whether the gateway looks this request up in the cache (deterministic or forced, not ``no_cache``)."""
+    from llm_gateway.accounting.cache import is_cacheable_request
+
+    return is_cacheable_request(request) and not (request.cache and request.cache.no_cache)
 
 
 def failure(operation: str, err: GatewayError, *, tenant: str = "", key_id: str = "", request_id: str = "") -> None:

@@ -92,7 +92,7 @@ def serve(
         _hand_over(bookkeeping)
         key_checks.settle_later(admission, 0, current)
         raise
-    run = _Run(edge, stream, admission, bookkeeping, started, ctx)
+    run = _Run(edge, stream, admission, bookkeeping, started, ctx, observe.looks_up_cache(request))
     try:
         body = StreamBody(run.events(encoder(stream)), run.abandon)
         edge.metrics.add_metric(name="StreamsOpened", unit=MetricUnit.Count, value=1)
@@ -126,10 +126,11 @@ class _Run:
         bookkeeping: after_response.Deferral,
         started: float,
         ctx: RequestContext,
+        cacheable: bool,
     ) -> None:
         self.edge, self.stream = edge, stream
         self.admission, self.bookkeeping = admission, bookkeeping
-        self.started, self.ctx, self.tenant = started, ctx, ctx.tenant
+        self.started, self.ctx, self.tenant, self.cacheable = started, ctx, ctx.tenant, cacheable
         self.tokens: int | None = None  # None: unknown (the caller left), the reservation stands
         self._ended = False
 
@@ -184,7 +185,9 @@ class _Run:
     def _done(self, done: StreamDone) -> None:
         result = done.result
         self.tokens = result.usage.input_tokens + result.usage.output_tokens
-        observe.completion(self.edge.logger, self.edge.metrics, result, tenant=self.tenant, ctx=self.ctx)
+        observe.completion(
+            self.edge.logger, self.edge.metrics, result, tenant=self.tenant, ctx=self.ctx, cacheable=self.cacheable
+        )
 
     def _metric(self, name: str, value: float, unit: MetricUnit) -> None:
         self.edge.metrics.add_metric(name=name, unit=unit, value=value)
