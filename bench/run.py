@@ -272,6 +272,10 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
                 note=top,
             )
         )
+    traced = results.get("tracing_import") or {}
+    for name, data in (traced.get("targets") or {}).items():
+        note = "X-Ray SDK imported" if True in data["xray_sdk_imported"] else "no X-Ray SDK import"
+        rows.append(Row("tracing", f"import completion handler, {name} (median)", data["median_ms"], note=note))
     summary = results.get("summarize")
     if isinstance(summary, dict):
         for row in summary.get("rows", []):
