@@ -60,7 +60,8 @@ def test_an_error_answer_is_counted_by_code_and_a_budget_refusal_as_a_budget_rej
     observe.failure("extraction", BudgetExceededError("over budget"), tenant="t", key_id="k")
     request, by_code = documents(capsys)
     assert (request["Errors"], request["BudgetRejections"], request["error_code"]) == ([1.0], [1.0], "budget_exceeded")
-    assert "CostUSD" not in request  # a refused request spent nothing: no cost, latency or cache figures
+    assert request["CostUSD"] == [0.0] and request["InputTokens"] == [0.0]  # refused before any call
+    assert "Latency" not in request and "CacheHits" not in request  # an error has no latency or cache figure
     assert dimension_sets(by_code) == [{"ErrorCode", "service"}]
     assert (by_code["ErrorCode"], by_code["Operation"], by_code["Errors"]) == ("budget_exceeded", "extraction", [1.0])
 

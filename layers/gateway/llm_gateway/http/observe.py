@@ -168,9 +168,19 @@ def looks_up_cache(request: CompletionRequest) -> bool:
 def failure(operation: str, err: GatewayError, *, tenant: str = "", key_id: str = "", request_id: str = "") -> None:
     """An operation that ended in an error answer: counted by code, with the attempts it made."""
     attempts = [a for a in err.attempts if isinstance(a, Attempt)]
-    operator_metrics.request(
-        operator_metrics.RequestOutcome(operation, tenant, key_id, request_id, attempts=attempts, error_code=err.code)
+    spent = sum((a.usage for a in attempts), Usage())
+    ended = operator_metrics.RequestOutcome(
+        operation,
+        tenant,
+        key_id,
+        request_id,
+        attempts=attempts,
+        cost_usd=round(sum(a.cost_usd for a in attempts), 10),
+        input_tokens=spent.input_tokens,
+        output_tokens=spent.output_tokens,
+        error_code=err.code,
     )
+    operator_metrics.request(ended)
 
 
 def saved_by_cache(model: str | None, usage: Usage) -> float:

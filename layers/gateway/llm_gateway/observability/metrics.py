@@ -132,10 +132,11 @@ def _request(outcome: RequestOutcome) -> None:
     }
     for name, value in count.items():
         doc.add_metric(name=name, unit="Count", value=value)
+    # A failed request's attempts may have cost something too (a stream broken after it began).
+    doc.add_metric(name="CostUSD", unit="None", value=outcome.cost_usd)
+    doc.add_metric(name="InputTokens", unit="Count", value=outcome.input_tokens)
+    doc.add_metric(name="OutputTokens", unit="Count", value=outcome.output_tokens)
     if not failed:
-        doc.add_metric(name="CostUSD", unit="None", value=outcome.cost_usd)
-        doc.add_metric(name="InputTokens", unit="Count", value=outcome.input_tokens)
-        doc.add_metric(name="OutputTokens", unit="Count", value=outcome.output_tokens)
         if outcome.latency_ms is not None:
             doc.add_metric(name="Latency", unit="Milliseconds", value=outcome.latency_ms)
         if outcome.cached is not None:
