@@ -1,7 +1,7 @@
 """``python -m bench.run``: every benchmark part in one run, a table of ratios, JSON and a PNG.
 
 Absolute times vary from machine to machine; the ratios against LiteLLM, measured in the same run, are
-what to compare. Parts: layer, cold, warm, cache (``--parts`` picks some). Output goes to
+what to compare. Parts: layer, cold, warm, cache, stream, tracing (``--parts`` picks some). Output goes to
 ``bench/results/<timestamp>.json``, ``latest.json`` and ``latest.png``.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, layer_size
+from bench import cold_start, layer_size, tracing_import
 from bench.common import (
     API_KEY,
     LITELLM_VENV,
@@ -36,7 +36,7 @@ from bench.common import (
 from bench.stats import Row, render_table, rows_to_json, write_results
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-PARTS = ("layer", "cold", "warm", "cache", "stream")
+PARTS = ("layer", "cold", "warm", "cache", "stream", "tracing")
 COLD_TARGET = 0.10  # handler import <= 1/10 of `import litellm`
 WARM_TARGET = 1 / 3  # added p50 <= 1/3 of LiteLLM proxy's
 WARM_NOTES = {
@@ -272,6 +272,10 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
                 note=top,
             )
         )
+    traced = results.get("tracing_import") or {}
+    for name, data in (traced.get("targets") or {}).items():
+        note = "X-Ray SDK imported" if True in data["xray_sdk_imported"] else "no X-Ray SDK import"
+        rows.append(Row("tracing", f"import completion handler, {name} (median)", data["median_ms"], note=note))
     summary = results.get("summarize")
     if isinstance(summary, dict):
         for row in summary.get("rows", []):
@@ -344,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt("cold", lambda: completion.__setitem__(0, run_cold(args, results)))
     if parts & {"cold", "warm", "cache", "stream"}:
         attempt("stack", lambda: run_stack_parts(args, parts, results, completion[0]))
+    if "tracing" in parts:  # the handler's import with X-Ray tracing on and off
+        attempt("tracing", lambda: results.__setitem__("tracing_import", tracing_import.measure(runs=args.runs)))
     attempt("summarize", lambda: run_summarize_bench(results))
     results["machine"]["load_avg_end"] = os.getloadavg()
     results["elapsed_s"] = round(time.time() - started, 1)

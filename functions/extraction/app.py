@@ -28,7 +28,7 @@ def extract(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
     if ctx.log_prompts:
         logger.info("extraction input", payload=payload)
     result = run_sync(run_extraction(payload, ctx, services()))
-    observe.extraction(logger, metrics, result, tenant=ctx.tenant)
+    observe.extraction(logger, metrics, result, tenant=ctx.tenant, ctx=ctx)
     return result
 
 

@@ -21,6 +21,7 @@ from llm_gateway.errors import GatewayError
 from llm_gateway.http import answers
 from llm_gateway.http import framing as api
 from llm_gateway.keys.admin import KeyAdmin, KeySpec, RotateSpec, admin_for, key_view, secret_view
+from llm_gateway.observability.tracing import trace_handler
 from llm_gateway.wiring import services
 
 logger = Logger()
@@ -107,6 +108,7 @@ def _json(status: int, body: dict[str, Any]) -> Response[str]:
     return Response(status_code=status, content_type="application/json", body=text, headers=headers)
 
 
+@trace_handler  # X-Ray when the Tracing parameter is on
 @logger.inject_lambda_context(log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

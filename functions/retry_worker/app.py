@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from llm_gateway.http.answers import share_log_handler
 from llm_gateway.jobs.messages import Delivery, RetryLater, hand_back
 from llm_gateway.jobs.worker import Worker, worker_for
+from llm_gateway.observability.tracing import trace_handler
 from llm_gateway.wiring import Services, services
 
 logger = Logger()
@@ -84,6 +85,7 @@ def record_handler(
     return outcome
 
 
+@trace_handler  # X-Ray when the Tracing parameter is on
 @logger.inject_lambda_context(log_event=False, clear_state=True)  # never the event: it holds job inputs
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

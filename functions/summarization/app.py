@@ -31,7 +31,7 @@ def summarize(payload: dict[str, Any], ctx: RequestContext, *, plan_ahead: bool 
     if ctx.log_prompts:
         logger.info("summarization input", payload=payload)
     result = run_sync(run_summary(payload, ctx, services(), plan_ahead=plan_ahead))
-    observe.summary(logger, metrics, result, tenant=ctx.tenant)
+    observe.summary(logger, metrics, result, tenant=ctx.tenant, ctx=ctx)
     return result
 
 

@@ -39,6 +39,7 @@ API_ROUTES = {
     ("get", "/v1/jobs/{job_id}"): "JobsFunction",
     ("get", "/v1/openapi.json"): "JobsFunction",
 }
+TRACING_MODE = {"Fn::If": ["TracingOn", "Active", "PassThrough"]}
 # Errors API Gateway answers itself: response type -> (status, or None to keep API Gateway's, code).
 GATEWAY_RESPONSES = {
     "MISSING_AUTHENTICATION_TOKEN": ("404", "route_not_found"),  # an unknown path or method
@@ -200,7 +201,10 @@ def test_every_function_uses_python312_x86_and_the_layer(template: dict[str, Any
         # SAM appends function-level Layers to the global ones.
         layers = [*globals_fn.get("Layers", []), *p.get("Layers", [])]
         assert {"Ref": "GatewayLayer"} in layers, logical_id
-        assert p.get("Tracing", globals_fn.get("Tracing")) == "Active", logical_id
+        # X-Ray follows the Tracing parameter (Active by default); PassThrough samples nothing of its own.
+        assert p.get("Tracing", globals_fn.get("Tracing")) == TRACING_MODE, logical_id
+    assert template["Parameters"]["Tracing"]["Default"] == "Active"
+    assert template["Conditions"]["TracingOn"] == {"Fn::Equals": [{"Ref": "Tracing"}, "Active"]}
     # The harness and the Lambda timeout / queue visibility relation rely on these globals.
     assert globals_fn["Timeout"] == 60
     assert globals_fn["MemorySize"] == 1024
@@ -239,7 +243,7 @@ def test_gateway_keys_are_checked_by_the_functions_not_by_api_gateway(
         r["Type"] == "AWS::ApiGateway::GatewayResponse" and r["Properties"]["ResponseType"] == "INVALID_API_KEY"
         for r in resources.values()
     )
-    assert api["TracingEnabled"] is True
+    assert api["TracingEnabled"] == {"Fn::If": ["TracingOn", True, False]}  # the Tracing parameter
     # Stage throttling still bounds unauthenticated floods.
     stage = [s for s in api["MethodSettings"] if s["ResourcePath"] == "/*" and s["HttpMethod"] == "*"]
     assert stage and all(s["ThrottlingRateLimit"] > 0 and s["ThrottlingBurstLimit"] > 0 for s in stage)

@@ -36,6 +36,7 @@ from llm_gateway.models import (
     ProviderResponse,
     Usage,
 )
+from llm_gateway.observability.spans import span
 from llm_gateway.providers.base import Provider
 from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
 from llm_gateway.routing.choices import in_parallel
@@ -249,7 +250,8 @@ class Gateway:
         timeout_s = min(self.request_timeout_s, ctx.deadline.remaining())
         started = time.perf_counter()
         try:
-            response = await provider.complete(wire, client=self.client(), timeout_s=timeout_s)
+            with span("provider.call", Provider=spec.provider, Model=spec.id):
+                response = await provider.complete(wire, client=self.client(), timeout_s=timeout_s)
         except ProviderError as err:
             await self.account(ctx, failed_attempt(spec, err, started), attempts, ok=False)
             raise

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 log = logging.getLogger("llm_gateway")
 
-MetricSink = Callable[[str, float], None]
+MetricSink = Callable[[str, float, str | None], None]  # (name, value, provider or None)
 
 
 class Counters:
@@ -23,12 +23,13 @@ class Counters:
         self._lock = threading.Lock()
         self._sink = sink
 
-    def add(self, name: str, value: int = 1) -> None:
+    def add(self, name: str, value: int = 1, *, provider: str | None = None) -> None:
+        """Count ``name``; with ``provider``, its metric also has a Provider dimension."""
         with self._lock:
             self._counts[name] += value
         if self._sink is not None:
             try:
-                self._sink(name, value)
+                self._sink(name, value, provider)
             except Exception:  # metrics must never break a request
                 log.debug("metric sink failed", exc_info=True)
 
@@ -48,9 +49,14 @@ def powertools_sink() -> MetricSink | None:
     from aws_lambda_powertools import Metrics  # lazy: only in Lambda-like environments
     from aws_lambda_powertools.metrics import MetricUnit
 
+    from llm_gateway.observability import metrics as operator_metrics
+
     metrics = Metrics()  # instances share one metric set, flushed by the handler's decorator
 
-    def sink(name: str, value: float) -> None:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    def sink(name: str, value: float, provider: str | None) -> None:
+        if provider is None:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        else:  # a document of its own: [service, Provider] and [service]
+            operator_metrics.count(name, value, provider=provider)
 
     return sink

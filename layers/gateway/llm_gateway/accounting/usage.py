@@ -51,6 +51,7 @@ from llm_gateway.accounting.money import to_pusd, to_usd, usd_text
 from llm_gateway.errors import InvalidRequestError, NotConfiguredError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import Attempt, CompletionResult
+from llm_gateway.observability.spans import traced
 from llm_gateway.routing.deadline import Deadline
 
 if TYPE_CHECKING:
@@ -188,6 +189,7 @@ class UsageLedger:
         record = record_for_cache_hit(ctx, result, saved_usd, now=self._clock())
         await ctx.defer.soon(lambda: self._save(record, ctx.deadline))
 
+    @traced("ledger.write")
     async def _save(self, record: UsageRecord, deadline: Deadline | None = None) -> None:
         if aws.recently_unavailable("dynamodb"):
             # DynamoDB just timed out or throttled a write: do not make every record of this sandbox

@@ -42,7 +42,8 @@ def complete(edge: HttpEdge, request: CompletionRequest, ctx: RequestContext) ->
     if ctx.log_prompts:
         edge.logger.info("prompt", messages=[m.model_dump() for m in request.messages])
     result = run_sync(services().gateway().complete(request, ctx))
-    observe.completion(edge.logger, edge.metrics, result, tenant=ctx.tenant)
+    cacheable = observe.looks_up_cache(request)
+    observe.completion(edge.logger, edge.metrics, result, tenant=ctx.tenant, ctx=ctx, cacheable=cacheable)
     return result
 
 

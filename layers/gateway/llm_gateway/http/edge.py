@@ -35,7 +35,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from llm_gateway import after_response
 from llm_gateway.errors import DeadlineExceededError, GatewayError
-from llm_gateway.http import answers, framing, key_checks, prefer
+from llm_gateway.http import answers, framing, key_checks, observe, prefer
 from llm_gateway.http.answers import DEFERRED_METRICS
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.streaming.response import StreamingResponse
@@ -272,9 +272,19 @@ class HttpEdge:
             self.logger.warning("request failed", code=err.code, error=err.message, attempts=len(err.attempts))
             if self.failure_metric:
                 self.metrics.add_metric(name=self.failure_metric, unit=MetricUnit.Count, value=1)
+        self._count_failure(err)
         path = self.app.current_event.path
         body = answers.error_body(err, openai_style=self.openai_style(path), anthropic_style=self.anthropic_style(path))
         return self.json(err.http_status, body, answers.error_headers(err))
+
+    def _count_failure(self, err: GatewayError) -> None:
+        """The operator metrics of a provider route's error answer (other routes' errors are not requests
+        the dashboard counts)."""
+        operation = observe.OPERATION_ROUTES.get(self.event.get("resource") or self.app.current_event.path)
+        if operation is not None:
+            key: VerifiedKey | None = self.app.context.get(key_checks.KEY_CONTEXT)
+            tenant, key_id = (key.tenant, key.key_id) if key is not None else ("", "")
+            observe.failure(operation, err, tenant=tenant, key_id=key_id, request_id=self.request_id())
 
     def _validation_error(self, exc: RequestValidationError) -> Response[str]:
         from llm_gateway.http.validation import invalid_request

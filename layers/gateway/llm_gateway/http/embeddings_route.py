@@ -87,7 +87,8 @@ def serve(edge: HttpEdge, body: EmbeddingsBody) -> Response[str]:
     admission = edge.admit([body.model, *fallback], sum(estimate_text_tokens(t) for t in inputs))
     tokens = 0
     try:
-        result = run_sync(embedder(current.gateway()).embed(request, edge.context("embeddings")))
+        ctx = edge.context("embeddings")
+        result = run_sync(embedder(current.gateway()).embed(request, ctx))
         tokens = result.usage.input_tokens
     finally:
         key_checks.settle_later(admission, tokens, current)
@@ -103,7 +104,15 @@ def serve(edge: HttpEdge, body: EmbeddingsBody) -> Response[str]:
         attempts=len(result.attempts),
     )
     edge.metrics.add_metric(name="EmbeddingInputs", unit=MetricUnit.Count, value=len(inputs))
-    edge.metrics.add_metric(name="CostUSD", unit=MetricUnit.NoUnit, value=result.cost_usd)
+    fields = {"provider": result.provider, "model": result.model, "cost_usd": result.cost_usd}
+    observe.count(
+        "embeddings",
+        ctx,
+        ctx.tenant,
+        fields | {"latency_ms": result.latency_ms},
+        attempts=result.attempts,
+        usage=result.usage,
+    )
     headers = observe.result_headers(
         {"provider": result.provider, "model": result.model, "cost_usd": result.cost_usd, "attempts": result.attempts}
     )

@@ -22,6 +22,7 @@ from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.http import answers, framing
 from llm_gateway.http.answers import DEFERRED_METRICS
 from llm_gateway.interfaces import RequestContext
+from llm_gateway.observability.tracing import trace_handler
 from llm_gateway.wiring import services
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def lambda_handler(
     inject = edge.logger.inject_lambda_context(
         log_event=False, correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
     )
-    wrapped: Handler = edge.metrics.log_metrics(inject(handle))
+    wrapped: Handler = trace_handler(edge.metrics.log_metrics(inject(handle)))  # X-Ray when Tracing is on
     return after_response.handler(wrapped) if defer_after_response else wrapped
 
 

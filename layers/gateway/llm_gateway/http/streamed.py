@@ -25,6 +25,7 @@ from llm_gateway import after_response
 from llm_gateway.errors import GatewayError
 from llm_gateway.http import answers, framing, key_checks, observe, prefer
 from llm_gateway.http.sse import EventEncoder
+from llm_gateway.observability import metrics as operator_metrics
 from llm_gateway.runtime import run_sync
 from llm_gateway.stream_runtime import serving
 from llm_gateway.streaming.events import GatewayEvent, StreamDone, TextDelta, ToolCallDelta
@@ -91,7 +92,7 @@ def serve(
         _hand_over(bookkeeping)
         key_checks.settle_later(admission, 0, current)
         raise
-    run = _Run(edge, stream, admission, bookkeeping, started, ctx.tenant)
+    run = _Run(edge, stream, admission, bookkeeping, started, ctx, observe.looks_up_cache(request))
     try:
         body = StreamBody(run.events(encoder(stream)), run.abandon)
         edge.metrics.add_metric(name="StreamsOpened", unit=MetricUnit.Count, value=1)
@@ -124,11 +125,12 @@ class _Run:
         admission: Admission,
         bookkeeping: after_response.Deferral,
         started: float,
-        tenant: str,
+        ctx: RequestContext,
+        cacheable: bool,
     ) -> None:
         self.edge, self.stream = edge, stream
         self.admission, self.bookkeeping = admission, bookkeeping
-        self.started, self.tenant = started, tenant
+        self.started, self.ctx, self.tenant, self.cacheable = started, ctx, ctx.tenant, cacheable
         self.tokens: int | None = None  # None: unknown (the caller left), the reservation stands
         self._ended = False
 
@@ -140,7 +142,8 @@ class _Run:
             while (event := run_sync(_next(events))) is not None:
                 if first_token and isinstance(event, TextDelta | ToolCallDelta):
                     first_token = False
-                    self._metric("TimeToFirstToken", _ms_since(self.started), MetricUnit.Milliseconds)
+                    ttft = _ms_since(self.started)
+                    operator_metrics.first_token(self.stream.provider, self.stream.model, ttft, tenant=self.tenant)
                 if isinstance(event, StreamDone):
                     self._done(event)
                 if piece := encoder.event(event):
@@ -150,6 +153,7 @@ class _Run:
             self.tokens = spent_tokens(err)
             self.edge.logger.warning("stream interrupted", code=err.code, attempts=len(err.attempts))
             self._metric("StreamsInterrupted", 1, MetricUnit.Count)
+            observe.failure("completion", err, tenant=self.tenant, key_id=self.ctx.tags.get("key_id", ""))
             yield encoder.error(err)
         except Exception as exc:
             self.tokens = 0
@@ -181,7 +185,9 @@ class _Run:
     def _done(self, done: StreamDone) -> None:
         result = done.result
         self.tokens = result.usage.input_tokens + result.usage.output_tokens
-        observe.completion(self.edge.logger, self.edge.metrics, result, tenant=self.tenant)
+        observe.completion(
+            self.edge.logger, self.edge.metrics, result, tenant=self.tenant, ctx=self.ctx, cacheable=self.cacheable
+        )
 
     def _metric(self, name: str, value: float, unit: MetricUnit) -> None:
         self.edge.metrics.add_metric(name=name, unit=unit, value=value)

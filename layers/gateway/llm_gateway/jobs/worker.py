@@ -235,6 +235,7 @@ class Worker:
             )
             log.info("job attempt", extra=log_fields(claimed))
             output = run_sync(operations.run(claimed.operation, self.store.load_payload(claimed), ctx, self.services))
+            _count_job(claimed.operation, ctx, output)
             kept.update(self.store.store_result(claimed, output))
             return dict(kept)
 
@@ -380,3 +381,10 @@ def worker_for(services: Services) -> Worker:
     """A worker over these services (the retry worker's handler keeps one per process)."""
     table = services.settings.idempotency_table
     return Worker(services, job_persistence=persistence_layer(table) if table else None)
+
+
+def _count_job(operation: str, ctx: RequestContext, output: dict[str, Any]) -> None:
+    """A finished job in the operator metrics, as a request would be (its cost counts toward the spend)."""
+    from llm_gateway.http import observe
+
+    observe.count(operation, ctx, ctx.tenant, output)

@@ -201,7 +201,7 @@ class SharedCircuitBreaker:
         if (probing or count >= self.failure_threshold) and state.phase(now) != "open":
             if await self.store.trip(circuit, now, now + self.cooldown_s, ttl_s):
                 log.warning("circuit opened", extra={"circuit": circuit, "failures": count, "probe": probing})
-                self.counters.add("BreakerOpened")
+                self.counters.add("BreakerOpened", provider=circuit.partition("#")[0])
             state = await self.store.read(circuit)
         self._views[circuit] = _View(state, now)
 
@@ -215,7 +215,7 @@ class SharedCircuitBreaker:
         await self.store.count_failure(circuit, now, int(now // self.window_s), ttl_s)  # the last-failed time
         if await self.store.trip(circuit, now, now + self.auth_cooldown_s, ttl_s):
             log.error("circuit opened: the provider refused the gateway's key", extra={"circuit": circuit})
-            self.counters.add("BreakerOpenedAuth")
+            self.counters.add("BreakerOpenedAuth", provider=circuit.partition("#")[0])
         self._views[circuit] = _View(await self.store.read(circuit), now)
 
     async def _state(self, circuit: str, now: float) -> CircuitState:

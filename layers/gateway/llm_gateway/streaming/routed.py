@@ -29,6 +29,7 @@ from llm_gateway.errors import (
 )
 from llm_gateway.interfaces import RequestContext, Reservation
 from llm_gateway.models import Attempt, CompletionRequest, CompletionResult, Outcome, ProviderRequest, Usage
+from llm_gateway.observability.spans import span
 from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
 from llm_gateway.routing.router import Candidate
 from llm_gateway.routing.wire import canonical_models, wire_request
@@ -130,8 +131,9 @@ async def _first_event(
         idle_timeout_s=gateway.stream_idle_timeout_s,
     )
     try:
-        async with asyncio.timeout(first_byte_s):
-            first = await anext(events)
+        with span("provider.stream_open", Provider=spec.provider, Model=spec.id):  # up to the first event
+            async with asyncio.timeout(first_byte_s):
+                first = await anext(events)
     except BaseException as exc:
         await close_quietly(events)
         failure = stream_failure(exc, spec.provider, f"sent no event within {first_byte_s:.1f}s")

@@ -37,6 +37,7 @@ from llm_gateway.accounting.counters import Counters
 from llm_gateway.errors import InvalidRequestError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CacheControl, Choice, CompletionRequest, CompletionResult, Usage
+from llm_gateway.observability.spans import traced
 from llm_gateway.tool_models import ToolCall
 
 log = logging.getLogger("llm_gateway.accounting.cache")
@@ -259,6 +260,7 @@ class CompletionCache:
             default_max_tokens=self.default_max_tokens,
         )
 
+    @traced("cache.lookup")
     async def lookup(self, ctx: RequestContext, request: CompletionRequest) -> CompletionResult | None:
         if not is_cacheable_request(request):
             self.counters.add("CacheBypass")
@@ -286,6 +288,7 @@ class CompletionCache:
             await self.on_hit(ctx, hit, saved_usd)
         return hit
 
+    @traced("cache.store")
     async def store(self, ctx: RequestContext, request: CompletionRequest, result: CompletionResult) -> None:
         if result.cached or not is_cacheable_request(request) or (request.cache and request.cache.no_store):
             return
