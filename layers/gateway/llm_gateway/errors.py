@@ -216,6 +216,11 @@ class RateLimitedError(ProviderError):
     retryable = True
 
 
+class QuotaExhaustedError(RateLimitedError):
+    """Every deployment of a model is out of quota (declared limits, or what the provider said) until
+    ``retry_after``: no provider was called."""
+
+
 class ProviderUnavailableError(ProviderError):
     """5xx, 503 or 529 overloaded: the provider cannot serve right now."""
 
