@@ -543,7 +543,12 @@ def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> 
         tables = {"CacheTable", "UsageTable", "KeysTable"} | ({"JobsTable"} if logical_id in JOB_SUBMITTERS else set())
         assert references([s["Resource"] for s in grants if "dynamodb" in str(s["Action"])]) == tables
         assert targets["sqs:SendMessage"] == {"RetryQueue"}
-        assert targets["secretsmanager:GetSecretValue"] == {"ProviderKeysSecret"}
+        # The provider-keys secret, and deployments' own secrets under the llm-gateway/ prefix only.
+        secret_reads = [s["Resource"] for s in grants if "secretsmanager:GetSecretValue" in as_list(s["Action"])]
+        assert secret_reads == [
+            {"Ref": "ProviderKeysSecret"},
+            {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:llm-gateway/*"},
+        ], logical_id
         assert not any(a.startswith("dynamodb:") and "Scan" in a for a in targets), logical_id
         s3 = [s for s in grants if any(a.startswith("s3:") for a in as_list(s["Action"]))]
         # Cache entries too large for a DynamoDB item: read and write under cache/ only.

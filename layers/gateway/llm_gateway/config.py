@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from llm_gateway.quotas.deployment_config import DeploymentConfig, parse_deployments, parse_key_map
+
 PROVIDERS = ("openai", "anthropic", "gemini", "openai_compatible")
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -54,6 +56,14 @@ class Settings(BaseModel):
     gemini_api_key_param: str | None = Field(default=None, validation_alias="GEMINI_API_KEY_PARAM")
     openai_compatible_api_key_param: str | None = Field(
         default=None, validation_alias="OPENAI_COMPATIBLE_API_KEY_PARAM"
+    )
+
+    # Deployments (quotas/deployment_config.py): more keys, accounts, regions or Azure OpenAI deployments
+    # of the providers' models, as a JSON list; empty: one deployment per configured provider.
+    deployments: tuple[DeploymentConfig, ...] = Field(default=(), validation_alias="GATEWAY_DEPLOYMENTS")
+    # Deployment id -> key straight from the environment (local runs), as a JSON object.
+    deployment_keys: dict[str, str] = Field(
+        default_factory=dict, validation_alias="GATEWAY_DEPLOYMENT_KEYS", repr=False
     )
 
     connect_timeout_s: float = Field(default=3.0, gt=0, validation_alias="GATEWAY_CONNECT_TIMEOUT")
@@ -182,6 +192,16 @@ class Settings(BaseModel):
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("deployments", mode="before")
+    @classmethod
+    def _deployments(cls, value: object) -> tuple[DeploymentConfig, ...]:
+        return parse_deployments(value)
+
+    @field_validator("deployment_keys", mode="before")
+    @classmethod
+    def _deployment_keys(cls, value: object) -> dict[str, str]:
+        return parse_key_map(value)
 
     @property
     def api_keys(self) -> dict[str, str]:

@@ -37,6 +37,8 @@ from llm_gateway.models import (
     Usage,
 )
 from llm_gateway.providers.base import Provider
+from llm_gateway.quotas.deployments import ConfiguredDeployments
+from llm_gateway.quotas.model import DeploymentSet
 from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
 from llm_gateway.routing.choices import in_parallel
 from llm_gateway.routing.fallback_time import candidate_context
@@ -59,6 +61,7 @@ class Gateway:
         router: Router,
         providers: Mapping[str, Provider],
         retry: RetryPolicy,
+        deployments: DeploymentSet | None = None,
         client: Callable[[], httpx.AsyncClient],
         request_timeout_s: float = 30.0,
         cache: ResponseCache | None = None,
@@ -71,6 +74,10 @@ class Gateway:
         self.catalog = catalog
         self.router = router
         self.providers = providers
+        # Which deployments serve each model (quotas/); without one, one deployment per provider.
+        self.deployments: DeploymentSet = (
+            deployments if deployments is not None else ConfiguredDeployments.one_per_provider(providers)
+        )
         self.retry = retry
         self.client = client
         self.request_timeout_s = request_timeout_s
