@@ -217,8 +217,10 @@ class RateLimitedError(ProviderError):
 
 
 class QuotaExhaustedError(RateLimitedError):
-    """Every deployment of a model is out of quota (declared limits, or what the provider said) until
-    ``retry_after``: no provider was called."""
+    """Every deployment of a model is out of quota (its declared limits, what the provider's headers said,
+    or its 429) until ``resets_at``: no further provider call is made for that model."""
+
+    resets_at: float = 0.0  # epoch seconds: the earliest time one of the model's deployments has room
 
 
 class ProviderUnavailableError(ProviderError):

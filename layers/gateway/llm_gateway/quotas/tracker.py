@@ -186,6 +186,12 @@ class QuotaTracker:
         """When a deployment whose window refused a reservation has room again: the window's end."""
         return self.window_end(self.window(self._clock()) if ticket_window is None else ticket_window)
 
+    def exhausted_until(self, deployment: str) -> float:
+        """When this instance believes the deployment has room again (0: it has now)."""
+        with self._lock:
+            view = self._views.get(deployment)
+            return view.exhausted_until if view is not None else 0.0
+
     # --- observe
 
     async def observe(
