@@ -128,6 +128,15 @@ class Settings(BaseModel):
     # it: the request that finds it stale does not wait on the store (0: always wait for a fresh read).
     breaker_view_stale_s: float = Field(default=10.0, ge=0, validation_alias="GATEWAY_BREAKER_VIEW_STALE")
 
+    # Provider quotas (issue 19): shared per-deployment counters and exhausted-until state in QUOTA_TABLE
+    # ("off": no quota tracking at all; without a table, what the providers' headers say is kept per instance).
+    quota_table: str | None = Field(default=None, validation_alias="QUOTA_TABLE")
+    quota_backend: Literal["dynamodb", "off"] = Field(default="dynamodb", validation_alias="GATEWAY_QUOTA_BACKEND")
+    # Declared RPM/TPM count in fixed windows of this length (60 s: per minute; shorter in tests).
+    quota_window_s: float = Field(default=60.0, gt=0, le=3600, validation_alias="GATEWAY_QUOTA_WINDOW")
+    # How old this instance's view of other instances' quota state may be before it is read again.
+    quota_view_ttl_s: float = Field(default=1.0, ge=0, le=60, validation_alias="GATEWAY_QUOTA_VIEW_TTL")
+
     # Gateway keys (issue 15): the keys table, and how long a sandbox trusts what it read from it. A
     # revoked or disabled key stops working within key_cache_ttl_s; an unknown key is re-read after
     # key_negative_cache_ttl_s (a flood of bad keys costs one read per key and interval, not per request).

@@ -231,9 +231,7 @@ class Gateway:
             if not await self.may_call(spec, required=required):
                 return None  # the reservation is released below (settled at zero)
             estimate = worst_case_input(wire, spec.provider) * calls + candidate.max_tokens * request.n
-            _, ticket, response = await call_deployments(
-                self, plan, requests=calls, tokens=estimate, run=on_deployment
-            )
+            _, ticket, response = await call_deployments(self, plan, requests=calls, tokens=estimate, run=on_deployment)
             answered = True
             if ticket is not None and self.quotas is not None:
                 used = spent_tokens(attempts, ticket.deployment.id)

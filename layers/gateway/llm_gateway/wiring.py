@@ -115,6 +115,7 @@ def build_gateway(
         # Tenant budgets, plus a key's own budget when the request carries one (llm_gateway/keys/budget.py).
         budget=KeyBudgetGuard(accounting.budget) if accounting.budget is not None else None,
         breaker=accounting.breaker,
+        quotas=accounting.quotas,
         stream_first_byte_timeout_s=config.stream_first_byte_timeout_s,
         stream_idle_timeout_s=config.stream_idle_timeout_s,
     )

@@ -33,8 +33,8 @@ from llm_gateway.models import Attempt, CompletionRequest, CompletionResult, Out
 from llm_gateway.quotas.model import Target
 from llm_gateway.quotas.tracker import QuotaTicket
 from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
-from llm_gateway.routing.router import Candidate
 from llm_gateway.routing.deployments import call_deployments, moving_on, observe, plan_deployments
+from llm_gateway.routing.router import Candidate
 from llm_gateway.routing.wire import canonical_models, wire_request, worst_case_input
 from llm_gateway.streaming.assembly import StreamAssembly
 from llm_gateway.streaming.events import GatewayEvent, ProviderEvent, StreamDone, StreamEnd
