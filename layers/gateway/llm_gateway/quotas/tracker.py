@@ -63,7 +63,8 @@ class _View:
     local_calls: int = 0  # this instance's calls in the window (the share of deployments without limits)
     exhausted_until: float = 0.0
     read_at: float = float("-inf")
-    hint: float | None = None  # utilisation the provider's headers gave
+    hint: float | None = None  # utilisation the provider's headers gave, good until hint_until
+    hint_until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,9 @@ class QuotaTracker:
         self._lock = threading.Lock()  # views are shared by the invocations of every thread
         self._refreshing: set[str] = set()
 
+    def now(self) -> float:
+        return self._clock()
+
     def window(self, now: float) -> int:
         return int(now // self.window_s)
 
@@ -123,7 +127,8 @@ class QuotaTracker:
                 until = view.exhausted_until
                 if _full(dep, view):  # the shared counter says so: no point asking it again this window
                     until = max(until, self.window_end(window))
-                loads.append(selection.Load(dep.id, dep.weight, self._utilisation(dep, view, total_calls), until))
+                used = self._utilisation(dep, view, total_calls, now)
+                loads.append(selection.Load(dep.id, dep.weight, used, until))
                 if until > now:
                     resets[dep.id] = until
         chosen = selection.order(loads, now)
@@ -166,7 +171,7 @@ class QuotaTracker:
                 view.in_flight -= requests
         with self._lock:
             self._see(view, window, admission.counts.requests, admission.counts.tokens)
-            used = self._utilisation(dep, view, view.local_calls)
+            used = self._utilisation(dep, view, view.local_calls, now)
         if not admission.admitted:
             self.metrics.skipped(dep.id)
             return None
@@ -212,10 +217,13 @@ class QuotaTracker:
         with self._lock:
             view = self._view(deployment.id, self.window(now))
             if snapshot is not None and (hint := _hint(snapshot)) is not None:
-                view.hint = hint
-            if until is None or until <= now or until <= view.exhausted_until:
-                return until if until is not None and until > now else None
+                resets = [t for t in (snapshot.requests_reset_at, snapshot.tokens_reset_at) if t is not None]
+                view.hint, view.hint_until = hint, max(resets) if resets else now + self.window_s
+            if until is None or until <= view.exhausted_until:
+                return view.exhausted_until if view.exhausted_until > now else None
             view.exhausted_until = until
+        if until <= now:
+            return None
         log.info("deployment out of quota", extra={"deployment": deployment.id, "until": round(until, 3)})
         if self.store is not None:
             try:  # rare (an exhaustion), and every other instance should skip it as soon as possible
@@ -268,13 +276,13 @@ class QuotaTracker:
                 view.exhausted_until = max(view.exhausted_until, state.exhausted_until)
                 view.read_at = now
 
-    def _utilisation(self, dep: Deployment, view: _View, total_calls: int) -> float:
+    def _utilisation(self, dep: Deployment, view: _View, total_calls: int, now: float) -> float:
         return selection.utilisation(
             view.requests + view.in_flight,
             view.tokens,
             rpm=dep.rpm,
             tpm=dep.tpm,
-            hint=view.hint,
+            hint=view.hint if now < view.hint_until else None,
             share=view.local_calls / total_calls if total_calls else 0.0,
         )
 

@@ -67,7 +67,7 @@ async def plan_deployments(gateway: Gateway, spec: ModelSpec) -> DeploymentPlan:
     planned = await gateway.quotas.plan(targets)
     plan = DeploymentPlan(spec, planned.targets, dict(planned.resets))
     if not plan.targets:
-        raise exhausted(plan)
+        raise exhausted(plan, gateway.quotas.now())
     return plan
 
 
@@ -107,7 +107,7 @@ async def call_deployments(
         return target, ticket, answer
     if last_error is not None and not isinstance(last_error, RateLimitedError):
         raise last_error
-    raise exhausted(plan)
+    raise exhausted(plan, tracker.now() if tracker is not None else time.time())
 
 
 def moving_on(call: Callable[[], Awaitable[T]], *, last: bool) -> Callable[[], Awaitable[T]]:
@@ -144,8 +144,7 @@ async def observe(gateway: Gateway, target: Target, err: ProviderError | None, s
         )
 
 
-def exhausted(plan: DeploymentPlan) -> QuotaExhaustedError:
-    now = time.time()
+def exhausted(plan: DeploymentPlan, now: float) -> QuotaExhaustedError:
     resets = [r for r in plan.resets.values() if r > now]
     at = min(resets) if resets else now + 1.0
     error = QuotaExhaustedError(
