@@ -58,7 +58,7 @@ class OpenedCall:
     started: float  # perf_counter when this attempt began
     reservation: Reservation | None = None
     spent_before: float = 0.0  # what the request's attempts had cost before this model's call
-    deployment: str | None = None  # which of the model's deployments is streaming
+    target: Target | None = None  # which of the model's deployments is streaming
     quota_ticket: QuotaTicket | None = None  # its hold on the deployment's quota, settled at the end
 
 
@@ -166,7 +166,7 @@ async def _first_event(
         if failure is exc:
             raise
         raise failure from exc
-    return OpenedCall(spec=spec, wire=wire, events=events, first=first, started=started, deployment=deployment)
+    return OpenedCall(spec=spec, wire=wire, events=events, first=first, started=started, target=target)
 
 
 def stream_failure(exc: BaseException, provider: str, timed_out: str) -> ProviderError | None:
@@ -306,6 +306,8 @@ class RoutedStream:
         self._finished = True
         await close_quietly(self._opened.events)  # past its end event: lets the adapter release the connection
         usage = end.usage if end.usage is not None else self._seen.estimated_usage(self._opened.wire)
+        if self._opened.target is not None:  # what the stream's headers said about the deployment's quota
+            await observe(self._gateway, self._opened.target, None, end.rate_limits)
         await self._end_attempt("success", usage, ok=True)
         result = CompletionResult(
             id=self.id,
@@ -339,7 +341,7 @@ class RoutedStream:
         attempt = Attempt(
             provider=self.provider,
             model=self.model,
-            deployment=opened.deployment,
+            deployment=opened.target.deployment.id if opened.target is not None else None,
             outcome=outcome,
             error_class=type(failure).__name__ if failure is not None else None,
             error_code=failure.code if failure is not None else None,
