@@ -43,11 +43,11 @@ class MemoryQuotaStore:
             self.windows[(deployment, window)] = after
             return Admission(True, after)
 
-    async def adjust_tokens(self, deployment: str, window: int, delta: int) -> None:
-        self._check("adjust_tokens")
+    async def adjust(self, deployment: str, window: int, *, requests: int = 0, tokens: int = 0) -> None:
+        self._check("adjust")
         with self._lock:
             now = self.windows.get((deployment, window), WindowCounts())
-            self.windows[(deployment, window)] = WindowCounts(now.requests, now.tokens + delta)
+            self.windows[(deployment, window)] = WindowCounts(now.requests + requests, now.tokens + tokens)
 
     async def mark_exhausted(self, deployment: str, until: float) -> bool:
         self._check("mark_exhausted")

@@ -187,3 +187,34 @@ def test_without_a_store_exhaustion_is_still_kept_per_instance() -> None:
     clock.now += 5
     ticket = run(t.admit(a, requests=1, tokens=1))
     assert ticket is not None and not ticket.counted  # declared limits need the shared store
+
+
+def test_a_call_reserved_near_the_windows_end_counts_in_the_next_window_too() -> None:
+    store, clock = MemoryQuotaStore(), Clock(1_000_020.0)
+    t = tracker(store, clock, window_s=60.0, boundary_guard_s=0.5)
+    dep = target("a", rpm=2, tpm=100)
+    window = t.window(clock.now)
+    clock.now = t.window_end(window) - 0.2  # within the guard
+    near_end = run(t.admit(dep, requests=1, tokens=40))
+    assert near_end is not None and near_end.next_window_too
+    assert store.windows[("a", window)] == store.windows[("a", window + 1)]
+    run(t.settle(near_end, 10))  # corrected in both
+    assert store.windows[("a", window)].tokens == 10 and store.windows[("a", window + 1)].tokens == 10
+    # The next window already holds one: a second near-end call fits, a third is refused in full.
+    assert run(t.admit(dep, requests=1, tokens=10)) is not None
+    assert run(t.admit(dep, requests=1, tokens=10)) is None
+    assert store.windows[("a", window)].requests == 2 and store.windows[("a", window + 1)].requests == 2
+    clock.now = t.window_end(window)
+    assert run(t.admit(dep, requests=1, tokens=10)) is None  # window + 1 is full already
+
+
+def test_a_near_end_call_refused_by_the_next_window_takes_its_reservation_back() -> None:
+    from llm_gateway.quotas.store import WindowCounts
+
+    store, clock = MemoryQuotaStore(), Clock(1_000_020.0)
+    t = tracker(store, clock, window_s=60.0, boundary_guard_s=0.5)
+    window = t.window(clock.now)
+    store.windows[("a", window + 1)] = WindowCounts(requests=2)
+    clock.now = t.window_end(window) - 0.1
+    assert run(t.admit(target("a", rpm=2), requests=1, tokens=10)) is None
+    assert store.windows[("a", window)].requests == 0  # taken back

@@ -136,6 +136,9 @@ class Settings(BaseModel):
     quota_window_s: float = Field(default=60.0, gt=0, le=3600, validation_alias="GATEWAY_QUOTA_WINDOW")
     # How old this instance's view of other instances' quota state may be before it is read again.
     quota_view_ttl_s: float = Field(default=1.0, ge=0, le=60, validation_alias="GATEWAY_QUOTA_VIEW_TTL")
+    # A call reserved this close to its window's end counts in the next window too (it may reach the
+    # provider after the provider's window turned).
+    quota_boundary_guard_s: float = Field(default=0.25, ge=0, le=10, validation_alias="GATEWAY_QUOTA_BOUNDARY_GUARD")
 
     # Gateway keys (issue 15): the keys table, and how long a sandbox trusts what it read from it. A
     # revoked or disabled key stops working within key_cache_ttl_s; an unknown key is re-read after

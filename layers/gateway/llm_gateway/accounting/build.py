@@ -110,6 +110,7 @@ def _quotas(config: Settings, counters: Counters) -> QuotaTracker | None:
         DynamoDBQuotaStore(config.quota_table) if config.quota_table else None,
         window_s=config.quota_window_s,
         view_ttl_s=config.quota_view_ttl_s,
+        boundary_guard_s=config.quota_boundary_guard_s,
         metrics=QuotaMetrics(counters),
     )
 

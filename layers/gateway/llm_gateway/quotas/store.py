@@ -102,16 +102,16 @@ class DynamoDBQuotaStore:
             raise
         return Admission(True, _counts(response.get("Attributes") or {}))
 
-    async def adjust_tokens(self, deployment: str, window: int, delta: int) -> None:
-        """Correct a reservation's token estimate by what the call really used (may be negative)."""
-        if delta == 0:
+    async def adjust(self, deployment: str, window: int, *, requests: int = 0, tokens: int = 0) -> None:
+        """Correct a window's counts: a token estimate by what the call used, or a reservation taken back."""
+        if requests == 0 and tokens == 0:
             return
         await aws.in_thread(
             self._client().update_item,
             TableName=self.table,
             Key=_key(deployment, f"W#{window}"),
-            UpdateExpression="ADD tok :d",
-            ExpressionAttributeValues={":d": _n(delta)},
+            UpdateExpression="ADD req :r, tok :t",
+            ExpressionAttributeValues={":r": _n(requests), ":t": _n(tokens)},
         )
 
     async def mark_exhausted(self, deployment: str, until: float) -> bool:

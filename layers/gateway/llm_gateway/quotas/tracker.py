@@ -47,7 +47,7 @@ class QuotaStore(Protocol):
         expires_at: int,
     ) -> Admission: ...
 
-    async def adjust_tokens(self, deployment: str, window: int, delta: int) -> None: ...
+    async def adjust(self, deployment: str, window: int, *, requests: int = 0, tokens: int = 0) -> None: ...
 
     async def mark_exhausted(self, deployment: str, until: float) -> bool: ...
 
@@ -75,6 +75,7 @@ class QuotaTicket:
     window: int
     tokens: int = 0  # reserved in the shared counter
     counted: bool = False  # False: nothing was written (no limits declared, or the store failed)
+    next_window_too: bool = False  # reserved near the window's end: counted in the next window as well
 
 
 @dataclass
@@ -90,12 +91,14 @@ class QuotaTracker:
         *,
         window_s: float = 60.0,
         view_ttl_s: float = 1.0,
+        boundary_guard_s: float = 0.25,
         clock: Callable[[], float] = time.time,
         metrics: QuotaMetrics | None = None,
     ) -> None:
         self.store = store
         self.window_s = window_s
         self.view_ttl_s = view_ttl_s
+        self.boundary_guard_s = boundary_guard_s
         self._clock = clock
         self.metrics = metrics or QuotaMetrics()
         self._views: dict[str, _View] = {}
@@ -153,16 +156,11 @@ class QuotaTracker:
         if not counted or self.store is None:
             return QuotaTicket(dep, window)
         reserved = min(tokens, dep.tpm) if dep.tpm is not None else 0
+        # Near the window's end the call may reach the provider in its next window: count it in both, so
+        # that neither window can hold more than the limit wherever the provider counts it.
+        windows = [window, window + 1] if self.window_end(window) - now < self.boundary_guard_s else [window]
         try:
-            admission = await self.store.reserve(
-                dep.id,
-                window,
-                requests=requests,
-                tokens=reserved,
-                rpm=dep.rpm,
-                tpm=dep.tpm,
-                expires_at=int(self.window_end(window)),
-            )
+            admission = await self._reserve_in(dep, windows, requests, reserved)
         except Exception as exc:
             self._store_failed("reserve", exc)
             return QuotaTicket(dep, window)
@@ -176,14 +174,39 @@ class QuotaTracker:
             self.metrics.skipped(dep.id)
             return None
         self.metrics.utilisation(dep.id, used)
-        return QuotaTicket(dep, window, tokens=reserved, counted=True)
+        return QuotaTicket(dep, window, tokens=reserved, counted=True, next_window_too=len(windows) > 1)
+
+    async def _reserve_in(self, dep: Deployment, windows: list[int], requests: int, tokens: int) -> Admission:
+        """Reserve in every one of ``windows`` or none (a refusal takes back what was reserved before it).
+        The admission returned is the first window's."""
+        assert self.store is not None
+        first: Admission | None = None
+        for index, window in enumerate(windows):
+            admission = await self.store.reserve(
+                dep.id,
+                window,
+                requests=requests,
+                tokens=tokens,
+                rpm=dep.rpm,
+                tpm=dep.tpm,
+                expires_at=int(self.window_end(window)),
+            )
+            first = first or admission
+            if not admission.admitted:
+                for taken in windows[:index]:
+                    await self.store.adjust(dep.id, taken, requests=-requests, tokens=-tokens)
+                return Admission(False, first.counts)
+        assert first is not None
+        return first
 
     async def settle(self, ticket: QuotaTicket, used_tokens: int) -> None:
         """Correct the reservation's token estimate by what the call used (nothing to do without a TPM)."""
         if not ticket.counted or ticket.deployment.tpm is None or self.store is None:
             return
+        windows = [ticket.window, ticket.window + 1] if ticket.next_window_too else [ticket.window]
         try:
-            await self.store.adjust_tokens(ticket.deployment.id, ticket.window, used_tokens - ticket.tokens)
+            for window in windows:
+                await self.store.adjust(ticket.deployment.id, window, tokens=used_tokens - ticket.tokens)
         except Exception as exc:
             self._store_failed("settle", exc)
 
