@@ -149,7 +149,7 @@ def test_headers_saying_zero_left_skip_the_deployment_until_its_reset_here_and_e
     assert [x.deployment.id for x in run(there.plan([a, b])).targets] == ["b"]  # after it: seen
     clock.now = reset
     assert [x.deployment.id for x in run(there.plan([a, b])).targets] == ["a", "b"]
-    assert here.metrics.counters.get("QuotaSkipped:a") == 1 and there.metrics.counters.get("QuotaSkipped:a") == 1
+    assert here.metrics.count("QuotaSkipped", "a") == 1 and there.metrics.count("QuotaSkipped", "a") == 1
 
 
 def test_a_429_exhausts_until_retry_after_or_one_second_and_never_moves_a_reset_earlier() -> None:
@@ -161,7 +161,7 @@ def test_a_429_exhausts_until_retry_after_or_one_second_and_never_moves_a_reset_
     assert store.exhausted["a"] == clock.now + 20 and store.calls["mark_exhausted"] == 1
     other = target("b").deployment
     assert run(t.observe(other, None, rate_limited=True)) == clock.now + 1.0
-    assert t.metrics.counters.get("ProviderRateLimited:a") == 2
+    assert t.metrics.count("ProviderRateLimited", "a") == 2
     # Headers with room left only inform the spread.
     assert run(t.observe(other, RateLimitSnapshot(limit_requests=100, remaining_requests=75))) == clock.now + 1.0
 
@@ -218,3 +218,28 @@ def test_a_near_end_call_refused_by_the_next_window_takes_its_reservation_back()
     clock.now = t.window_end(window) - 0.1
     assert run(t.admit(target("a", rpm=2), requests=1, tokens=10)) is None
     assert store.windows[("a", window)].requests == 0  # taken back
+
+
+def test_metrics_are_emitted_per_deployment_at_most_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "LLMGateway")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "llm-gateway")
+    clock = Clock(0.0)
+    metrics = QuotaMetrics(emit=True, flush_s=10.0, clock=clock)
+    for _ in range(5):
+        metrics.skipped("east")
+    metrics.utilisation("east", 0.5)
+    clock.now = 10.0
+    metrics.skipped("east")
+    metrics.utilisation("east", 0.25)
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    skipped = [d["QuotaSkipped"] for d in documents if "QuotaSkipped" in d]
+    assert skipped == [[1.0], [5.0]]  # the first at once, then the sum of the interval
+    assert [d["QuotaUtilisation"] for d in documents if "QuotaUtilisation" in d] == [[50.0], [25.0]]
+    assert all(d["Deployment"] == "east" for d in documents)
+    dimensions = {tuple(d["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]) for d in documents}
+    assert dimensions == {("Deployment", "service")}
+    assert metrics.count("QuotaSkipped", "east") == 6 and metrics.counters.get("QuotaSkipped") == 6

@@ -1,9 +1,13 @@
 """Per-deployment quota metrics: utilisation, requests skipped for quota, 429s received.
 
-In-process counts (``Counters``, ``<Metric>`` and ``<Metric>:<deployment>``) for tests and benchmarks;
-with ``POWERTOOLS_METRICS_NAMESPACE`` set, each event is also one EMF document with the dimension set
-[service, Deployment] (deployments are few and operator-defined: a small, bounded set). Nothing here may
-fail a request.
+In-process: the totals go to the shared ``Counters`` (``QuotaSkipped``, ``ProviderRateLimited``,
+``QuotaStoreError``), and per deployment to this object's own counts (:meth:`count`), for tests and
+benchmarks. With ``POWERTOOLS_METRICS_NAMESPACE`` set they are also EMF documents with the dimension set
+[service, Deployment] (deployments are few and operator-defined: a small, bounded set), at most one per
+metric and deployment every ``flush_s`` seconds, carrying the sum (counts) or the highest value
+(utilisation) since the previous one: a busy instance writes a few lines a minute, not one per request.
+What is still pending when a sandbox ends is lost (at most ``flush_s`` of it). Nothing here may fail a
+request.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 
 from llm_gateway.accounting.counters import Counters
 
@@ -23,11 +30,23 @@ STORE_ERROR = "QuotaStoreError"
 
 
 class QuotaMetrics:
-    def __init__(self, counters: Counters | None = None, *, emit: bool | None = None) -> None:
+    def __init__(
+        self,
+        counters: Counters | None = None,
+        *,
+        emit: bool | None = None,
+        flush_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.counters = counters or Counters()
         self._emit = bool(os.environ.get("POWERTOOLS_METRICS_NAMESPACE")) if emit is None else emit
+        self.flush_s = flush_s
+        self._clock = clock
         self._lock = threading.Lock()
+        self._per_deployment: Counter[tuple[str, str]] = Counter()
         self._utilisation: dict[str, float] = {}
+        self._pending: dict[tuple[str, str], float] = {}  # (metric, deployment) -> value not yet emitted
+        self._emitted_at: dict[tuple[str, str], float] = {}
 
     def skipped(self, deployment: str) -> None:
         self._count(SKIPPED, deployment)
@@ -42,7 +61,12 @@ class QuotaMetrics:
         percent = round(100.0 * fraction, 2)
         with self._lock:
             self._utilisation[deployment] = percent
-        self._document(UTILISATION, deployment, percent, "Percent")
+        self._record(UTILISATION, deployment, percent, "Percent", combine=max)
+
+    def count(self, name: str, deployment: str) -> int:
+        """How many ``name`` events this instance counted for ``deployment``."""
+        with self._lock:
+            return self._per_deployment[(name, deployment)]
 
     def last_utilisation(self, deployment: str) -> float | None:
         """The deployment's utilisation (percent) after this instance's last reservation on it."""
@@ -51,18 +75,28 @@ class QuotaMetrics:
 
     def _count(self, name: str, deployment: str) -> None:
         self.counters.add(name)
-        self.counters.add(f"{name}:{deployment}")
-        self._document(name, deployment, 1, "Count")
+        with self._lock:
+            self._per_deployment[(name, deployment)] += 1
+        self._record(name, deployment, 1, "Count", combine=lambda a, b: a + b)
 
-    def _document(self, name: str, deployment: str, value: float, unit: str) -> None:
+    def _record(self, name: str, deployment: str, value: float, unit: str, *, combine: Callable[..., float]) -> None:
         if not self._emit:
             return
+        key = (name, deployment)
+        now = self._clock()
+        with self._lock:
+            held = self._pending.get(key)
+            self._pending[key] = value if held is None else combine(held, value)
+            if now - self._emitted_at.get(key, float("-inf")) < self.flush_s:
+                return
+            due = self._pending.pop(key)
+            self._emitted_at[key] = now
         try:
             from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
             metrics = EphemeralMetrics()
             metrics.add_dimension(name="Deployment", value=deployment)
-            metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
+            metrics.add_metric(name=name, unit=MetricUnit(unit), value=due)
             metrics.flush_metrics()
         except Exception:  # metrics must never break a request
             log.debug("quota metric failed", exc_info=True)
