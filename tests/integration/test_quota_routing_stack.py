@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,7 @@ def stack() -> Iterator[LocalStack]:
         "GATEWAY_AUTO_FALLBACK": "false",  # the two deployments of one model, nothing else
     }
     with LocalStack(
-        port=0, api_keys={API_KEY: "quota-tenant"}, simulate=True, event_sources=False, env_overrides=overrides
+        port=0, api_keys={API_KEY: "quota-tenant"}, simulate=True, event_sources=True, env_overrides=overrides
     ) as started:
         yield started
 
@@ -208,3 +210,39 @@ def test_streams_use_the_same_selection(stack: LocalStack, sim: ProviderSimulato
         assert chunks
         used.append(sim.calls("openai")[-1]["deployment"])
     assert sorted(Counter(used).values()) == [2, 2]  # two keys (deployments), two streams each
+
+
+def test_a_job_whose_deployments_are_all_exhausted_waits_on_the_queue_until_the_reset(
+    stack: LocalStack, sim: ProviderSimulator
+) -> None:
+    sim.set_quota(KEYS["openai"], rpm=1, window_s=6)
+    sim.set_quota(KEYS["openai-b"], rpm=1, window_s=6)
+    reset_at = time.time() + 6
+    api = client(stack)
+    for i in range(2):  # one each: both say "0 left" until the reset
+        ask(api, i)
+    with httpx.Client(base_url=stack.api_url or "", timeout=30) as http:
+        headers = {"x-api-key": API_KEY}
+        submitted = http.post(
+            "/v1/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "later, please"}]},
+            headers={**headers, "Prefer": "respond-async"},
+        )
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["id"]
+        seen: list[dict[str, Any]] = []
+
+        def finished() -> dict[str, Any] | None:
+            job = http.get(f"/v1/jobs/{job_id}", headers=headers).json()
+            seen.append(job)
+            return job if job["status"] in ("succeeded", "failed") else None
+
+        job = wait_for(finished, timeout=40, what="the job finished")
+    assert job["status"] == "succeeded", job
+    waiting = [j for j in seen if j["status"] == "retrying"]
+    assert waiting and waiting[0]["last_error"]["code"] == "rate_limited"
+    # Scheduled for the reset (JOB_BACKOFF_BASE would be 15-30 s), and run then.
+    assert reset_at - 0.5 <= waiting[0]["next_attempt_at"] <= reset_at + 3
+    assert reset_at - 0.5 <= job["finished_at"] <= reset_at + 8
+    assert all(f["refused"] == 0 for f in sim_figures(sim).values())  # no provider call before the reset
+    assert sum(f["requests"] for f in sim_figures(sim).values()) == 3
