@@ -173,3 +173,18 @@ def test_services_rebuild_the_gateway_when_any_deployment_key_changes() -> None:
     assert second is not first
     [_, rotated] = second.deployments.targets("openai", "gpt-4o")
     assert rotated.provider.api_key == "sk-b-rotated"
+
+
+def test_the_readme_example_is_a_valid_deployments_value() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("`deployments.json`", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    config = Settings.from_env({"GATEWAY_DEPLOYMENTS": example, "OPENAI_API_KEY": "sk-a"})
+    keys = {"openai": "sk-a", "openai-org-b": "sk-b", "azure-eastus": "az"}
+    deployments = configured_deployments(config, keys)
+    assert ids(deployments, "openai", "gpt-4o-mini") == ["openai", "openai-org-b", "azure-eastus"]
+    assert ids(deployments, "openai", "gpt-4o") == ["openai", "openai-org-b"]
+    azure = deployments.all[-1].provider
+    assert isinstance(azure, AzureOpenAIProvider) and azure.deployment_names == {"gpt-4o-mini": "gpt-4o-mini-prod"}
+    assert len(example) <= 4096  # a CloudFormation parameter value
