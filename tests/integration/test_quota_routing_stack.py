@@ -246,3 +246,18 @@ def test_a_job_whose_deployments_are_all_exhausted_waits_on_the_queue_until_the_
     assert reset_at - 0.5 <= job["finished_at"] <= reset_at + 8
     assert all(f["refused"] == 0 for f in sim_figures(sim).values())  # no provider call before the reset
     assert sum(f["requests"] for f in sim_figures(sim).values()) == 3
+
+
+def test_usage_groups_attempts_by_deployment(stack: LocalStack, sim: ProviderSimulator) -> None:
+    api = client(stack)
+    for i in range(6):
+        ask(api, 1000 + i)
+    with httpx.Client(base_url=stack.api_url or "", timeout=30) as http:
+        report = http.get("/v1/usage", headers={"x-api-key": API_KEY}).json()
+    today = {(row["deployment"], row["date"]): row for row in report["deployments"]}
+    per_deployment = Counter()
+    for (deployment, _), row in today.items():
+        per_deployment[deployment] += row["attempts"]
+    assert set(per_deployment) == set(KEYS)
+    # This module's earlier tests count too: every attempt of the tenant is on one of the two.
+    assert sum(per_deployment.values()) == sum(row["attempts"] for row in report["days"])
