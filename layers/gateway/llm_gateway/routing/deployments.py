@@ -25,7 +25,7 @@ from llm_gateway.errors import (
     QuotaExhaustedError,
     RateLimitedError,
 )
-from llm_gateway.quotas.model import Deployment, Target
+from llm_gateway.quotas.model import Deployment, RateLimitSnapshot, Target
 from llm_gateway.quotas.tracker import QuotaTicket
 
 if TYPE_CHECKING:
@@ -124,24 +124,21 @@ def moving_on(call: Callable[[], Awaitable[T]], *, last: bool) -> Callable[[], A
     return once
 
 
-async def observe(gateway: Gateway, target: Target, err: ProviderError | None, snapshot: object) -> None:
+async def observe(
+    gateway: Gateway, target: Target, err: ProviderError | None, snapshot: RateLimitSnapshot | None
+) -> None:
     """Tell the tracker what one provider answer (or error) said about the deployment's quota."""
-    from llm_gateway.quotas.model import RateLimitSnapshot
-
     if gateway.quotas is None:
         return
-    limits = snapshot if isinstance(snapshot, RateLimitSnapshot) else None
-    if err is None:
-        if limits is not None:
-            await gateway.quotas.observe(target.deployment, limits)
+    rate_limited = isinstance(err, RateLimitedError)
+    if snapshot is None and not rate_limited:
         return
-    if isinstance(err, RateLimitedError) or limits is not None:
-        await gateway.quotas.observe(
-            target.deployment,
-            limits,
-            rate_limited=isinstance(err, RateLimitedError),
-            retry_after_s=err.retry_after,
-        )
+    await gateway.quotas.observe(
+        target.deployment,
+        snapshot,
+        rate_limited=rate_limited,
+        retry_after_s=err.retry_after if err is not None else None,
+    )
 
 
 def exhausted(plan: DeploymentPlan, now: float) -> QuotaExhaustedError:
