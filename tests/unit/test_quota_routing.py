@@ -162,3 +162,34 @@ def test_the_last_deployment_keeps_the_retry_policy_on_a_429() -> None:
     gw, _ = gateway({"only": only}, Clock())
     result = complete(gw)
     assert [x.outcome for x in result.attempts] == ["error", "success"] and only.calls == 2
+
+
+def test_a_stream_moves_on_from_a_429_deployment_and_settles_its_quota_at_the_end() -> None:
+    from llm_gateway.streaming.events import StreamDone
+    from tests.support.streams import StreamingProvider, answer, build, context, request
+
+    clock = Clock()
+    limited = StreamingProvider("a", [RateLimitedError("429", retry_after=5)])
+    fine = StreamingProvider("b", answer("from ", "b"))
+    store = MemoryQuotaStore()
+    targets = [
+        Target(Deployment(id="a", provider="openai", kind="openai", tpm=100_000), limited),
+        Target(Deployment(id="b", provider="openai", kind="openai", tpm=100_000), fine),
+    ]
+    gw = build(
+        {"openai": limited},
+        deployments=ConfiguredDeployments(targets),
+        quotas=QuotaTracker(store, clock=clock, metrics=QuotaMetrics(emit=False)),
+    )
+
+    async def run() -> Any:
+        stream = await gw.open_stream(request(model="gpt-4o-mini", fallback=[]), context())
+        return [event async for event in stream][-1]
+
+    done = asyncio.run(run())
+    assert isinstance(done, StreamDone)
+    assert [(a.deployment, a.outcome) for a in done.result.attempts] == [("a", "error"), ("b", "success")]
+    assert len(limited.stream_calls) == 1 and store.exhausted["a"] == clock.now + 5
+    window = gw.quotas.window(clock.now)  # type: ignore[union-attr]
+    assert store.windows[("b", window)].tokens == done.result.usage.total_tokens  # the estimate, corrected
+    assert store.windows[("a", window)].tokens == 0  # the failed call gave its tokens back
