@@ -44,7 +44,7 @@ from llm_gateway.jobs.messages import (
     parse_message,
 )
 from llm_gateway.jobs.model import Job, error_record
-from llm_gateway.jobs.quota_wait import MAX_QUOTA_WAITS, delay_for_wait, quota_wait_s
+from llm_gateway.jobs.quota_wait import MAX_QUOTA_WAITS, quota_wait_s, wait_for_quota
 from llm_gateway.jobs.store import JobConflictError
 from llm_gateway.jobs.task_tokens import TaskNotifier
 from llm_gateway.operations import registry as operations
@@ -277,11 +277,12 @@ class Worker:
     ) -> Outcome:
         record = error_record(err)
         try:
-            wait = quota_wait_s(err, self.clock())
-            if wait is not None and quota_waits < MAX_QUOTA_WAITS:
-                waiting = self._wait_for_quota(job, record, wait, continuation, quota_waits + 1)
-                if waiting is not None:
-                    return waiting
+            wait = quota_wait_s(err, self.clock()) if quota_waits < MAX_QUOTA_WAITS else None
+            queued = wait is not None and wait_for_quota(
+                self.store, job, record, wait, now=self.clock(), continuation=continuation, quota_waits=quota_waits + 1
+            )
+            if queued:
+                return "requeued"
             if err.retryable and _made_progress(err) and continuation < MAX_CONTINUATIONS:
                 continued = self._continue(job, record, continuation + 1)
                 if continued is not None:
@@ -313,22 +314,6 @@ class Worker:
             return None
         log.info("job continues in a fresh message", extra=log_fields(retrying, continuation=continuation))
         return "continued"
-
-    def _wait_for_quota(
-        self, job: Job, record: dict[str, Any], wait_s: float, continuation: int, quota_waits: int
-    ) -> Outcome | None:
-        """Queue the job afresh to run when quota is back (quota_wait.py); None if it can't be queued."""
-        delay = delay_for_wait(wait_s)
-        retrying = self.store.mark_retrying(job, record, self.clock() + delay)
-        try:
-            self.store.enqueue(retrying, delay_s=delay, continuation=continuation, quota_waits=quota_waits)
-        except Exception as exc:
-            log.warning(
-                "could not queue the job's quota wait", extra={"job_id": job.job_id, "error": type(exc).__name__}
-            )
-            return None
-        log.info("job waits for provider quota", extra=log_fields(retrying, delay_s=delay, quota_waits=quota_waits))
-        return "requeued"
 
     def _on_conflict(self, job: Job, delivery: Delivery) -> Outcome:
         """A transition lost a race: fine if the job is finished (another delivery did it), else retry."""
