@@ -48,7 +48,12 @@ def stack() -> Iterator[LocalStack]:
         "GATEWAY_AUTO_FALLBACK": "false",  # the two deployments of one model, nothing else
     }
     with LocalStack(
-        port=0, api_keys={API_KEY: "quota-tenant"}, simulate=True, event_sources=True, env_overrides=overrides
+        port=0,
+        api_keys={API_KEY: "quota-tenant"},
+        simulate=True,
+        event_sources=True,
+        env_overrides=overrides,
+        stack_name="llm-gateway-quotas",  # moto servers in one process share their state: names of its own
     ) as started:
         yield started
 
