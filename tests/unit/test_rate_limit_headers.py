@@ -372,3 +372,12 @@ def test_a_streamed_answer_ends_with_the_snapshot_of_its_response_headers() -> N
     assert deltas == [TextDelta("hi")]
     assert isinstance(end, StreamEnd) and end.finish_reason == "stop"
     assert end.rate_limits == RateLimitSnapshot(remaining_requests=79, remaining_tokens=61353)
+
+
+def test_a_reset_time_years_away_is_read_as_a_day() -> None:
+    headers = {
+        "anthropic-ratelimit-requests-remaining": "0",
+        "anthropic-ratelimit-requests-reset": "2099-01-01T00:00:00Z",
+    }
+    snapshot = rate_limits("anthropic", httpx.Headers(headers), status=200, now=NOW)
+    assert snapshot is not None and snapshot.exhausted_until() == NOW + 86_400

@@ -147,7 +147,7 @@ def _anthropic(headers: Headers, now: float) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "limit_requests": _count(headers.get(f"{prefix}requests-limit")),
         "remaining_requests": _count(headers.get(f"{prefix}requests-remaining")),
-        "requests_reset_at": parse_rfc3339(headers.get(f"{prefix}requests-reset")),
+        "requests_reset_at": _until(now, parse_rfc3339(headers.get(f"{prefix}requests-reset"))),
     }
     # tokens-* is the most restrictive limit in effect; input- and output-tokens are read as well, so that
     # an exhausted one counts even when tokens-* is missing or lags. Exhausted first (the later reset),
@@ -157,7 +157,7 @@ def _anthropic(headers: Headers, now: float) -> dict[str, Any]:
         remaining = _count(headers.get(f"{prefix}{family}-remaining"))
         if remaining is not None:
             limit = _count(headers.get(f"{prefix}{family}-limit"))
-            families[family] = (remaining, limit, parse_rfc3339(headers.get(f"{prefix}{family}-reset")))
+            families[family] = (remaining, limit, _until(now, parse_rfc3339(headers.get(f"{prefix}{family}-reset"))))
     exhausted = [f for f in families.values() if f[0] == 0]
     if exhausted:
         chosen: tuple[int, int | None, float | None] | None = max(exhausted, key=lambda f: f[2] or 0.0)
@@ -182,6 +182,11 @@ def _count(text: str | None) -> int | None:
     except (ValueError, OverflowError):
         return None
     return value if value >= 0 else None
+
+
+def _until(now: float, when: float | None) -> float | None:
+    """An absolute reset, no further away than a day (as durations are read)."""
+    return None if when is None else min(when, now + MAX_RESET_S)
 
 
 def _after(now: float, seconds: float | None) -> float | None:
