@@ -1,8 +1,8 @@
 """``python -m bench.run``: every benchmark part in one run, a table of ratios, JSON and a PNG.
 
 Absolute times vary from machine to machine; the ratios against LiteLLM, measured in the same run, are
-what to compare. Parts: layer, cold, warm, cache, stream, tracing (``--parts`` picks some). Output goes to
-``bench/results/<timestamp>.json``, ``latest.json`` and ``latest.png``.
+what to compare. Parts: layer, cold, warm, cache, stream, tracing, quota, summarize (``--parts`` picks some).
+Output goes to ``bench/results/<timestamp>.json``, ``latest.json`` and ``latest.png``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from bench.common import (
 from bench.stats import Row, render_table, rows_to_json, write_results
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-PARTS = ("layer", "cold", "warm", "cache", "stream", "tracing")
+PARTS = ("layer", "cold", "warm", "cache", "stream", "tracing", "quota", "summarize")
 COLD_TARGET = 0.10  # handler import <= 1/10 of `import litellm`
 WARM_TARGET = 1 / 3  # added p50 <= 1/3 of LiteLLM proxy's
 WARM_NOTES = {
@@ -159,6 +159,27 @@ def run_stack_parts(
             results["cache_hit"] = cache_hit.run(stack, moto=moto, n=args.cache_n)
 
 
+def run_quota(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The per-request cost of the quota check (bench/quota_check.py), against quotas off in the same run."""
+    from bench import quota_check
+
+    results["quota"] = quota_check.run(n=args.n, warmup=args.warmup)
+
+
+def _quota_rows(quota: dict[str, Any]) -> list[Row]:
+    if not quota:
+        return []
+    rows = []
+    labels = {"declared": "declared RPM/TPM", "headers": "headers only (no declared limits)"}
+    for name, label in labels.items():
+        ops = quota["store_calls_per_request"].get(name, {})
+        note = ", ".join(f"{op.removeprefix('dynamodb:')} x{count:g}" for op, count in ops.items()) or "none"
+        rows.append(Row("quota", f"added p50, {label}", quota["added_p50_ms"][name], note=note))
+        rows.append(Row("quota", f"store calls per request, {label}", sum(ops.values()), unit="count"))
+    rows.append(Row("quota", "p50 with quotas off (baseline)", quota["latency_ms"]["off"]["p50"]))
+    return rows
+
+
 def run_summarize_bench(results: dict[str, Any]) -> None:
     """The summarization benchmark (issue 5), when it exists: its ``run() -> dict`` result is included."""
     if importlib.util.find_spec("bench.summarize_bench") is None:
@@ -247,6 +268,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     if "direct" in (warm.get("paths") or {}):
         rows.append(Row("warm", "direct to simulator p50 (baseline)", warm["paths"]["direct"]["p50"]))
     rows += _stream_rows(results.get("stream") or {})
+    rows += _quota_rows(results.get("quota") or {})
     cache = results.get("cache_hit") or {}
     if cache.get("cache_configured"):
         rows.append(Row("cache", "miss p50 (handler in-process)", cache["miss_ms"]["p50"]))
@@ -350,7 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt("stack", lambda: run_stack_parts(args, parts, results, completion[0]))
     if "tracing" in parts:  # the handler's import with X-Ray tracing on and off
         attempt("tracing", lambda: results.__setitem__("tracing_import", tracing_import.measure(runs=args.runs)))
-    attempt("summarize", lambda: run_summarize_bench(results))
+    if "quota" in parts:
+        attempt("quota", lambda: run_quota(args, results))
+    if "summarize" in parts:
+        attempt("summarize", lambda: run_summarize_bench(results))
     results["machine"]["load_avg_end"] = os.getloadavg()
     results["elapsed_s"] = round(time.time() - started, 1)
 

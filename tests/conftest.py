@@ -90,7 +90,8 @@ def _local_stack_session(_simulator_session: ProviderSimulator) -> Iterator[Loca
             port=0,
             simulate=True,
             simulator=_simulator_session,
-            env_overrides={"GATEWAY_BREAKER_BACKEND": "off"},
+            # Quota state likewise (a 429 fault marks a deployment exhausted); quota tests build their own stack.
+            env_overrides={"GATEWAY_BREAKER_BACKEND": "off", "GATEWAY_QUOTA_BACKEND": "off"},
         )
     with stack:
         assert os.environ["AWS_ENDPOINT_URL"] == stack.moto_url

@@ -1,4 +1,5 @@
-"""Local provider simulator: OpenAI, Anthropic, Gemini and Bedrock (Converse) wire formats on one HTTP server.
+"""Local provider simulator: OpenAI, Azure OpenAI, Anthropic, Gemini and Bedrock (Converse) wire formats on
+one HTTP server.
 
 The simulator lets the gateway's HTTP adapters run against real sockets without real
 providers. Answers are deterministic (derived from a sha256 of the prompt), usage is
@@ -18,6 +19,12 @@ Streaming: OpenAI/compatible (``stream: true``, usage with ``stream_options.incl
 (``stream: true``) and Gemini (``streamGenerateContent``, ``alt=sse``) answer the same answer as without,
 in pieces, in the provider's event format, written and flushed event by event (chunked transfer
 encoding); the ``stream_*`` faults break a stream mid-way (streams.py, faults.py).
+
+Quotas (quotas.py): per deployment (an API key, or ``azure/<deployment>``) RPM/TPM over a window of
+configurable length (``set_quota``), refused past the quota with the provider's 429 and answered with its
+rate-limit headers; ``quota_stats`` counts requests, refusals and 429s per deployment. Azure OpenAI
+(azure_dialect.py): ``/azure/openai/deployments/<name>/chat/completions?api-version=...`` for the
+deployments registered with ``add_azure_deployment``, ``api-key`` header, Azure's errors.
 
 Run standalone with ``python -m local.simulator --port 8900``.
 """

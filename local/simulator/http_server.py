@@ -20,6 +20,7 @@ _GEMINI_ROUTE = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):(generateConten
 _BEDROCK_ROUTE = re.compile(r"^/bedrock/model/([^/]+)/(converse|converse-stream)$")
 _GEMINI_EMBED = re.compile(r"^/gemini/(v1beta|v1)/models/([^/]+):batchEmbedContents$")
 _BEDROCK_INVOKE = re.compile(r"^/bedrock/model/([^/]+)/invoke$")
+_AZURE_ROUTE = re.compile(r"^/azure/openai/deployments/([^/]+)/chat/completions$")
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -104,6 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "fault": resp.fault,
                 "status": resp.status if resp.body is not None else None,
                 "ts": time.time(),
+                "deployment": resp.deployment,
             }
             sim.record(call, epoch)
             if resp.events is not None:
@@ -145,6 +147,9 @@ class _Handler(BaseHTTPRequestHandler):
         match = _BEDROCK_ROUTE.match(path)
         if match:
             return "bedrock", unquote(match.group(1)), match.group(2) == "converse-stream"
+        match = _AZURE_ROUTE.match(path)
+        if match:
+            return "azure", unquote(match.group(1)), False
         return None, None, False
 
     def _not_found(self, method: str, path: str) -> Response:
@@ -155,6 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("/anthropic/", "anthropic"),
             ("/gemini/", "gemini"),
             ("/bedrock/", "bedrock"),
+            ("/azure/", "azure"),
         ):
             if path.startswith(prefix):
                 return dialects[name].not_found(method, path.removeprefix(prefix.rstrip("/")))

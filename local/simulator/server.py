@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from local.simulator.anthropic_dialect import AnthropicDialect
+from local.simulator.azure_dialect import AzureDeployment, AzureOpenAIDialect, valid_deployment_name
 from local.simulator.bedrock_dialect import BedrockDialect
 from local.simulator.choices import compose_choices
 from local.simulator.dialect import Dialect
@@ -20,6 +21,7 @@ from local.simulator.faults import FAULTS, STREAM_FAULTS, Fault, FaultRule, _fau
 from local.simulator.gemini_dialect import GeminiDialect
 from local.simulator.http_server import _Handler, _Server
 from local.simulator.openai_dialect import OpenAIDialect
+from local.simulator.quotas import Quotas, deployment_of, refusal, with_quota_headers
 from local.simulator.tool_calls import tool_answer
 from local.simulator.wire import (
     FINISH_REASONS,
@@ -72,12 +74,15 @@ class ProviderSimulator:
         self._epoch = 0  # bumped by reset() so in-flight requests don't log into the new run
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.quotas = Quotas()  # per-deployment RPM/TPM and request counts (quotas.py)
+        self._azure_deployments: dict[str, AzureDeployment] = {}
         self._dialects: dict[str, Dialect] = {
             "openai": OpenAIDialect("openai"),
             "compat": OpenAIDialect("compat", require_auth=False),
             "anthropic": AnthropicDialect(),
             "gemini": GeminiDialect(),
             "bedrock": BedrockDialect(),
+            "azure": AzureOpenAIDialect(self._azure_deployments),
         }
 
     # ---- lifecycle
@@ -120,6 +125,7 @@ class ProviderSimulator:
             "gemini": f"{self.url}/gemini",
             "compat": f"{self.url}/compat/v1",
             "bedrock": f"{self.url}/bedrock",  # AWS_ENDPOINT_URL_BEDROCK_RUNTIME
+            "azure": f"{self.url}/azure",  # an Azure OpenAI resource's endpoint
         }
 
     # ---- control API
@@ -143,6 +149,23 @@ class ProviderSimulator:
             raise ValueError("after must be a non-negative integer (chunks sent before a stream fault)")
         with self._lock:
             self._rules.append(FaultRule(fault, provider, model, times, float(retry_after), float(delay_s), after))
+
+    def set_quota(
+        self, deployment: str, rpm: int | None = None, tpm: int | None = None, window_s: float = 60.0
+    ) -> None:
+        """A quota for one deployment: an API key, or ``azure/<deployment name>`` (quotas.py)."""
+        self.quotas.set(deployment, rpm, tpm, window_s)
+
+    def quota_stats(self) -> dict[str, Json]:
+        """Per deployment: requests received, refused for the quota, 429s answered, tokens counted."""
+        return self.quotas.stats()
+
+    def add_azure_deployment(self, name: str, model: str = "gpt-4o-mini", api_key: str | None = None) -> None:
+        """Register an Azure OpenAI deployment (requests to one not registered are a 404 DeploymentNotFound)."""
+        if not valid_deployment_name(name) or not isinstance(model, str) or not model:
+            raise ValueError("an Azure deployment needs a name ([A-Za-z0-9_.-], up to 64) and a model")
+        with self._lock:
+            self._azure_deployments[name] = AzureDeployment(model, api_key)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -211,6 +234,8 @@ class ProviderSimulator:
             self._latency_ms = 0
             self._chunk_delay_ms = 0
             self._epoch += 1
+            self._azure_deployments.clear()
+        self.quotas.clear()
 
     # ---- request handling (called from handler threads)
 
@@ -267,7 +292,7 @@ class ProviderSimulator:
         with suppress(ValueError):
             body = json.loads(raw) if raw else None
         model = body.get("model") if isinstance(body, dict) else None
-        model = path_model if provider in ("gemini", "bedrock") else model
+        model = path_model if provider in ("gemini", "bedrock") else model  # Azure: the deployment's, once parsed
 
         denied = dialect.check_auth(headers, query)
         if denied is not None:
@@ -279,34 +304,50 @@ class ProviderSimulator:
             return req, body, model
         if streamed_route:  # Gemini: the method says it (streamGenerateContent), alt=sse the framing
             req.stream, req.sse = True, query.get("alt") == "sse"
+        found = deployment_of(provider, headers, query, path_model)
+        deployment = self.quotas.label(found) if found else None
+        standing = self.quotas.admit(deployment, req.input_tokens + (req.max_tokens or 0)) if deployment else None
+        resp = self._answer(dialect, req, headers, standing)
+        if deployment:
+            resp.deployment = deployment
+            self.quotas.answered(deployment, resp.status)
+        if standing is not None:
+            resp.headers = with_quota_headers(provider, resp.headers, standing)
+        return resp, body, req.model
 
+    def _answer(self, dialect: Dialect, req: ChatRequest, headers: dict[str, str], standing: Any) -> Response:
+        """The answer to a parsed request: a quota refusal, a fault, a scripted or composed reply."""
+        if standing is not None and standing.refused_for is not None:
+            resp = refusal(dialect.name, standing, req.model)
+            resp.fault = "quota"
+            return resp
         fault = self._pick_fault(req, headers)
         stream_fault: Fault | None = None
         if fault is not None:
             if fault.name not in FAULTS and fault.name not in getattr(dialect, "EXTRA_FAULTS", ()):
                 resp = dialect.client_error(f"unknown simulator fault {fault.name!r}")
                 resp.fault = fault.name
-                return resp, body, req.model
+                return resp
             if fault.name in STREAM_FAULTS or fault.name in getattr(dialect, "EXTRA_STREAM_FAULTS", ()):
                 # played while streaming; a non-streamed request is answered as without the fault
                 stream_fault, fault = (fault if req.stream else None), None
         if fault is not None:
             if fault.name == "drop":
-                return Response(0, None, fault="drop"), body, req.model
+                return Response(0, None, fault="drop")
             if fault.name != "slow":
                 resp = dialect.fault(fault, req)
                 resp.fault = fault.name
-                return resp, body, req.model
+                return resp
             time.sleep(max(0.0, fault.delay_s))
 
-        reply = self._take_reply(provider)
+        reply = self._take_reply(dialect.name)
         resp = dialect.render(req, tool_answer(req, reply) or compose_choices(req, reply))
         resp.fault = fault.name if fault else None
         if stream_fault is not None and resp.events is not None:
             resp.fault, resp.stream_fault = stream_fault.name, stream_fault
             if stream_fault.name in ("stream_malformed", "stream_error", *getattr(dialect, "EXTRA_STREAM_FAULTS", ())):
                 resp.fault_event = dialect.stream_fault_event(stream_fault)
-        return resp, body, req.model
+        return resp
 
     def epoch(self) -> int:
         with self._lock:
@@ -333,6 +374,10 @@ class ProviderSimulator:
             ("POST", "/_sim/script"): lambda: self.script(body["provider"], body["replies"]),
             ("POST", "/_sim/config"): lambda: self.configure(**body),
             ("POST", "/_sim/reset"): self.reset,
+            ("POST", "/_sim/quotas"): lambda: self.set_quota(**body),
+            ("GET", "/_sim/quotas"): self.quota_stats,
+            ("DELETE", "/_sim/quotas"): self.quotas.clear,
+            ("POST", "/_sim/azure/deployments"): lambda: self.add_azure_deployment(**body),
         }
         action = routes.get((method, path))
         if action is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MESSAGE_OVERHEAD_TOKENS = 4
-PROVIDERS = ("openai", "compat", "anthropic", "gemini", "bedrock")
+PROVIDERS = ("openai", "compat", "anthropic", "gemini", "bedrock", "azure")
 FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
 _JSON = "application/json"
 
@@ -82,6 +82,7 @@ class Response:
     events: list[bytes] | None = None  # a streamed answer: each item is written and flushed on its own
     stream_fault: Any = None  # faults.Fault played on the stream (cut, stall, malformed or error event)
     fault_event: bytes | None = None  # the event a malformed/error stream fault sends in the dialect's format
+    deployment: str | None = None  # what the provider counts a quota against (quotas.py)
 
 
 def _tokens(text: str) -> int:

@@ -479,7 +479,7 @@ def test_add_fault_validates() -> None:
     with pytest.raises(ValueError):
         sim.add_fault("nope")
     with pytest.raises(ValueError):
-        sim.add_fault("drop", provider="azure")
+        sim.add_fault("drop", provider="vertex")
 
 
 # --------------------------------------------------------------------------- call log and control API
@@ -491,7 +491,7 @@ def test_call_log(sim: ProviderSimulator, client: httpx.Client) -> None:
     ask(sim, client, "gemini", "three", headers={"x-sim-fault": "overloaded"})
     calls = sim.calls()
     assert [c["provider"] for c in calls] == ["openai", "anthropic", "gemini"]
-    assert set(calls[0]) == {"provider", "model", "path", "body", "fault", "status", "ts"}
+    assert set(calls[0]) == {"provider", "model", "path", "body", "fault", "status", "ts", "deployment"}
     assert calls[0]["model"] == "gpt-4o-mini" and calls[0]["path"] == "/openai/v1/chat/completions"
     assert calls[0]["body"]["messages"][0]["content"] == "one"
     assert calls[2]["model"] == "gemini-2.0-flash" and calls[2]["fault"] == "overloaded"

@@ -225,6 +225,7 @@ def test_global_environment(template: dict[str, Any]) -> None:
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "LLMGateway"
     assert env["CACHE_TABLE"] == {"Ref": "CacheTable"}
     assert env["USAGE_TABLE"] == {"Ref": "UsageTable"}
+    assert env["QUOTA_TABLE"] == {"Ref": "QuotaTable"}
     assert env["RETRY_QUEUE_URL"] == {"Ref": "RetryQueue"}
     assert env["PROVIDER_KEYS_SECRET"] == {"Ref": "ProviderKeysSecret"}
     assert env["DOCUMENTS_BUCKET"] == {"Fn::Sub": BUCKET_NAME_SUB}
@@ -453,7 +454,7 @@ def test_documents_bucket_policy_denies_insecure_transport(resources: dict[str, 
 
 
 def test_tables_are_encrypted_on_demand_with_ttl(resources: dict[str, Any]) -> None:
-    for logical_id in ("CacheTable", "UsageTable"):
+    for logical_id in ("CacheTable", "UsageTable", "QuotaTable"):
         table = props(resources, logical_id)
         assert table["SSESpecification"]["SSEEnabled"] is True, logical_id
         assert table["BillingMode"] == "PAY_PER_REQUEST", logical_id
@@ -544,11 +545,20 @@ def test_function_permissions_are_least_privilege(resources: dict[str, Any]) -> 
         targets = {
             action: references(statement["Resource"]) for statement in grants for action in as_list(statement["Action"])
         }
-        tables = {"CacheTable", "UsageTable", "KeysTable"} | ({"JobsTable"} if logical_id in JOB_SUBMITTERS else set())
+        tables = {"CacheTable", "UsageTable", "KeysTable", "QuotaTable"} | (
+            {"JobsTable"} if logical_id in JOB_SUBMITTERS else set()
+        )
         assert references([s["Resource"] for s in grants if "dynamodb" in str(s["Action"])]) == tables
         assert targets["sqs:SendMessage"] == {"RetryQueue"}
-        assert targets["secretsmanager:GetSecretValue"] == {"ProviderKeysSecret"}
+        # The provider-keys secret, and deployments' own secrets under the llm-gateway/ prefix only.
+        secret_reads = [s["Resource"] for s in grants if "secretsmanager:GetSecretValue" in as_list(s["Action"])]
+        assert secret_reads == [
+            {"Ref": "ProviderKeysSecret"},
+            {"Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:llm-gateway/*"},
+        ], logical_id
         assert not any(a.startswith("dynamodb:") and "Scan" in a for a in targets), logical_id
+        quota = [s for s in grants if references(s["Resource"]) == {"QuotaTable"}]
+        assert [sorted(as_list(s["Action"])) for s in quota] == [["dynamodb:BatchGetItem", "dynamodb:UpdateItem"]]
         s3 = [s for s in grants if any(a.startswith("s3:") for a in as_list(s["Action"]))]
         # Cache entries too large for a DynamoDB item: read and write under cache/ only.
         cache_entries = [{"Fn::Sub": "arn:${AWS::Partition}:s3:::" + BUCKET_NAME_SUB + "/cache/*"}]

@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from llm_gateway.quotas.deployment_config import DeploymentConfig, parse_deployments, parse_key_map
+
 PROVIDERS = ("openai", "anthropic", "gemini", "openai_compatible")
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
@@ -54,6 +56,14 @@ class Settings(BaseModel):
     gemini_api_key_param: str | None = Field(default=None, validation_alias="GEMINI_API_KEY_PARAM")
     openai_compatible_api_key_param: str | None = Field(
         default=None, validation_alias="OPENAI_COMPATIBLE_API_KEY_PARAM"
+    )
+
+    # Deployments (quotas/deployment_config.py): more keys, accounts, regions or Azure OpenAI deployments
+    # of the providers' models, as a JSON list; empty: one deployment per configured provider.
+    deployments: tuple[DeploymentConfig, ...] = Field(default=(), validation_alias="GATEWAY_DEPLOYMENTS")
+    # Deployment id -> key straight from the environment (local runs), as a JSON object.
+    deployment_keys: dict[str, str] = Field(
+        default_factory=dict, validation_alias="GATEWAY_DEPLOYMENT_KEYS", repr=False
     )
 
     connect_timeout_s: float = Field(default=3.0, gt=0, validation_alias="GATEWAY_CONNECT_TIMEOUT")
@@ -123,6 +133,18 @@ class Settings(BaseModel):
     # A breaker state read more than 1 s ago is used this much longer while a background read refreshes
     # it: the request that finds it stale does not wait on the store (0: always wait for a fresh read).
     breaker_view_stale_s: float = Field(default=10.0, ge=0, validation_alias="GATEWAY_BREAKER_VIEW_STALE")
+
+    # Provider quotas (issue 19): shared per-deployment counters and exhausted-until state in QUOTA_TABLE
+    # ("off": no quota tracking at all; without a table, what the providers' headers say is kept per instance).
+    quota_table: str | None = Field(default=None, validation_alias="QUOTA_TABLE")
+    quota_backend: Literal["dynamodb", "off"] = Field(default="dynamodb", validation_alias="GATEWAY_QUOTA_BACKEND")
+    # Declared RPM/TPM count in fixed windows of this length (60 s: per minute; shorter in tests).
+    quota_window_s: float = Field(default=60.0, gt=0, le=3600, validation_alias="GATEWAY_QUOTA_WINDOW")
+    # How old this instance's view of other instances' quota state may be before it is read again.
+    quota_view_ttl_s: float = Field(default=1.0, ge=0, le=60, validation_alias="GATEWAY_QUOTA_VIEW_TTL")
+    # A call reserved this close to its window's end counts in the next window too (it may reach the
+    # provider after the provider's window turned).
+    quota_boundary_guard_s: float = Field(default=0.25, ge=0, le=10, validation_alias="GATEWAY_QUOTA_BOUNDARY_GUARD")
 
     # Gateway keys (issue 15): the keys table, and how long a sandbox trusts what it read from it. A
     # revoked or disabled key stops working within key_cache_ttl_s; an unknown key is re-read after
@@ -197,6 +219,16 @@ class Settings(BaseModel):
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("deployments", mode="before")
+    @classmethod
+    def _deployments(cls, value: object) -> tuple[DeploymentConfig, ...]:
+        return parse_deployments(value)
+
+    @field_validator("deployment_keys", mode="before")
+    @classmethod
+    def _deployment_keys(cls, value: object) -> dict[str, str]:
+        return parse_key_map(value)
 
     @property
     def api_keys(self) -> dict[str, str]:

@@ -216,6 +216,13 @@ class RateLimitedError(ProviderError):
     retryable = True
 
 
+class QuotaExhaustedError(RateLimitedError):
+    """Every deployment of a model is out of quota (its declared limits, what the provider's headers said,
+    or its 429) until ``resets_at``: no further provider call is made for that model."""
+
+    resets_at: float = 0.0  # epoch seconds: the earliest time one of the model's deployments has room
+
+
 class ProviderUnavailableError(ProviderError):
     """5xx, 503 or 529 overloaded: the provider cannot serve right now."""
 

@@ -14,11 +14,13 @@ import httpx
 from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.errors import (
     AllProvidersFailedError,
+    AllProvidersRateLimitedError,
     ContextTooLongError,
     GatewayError,
     ProviderAuthError,
     ProviderBadRequestError,
     ProviderError,
+    RateLimitedError,
 )
 from llm_gateway.interfaces import (
     BudgetGuard,
@@ -38,8 +40,12 @@ from llm_gateway.models import (
 )
 from llm_gateway.observability.spans import span
 from llm_gateway.providers.base import Provider
-from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
+from llm_gateway.quotas.deployments import ConfiguredDeployments
+from llm_gateway.quotas.model import DeploymentSet, Target
+from llm_gateway.quotas.tracker import QuotaTracker
+from llm_gateway.routing.attempts import failed_attempt, ms_since, spent, spent_tokens
 from llm_gateway.routing.choices import in_parallel
+from llm_gateway.routing.deployments import call_deployments, moving_on, observe, plan_deployments
 from llm_gateway.routing.fallback_time import candidate_context
 from llm_gateway.routing.retry import MIN_CALL_TIME_S, RetryPolicy
 from llm_gateway.routing.router import Candidate, Router
@@ -60,6 +66,7 @@ class Gateway:
         router: Router,
         providers: Mapping[str, Provider],
         retry: RetryPolicy,
+        deployments: DeploymentSet | None = None,
         client: Callable[[], httpx.AsyncClient],
         request_timeout_s: float = 30.0,
         cache: ResponseCache | None = None,
@@ -68,10 +75,15 @@ class Gateway:
         breaker: CircuitBreaker | None = None,
         stream_first_byte_timeout_s: float = 30.0,
         stream_idle_timeout_s: float = 30.0,
+        quotas: QuotaTracker | None = None,
     ) -> None:
         self.catalog = catalog
         self.router = router
         self.providers = providers
+        # Which deployments serve each model (quotas/); without one, one deployment per provider.
+        self.deployments: DeploymentSet = (
+            deployments if deployments is not None else ConfiguredDeployments.one_per_provider(providers)
+        )
         self.retry = retry
         self.client = client
         self.request_timeout_s = request_timeout_s
@@ -82,6 +94,8 @@ class Gateway:
         # Streams only (Settings.stream_*): the wait for a stream's first event, and between two events.
         self.stream_first_byte_timeout_s = stream_first_byte_timeout_s
         self.stream_idle_timeout_s = stream_idle_timeout_s
+        # Per-deployment quota state (quotas/tracker.py): spread, skip the exhausted, count declared limits.
+        self.quotas = quotas
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
         started = time.perf_counter()
@@ -134,6 +148,7 @@ class Gateway:
         plan = self.router.plan(request, ctx.allows_model)
         candidates, forced = await self._order_by_health(plan.candidates)
         last_error: ProviderError | None = None
+        waits: list[float] = []  # every model's rate-limit wait: the answer's Retry-After is the earliest
         for index, candidate in enumerate(candidates):
             if ctx.deadline.remaining() < MIN_CALL_TIME_S:
                 break
@@ -148,6 +163,8 @@ class Gateway:
                 answer = await call(candidate, share, required)
             except ProviderError as err:
                 last_error = err
+                if isinstance(err, RateLimitedError) and err.retry_after:
+                    waits.append(err.retry_after)
                 if not _falls_back(
                     err, native_schema=native_structured(request, candidate.spec) or bool(request.tools)
                 ):
@@ -159,7 +176,10 @@ class Gateway:
                 log.info("circuit not available, skipping", extra={"model": candidate.spec.id})
                 continue
             return candidate, answer
-        raise AllProvidersFailedError.after(len(candidates), attempts=attempts, last_error=last_error)
+        error = AllProvidersFailedError.after(len(candidates), attempts=attempts, last_error=last_error)
+        if isinstance(error, AllProvidersRateLimitedError) and waits:
+            error.retry_after = min(waits)
+        raise error
 
     async def _order_by_health(self, candidates: list[Candidate]) -> tuple[list[Candidate], bool]:
         """The candidates whose circuit may be called, in order; True when none could and one is forced."""
@@ -185,28 +205,38 @@ class Gateway:
         *,
         required: bool,
     ) -> ProviderResponse | None:
-        """The model's answer, or None when its circuit refused the call and the call is not ``required``."""
+        """The model's answer, or None when its circuit refused the call and the call is not ``required``.
+        The model's deployments are tried in quota order (routing/deployments.py); QuotaExhaustedError
+        when none has quota left, before any reservation or call."""
         spec = candidate.spec
-        provider = self.providers[spec.provider]
+        plan = await plan_deployments(self, spec)
         wire = wire_request(candidate, request)
         # n choices: in one call where the provider has them natively, else n parallel calls of one each.
-        calls = 1 if request.n == 1 or getattr(provider, "native_n", False) else request.n
+        native_n = all(getattr(t.provider, "native_n", False) for t in plan.targets)
+        calls = 1 if request.n == 1 or native_n else request.n
         wire = wire if calls == 1 else wire.model_copy(update={"n": 1})
         reservation = await self.reserve(ctx, candidate, wire, calls=calls, choices=request.n)
         spent_before = spent(attempts)
 
-        async def one_call() -> ProviderResponse:
-            return await self._attempt(provider, spec, wire, ctx, attempts)
+        async def on_deployment(target: Target, last: bool) -> ProviderResponse:
+            async def attempt() -> ProviderResponse:  # a coroutine function: tenacity awaits only those
+                return await self._attempt(target, spec, wire, ctx, attempts)
+
+            one_call = moving_on(attempt, last=last)
+            if calls == 1:
+                return await self.retry.call(one_call, deadline=ctx.deadline)
+            return await in_parallel(lambda: self.retry.call(one_call, deadline=ctx.deadline), calls)
 
         answered = False
         try:
             if not await self.may_call(spec, required=required):
                 return None  # the reservation is released below (settled at zero)
-            if calls == 1:
-                response = await self.retry.call(one_call, deadline=ctx.deadline)
-            else:
-                response = await in_parallel(lambda: self.retry.call(one_call, deadline=ctx.deadline), calls)
+            estimate = worst_case_input(wire, spec.provider) * calls + candidate.max_tokens * request.n
+            _, ticket, response = await call_deployments(self, plan, requests=calls, tokens=estimate, run=on_deployment)
             answered = True
+            if ticket is not None and self.quotas is not None:
+                used = spent_tokens(attempts, ticket.deployment.id)
+                await ctx.defer.soon(functools.partial(self.quotas.settle, ticket, used))
             return response
         finally:
             # An answer ends the request: settle after the response (the reservation holds the worst
@@ -241,7 +271,7 @@ class Gateway:
 
     async def _attempt(
         self,
-        provider: Provider,
+        target: Target,
         spec: ModelSpec,
         wire: ProviderRequest,
         ctx: RequestContext,
@@ -249,15 +279,19 @@ class Gateway:
     ) -> ProviderResponse:
         timeout_s = min(self.request_timeout_s, ctx.deadline.remaining())
         started = time.perf_counter()
+        deployment = target.deployment.id
         try:
-            with span("provider.call", Provider=spec.provider, Model=spec.id):
-                response = await provider.complete(wire, client=self.client(), timeout_s=timeout_s)
+            with span("provider.call", Provider=spec.provider, Model=spec.id, Deployment=deployment):
+                response = await target.provider.complete(wire, client=self.client(), timeout_s=timeout_s)
         except ProviderError as err:
-            await self.account(ctx, failed_attempt(spec, err, started), attempts, ok=False)
+            await observe(self, target, err, err.rate_limits)
+            await self.account(ctx, failed_attempt(spec, err, started, deployment=deployment), attempts, ok=False)
             raise
+        await observe(self, target, None, response.rate_limits)
         attempt = Attempt(
             provider=spec.provider,
             model=spec.id,
+            deployment=deployment,
             outcome="success",
             duration_ms=ms_since(started),
             usage=response.usage,
@@ -273,7 +307,7 @@ class Gateway:
             await self.breaker.record(
                 attempt.provider,
                 attempt.model,
-                ok=ok or not _counts_against_health(attempt),
+                ok=ok or not _counts_against_health(attempt, quota_aware=self.quotas is not None),
                 auth_failure=attempt.error_code == "provider_auth_error",
             )
         if self.usage is not None:
@@ -292,9 +326,13 @@ def _falls_back(err: ProviderError, *, native_schema: bool) -> bool:
     return err.retryable or isinstance(err, ProviderAuthError | ContextTooLongError)
 
 
-def _counts_against_health(attempt: Attempt) -> bool:
+def _counts_against_health(attempt: Attempt, *, quota_aware: bool) -> bool:
     if attempt.outcome == "truncated":
         return True  # a stream that broke after it began: whatever the cause, the provider failed mid-answer
+    if quota_aware and attempt.error_code == "rate_limited":
+        # One deployment out of quota is not the model unhealthy: the quota tracker skips that deployment
+        # until its own reset, while the model's other deployments keep serving.
+        return False
     return attempt.error_code in {
         "rate_limited",
         "provider_unavailable",

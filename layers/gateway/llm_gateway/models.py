@@ -270,6 +270,7 @@ class Attempt(BaseModel):
     provider: str
     model: str
     outcome: Outcome
+    deployment: str | None = None  # which of the model's deployments (quotas/); None: not known
     error_class: str | None = None
     error_code: str | None = None
     status_code: int | None = None

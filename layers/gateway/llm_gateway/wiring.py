@@ -1,9 +1,10 @@
-"""Composition root: build the gateway from settings (providers, router, retry policy) and keep it per process.
+"""Composition root: build the gateway from settings (deployments, router, retry policy) and keep it per process.
 
-Provider keys may change under a warm process (a key filled into the secret after a cold start, a
-rotation): every call checks them again, which costs a dict lookup while Powertools' cache holds them
-(``credentials.KEY_CACHE_SECONDS``), and the providers and router are rebuilt when they changed. The
-cache, ledger, budgets and breaker are kept across such rebuilds.
+Each deployment (quotas/deployments.py) has its own adapter instance and key. Keys may change under a
+warm process (a key filled into the secret after a cold start, a rotation): every call checks them
+again, which costs a dict lookup while Powertools' cache holds them (``credentials.KEY_CACHE_SECONDS``),
+and the deployments and router are rebuilt when any of them changed. The cache, ledger, budgets and
+breaker are kept across such rebuilds.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from llm_gateway import aws
 from llm_gateway.catalog import Catalog, default_catalog
 from llm_gateway.config import Settings
 from llm_gateway.errors import ProviderKeysUnavailableError
-from llm_gateway.providers import PROVIDER_NAMES, SIGNED_PROVIDERS, adapter_class
-from llm_gateway.providers.credentials import provider_key
+from llm_gateway.quotas.deployments import ConfiguredDeployments, build_deployments, read_deployment_keys
 
 if TYPE_CHECKING:
     import httpx
@@ -41,13 +41,10 @@ ProviderKeys = Mapping[str, str | None]
 
 
 def provider_keys(config: Settings) -> dict[str, str | None]:
-    """Each callable provider's key now (environment first, then SSM, then the secret; cached remotely)."""
+    """Each deployment's key now, by deployment id (today's single-key setup: one per callable provider,
+    by provider name; environment first, then SSM, then the secret; cached remotely)."""
     try:
-        return {
-            name: provider_key(config, name)
-            for name in PROVIDER_NAMES
-            if name not in SIGNED_PROVIDERS and config.base_url(name) is not None
-        }
+        return read_deployment_keys(config)
     except Exception as exc:  # Powertools' GetSecretError/GetParameterError, timeouts, a secret that is not JSON
         log.warning("provider keys could not be read", extra={"error_type": type(exc).__name__})
         raise ProviderKeysUnavailableError(
@@ -55,28 +52,19 @@ def provider_keys(config: Settings) -> dict[str, str | None]:
         ) from None
 
 
-def configured_providers(config: Settings, keys: ProviderKeys | None = None) -> dict[str, Provider]:
-    """Providers that can be called: a key is set (or, for a self-hosted server, a base URL; for Bedrock,
-    a region: the function's role signs its calls)."""
+def configured_deployments(
+    config: Settings, keys: ProviderKeys | None = None, *, catalog: Catalog | None = None
+) -> ConfiguredDeployments:
+    """Deployments that can be called: a key is set (or, for a self-hosted server, a base URL; for
+    Bedrock, a region: the function's role signs its calls). One adapter instance per deployment."""
     keys = provider_keys(config) if keys is None else keys
-    providers: dict[str, Provider] = {}
-    for name in PROVIDER_NAMES:
-        base_url = config.base_url(name)
-        if base_url is None:
-            continue
-        key = keys.get(name)
-        if key is None and name != "openai_compatible" and name not in SIGNED_PROVIDERS:
-            continue
-        # Bedrock signs with the function's role in its region instead of a key.
-        extra = {"region": config.bedrock_region} if name == "bedrock" else {}
-        providers[name] = adapter_class(name)(
-            base_url=base_url,
-            api_key=key,
-            connect_timeout_s=config.connect_timeout_s,
-            log_prompts=config.log_prompts,
-            **extra,
-        )
-    return providers
+    known = [spec.id for spec in catalog.models] if catalog is not None else []
+    return build_deployments(config, keys, known_models=known)
+
+
+def configured_providers(config: Settings, keys: ProviderKeys | None = None) -> dict[str, Provider]:
+    """Provider -> the adapter of its first deployment, for every provider with at least one deployment."""
+    return configured_deployments(config, keys).primary_adapters()
 
 
 def build_gateway(
@@ -97,7 +85,8 @@ def build_gateway(
     from llm_gateway.runtime import http_client
 
     catalog = catalog or default_catalog()
-    providers = configured_providers(config, keys)
+    deployments = configured_deployments(config, keys, catalog=catalog)
+    providers = deployments.primary_adapters()  # the providers with at least one deployment
     router = Router(
         catalog,
         providers.keys(),
@@ -117,6 +106,7 @@ def build_gateway(
         catalog=catalog,
         router=router,
         providers=providers,
+        deployments=deployments,
         retry=retry,
         client=client or http_client,
         request_timeout_s=config.request_timeout_s,
@@ -125,6 +115,7 @@ def build_gateway(
         # Tenant budgets, plus a key's own budget when the request carries one (llm_gateway/keys/budget.py).
         budget=KeyBudgetGuard(accounting.budget) if accounting.budget is not None else None,
         breaker=accounting.breaker,
+        quotas=accounting.quotas,
         stream_first_byte_timeout_s=config.stream_first_byte_timeout_s,
         stream_idle_timeout_s=config.stream_idle_timeout_s,
     )

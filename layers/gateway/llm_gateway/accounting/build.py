@@ -32,6 +32,8 @@ log = logging.getLogger("llm_gateway.accounting.build")
 if TYPE_CHECKING:
     from momento import CacheClient
 
+    from llm_gateway.quotas.tracker import QuotaTracker
+
 
 @dataclass
 class Accounting:
@@ -39,6 +41,7 @@ class Accounting:
     usage: UsageLedger | None = None
     budget: DynamoDBBudgetGuard | None = None
     breaker: SharedCircuitBreaker | None = None
+    quotas: QuotaTracker | None = None
 
 
 def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
@@ -94,7 +97,24 @@ def build_accounting(config: Settings, catalog: Catalog) -> Accounting:
         if breaker_store is not None
         else None
     )
-    return Accounting(cache=cache, usage=usage, budget=budget, breaker=breaker)
+    return Accounting(cache=cache, usage=usage, budget=budget, breaker=breaker, quotas=_quotas(config, counters))
+
+
+def _quotas(config: Settings, counters: Counters) -> QuotaTracker | None:
+    """The quota tracker: shared state in QUOTA_TABLE, else per instance (what the headers say)."""
+    if config.quota_backend == "off":
+        return None
+    from llm_gateway.quotas.metrics import QuotaMetrics
+    from llm_gateway.quotas.store import DynamoDBQuotaStore
+    from llm_gateway.quotas.tracker import QuotaTracker
+
+    return QuotaTracker(
+        DynamoDBQuotaStore(config.quota_table) if config.quota_table else None,
+        window_s=config.quota_window_s,
+        view_ttl_s=config.quota_view_ttl_s,
+        boundary_guard_s=config.quota_boundary_guard_s,
+        metrics=QuotaMetrics(counters),
+    )
 
 
 def _alerts(config: Settings, counters: Counters) -> BudgetAlerts | None:

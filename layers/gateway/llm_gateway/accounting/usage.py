@@ -8,7 +8,8 @@ Item layout in the usage table (``pk`` + ``sk``):
   input/output/cached-input tokens, cost, latency, and (for hits) the cost the hit saved.
 * ``AGG#<tenant>`` / ``DAY#<date>``, ``AGG#<tenant>`` / ``MODEL#<date>#<provider>/<model>`` and, for
   requests made with a gateway key (``key_id`` in the context's tags), ``AGG#<tenant>`` /
-  ``KEY#<date>#<key_id>``: counters ``requests``, ``attempts``, ``errors``, ``cache_hits``,
+  ``KEY#<date>#<key_id>``, and for attempts on a known deployment ``AGG#<tenant>`` /
+  ``DEPLOY#<date>#<deployment>``: counters ``requests``, ``attempts``, ``errors``, ``cache_hits``,
   ``input_tokens``, ``output_tokens``, ``cached_input_tokens``, ``cost_pusd``, ``saved_pusd`` kept with
   atomic ``ADD`` (money as integer pico-dollars, see money.py; reports convert back to USD).
 
@@ -98,6 +99,7 @@ class UsageRecord(BaseModel):
     saved_usd: float = 0.0
     latency_ms: float = 0.0
     key_id: str | None = None  # the gateway key the request came with (RequestContext.tags["key_id"])
+    deployment: str | None = None  # which deployment of the model served the attempt (quotas/)
 
     @property
     def day(self) -> str:
@@ -134,6 +136,7 @@ def record_for_attempt(ctx: RequestContext, attempt: Attempt, *, now: float) -> 
         cost_usd=attempt.cost_usd,
         latency_ms=attempt.duration_ms,
         key_id=ctx.tags.get("key_id"),
+        deployment=attempt.deployment,
     )
 
 
@@ -287,6 +290,8 @@ def write_record(client: DynamoDBClient, table: str, record: UsageRecord, *, ret
     ]
     if record.key_id:
         aggregate_keys.append({"pk": {"S": f"AGG#{record.tenant}"}, "sk": {"S": f"KEY#{day}#{record.key_id}"}})
+    if record.deployment:
+        aggregate_keys.append({"pk": {"S": f"AGG#{record.tenant}"}, "sk": {"S": f"DEPLOY#{day}#{record.deployment}"}})
     operations: list[Any] = [
         {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}},
     ]
@@ -365,17 +370,23 @@ def report_range(start: str | None, end: str | None, *, today: date | None = Non
 
 def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, last: date) -> dict[str, Any]:
     """Aggregates for one tenant between two dates (inclusive): totals, per day, per day and model, per
-    day and gateway key (requests made with one), and the budget alerts sent for windows in the range."""
+    day and gateway key (requests made with one), per day and deployment (attempts on a known one), and the
+    budget alerts sent for windows in the range."""
     with aws.unavailable_as_503("DynamoDB", "Query"):
         days = _query(client, table, tenant, f"DAY#{first.isoformat()}", f"DAY#{last.isoformat()}")
         models = _query(client, table, tenant, f"MODEL#{first.isoformat()}", f"MODEL#{last.isoformat()}#\uffff")
         keys = _query(client, table, tenant, f"KEY#{first.isoformat()}", f"KEY#{last.isoformat()}#\uffff")
         alerts = alerts_sent(client, table, tenant, first, last)
+        deployments = _query(client, table, tenant, f"DEPLOY#{first.isoformat()}", f"DEPLOY#{last.isoformat()}#\uffff")
     day_rows = [{"date": item["sk"]["S"].removeprefix("DAY#"), **_counters(item)} for item in days]
     key_rows = []
     for item in keys:
         _, day, key_id = item["sk"]["S"].split("#", 2)
         key_rows.append({"date": day, "key_id": key_id, **_counters(item)})
+    deployment_rows = []
+    for item in deployments:
+        _, day, deployment = item["sk"]["S"].split("#", 2)
+        deployment_rows.append({"date": day, "deployment": deployment, **_counters(item)})
     model_rows = []
     for item in models:
         _, day, name = item["sk"]["S"].split("#", 2)
@@ -398,6 +409,7 @@ def usage_summary(client: DynamoDBClient, table: str, tenant: str, first: date, 
         "models": model_rows,
         "keys": key_rows,
         "alerts": alerts,
+        "deployments": deployment_rows,
     }
 
 

@@ -1,7 +1,7 @@
 """``GET /v1/usage`` answers: the usage summary as JSON (default), or as CSV with ``format=csv``.
 
 The CSV has one header row and one row per group of the JSON, in its order: ``total``, then each ``day``,
-each ``model`` (per day) and each ``key`` (per day), with the same counters and amounts. The budget alerts
+each ``model``, each ``key`` and each ``deployment`` (all per day), with the same counters and amounts. The budget alerts
 (the JSON's ``alerts``) are not usage groups and stay in the JSON only.
 """
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 Format = Literal["json", "csv"]
 FORMATS: tuple[Format, ...] = ("json", "csv")
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
-KEY_COLUMNS = ("group", "date", "provider", "model", "key_id")
+KEY_COLUMNS = ("group", "date", "provider", "model", "key_id", "deployment")
 NUMBER_COLUMNS = (
     "requests",
     "cache_hits",
@@ -36,7 +36,7 @@ NUMBER_COLUMNS = (
     "cost_usd",
     "saved_usd",
 )
-GROUPS = (("day", "days"), ("model", "models"), ("key", "keys"))  # (group, the JSON's list)
+GROUPS = (("day", "days"), ("model", "models"), ("key", "keys"), ("deployment", "deployments"))  # (group, the JSON's list)
 
 
 def answer_format(value: str | None) -> Format:

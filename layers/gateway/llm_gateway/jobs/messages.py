@@ -68,6 +68,7 @@ class JobMessage(BaseModel):
     input: dict[str, Any] | None = None
     task_token: str | None = Field(default=None, min_length=1, max_length=MAX_TASK_TOKEN_CHARS)
     continuation: int = Field(default=0, ge=0, le=MAX_CONTINUATIONS)  # fresh messages of a job in progress
+    quota_waits: int = Field(default=0, ge=0, le=1000)  # fresh messages waiting for provider quota (quota_wait.py)
 
     @model_validator(mode="after")
     def _names_a_job(self) -> JobMessage:

@@ -167,12 +167,14 @@ class JobStore:
 
     # ---- the queue
 
-    def enqueue(self, job: Job, *, delay_s: int = 0, continuation: int = 0) -> None:
+    def enqueue(self, job: Job, *, delay_s: int = 0, continuation: int = 0, quota_waits: int = 0) -> None:
         if not self.queue_url:
             raise NotConfiguredError("async jobs need RETRY_QUEUE_URL")
         body: dict[str, Any] = {"kind": "job", "job_id": job.job_id, "tenant": job.tenant, "operation": job.operation}
         if continuation:
             body["continuation"] = continuation
+        if quota_waits:
+            body["quota_waits"] = quota_waits
         aws.sqs(aws.DURABLE).send_message(
             QueueUrl=self.queue_url,
             MessageBody=compact_json(body),

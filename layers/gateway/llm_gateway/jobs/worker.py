@@ -44,6 +44,7 @@ from llm_gateway.jobs.messages import (
     parse_message,
 )
 from llm_gateway.jobs.model import Job, error_record
+from llm_gateway.jobs.quota_wait import MAX_QUOTA_WAITS, quota_wait_s, wait_for_quota
 from llm_gateway.jobs.store import JobConflictError
 from llm_gateway.jobs.task_tokens import TaskNotifier
 from llm_gateway.operations import registry as operations
@@ -133,7 +134,9 @@ class Worker:
         except RetryLater:
             raise
         except GatewayError as err:
-            return self._on_error(job, err, delivery, continuation=message.continuation)
+            return self._on_error(
+                job, err, delivery, continuation=message.continuation, quota_waits=message.quota_waits
+            )
         except JobConflictError:
             return self._on_conflict(job, delivery)
         except Exception as exc:
@@ -270,9 +273,17 @@ class Worker:
         except NoAttemptLeft:
             return None
 
-    def _on_error(self, job: Job, err: GatewayError, delivery: Delivery, *, continuation: int = 0) -> Outcome:
+    def _on_error(
+        self, job: Job, err: GatewayError, delivery: Delivery, *, continuation: int = 0, quota_waits: int = 0
+    ) -> Outcome:
         record = error_record(err)
         try:
+            wait = quota_wait_s(err, self.clock()) if quota_waits < MAX_QUOTA_WAITS else None
+            queued = wait is not None and wait_for_quota(
+                self.store, job, record, wait, now=self.clock(), continuation=continuation, quota_waits=quota_waits + 1
+            )
+            if queued:
+                return "requeued"
             if err.retryable and _made_progress(err) and continuation < MAX_CONTINUATIONS:
                 continued = self._continue(job, record, continuation + 1)
                 if continued is not None:

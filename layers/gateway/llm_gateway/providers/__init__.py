@@ -15,6 +15,10 @@ _ADAPTERS = {
     "gemini": ("gemini", "GeminiProvider"),
     "bedrock": ("bedrock", "BedrockProvider"),
 }
+# Wire dialects that are not providers of their own: a deployment kind serving a provider's models.
+_DEPLOYMENT_KINDS = {
+    "azure_openai": ("azure_openai", "AzureOpenAIProvider"),
+}
 # Providers called with AWS SigV4 signatures from the runtime's credentials, never with an API key.
 SIGNED_PROVIDERS = frozenset({"bedrock"})
 
@@ -22,8 +26,9 @@ PROVIDER_NAMES = tuple(_ADAPTERS)
 
 
 def adapter_class(provider: str) -> type[Provider]:
+    """The adapter of a provider, or of a deployment kind (``azure_openai``)."""
     try:
-        module_name, class_name = _ADAPTERS[provider]
+        module_name, class_name = _ADAPTERS.get(provider) or _DEPLOYMENT_KINDS[provider]
     except KeyError:
         raise ValueError(f"no adapter for provider '{provider}'") from None
     module = importlib.import_module(f"{__name__}.{module_name}")

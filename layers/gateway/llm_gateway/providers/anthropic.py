@@ -103,6 +103,7 @@ def _conversation(
 
 class AnthropicProvider(Provider):
     name = "anthropic"
+    rate_limit_dialect = "anthropic"
 
     def build_request(self, request: ProviderRequest) -> WireRequest:
         if request.tools and request.native_structured:

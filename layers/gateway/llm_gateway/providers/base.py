@@ -8,7 +8,6 @@ An adapter implements three small hooks: build the wire request, parse a success
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import re
@@ -31,6 +30,8 @@ from llm_gateway.errors import (
     RateLimitedError,
 )
 from llm_gateway.models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
+from llm_gateway.quotas.headers import rate_limits, retry_after_seconds
+from llm_gateway.quotas.model import RateLimitSnapshot
 from llm_gateway.streaming.events import ProviderEvent
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("llm_gateway.providers")
 _SAFE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an error type such as rate_limit_error, not free text
 
-MAX_RETRY_AFTER_S = 3600.0
+# retry_after_seconds lives in quotas/headers.py now; still importable from here.
+__all__ = ["Provider", "WireRequest", "json_instruction", "retry_after_seconds", "with_json_instruction"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Provider(ABC):
 
     name: str = ""
     native_n: bool = False  # answers n > 1 choices in one call; otherwise the gateway makes n parallel calls
+    # How its answers state the quota (quotas/headers.py): openai, azure, anthropic, gemini; "" none.
+    rate_limit_dialect: str = ""
 
     def __init__(
         self, *, base_url: str, api_key: str | None, connect_timeout_s: float = 3.0, log_prompts: bool = False
@@ -70,7 +74,9 @@ class Provider(ABC):
         response = await self.send(self.build_request(request), request.model, client=client, timeout_s=timeout_s)
         data = self.json_body(response, request.model)
         try:
-            return self.parse_response(data, request)
+            result = self.parse_response(data, request)
+            result.rate_limits = self.rate_limits(response)
+            return result
         except ProviderError:
             raise
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
@@ -182,6 +188,10 @@ class Provider(ABC):
         """The error type when the body does not carry one (Bedrock's ``x-amzn-errortype``)."""
         return ""
 
+    def rate_limits(self, response: httpx.Response, body: Any = None) -> RateLimitSnapshot | None:
+        """What the answer's headers (and, for a Gemini 429, its body) say about the quota; None: nothing."""
+        return rate_limits(self.rate_limit_dialect, response.headers, status=response.status_code, body=body)
+
     # --- shared machinery -----------------------------------------------------------------------
 
     def _error(self, response: httpx.Response, model: str) -> ProviderError:
@@ -209,9 +219,14 @@ class Provider(ABC):
             },
         )
         kwargs: dict[str, Any] = {"provider": self.name, "model": model, "status_code": status}
+        now = time.time()
+        snapshot = rate_limits(self.rate_limit_dialect, response.headers, status=status, body=body, now=now)
         if cls in (RateLimitedError, ProviderUnavailableError):
-            kwargs["retry_after"] = retry_after_seconds(response.headers)
-        return cls(text[:500], **kwargs)
+            waits = snapshot.retry_after_at if snapshot is not None else None
+            kwargs["retry_after"] = round(waits - now, 3) if waits is not None else None
+        error = cls(text[:500], **kwargs)
+        error.rate_limits = snapshot
+        return error
 
 
 def _by_status(status: int) -> type[ProviderError]:
@@ -224,27 +239,6 @@ def _by_status(status: int) -> type[ProviderError]:
     if status == 409 or status >= 500:
         return ProviderUnavailableError
     return ProviderBadRequestError
-
-
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return min(max(float(ms) / 1000.0, 0.0), MAX_RETRY_AFTER_S)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return min(max(float(raw), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return min(max(when.timestamp() - time.time(), 0.0), MAX_RETRY_AFTER_S)
 
 
 def json_instruction(request: ProviderRequest) -> str | None:

@@ -72,6 +72,7 @@ def _region_from_url(base_url: str) -> str | None:
 
 class BedrockProvider(Provider):
     name = "bedrock"
+    rate_limit_dialect = ""  # Bedrock states no quota in its headers; a throttled call is a 429 only
 
     def __init__(
         self,

@@ -101,6 +101,7 @@ def _openai_logprobs(result: Any) -> dict[str, Any] | None:
 
 class GeminiProvider(Provider):
     name = "gemini"
+    rate_limit_dialect = "gemini"
     native_n = True
 
     def build_request(self, request: ProviderRequest) -> WireRequest:

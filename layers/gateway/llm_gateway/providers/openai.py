@@ -116,6 +116,7 @@ def _in_stream_status(body: Any) -> int:
 
 class OpenAIProvider(Provider):
     name = "openai"
+    rate_limit_dialect = "openai"
     native_n = True
     max_tokens_field = "max_completion_tokens"
 

@@ -8,6 +8,7 @@ frames (Server-Sent Events by default; Bedrock's binary eventstream messages) in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -120,6 +121,7 @@ async def stream_events(
     else:
         outgoing = client.build_request("POST", wire.url, headers=wire.headers, json=wire.body, timeout=http_timeout)
     response: httpx.Response | None = None
+    snapshot = None  # the response headers' word on the quota, once they arrived
     try:
         try:
             async with asyncio.timeout_at(first_by):
@@ -140,6 +142,7 @@ async def stream_events(
                 model=model,
                 status_code=response.status_code,
             )
+        snapshot = provider.rate_limits(response)
         decoder.on_response(response)
         parser = decoder.frames()
         chunks = response.aiter_bytes()
@@ -159,7 +162,7 @@ async def stream_events(
                     raise ProviderConnectionError(
                         f"{name} closed the stream before {decoder.end_marker}", provider=name, model=model
                     )
-                yield end
+                yield dataclasses.replace(end, rate_limits=snapshot)
                 return
             try:
                 frames = parser.feed(chunk)
@@ -172,12 +175,18 @@ async def stream_events(
                         # Done with the connection before the caller gets the end: a caller that stops
                         # iterating there leaves nothing open.
                         await _release(chunks, response)
+                        event = dataclasses.replace(event, rate_limits=snapshot)
                     yield event
                 if decoder.ended:
                     return
             if frames:
                 # the idle clock starts when the caller asks for more, not while it handled the last event
                 next_by = min(loop.time() + idle_timeout_s, end_by)
+    except ProviderError as exc:
+        # A stream that fails after its headers came still tells what they said about the quota.
+        if exc.rate_limits is None:
+            exc.rate_limits = snapshot
+        raise
     finally:
         if response is not None:
             await response.aclose()

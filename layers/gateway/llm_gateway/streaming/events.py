@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llm_gateway.models import CompletionResult, FinishReason, Usage
+from llm_gateway.quotas.model import RateLimitSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,8 @@ class StreamEnd:
     usage: Usage | None = None
     provider_request_id: str | None = None
     raw_model: str | None = None
+    # What the stream's response headers said about the deployment's quota (quotas/headers.py).
+    rate_limits: RateLimitSnapshot | None = None
 
 
 ProviderEvent = TextDelta | ToolCallDelta | StreamEnd

@@ -11,6 +11,7 @@ attempt. Either way the tokens seen are billed and the budget reservation is set
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -30,9 +31,12 @@ from llm_gateway.errors import (
 from llm_gateway.interfaces import RequestContext, Reservation
 from llm_gateway.models import Attempt, CompletionRequest, CompletionResult, Outcome, ProviderRequest, Usage
 from llm_gateway.observability.spans import span
+from llm_gateway.quotas.model import Target
+from llm_gateway.quotas.tracker import QuotaTicket
 from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
+from llm_gateway.routing.deployments import call_deployments, moving_on, observe, plan_deployments
 from llm_gateway.routing.router import Candidate
-from llm_gateway.routing.wire import canonical_models, wire_request
+from llm_gateway.routing.wire import canonical_models, wire_request, worst_case_input
 from llm_gateway.streaming.assembly import StreamAssembly
 from llm_gateway.streaming.events import GatewayEvent, ProviderEvent, StreamDone, StreamEnd
 from llm_gateway.streaming.protocol import CompletionStream
@@ -55,6 +59,8 @@ class OpenedCall:
     started: float  # perf_counter when this attempt began
     reservation: Reservation | None = None
     spent_before: float = 0.0  # what the request's attempts had cost before this model's call
+    target: Target | None = None  # which of the model's deployments is streaming
+    quota_ticket: QuotaTicket | None = None  # its hold on the deployment's quota, settled at the end
 
 
 async def open_routed_stream(gateway: Gateway, request: CompletionRequest, ctx: RequestContext) -> CompletionStream:
@@ -85,23 +91,31 @@ async def _open_candidate(
     *,
     required: bool,
 ) -> OpenedCall | None:
-    """One model, as ``Gateway._call_with_retries`` calls it: its reservation, the breaker's go-ahead,
-    retries until a first event. The reservation goes with the opened stream, else is settled now."""
+    """One model, as ``Gateway._call_with_retries`` calls it: its deployments in quota order, its
+    reservation, the breaker's go-ahead, retries until a first event. The reservation goes with the
+    opened stream, else is settled now."""
     spec = candidate.spec
+    plan = await plan_deployments(gateway, spec)
     wire = wire_request(candidate, request)
     # Held for the whole stream, which may outlast this model's share of the time: the request's context.
     reservation = await gateway.reserve(ctx, candidate, wire, calls=1, choices=1)
     spent_before = spent(attempts)
 
-    async def one_call() -> OpenedCall:
-        return await _first_event(gateway, spec, wire, ctx, share, attempts)
+    async def on_deployment(target: Target, last: bool) -> OpenedCall:
+        async def attempt() -> OpenedCall:  # a coroutine function: tenacity awaits only those
+            return await _first_event(gateway, target, spec, wire, ctx, share, attempts)
+
+        one_call = moving_on(attempt, last=last)
+        return await gateway.retry.call(one_call, deadline=share.deadline)
 
     opened: OpenedCall | None = None
     try:
         if not await gateway.may_call(spec, required=required):
             return None
-        opened = await gateway.retry.call(one_call, deadline=share.deadline)
-        opened.reservation, opened.spent_before = reservation, spent_before
+        estimate = worst_case_input(wire, spec.provider) + candidate.max_tokens
+        _, ticket, answer = await call_deployments(gateway, plan, requests=1, tokens=estimate, run=on_deployment)
+        answer.reservation, answer.spent_before, answer.quota_ticket = reservation, spent_before, ticket
+        opened = answer
         return opened
     finally:
         if opened is None:  # a fallback may need the room now
@@ -110,6 +124,7 @@ async def _open_candidate(
 
 async def _first_event(
     gateway: Gateway,
+    target: Target,
     spec: ModelSpec,
     wire: ProviderRequest,
     ctx: RequestContext,
@@ -123,7 +138,8 @@ async def _first_event(
     """
     first_byte_s = min(gateway.stream_first_byte_timeout_s, share.deadline.remaining())
     started = time.perf_counter()
-    events = gateway.providers[spec.provider].stream(
+    deployment = target.deployment.id
+    events = target.provider.stream(
         wire,
         client=gateway.client(),
         timeout_s=ctx.deadline.remaining(),
@@ -131,21 +147,28 @@ async def _first_event(
         idle_timeout_s=gateway.stream_idle_timeout_s,
     )
     try:
-        with span("provider.stream_open", Provider=spec.provider, Model=spec.id):  # up to the first event
+        with span("provider.stream_open", Provider=spec.provider, Model=spec.id, Deployment=deployment):  # to 1st event
             async with asyncio.timeout(first_byte_s):
                 first = await anext(events)
     except BaseException as exc:
         await close_quietly(events)
         failure = stream_failure(exc, spec.provider, f"sent no event within {first_byte_s:.1f}s")
         if failure is None:  # the caller left while waiting: its health is unknown, the ledger says so
-            left = Attempt(provider=spec.provider, model=spec.id, outcome="cancelled", duration_ms=ms_since(started))
+            left = Attempt(
+                provider=spec.provider,
+                model=spec.id,
+                deployment=deployment,
+                outcome="cancelled",
+                duration_ms=ms_since(started),
+            )
             await gateway.account(ctx, left, attempts, ok=None)
             raise
-        await gateway.account(ctx, failed_attempt(spec, failure, started), attempts, ok=False)
+        await observe(gateway, target, failure, failure.rate_limits)
+        await gateway.account(ctx, failed_attempt(spec, failure, started, deployment=deployment), attempts, ok=False)
         if failure is exc:
             raise
         raise failure from exc
-    return OpenedCall(spec=spec, wire=wire, events=events, first=first, started=started)
+    return OpenedCall(spec=spec, wire=wire, events=events, first=first, started=started, target=target)
 
 
 def stream_failure(exc: BaseException, provider: str, timed_out: str) -> ProviderError | None:
@@ -285,6 +308,8 @@ class RoutedStream:
         self._finished = True
         await close_quietly(self._opened.events)  # past its end event: lets the adapter release the connection
         usage = end.usage if end.usage is not None else self._seen.estimated_usage(self._opened.wire)
+        if self._opened.target is not None:  # what the stream's headers said about the deployment's quota
+            await observe(self._gateway, self._opened.target, None, end.rate_limits)
         await self._end_attempt("success", usage, ok=True)
         result = CompletionResult(
             id=self.id,
@@ -318,6 +343,7 @@ class RoutedStream:
         attempt = Attempt(
             provider=self.provider,
             model=self.model,
+            deployment=opened.target.deployment.id if opened.target is not None else None,
             outcome=outcome,
             error_class=type(failure).__name__ if failure is not None else None,
             error_code=failure.code if failure is not None else None,
@@ -331,3 +357,6 @@ class RoutedStream:
         finally:
             spent_usd = spent(self._attempts) - opened.spent_before
             await self._gateway.settle(self._ctx, opened.reservation, spent_usd, after_response=True)
+            if opened.quota_ticket is not None and self._gateway.quotas is not None:
+                settle = functools.partial(self._gateway.quotas.settle, opened.quota_ticket, usage.total_tokens)
+                await self._ctx.defer.soon(settle)
