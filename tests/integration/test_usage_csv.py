@@ -34,24 +34,26 @@ def test_csv_report_has_the_json_numbers_one_row_per_group(local_stack, simulato
     assert list(rows[0]) == [*KEY_COLUMNS, *NUMBER_COLUMNS]
     groups = [row["group"] for row in rows]
     days, models, keys = len(report["days"]), len(report["models"]), len(report["keys"])
-    assert groups == ["total"] + ["day"] * days + ["model"] * models + ["key"] * keys
-    assert (models, keys, report["totals"]["requests"]) == (2, 1, 3)
+    deployments = len(report["deployments"])
+    assert groups == ["total"] + ["day"] * days + ["model"] * models + ["key"] * keys + ["deployment"] * deployments
+    assert (models, keys, deployments, report["totals"]["requests"]) == (2, 1, 2, 3)
 
     total = rows[0]
     assert total["date"] == f"{report['from']}/{report['to']}"
     for name in NUMBER_COLUMNS:
         assert float(total[name]) == pytest.approx(report["totals"][name], rel=1e-12), name
-    json_rows = [*report["days"], *report["models"], *report["keys"]]
+    json_rows = [*report["days"], *report["models"], *report["keys"], *report["deployments"]]
     for row, expected in zip(rows[1:], json_rows, strict=True):
-        assert (row["date"], row["provider"], row["model"], row["key_id"]) == (
+        assert (row["date"], row["provider"], row["model"], row["key_id"], row["deployment"]) == (
             expected["date"],
             expected.get("provider", ""),
             expected.get("model", ""),
             expected.get("key_id", ""),
+            expected.get("deployment", ""),
         )
         for name in NUMBER_COLUMNS:
             if name != "cache_hit_rate":
-                assert float(row[name]) == pytest.approx(expected[name], rel=1e-12), name
+                assert float(row[name]) == pytest.approx(expected.get(name, 0), rel=1e-12), name
     assert sum(float(row["cost_usd"]) for row in rows if row["group"] == "model") == pytest.approx(
         report["totals"]["cost_usd"]
     )
