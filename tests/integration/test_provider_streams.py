@@ -28,6 +28,7 @@ from llm_gateway.providers import adapter_class
 from llm_gateway.providers.base import Provider
 from llm_gateway.streaming.events import ProviderEvent, StreamEnd, TextDelta, ToolCallDelta
 from local.simulator import ProviderSimulator
+from tests.support.sim_streams import stream_record
 
 pytestmark = pytest.mark.integration
 
@@ -290,13 +291,3 @@ def test_closing_the_stream_early_closes_the_connection(simulator, name):
     assert all(isinstance(e, TextDelta) for e in asyncio.run(run()))
     record = stream_record(simulator, name)
     assert record["outcome"] == "client_closed" and record["events_sent"] < 10
-
-
-def stream_record(simulator: ProviderSimulator, provider: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """How the simulator's first stream to ``provider`` went, once it has finished sending it."""
-    deadline = time.monotonic() + timeout_s
-    while "stream" not in (call := simulator.calls(provider)[0]):
-        assert time.monotonic() < deadline, "the simulator did not finish the stream in time"
-        time.sleep(0.02)
-    record: dict[str, Any] = call["stream"]
-    return record
