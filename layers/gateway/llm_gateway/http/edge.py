@@ -44,6 +44,7 @@ from llm_gateway.wiring import services
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
+    from llm_gateway.guardrails.request import GuardrailRequest
     from llm_gateway.keys import Admission, VerifiedKey
 
 T = TypeVar("T")
@@ -182,7 +183,17 @@ class HttpEdge:
             tags=key.context_tags(),
         )
         ctx.allows_model = key.policy.allows_model  # automatic fallbacks stay within the key's models
+        ctx.guardrails = self.guardrails()
         return ctx
+
+    def guardrails(self) -> GuardrailRequest:
+        """The request's guardrail policy: default, key, then ``x-gateway-guardrails`` / ``guardrails``."""
+        from llm_gateway.http import guardrails
+
+        route = self.event.get("resource") or self.app.current_event.path
+        body = self.app.context.get("gateway_json_body")
+        headers = self.app.current_event.headers
+        return guardrails.resolve(headers, body, route, self.key().policy, services(), self.metrics)
 
     # ------------------------------------------------------------------ the answer
 
