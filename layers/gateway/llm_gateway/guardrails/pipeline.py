@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from llm_gateway.errors import GuardrailBlockedError, OutputBlockedError
 from llm_gateway.guardrails import policy as policies
 from llm_gateway.guardrails.findings import Check, Finding, Mode
 from llm_gateway.guardrails.policy import GuardrailPolicy, Stage
-from llm_gateway.guardrails.redaction import Vault, map_json_strings, redact, restore, restore_json
+from llm_gateway.guardrails.redaction import Vault, redact, restore
 from llm_gateway.guardrails.request import GuardrailRequest, Verdicts
-from llm_gateway.models import Attempt, CompletionRequest, CompletionResult, Message, TextPart
+from llm_gateway.guardrails.texts import TextMap, map_message, map_result, message_texts
+from llm_gateway.models import Attempt, CompletionRequest, CompletionResult
 
 if TYPE_CHECKING:
     from llm_gateway.gateway import Gateway
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llm_gateway.guardrails")
 CALLER_ROLES = frozenset({"user", "tool"})  # what injection screening and Bedrock's INPUT read
-TextMap = Callable[[str, str], str]  # (text, role) -> text
 
 
 class GuardrailPipeline:
@@ -108,6 +108,9 @@ class Screening:
             return []
         return [(check, mode) for check, mode in self.policy.checks(stage) if self.pipeline.has(check)]
 
+    def _bedrock_mode(self, stage: Stage) -> Mode | None:
+        return next((mode for check, mode in self.runs(stage) if check == "bedrock"), None)
+
     # --- input ------------------------------------------------------------------------------------
 
     async def check_input(self) -> None:
@@ -121,7 +124,7 @@ class Screening:
             messages = [map_message(m, scan) for m in self.request.messages]
             self._finish_stage(local, "input", blocked)
             self.request = self.request.model_copy(update={"messages": messages})
-        if ("bedrock", mode := self.policy.mode("bedrock", "input")) in self.runs("input") and mode is not None:
+        if (mode := self._bedrock_mode("input")) is not None:
             await self._bedrock_input(mode)
 
     async def _bedrock_input(self, mode: Mode) -> None:
@@ -143,8 +146,7 @@ class Screening:
             blocked: list[Finding] = []
             result = map_result(result, self._scanner(local, "output", blocked))
             self._finish_stage(local, "output", blocked)
-        mode = self.policy.mode("bedrock", "output")
-        if mode is not None and ("bedrock", mode) in self.runs("output"):
+        if (mode := self._bedrock_mode("output")) is not None:
             texts = [result.content, *(c.content for c in result.alternatives)]
             replaced = await self._bedrock(texts, "OUTPUT", mode, "output")
             if replaced:
@@ -221,81 +223,3 @@ class Screening:
         what = "request" if stage == "input" else "answer"
         raise error(f"the {what} was blocked by the {check} guardrail ({kind}){': ' + reason if reason else ''}",
                     details=details)  # fmt: skip
-
-
-def message_texts(message: Message) -> list[str]:
-    texts = [message.content] if isinstance(message.content, str) else []
-    texts += (
-        [p.text for p in message.content or [] if isinstance(p, TextPart)] if isinstance(message.content, list) else []
-    )
-    return texts + [call.function.arguments for call in message.tool_calls or []]
-
-
-def map_message(message: Message, change: TextMap) -> Message:
-    """The message with ``change`` applied to its text, its text parts and its tool calls' arguments
-    (inside their JSON strings, so the arguments stay JSON)."""
-    role = message.role
-    update: dict[str, object] = {}
-    if isinstance(message.content, str):
-        update["content"] = change(message.content, role)
-    elif isinstance(message.content, list):
-        update["content"] = [
-            p.model_copy(update={"text": change(p.text, role)}) if isinstance(p, TextPart) else p
-            for p in message.content
-        ]
-    if message.tool_calls:
-        update["tool_calls"] = [_map_call(call, change, role) for call in message.tool_calls]
-    return message.model_copy(update=update)
-
-
-def _map_call(call: object, change: TextMap, role: str) -> object:
-    from llm_gateway.tool_models import ToolCall
-
-    assert isinstance(call, ToolCall)
-    arguments = call.function.arguments
-    changed = map_json_strings(arguments, lambda s: change(s, role))
-    if changed is None:
-        changed = change(arguments, role)
-    elif changed == _normal_json(arguments):
-        changed = arguments  # nothing changed: keep the model's own spelling
-    return call.model_copy(update={"function": call.function.model_copy(update={"arguments": changed})})
-
-
-def _normal_json(text: str) -> str:
-    return map_json_strings(text, lambda s: s) or text
-
-
-def map_result(
-    result: CompletionResult, change: TextMap, *, arguments: bool = True, restore_args: Vault | None = None
-) -> CompletionResult:
-    """The answer with ``change`` applied to its text and its alternatives' (and, with ``arguments``,
-    its tool calls' arguments; with ``restore_args``, those arguments restored from that vault)."""
-
-    def calls(found: list[object] | None) -> list[object] | None:
-        if not found:
-            return found
-        if restore_args is not None:
-            return [_restore_call(call, restore_args) for call in found]
-        return [_map_call(call, change, "assistant") for call in found] if arguments else found
-
-    alternatives = [
-        choice.model_copy(
-            update={"content": change(choice.content, "assistant"), "tool_calls": calls(choice.tool_calls)}
-        )  # type: ignore[arg-type]
-        for choice in result.alternatives
-    ]
-    return result.model_copy(
-        update={
-            "content": change(result.content, "assistant"),
-            "tool_calls": calls(result.tool_calls),  # type: ignore[arg-type]
-            "alternatives": alternatives,
-        }
-    )
-
-
-def _restore_call(call: object, vault: Vault) -> object:
-    from llm_gateway.tool_models import ToolCall
-
-    assert isinstance(call, ToolCall)
-    restored = restore_json(call.function.arguments, vault)
-    return call.model_copy(update={"function": call.function.model_copy(update={"arguments": restored})})

@@ -9,8 +9,9 @@ the native routes' ``guardrails`` body field): comma-separated ``check[.stage]=s
   check's usual stages: ``injection`` the input only (it screens what the caller sends), the rest both;
 * settings: ``off``, ``monitor`` (log and count), ``redact`` (replace what was found), ``block``, and
   for ``pii`` only ``restore``: the input redacted with numbered placeholders (``[EMAIL_1]``) that are
-  put back in the answer, so the caller gets its own data back and the provider never sees it
-  (``pii=restore`` is ``pii.input=redact`` plus restoring, with ``pii.output=monitor``).
+  put back in the answer, so the caller gets its own data back and the provider never sees it.
+  ``pii=restore`` sets the input stage only: the output keeps its setting (with ``pii.output=redact``,
+  personal data the model wrote itself is redacted, the caller's own comes back).
 
 A request's own settings apply as its policy allows them (``override``): ``any``, ``tighten`` (only
 settings at least as strict as the policy's: off < monitor < redact/restore < block), or ``none``.
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
+
+from pydantic import Field
 
 from llm_gateway.errors import GuardrailOverrideRefusedError, InvalidRequestError
 from llm_gateway.guardrails.findings import Mode
@@ -44,6 +47,15 @@ BODY_FIELD = "guardrails"
 MAX_SPEC_CHARS = 512
 
 Settings = dict[tuple[str, Stage], Setting]  # (check, stage) -> setting; a missing pair is off
+# The native routes' body field: the header's grammar as a string, or {"pii": "redact", ...}; read by
+# the edge (http/guardrails.py), never part of the request the cache and the providers see.
+GuardrailsField = Annotated[
+    str | dict[str, str] | None,
+    Field(
+        default=None,
+        description='Guardrail settings for this request, e.g. "pii=restore, injection=block" (README, Guardrails)',
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -114,8 +126,7 @@ def _expand(name: str, value: str, param: str) -> list[tuple[tuple[str, Stage], 
     if setting == "restore":
         if check != "pii" or stage == "output":
             raise _invalid(param, "restore is a setting of pii (or pii.input) only")
-        restored: list[tuple[tuple[str, Stage], Setting]] = [(("pii", "input"), "restore")]
-        return restored + ([] if stage else [(("pii", "output"), "monitor")])
+        return [(("pii", "input"), "restore")]  # the output keeps its own setting
     stages = (cast(Stage, stage),) if stage else DEFAULT_STAGES[check]
     return [((check, s), setting) for s in stages]
 
