@@ -18,6 +18,7 @@ from local.simulator.choices import compose_choices
 from local.simulator.dialect import Dialect
 from local.simulator.faults import FAULTS, STREAM_FAULTS, Fault, FaultRule, _fault_from_marker
 from local.simulator.gemini_dialect import GeminiDialect
+from local.simulator.guardrails import GuardrailConfig
 from local.simulator.http_server import _Handler, _Server
 from local.simulator.openai_dialect import OpenAIDialect
 from local.simulator.tool_calls import tool_answer
@@ -79,6 +80,7 @@ class ProviderSimulator:
             "gemini": GeminiDialect(),
             "bedrock": BedrockDialect(),
         }
+        self.guardrail = GuardrailConfig()  # ApplyGuardrail's intervening terms (guardrails.py)
 
     # ---- lifecycle
 
@@ -211,6 +213,7 @@ class ProviderSimulator:
             self._latency_ms = 0
             self._chunk_delay_ms = 0
             self._epoch += 1
+        self.guardrail.reset()
 
     # ---- request handling (called from handler threads)
 
@@ -332,6 +335,7 @@ class ProviderSimulator:
             ("DELETE", "/_sim/faults"): self.clear_faults,
             ("POST", "/_sim/script"): lambda: self.script(body["provider"], body["replies"]),
             ("POST", "/_sim/config"): lambda: self.configure(**body),
+            ("POST", "/_sim/guardrail"): lambda: self.guardrail.configure(**body),
             ("POST", "/_sim/reset"): self.reset,
         }
         action = routes.get((method, path))
