@@ -669,7 +669,7 @@ def test_apply_guardrail_is_granted_on_the_configured_guardrail_only(
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["GATEWAY_BEDROCK_GUARDRAIL_ID"] == {"Ref": "BedrockGuardrailId"}
     assert env["GATEWAY_GUARDRAILS"] == {"Ref": "Guardrails"}
-    [(condition, granted, otherwise)] = [
+    [(_, granted, otherwise)] = [
         statement["Fn::If"]
         for statement in as_list(props(resources, "GatewayCorePolicy")["PolicyDocument"]["Statement"])
         if set(statement) == {"Fn::If"} and statement["Fn::If"][0] == "HasBedrockGuardrail"
