@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -253,3 +254,26 @@ def test_an_unsigned_apply_guardrail_call_is_refused_by_the_simulator(simulator:
     answer = httpx.post(f"{simulator.url}/bedrock/guardrail/gr1/version/1/apply", json=body, timeout=10)
     assert answer.status_code == 403
     assert answer.headers["x-amzn-errortype"].startswith("MissingAuthenticationTokenException")
+
+
+def test_logged_prompts_are_redacted_whatever_the_mode(
+    environment: pytest.MonkeyPatch,
+    api: httpx.Client,
+    simulator: ProviderSimulator,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environment.setenv("GATEWAY_LOG_PROMPTS", "true")
+    wiring.reset()
+    caplog.set_level(logging.INFO)
+    marker = uuid.uuid4().hex[:10]
+    answer = native(api, f"{ECHO} note {marker} for {EMAIL}", headers={HEADER: "pii=monitor"})
+    assert answer.status_code == 200, answer.text
+    assert EMAIL in answer.json()["content"]  # monitor: the request itself went through untouched
+    assert EMAIL in sent_texts(simulator)
+    out, err = capfd.readouterr()
+    # The prompt record's own fields (the function's JSON line may go to an earlier test's stdout).
+    prompts = [json.dumps(r.__dict__.get("messages")) for r in caplog.records if r.getMessage() == "prompt"]
+    logged = "\n".join([out, err, caplog.text, *prompts])
+    assert any(f"note {marker} for [EMAIL_1]" in line for line in prompts)  # the prompt was logged, redacted
+    assert EMAIL not in logged

@@ -54,8 +54,14 @@ class GuardrailPipeline:
         self.bedrock = bedrock
 
     def policy_for(self, ctx: RequestContext) -> GuardrailPolicy:
+        """The edge's resolution; for a job, the one its submission resolved (its ``guardrails`` tag);
+        else the deployment's default."""
         request: GuardrailRequest | None = getattr(ctx, "guardrails", None)
-        return request.policy if request is not None else policies.policy_from(self.default)
+        if request is not None:
+            return request.policy
+        if (resolved := ctx.tags.get(policies.JOB_TAG)) is not None:
+            return policies.policy_from(policies.parse(resolved, param=policies.JOB_TAG))
+        return policies.policy_from(self.default)
 
     def has(self, check: str) -> bool:
         return check in self.checks or (check == "bedrock" and self.bedrock is not None)

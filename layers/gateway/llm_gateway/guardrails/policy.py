@@ -43,6 +43,7 @@ DEFAULT_STAGES: Mapping[str, tuple[Stage, ...]] = {
     "bedrock": ("input", "output"),
 }
 HEADER = "x-gateway-guardrails"
+JOB_TAG = "guardrails"  # a job's tag: the policy resolved when it was submitted (describe()'s text)
 BODY_FIELD = "guardrails"
 MAX_SPEC_CHARS = 512
 

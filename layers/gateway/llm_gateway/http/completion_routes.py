@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.event_handler import Response
 
 from llm_gateway.accounting.cache import cache_control_from_headers
+from llm_gateway.guardrails.logs import loggable_messages
 from llm_gateway.http import (
     anthropic_messages,
     events,
@@ -40,7 +41,7 @@ NATIVE_SCHEMA_PARAM = "response_format.schema"
 
 def complete(edge: HttpEdge, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
     if ctx.log_prompts:
-        edge.logger.info("prompt", messages=[m.model_dump() for m in request.messages])
+        edge.logger.info("prompt", messages=loggable_messages(request.messages))
     result = run_sync(services().gateway().complete(request, ctx))
     observe.completion(edge.logger, edge.metrics, result, tenant=ctx.tenant)
     return result

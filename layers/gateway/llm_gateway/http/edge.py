@@ -186,6 +186,11 @@ class HttpEdge:
         ctx.guardrails = self.guardrails()
         return ctx
 
+    def job_tags(self) -> dict[str, str]:
+        """What a job submitted now carries to the worker: the key's tags and the guardrail policy
+        resolved now (the worker has neither the key's policy nor the request's headers)."""
+        return {**self.key().context_tags(), "guardrails": self.guardrails().policy.describe()}
+
     def guardrails(self) -> GuardrailRequest:
         """The request's guardrail policy: default, key, then ``x-gateway-guardrails`` / ``guardrails``."""
         from llm_gateway.http import guardrails
@@ -265,7 +270,7 @@ class HttpEdge:
             operation,
             payload,
             tenant=self.tenant(),
-            key_tags=self.key().context_tags(),
+            key_tags=self.job_tags(),
             request_id=self.request_id(),
             deferred=preference == prefer.DEFER_ON_FAILURE,  # providers just failed: wait a backoff step
             defer=after_response.current(),

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 # The native routes, whose bodies take a ``guardrails`` field (the others: the header only).
 BODY_ROUTES = frozenset({"/v1/completions", "/v1/extractions", "/v1/summaries"})
+JOBS_ROUTE = "/v1/jobs"  # a job's input may carry the field too (extractions, summaries)
 METRIC = "GuardrailVerdicts"
 
 
@@ -47,13 +48,23 @@ def resolve(
     header = _header(headers)
     if header is not None:
         requested.update(policies.parse(header, param=policies.HEADER))
-    spec = body.get(policies.BODY_FIELD) if body is not None and route in BODY_ROUTES else None
+    spec = _body_spec(body, route)
     if spec is not None:
         requested.update(policies.parse(spec, param=policies.BODY_FIELD))
         param = policies.BODY_FIELD
     policy = policies.resolve(base, requested, override, param=param)
     _refuse_missing(requested, current, param)
     return GuardrailRequest(policy, Verdicts(_observer(metrics)))
+
+
+def _body_spec(body: Mapping[str, Any] | None, route: str) -> Any:
+    """The body's ``guardrails``: on a native route, or in a submitted job's ``input``."""
+    if body is None:
+        return None
+    if route == JOBS_ROUTE:
+        job_input = body.get("input")
+        return job_input.get(policies.BODY_FIELD) if isinstance(job_input, Mapping) else None
+    return body.get(policies.BODY_FIELD) if route in BODY_ROUTES else None
 
 
 def _override(key_value: str | None, default: policies.Override) -> policies.Override:
