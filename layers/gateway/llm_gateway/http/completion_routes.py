@@ -14,6 +14,7 @@ from llm_gateway.http import (
     anthropic_messages,
     events,
     framing,
+    guardrails,
     key_checks,
     models_list,
     observe,
@@ -123,4 +124,5 @@ def direct(edge: HttpEdge, event: dict[str, Any], context: LambdaContext) -> dic
         raise framing.invalid("stream", streamed.NOT_STREAMED_HERE)
     framing.check_response_format(body, param=NATIVE_SCHEMA_PARAM)
     ctx = events.direct_context("completion", tenant, context)
+    ctx.guardrails = guardrails.resolve(None, payload, NATIVE_PATH, None, services(), edge.metrics)
     return complete(edge, body.completion_request(), ctx).model_dump(mode="json")
