@@ -1,0 +1,205 @@
+"""Prompt-injection phrases, matched on folded text (lower case, single spaces, no invisible characters).
+
+Each rule is a signal with a weight: how sure one occurrence makes us on its own. Weak signals ("you are
+now", "stay in character") only count together with others. The gaps between words are bounded lazy
+repeats of one word each, so no pattern can backtrack more than a few dozen steps per start.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Signal:
+    kind: str
+    weight: float
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PhraseRule:
+    kind: str
+    weight: float
+    pattern: re.Pattern[str]
+    reason: str
+
+
+_WORDS = "(?: [\\w'\u2019]{1,20}){0,%d}?"  # up to N filler words between two anchors
+
+
+def _rule(kind: str, weight: float, pattern: str, reason: str) -> PhraseRule:
+    return PhraseRule(kind, weight, re.compile(pattern), reason)
+
+
+_OVERRIDE_VERBS = r"(?:ignore|disregard|forget|override|bypass|skip|discard|abandon|neglect|set aside)"
+_EARLIER = (
+    r"(?:previous|previously|prior|above|earlier|preceding|former|foregoing|initial|original|system|existing|old)"
+)
+_RULE_NOUNS = (
+    r"(?:instructions?|prompts?|rules|directions|directives|guidelines|guidance|context|commands|orders"
+    r"|constraints|restrictions|programming|messages|policies|safeguards)"
+)
+_LIMITS = (
+    r"(?:restrictions|limitations|limits|filters|guidelines|rules|constraints|censorship|boundaries|policies|ethics)"
+)
+
+PHRASE_RULES: tuple[PhraseRule, ...] = (
+    _rule(
+        "instruction_override",
+        0.85,
+        rf"\b{_OVERRIDE_VERBS}\b{_WORDS % 4} {_EARLIER}\b{_WORDS % 2} {_RULE_NOUNS}\b",
+        "asks to ignore earlier instructions",
+    ),
+    _rule(
+        "instruction_override",
+        0.7,
+        rf"\b(?:ignore|disregard|forget)\b (?:everything|anything|all of that|all that|all|what)\b{_WORDS % 3}"
+        r" (?:above|before|previously|earlier|so far|you (?:were|have been) told)\b",
+        "asks to ignore everything said before",
+    ),
+    _rule(
+        "instruction_override",
+        0.6,
+        rf"\b(?:do not|don't|stop) (?:follow|obey)(?:ing)?\b{_WORDS % 3} {_RULE_NOUNS}\b",
+        "asks not to follow the instructions",
+    ),
+    _rule(
+        "instruction_override",
+        0.6,
+        r"\b(?:new|updated|revised|real|actual|true|override|admin|important) (?:system )?instructions? ?:",
+        "announces new instructions",
+    ),
+    _rule(
+        "instruction_override",
+        0.6,
+        r"\byour (?:new|real|true|actual|only) (?:instructions|task|goal|purpose|role|objective) (?:is|are|now)\b",
+        "assigns a new task",
+    ),
+    _rule(
+        "role_injection",
+        0.7,
+        r"<\|im_start\|>|<\|system\|>|<\|endoftext\|>|<</?sys>>|\[/?inst\]|\[system\]|### (?:system|instruction):",
+        "chat-template control tokens in the text",
+    ),
+    _rule("role_play", 0.35, r"\byou are now\b", "'you are now' re-assignment"),
+    _rule(
+        "jailbreak",
+        0.85,
+        r"\byou are now (?:a |an |in |the )?(?:dan\b|jailbroken|unrestricted|unfiltered|uncensored|evil|developer mode"
+        r"|no longer (?:bound|an ai|restricted|limited)|free (?:of|from)|an ai (?:without|with no))",
+        "re-assigns the model to an unrestricted persona",
+    ),
+    _rule(
+        "instruction_override",
+        0.4,
+        r"\bfrom now on,? you (?:are|will|must|shall|should)\b",
+        "'from now on you' re-assignment",
+    ),
+    _rule(
+        "prompt_exfiltration",
+        0.75,
+        r"\b(?:reveal|show|print|display|repeat|output|tell me|give me|leak|dump|share|disclose|write out|spell out"
+        rf"|recite|paste|copy)\b{_WORDS % 3} (?:system prompt|system message|initial (?:prompt|instructions)"
+        r"|hidden (?:prompt|instructions)|original (?:prompt|instructions)|developer (?:message|prompt)|pre-?prompt"
+        r"|(?:your|the) instructions (?:above|you were given)"
+        r"|(?:your|the) (?:full|complete|exact) (?:prompt|instructions))",
+        "asks for the system prompt",
+    ),
+    _rule(
+        "prompt_exfiltration",
+        0.75,
+        r"\bwhat (?:is|are|was|were) your (?:system prompt|initial instructions|original instructions"
+        r"|hidden instructions|instructions|rules)\b",
+        "asks for the system prompt",
+    ),
+    _rule(
+        "prompt_exfiltration",
+        0.7,
+        r"\brepeat (?:the |all )?(?:words|text|everything|all) (?:above|before this)\b",
+        "asks to repeat the text before it",
+    ),
+    _rule("jailbreak", 0.5, r"\bdeveloper mode\b", "mentions developer mode"),
+    _rule(
+        "jailbreak",
+        0.8,
+        r"\b(?:enable|activate|enter|switch to|turn on|unlock)\b(?: \w{1,20}){0,2}? (?:developer|debug|god|admin|sudo"
+        r"|jailbreak|unrestricted|dan) mode\b",
+        "asks to enable an unrestricted mode",
+    ),
+    _rule("jailbreak", 0.85, r"\bdo anything now\b", "DAN ('do anything now') jailbreak"),
+    _rule("jailbreak", 0.4, r"\bjailbr(?:oken|eak|eaking)\b", "mentions jailbreaking"),
+    _rule(
+        "jailbreak",
+        0.8,
+        rf"\bpretend\b{_WORDS % 6} (?:no|without|free of|free from|not bound by)(?: any| all| your)? {_LIMITS}\b",
+        "asks to pretend there are no restrictions",
+    ),
+    _rule(
+        "jailbreak",
+        0.8,
+        rf"\b(?:act|behave|respond|answer|roleplay|role-play|role play)(?: as)?(?: if)?\b{_WORDS % 5}"
+        rf" (?:unrestricted|unfiltered|uncensored|amoral|without (?:any )?{_LIMITS})\b",
+        "asks for an unrestricted role-play",
+    ),
+    _rule(
+        "jailbreak",
+        0.45,
+        rf"\b(?:no|without|free of|free from|not bound by|ignore your)(?: any| all| your)?(?: ethical| moral| content"
+        rf"| safety)? {_LIMITS}\b",
+        "talks of having no restrictions",
+    ),
+    _rule("role_play", 0.3, r"\b(?:stay|remain) in character\b", "asks to stay in character"),
+    _rule(
+        "covert_instruction",
+        0.55,
+        r"\b(?:do not|don't|never) (?:tell|inform|alert|notify|warn|mention (?:this|it) to|let on to) (?:the )?user\b",
+        "asks to hide something from the user",
+    ),
+    _rule(
+        "data_exfiltration",
+        0.6,
+        r"\b(?:send|forward|exfiltrate|upload|leak|post|email) (?:all |the |this |your |any |my )?(?:entire )?"
+        r"(?:conversation|chat history|previous messages|user'?s? (?:data|details|messages)|credentials|api keys?"
+        r"|secrets|passwords|session tokens?)\b",
+        "asks to send conversation data or secrets away",
+    ),
+    _rule(
+        "indirect_injection",
+        0.5,
+        r"\b(?:if|when) you are an? (?:ai|llm|language model|assistant|chatbot|ai assistant)\b"
+        r"|\b(?:ai|llm|language model|assistant|chatbot)s? (?:reading|processing|summari[sz]ing|parsing) this\b"
+        r"|\bnote to (?:the )?(?:ai|llm|assistant|model)\b",
+        "addresses an AI reading the document",
+    ),
+)
+
+# Quoting or discussing an attack is not making one: these damp a phrase's weight (see injection.py).
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"
+DISCUSSION_MARKERS = re.compile(
+    r"\b(?:prompt injections?|injection attacks?|jailbreak(?:ing)? (?:attacks?|attempts?|prompts?)|attackers?"
+    r"|adversarial|researchers?|red[- ]team\w*|for example|such as|defen[cs]es?|mitigat\w+|classifiers?|detect\w*"
+    r"|papers?|study|studies|benchmarks?|taxonomy|phrases? like|known as|examples? of)\b"
+)
+
+
+def quoted(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] sits inside quotation marks: one just before it and one closing it on the line."""
+    before = text[max(0, start - 3) : start]
+    if not any(q in before for q in _QUOTES):
+        return False
+    after = text[end : end + 120]
+    line_end = after.find("\n")
+    return any(q in (after if line_end < 0 else after[:line_end]) for q in _QUOTES)
+
+
+def phrase_signals(folded_text: str) -> list[Signal]:
+    """Every phrase rule's matches, with spans in the folded text."""
+    signals = []
+    for rule in PHRASE_RULES:
+        for match in rule.pattern.finditer(folded_text):
+            signals.append(Signal(rule.kind, rule.weight, match.start(), match.end(), rule.reason))
+    return signals
