@@ -2,8 +2,9 @@
 
 Signals come from instruction phrases (matched on folded text, so case, full-width letters and
 zero-width characters do not hide them) and from hiding places (``injection_hidden.py``). Scores combine
-as a noisy OR over signal kinds, 1 - prod(1 - weight), with the strongest occurrence of each kind
-counting once: two weak hints make a moderate score, one strong phrase a high one. A phrase inside
+as a noisy OR over rules, 1 - prod(1 - weight), with the strongest occurrence of each rule counting
+once (a phrase repeated ten times is still one hint): two weak hints make a moderate score, one strong
+phrase a high one. A phrase inside
 quotation marks, or in a text that reads like a discussion of attacks, counts for less.
 """
 
@@ -29,9 +30,10 @@ class Assessment:
 
 
 def combine(signals: list[Signal]) -> float:
-    strongest: dict[str, float] = {}
+    strongest: dict[tuple[str, str], float] = {}
     for signal in signals:
-        strongest[signal.kind] = max(strongest.get(signal.kind, 0.0), signal.weight)
+        rule = (signal.kind, signal.reason)
+        strongest[rule] = max(strongest.get(rule, 0.0), signal.weight)
     remaining = 1.0
     for weight in strongest.values():
         remaining *= 1.0 - weight

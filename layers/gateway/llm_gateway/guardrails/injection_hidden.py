@@ -31,7 +31,7 @@ _MARKDOWN_EXFIL = re.compile(
     r"(?:\{|\[|%7b|%5b|<)[^\s)]{0,60}?(?:conversation|history|secret|password|summary|data|message|email)",
     re.IGNORECASE,
 )
-_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,4000}={0,2}(?![A-Za-z0-9+/=])")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{24,4000}={0,2}(?![A-Za-z0-9+/=])")
 # Words that make hidden text read as an order to a model rather than a hidden menu.
 _DIRECTIVE = re.compile(
     r"\b(?:ignore|disregard|instructions?|assistant|ai|llm|language model|chatbot|you must|you should|you are"

@@ -28,7 +28,8 @@ class PhraseRule:
     reason: str
 
 
-_WORDS = "(?: [\\w'\u2019]{1,20}){0,%d}?"  # up to N filler words between two anchors
+# Up to N filler words between two anchors, each maybe after a comma, colon or full stop.
+_WORDS = "(?:[,.:;!?]? [\\w'\u2019]{1,20}){0,%d}?"
 
 
 def _rule(kind: str, weight: float, pattern: str, reason: str) -> PhraseRule:
@@ -42,6 +43,12 @@ _EARLIER = (
 _RULE_NOUNS = (
     r"(?:instructions?|prompts?|rules|directions|directives|guidelines|guidance|context|commands|orders"
     r"|constraints|restrictions|programming|messages|policies|safeguards)"
+)
+_ENABLE = r"(?:enable|activate|enter|switch to|turn on|unlock)"
+_SPECIAL_MODE = r"(?:developer|debug|god|admin|sudo|jailbreak|unrestricted|dan) mode"
+_THE_MODEL = (
+    r"(?:your (?:responses|answers|replies|output)|chatgpt|gpt(?:-?\d)?|claude|gemini"
+    r"|the ai|the assistant|the model|llm)"
 )
 _LIMITS = (
     r"(?:restrictions|limitations|limits|filters|guidelines|rules|constraints|censorship|boundaries|policies|ethics)"
@@ -78,6 +85,19 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         0.6,
         r"\byour (?:new|real|true|actual|only) (?:instructions|task|goal|purpose|role|objective) (?:is|are|now)\b",
         "assigns a new task",
+    ),
+    # The same override in the languages attacks most often switch to (folded: accents are gone).
+    _rule(
+        "instruction_override",
+        0.85,
+        r"\b(?:ignore[sz]?|oublie[sz]?) (?:toutes? )?(?:les |tes |vos )?(?:instructions|consignes|regles)"
+        r" (?:precedentes|anterieures|ci-dessus)\b"
+        r"|\b(?:ignoriere|ignorieren sie|vergiss|vergessen sie) (?:alle )?(?:vorherigen|bisherigen|obigen|fruheren)"
+        r" (?:anweisungen|instruktionen|regeln)\b"
+        r"|\b(?:ignora|ignore|olvida|ignorar) (?:todas )?(?:las |as |le |tutte le )?"
+        r"(?:instrucciones|instrucoes|istruzioni)"
+        r" (?:anteriores|previas|precedentes|precedenti)\b",
+        "asks to ignore earlier instructions (French, German, Spanish, Portuguese, Italian)",
     ),
     _rule(
         "role_injection",
@@ -122,16 +142,31 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         r"\brepeat (?:the |all )?(?:words|text|everything|all) (?:above|before this)\b",
         "asks to repeat the text before it",
     ),
-    _rule("jailbreak", 0.5, r"\bdeveloper mode\b", "mentions developer mode"),
+    # "Developer mode" is also an everyday setting (Android, Windows): weak unless the model is the one
+    # asked to be in it.
+    _rule("jailbreak", 0.2, r"\bdeveloper mode\b", "mentions developer mode"),
     _rule(
         "jailbreak",
-        0.8,
-        r"\b(?:enable|activate|enter|switch to|turn on|unlock)\b(?: \w{1,20}){0,2}? (?:developer|debug|god|admin|sudo"
-        r"|jailbreak|unrestricted|dan) mode\b",
-        "asks to enable an unrestricted mode",
+        0.3,
+        rf"\b{_ENABLE}\b{_WORDS % 2} {_SPECIAL_MODE}\b",
+        "asks to enable a special mode",
+    ),
+    _rule(
+        "jailbreak",
+        0.75,
+        rf"\b{_ENABLE}\b{_WORDS % 2} {_SPECIAL_MODE}\b{_WORDS % 6} {_THE_MODEL}\b"
+        rf"|\b(?:you are|you're|you will|you'll|simulate|act|behave)\b{_WORDS % 4}"
+        rf" (?:with |in |into )?{_SPECIAL_MODE}\b",
+        "puts the model in an unrestricted mode",
+    ),
+    _rule(
+        "jailbreak",
+        0.45,
+        r"\b(?:no longer|not|never) (?:be )?(?:filtered|censored|restricted|moderated|bound by)\b|\bunfiltered\b",
+        "says answers are no longer filtered",
     ),
     _rule("jailbreak", 0.85, r"\bdo anything now\b", "DAN ('do anything now') jailbreak"),
-    _rule("jailbreak", 0.4, r"\bjailbr(?:oken|eak|eaking)\b", "mentions jailbreaking"),
+    _rule("jailbreak", 0.3, r"\bjailbr(?:oken|eak|eaking)\b", "mentions jailbreaking"),
     _rule(
         "jailbreak",
         0.8,
@@ -162,7 +197,7 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     _rule(
         "data_exfiltration",
         0.6,
-        r"\b(?:send|forward|exfiltrate|upload|leak|post|email) (?:all |the |this |your |any |my )?(?:entire )?"
+        rf"\b(?:send|forward|exfiltrate|upload|leak|post|email)\b{_WORDS % 5} (?:entire )?"
         r"(?:conversation|chat history|previous messages|user'?s? (?:data|details|messages)|credentials|api keys?"
         r"|secrets|passwords|session tokens?)\b",
         "asks to send conversation data or secrets away",
@@ -171,7 +206,8 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         "indirect_injection",
         0.5,
         r"\b(?:if|when) you are an? (?:ai|llm|language model|assistant|chatbot|ai assistant)\b"
-        r"|\b(?:ai|llm|language model|assistant|chatbot)s? (?:reading|processing|summari[sz]ing|parsing) this\b"
+        r"|\b(?:ai|llm|language model|assistant|chatbot)s? (?:reads?|reading|process(?:es|ing)?|summari[sz](?:es|ing)"
+        r"|pars(?:es|ing)|handl(?:es|ing)|sees?) this\b"
         r"|\bnote to (?:the )?(?:ai|llm|assistant|model)\b",
         "addresses an AI reading the document",
     ),
@@ -187,13 +223,21 @@ DISCUSSION_MARKERS = re.compile(
 
 
 def quoted(text: str, start: int, end: int) -> bool:
-    """Whether text[start:end] sits inside quotation marks: one just before it and one closing it on the line."""
-    before = text[max(0, start - 3) : start]
-    if not any(q in before for q in _QUOTES):
+    """Whether text[start:end] sits inside one quotation: an opening mark before it in the same sentence
+    (a mark at a word start, so the apostrophe in "don't" is no quote) and a closing mark after it."""
+    before = text[max(0, start - 120) : start]
+    opening = -1
+    for index in range(len(before) - 1, -1, -1):
+        char = before[index]
+        if char in ".!?" or (char in _QUOTES and index + 1 < len(before) and not before[index + 1].isalnum()):
+            return False  # the sentence ended, or a quotation closed, before the phrase
+        if char in _QUOTES and (index == 0 or not before[index - 1].isalnum()):
+            opening = index
+            break
+    if opening < 0:
         return False
     after = text[end : end + 120]
-    line_end = after.find("\n")
-    return any(q in (after if line_end < 0 else after[:line_end]) for q in _QUOTES)
+    return any(char in _QUOTES and (i + 1 == len(after) or not after[i + 1].isalnum()) for i, char in enumerate(after))
 
 
 def phrase_signals(folded_text: str) -> list[Signal]:

@@ -46,6 +46,9 @@ _PHONE_NATIONAL = re.compile(r"(?<![\w.\-+/])(?:0\d{1,4}(?:[ \-]\d{2,8}){1,4}|0\
 # A bare run of digits (or a 3-4 split) counts only after a word like "phone" or "call me at".
 _PHONE_BARE = re.compile(r"(?<![\w.\-+/])(?:\d{7,15}|\d{3}[ \-]\d{4})(?![\w\-]|[.,/:]\d)")
 _DOUBLE_SEPARATOR = re.compile(r"[ .\-]{2}|\(\s*\)")
+# "4526 0181 5908 3013": the last three groups look like a national number, but they continue a longer
+# run of digit groups (an order or card number) and are not one.
+_AFTER_DIGIT_GROUP = re.compile(r"\d[ .\-]$")
 
 
 def _digit_count(value: str) -> int:
@@ -70,11 +73,13 @@ def find_phones(text: str) -> Iterator[Candidate]:
             continue
         yield Candidate("phone", match.start(), match.start() + len(value), "phone number (international)")
     for match in _PHONE_NANP.finditer(text):
-        if preceded_by(ID_CONTEXT, text, match.start()):
+        if preceded_by(ID_CONTEXT, text, match.start()) or preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
         yield Candidate("phone", match.start(), match.end(), "phone number (North American)")
     for match in _PHONE_NATIONAL.finditer(text):
         if not 9 <= _digit_count(match.group()) <= 12 or preceded_by(ID_CONTEXT, text, match.start()):
+            continue
+        if preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
         yield Candidate("phone", match.start(), match.end(), "phone number (national)")
     for match in _PHONE_BARE.finditer(text):
@@ -84,7 +89,7 @@ def find_phones(text: str) -> Iterator[Candidate]:
 
 # ----------------------------------------------------------------------------- payment cards
 
-_CARD = re.compile(r"(?<![\w\-.])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
+_CARD = re.compile(r"(?<![\w\-.+])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
 
 
 def _issuer(digits: str) -> str | None:

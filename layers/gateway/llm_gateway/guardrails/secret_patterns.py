@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from llm_gateway.guardrails.candidates import Candidate
 
 _AWS_ACCESS_KEY = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])")
-_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _AWS_SECRET_CONTEXT = re.compile(r"secret|aws_?sak|SecretAccessKey", re.IGNORECASE)
 
 # (pattern, what it is). Prefixed tokens; the look-behinds keep each start at a token boundary.
@@ -45,7 +45,7 @@ _ASSIGNMENT = re.compile(
 _PASSWORD_NAMES = frozenset({"password", "passwd", "pwd", "passphrase"})
 # Values that are references or placeholders, not secrets: $VAR, ${VAR}, {{var}}, <token>, ***, None.
 _NOT_A_SECRET = re.compile(
-    r"^(?:[$%{<*]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
+    r"^(?:[$%{<*\[]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
     r"|x{3,}|\.{3}|redacted|changeme$|example|your[_\-]|placeholder|required$|str$|string$|int$|optional)",
     re.IGNORECASE,
 )
