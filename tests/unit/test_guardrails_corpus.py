@@ -1,8 +1,14 @@
 """Precision and recall of the local checks on the labelled corpus (tests/guardrails_corpus/*.yaml).
 
 Run with ``-s`` to see the table; it is also attached to the test report (``record_property``) and
-printed in any failure message. The thresholds were set from the first honest measurement and are not
-to be lowered to make a change pass: improve the detector or the label (if the label was wrong).
+printed in any failure message.
+
+pii.yaml and injection.yaml were written alongside the detectors, so their numbers are in-sample.
+holdout.yaml was written afterwards and measured once before any change (first run: PII precision
+0.969 / recall 0.912, injection precision 0.875 / recall 0.636); its misses were then fixed, so it is
+in-sample now too. The thresholds are regression floors on the whole corpus, not estimates of accuracy
+on unseen text; do not lower them to make a change pass: improve the detector, or the label if it is
+wrong.
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     _rule(
         "instruction_override",
         0.6,
+        r"(?<!\bme )(?<!\bmy )(?<!\bthe )(?<!\bsome )(?<!\bhis )(?<!\bher )(?<!\bour )(?<!\btheir )"
         r"\b(?:new|updated|revised|real|actual|true|override|admin|important) (?:system )?instructions? ?:",
         "announces new instructions",
     ),
@@ -123,7 +124,8 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         "prompt_exfiltration",
         0.75,
         r"\b(?:reveal|show|print|display|repeat|output|tell me|give me|leak|dump|share|disclose|write out|spell out"
-        rf"|recite|paste|copy)\b{_WORDS % 3} (?:system prompt|system message|initial (?:prompt|instructions)"
+        rf"|recite|paste|copy)\b{_WORDS % 4} (?:your |the )?"
+        r"(?:system prompt|system message|initial (?:prompt|instructions)"
         r"|hidden (?:prompt|instructions)|original (?:prompt|instructions)|developer (?:message|prompt)|pre-?prompt"
         r"|(?:your|the) instructions (?:above|you were given)"
         r"|(?:your|the) (?:full|complete|exact) (?:prompt|instructions))",
@@ -188,6 +190,52 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         "talks of having no restrictions",
     ),
     _rule("role_play", 0.3, r"\b(?:stay|remain) in character\b", "asks to stay in character"),
+    _rule(
+        "covert_instruction",
+        0.55,
+        r"\b(?:do not|don't|never) (?:mention|reveal|disclose|acknowledge|repeat) (?:this|these|the above) "
+        r"(?:instructions?|notes?|messages?|requests?|text)\b",
+        "asks to keep its own instructions secret",
+    ),
+    _rule(
+        "indirect_injection",
+        0.5,
+        r"\b(?:important|attention|urgent|note)\b ?[:!,-]? (?:to |for )?(?:the )?(?:ai|assistant|llm|model|chatbot)"
+        r"\b(?: [\w']{1,20}){0,3}?[,:]",
+        "addresses an order to the AI",
+    ),
+    _rule(
+        "impersonation",
+        0.4,
+        r"\bthis is (?:the |your )?(?:it department|it team|system administrator|sysadmin|administrator|openai"
+        r"|anthropic|your developers?|the developers?|security team)\b",
+        "claims to speak for an authority",
+    ),
+    _rule(
+        "data_exfiltration",
+        0.35,
+        rf"\b(?:send|forward|upload|post|exfiltrate|copy)\b{_WORDS % 8} to (?:\S{{1,64}}@\S{{1,64}}|https?://)",
+        "asks to send content to an outside address",
+    ),
+    _rule(
+        "jailbreak",
+        0.5,
+        r"\b(?:broken|broke|break|breaks|freed|free) (?:free )?(?:of|from)(?: all| its| your| the)?"
+        rf"{_WORDS % 1} {_LIMITS}\b",
+        "describes breaking free of its rules",
+    ),
+    _rule(
+        "jailbreak",
+        0.35,
+        r"\b(?:answers? anything|never refuses?|never says? no|without refusing|no matter what)\b",
+        "asks for answers without refusal",
+    ),
+    _rule(
+        "role_injection",
+        0.4,
+        r"-{2,} ?end of (?:the )?(?:user )?(?:data|input|document|context|email)\b",
+        "fake end-of-data delimiter",
+    ),
     _rule(
         "covert_instruction",
         0.55,

@@ -90,6 +90,8 @@ def find_phones(text: str) -> Iterator[Candidate]:
 # ----------------------------------------------------------------------------- payment cards
 
 _CARD = re.compile(r"(?<![\w\-.+])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
+# "5342.1809.6792.9080": dots only in the four-by-four shape, where no decimal or address looks alike.
+_CARD_DOTTED = re.compile(r"(?<![\w.+])\d{4}\.\d{4}\.\d{4}\.\d{4}(?![\w.]|\.\d)")
 
 
 def _issuer(digits: str) -> str | None:
@@ -115,12 +117,12 @@ def _issuer(digits: str) -> str | None:
 
 
 def find_cards(text: str) -> Iterator[Candidate]:
-    for match in _CARD.finditer(text):
+    for match in (*_CARD.finditer(text), *_CARD_DOTTED.finditer(text)):
         value = match.group()
         separators = {char for char in value if not char.isdigit()}
         if len(separators) > 1:
             continue
-        if separators and not all(3 <= len(group) <= 6 for group in re.split(r"[ \-]", value)):
+        if separators and not all(3 <= len(group) <= 6 for group in re.split(r"[ \-.]", value)):
             continue
         digits = "".join(char for char in value if char.isdigit())
         issuer = _issuer(digits)
@@ -131,22 +133,23 @@ def find_cards(text: str) -> Iterator[Candidate]:
 
 # ----------------------------------------------------------------------------- IBAN
 
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})\d{2} ?[A-Z0-9]")
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2})\d{2} ?[A-Za-z0-9]")
 
 
 def find_ibans(text: str) -> Iterator[Candidate]:
     """From each "CC12" start, collect exactly the country's length of characters (single spaces allowed
-    between groups), so a following word never joins the number."""
+    between groups), so a following word never joins the number. Either case: people type "de89 ...";
+    the country length and mod-97 keep words out."""
     for match in _IBAN_START.finditer(text):
-        length = IBAN_LENGTHS.get(match.group(1))
+        length = IBAN_LENGTHS.get(match.group(1).upper())
         if length is None:
             continue
         compact: list[str] = []
         position = match.start()
         while position < len(text) and len(compact) < length:
             char = text[position]
-            if char.isascii() and (char.isdigit() or char.isupper()):
-                compact.append(char)
+            if char.isascii() and char.isalnum():
+                compact.append(char.upper())
             elif not (char == " " and compact and position + 1 < len(text) and text[position + 1] != " "):
                 break
             position += 1
