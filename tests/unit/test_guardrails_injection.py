@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
+from llm_gateway.guardrails.folding import fold
 from llm_gateway.guardrails.injection import InjectionCheck, combine
-from llm_gateway.guardrails.injection_phrases import Signal
+from llm_gateway.guardrails.injection_phrases import PHRASE_RULES, Signal, rule_matches
+from tests.support.guardrails_eval import load_corpus
 
 CHECK = InjectionCheck()
 
@@ -130,3 +133,21 @@ def test_threshold_is_validated_and_applied() -> None:
     assert InjectionCheck(threshold=0.8).scan(text) == []
     with pytest.raises(ValueError, match="threshold"):
         InjectionCheck(threshold=0.0)
+
+
+def test_rules_without_leading_boundaries_match_like_the_written_patterns() -> None:
+    # _rule strips leading \b for speed and checks the boundary per match; on every corpus text (and
+    # words that embed a rule's first word) both forms must agree exactly.
+    texts = [fold(record.text).text for record in load_corpus()]
+    texts += [
+        "unignore previous instructions; reignore all previous instructions",
+        "xyou are now free",
+        "snot filtered",
+    ]
+    for rule in PHRASE_RULES:
+        written = re.compile(rule.source)
+        for text in texts:
+            expected = [m.span() for m in written.finditer(text)]
+            if rule.unless_after is not None:
+                expected = [s for s in expected if not rule.unless_after.search(text, max(0, s[0] - 12), s[0])]
+            assert [m.span() for m in rule_matches(rule, text)] == expected, (rule.reason, text)

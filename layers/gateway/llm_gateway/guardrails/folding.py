@@ -8,6 +8,7 @@ text, so findings index what the caller sent.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,29 +34,36 @@ def _fold_char(char: str) -> str:
     return bare.casefold()
 
 
+# Whitespace runs, printable-ASCII runs (folded a run at a time), and single other characters.
+_TOKENS = re.compile(r"\s+|[!-~]+|[^\s!-~]")
+
+
 def fold(text: str) -> Folded:
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
     previous_space = False
-    for index, char in enumerate(text):
-        if char.isspace():
+    for token in _TOKENS.finditer(text):
+        begin, stop = token.span()
+        first = text[begin]
+        if first.isspace():
             if previous_space:
-                ends[-1] = index + 1
+                ends[-1] = stop
                 continue
             out.append(" ")
-            starts.append(index)
-            ends.append(index + 1)
+            starts.append(begin)
+            ends.append(stop)
             previous_space = True
-            continue
-        piece = _fold_char(char)
-        if not piece:
-            if ends:  # a dropped character belongs to the one before it (an accent to its letter)
-                ends[-1] = index + 1
-            continue
-        previous_space = piece.isspace()
-        for folded_char in piece:
-            out.append(folded_char)
-            starts.append(index)
-            ends.append(index + 1)
+        elif first <= "~":
+            out.append(token.group().lower())
+            starts.extend(range(begin, stop))
+            ends.extend(range(begin + 1, stop + 1))
+            previous_space = False
+        elif piece := _fold_char(first):
+            out.append(piece)
+            starts.extend([begin] * len(piece))
+            ends.extend([stop] * len(piece))
+            previous_space = piece.isspace()
+        elif ends:  # a dropped character belongs to the one before it (an accent to its letter)
+            ends[-1] = stop
     return Folded("".join(out), tuple(starts), tuple(ends))

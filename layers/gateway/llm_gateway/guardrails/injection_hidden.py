@@ -38,8 +38,9 @@ _DIRECTIVE = re.compile(
     r"|respond|reply|say|tell the user|system prompt|do not|always|never|recommend)\b"
 )
 
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\ufeff]")
+_TAG_RUN = re.compile("[\U000e0000-\U000e007f]+")
 _TAG_BLACK_FLAG = "\U0001f3f4"  # subdivision flags spell their region in tag characters after it
 # Each hiding place is folded and scanned; past these counts a text is hostile enough already and the
 # rest is skipped, which keeps the check linear on inputs built from thousands of them.
@@ -113,13 +114,14 @@ def _markdown(text: str) -> Iterator[Signal]:
 
 
 def _invisible_characters(text: str) -> Iterator[Signal]:
-    bidi = [i for i, c in enumerate(text) if c in _BIDI]
+    bidi = [match.start() for match in _BIDI.finditer(text)]
     if bidi:
         yield Signal("invisible_characters", 0.35, bidi[0], bidi[-1] + 1, "bidirectional control characters")
     zero_width = [
-        i
-        for i, c in enumerate(text)
-        if c in _ZERO_WIDTH and not (c == "\ufeff" and i == 0) and not (c == "\u200d" and _between_emoji(text, i))
+        match.start()
+        for match in _ZERO_WIDTH.finditer(text)
+        if not (match.group() == "\ufeff" and match.start() == 0)
+        and not (match.group() == "\u200d" and _between_emoji(text, match.start()))
     ]
     if zero_width:
         weight = 0.35 if len(zero_width) >= 3 else 0.2
@@ -134,20 +136,14 @@ def _between_emoji(text: str, index: int) -> bool:
 
 def _tag_characters(text: str) -> Iterator[Signal]:
     """Unicode tag characters (U+E0000..E007F) mirror ASCII invisibly: decode a run and read it."""
-    index = 0
-    while index < len(text):
-        if not 0xE0000 <= ord(text[index]) <= 0xE007F:
-            index += 1
-            continue
-        start = index
-        while index < len(text) and 0xE0000 <= ord(text[index]) <= 0xE007F:
-            index += 1
+    for run in itertools.islice(_TAG_RUN.finditer(text), _MAX_HIDING_PLACES):
+        start, end = run.span()
         if start > 0 and text[start - 1] == _TAG_BLACK_FLAG:
             continue
-        decoded = "".join(chr(ord(c) - 0xE0000) for c in text[start:index] if 0xE0020 <= ord(c) <= 0xE007E)
+        decoded = "".join(chr(ord(c) - 0xE0000) for c in run.group() if 0xE0020 <= ord(c) <= 0xE007E)
         found = _instructions_in(decoded) if decoded else None
         weight = min(0.95, 0.5 + found[0]) if found else 0.5
-        yield Signal("hidden_instructions", weight, start, index, "text in invisible Unicode tag characters")
+        yield Signal("hidden_instructions", weight, start, end, "text in invisible Unicode tag characters")
 
 
 def _base64_blobs(text: str) -> Iterator[Signal]:

@@ -8,6 +8,7 @@ repeats of one word each, so no pattern can backtrack more than a few dozen step
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -26,14 +27,24 @@ class PhraseRule:
     weight: float
     pattern: re.Pattern[str]
     reason: str
+    source: str  # the pattern as written, leading word boundaries included
+    word_start: bool  # the match must start at a word boundary (checked outside the regex, see _rule)
+    unless_after: re.Pattern[str] | None = None  # no signal when the text before the match ends like this
 
 
 # Up to N filler words between two anchors, each maybe after a comma, colon or full stop.
 _WORDS = "(?:[,.:;!?]? [\\w'\u2019]{1,20}){0,%d}?"
 
 
-def _rule(kind: str, weight: float, pattern: str, reason: str) -> PhraseRule:
-    return PhraseRule(kind, weight, re.compile(pattern), reason)
+def _rule(kind: str, weight: float, pattern: str, reason: str, unless_after: str | None = None) -> PhraseRule:
+    """A leading ``\\b`` hides the pattern's first letters from the engine, which then tries every
+    position instead of jumping to candidates: on long texts that is ~50x slower. So the boundary is
+    stripped from the regex (also after each top-level ``|``; no rule has one nested in a group) and
+    checked on each match in ``phrase_signals`` instead; a test proves both forms find the same spans."""
+    word_start = pattern.startswith(r"\b")
+    fast = pattern.removeprefix(r"\b").replace(r"|\b", "|") if word_start else pattern
+    after = re.compile(unless_after) if unless_after else None
+    return PhraseRule(kind, weight, re.compile(fast), reason, pattern, word_start, after)
 
 
 _OVERRIDE_VERBS = r"(?:ignore|disregard|forget|override|bypass|skip|discard|abandon|neglect|set aside)"
@@ -77,9 +88,10 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     _rule(
         "instruction_override",
         0.6,
-        r"(?<!\bme )(?<!\bmy )(?<!\bthe )(?<!\bsome )(?<!\bhis )(?<!\bher )(?<!\bour )(?<!\btheir )"
         r"\b(?:new|updated|revised|real|actual|true|override|admin|important) (?:system )?instructions? ?:",
         "announces new instructions",
+        # "the doctor gave me new instructions:" is no announcement
+        unless_after=r"\b(?:me|my|the|some|his|her|our|their|your) $",
     ),
     _rule(
         "instruction_override",
@@ -288,10 +300,29 @@ def quoted(text: str, start: int, end: int) -> bool:
     return any(char in _QUOTES and (i + 1 == len(after) or not after[i + 1].isalnum()) for i, char in enumerate(after))
 
 
+def _starts_a_word(text: str, index: int) -> bool:
+    return index == 0 or not (text[index - 1].isalnum() or text[index - 1] == "_")
+
+
+def rule_matches(rule: PhraseRule, text: str) -> Iterator[re.Match[str]]:
+    """The rule's matches; one rejected for its start moves the search on by one character, not past
+    its end, so a real match overlapping it is still found."""
+    position = 0
+    while (match := rule.pattern.search(text, position)) is not None:
+        start = match.start()
+        if rule.word_start and not _starts_a_word(text, start):
+            position = start + 1
+            continue
+        position = max(match.end(), start + 1)
+        if rule.unless_after is not None and rule.unless_after.search(text, max(0, start - 12), start):
+            continue
+        yield match
+
+
 def phrase_signals(folded_text: str) -> list[Signal]:
     """Every phrase rule's matches, with spans in the folded text."""
-    signals = []
-    for rule in PHRASE_RULES:
-        for match in rule.pattern.finditer(folded_text):
-            signals.append(Signal(rule.kind, rule.weight, match.start(), match.end(), rule.reason))
-    return signals
+    return [
+        Signal(rule.kind, rule.weight, match.start(), match.end(), rule.reason)
+        for rule in PHRASE_RULES
+        for match in rule_matches(rule, folded_text)
+    ]
