@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from llm_gateway.guardrails.denylist import DenyListCheck
+from llm_gateway.guardrails.injection import InjectionCheck
 from llm_gateway.guardrails.pii import PiiCheck
 
 SIZE = 200_000
@@ -30,15 +32,33 @@ ADVERSARIAL = {
     "iban starts": "DE89 " * (SIZE // 5),
     "base64-ish": "Ab1/" * (SIZE // 4),
     "email-ish": "a.b@c.d." * (SIZE // 8),
+    "ignore words": "ignore " * (SIZE // 7),
+    "ignore previous": "ignore previous " * (SIZE // 16),
+    "hidden styles": "<p style='display:none'>" * (SIZE // 24),
+    "styles without tags": "style='display:none'>" + "x" * SIZE,
+    "comment openers": "<!--" * (SIZE // 4),
+    "comments": "<!-- a -->" * (SIZE // 10),
+    "alt texts": "![" * (SIZE // 2),
+    "zero width": "a\u200b" * (SIZE // 2),
+    "tag characters": "\U000e0061" * SIZE,
+    "accents": "e\u0301" * (SIZE // 2),
 }
 
 GENEROUS_SECONDS = 20.0
 
 
+CHECKS = {
+    "pii": PiiCheck(),
+    "injection": InjectionCheck(),
+    "denylist": DenyListCheck(["ignore previous", "a a a a b", "style", "e e e e x"]),
+}
+
+
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("check", sorted(CHECKS))
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
-def test_pii_scan_is_linear_on_hostile_input(name: str) -> None:
+def test_scan_is_linear_on_hostile_input(check: str, name: str) -> None:
     text = ADVERSARIAL[name]
     began = time.perf_counter()
-    PiiCheck().scan(text)
+    CHECKS[check].scan(text)
     assert time.perf_counter() - began < GENEROUS_SECONDS

@@ -56,6 +56,9 @@ def found(text: str) -> list[tuple[str, str]]:
         ),
         ("slack xoxb-1234567890-0987654321-AbCdEfGhIjKl", "api_key", "xoxb-1234567890-0987654321-AbCdEfGhIjKl"),
         ("db_password = 'Tr0ub4dor&3x'", "password", "Tr0ub4dor"),
+        ("Your new password is Spring#77 (expires soon).", "password", "Spring#77"),
+        ("cc 4111.1111.1111.1111", "credit_card", "4111.1111.1111.1111"),
+        ("iban de89 3704 0044 0532 0130 00 ok", "iban", "de89 3704 0044 0532 0130 00"),
         ("postgres://app:s3cr3t-pw@db.internal/app", "password", "s3cr3t-pw"),
     ],
 )
@@ -75,6 +78,9 @@ def test_finds_each_kind(text: str, kind: str, value: str) -> None:
         "icon@2x.png and npm i left-pad@1.3.0",
         "commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
         "password: must be at least twelve characters",
+        "the password is required and the password is incorrect",
+        "pi is 3.1415.9265.3589.7932 digits",  # dotted groups, but fails Luhn and has no issuer
+        "the de89 ratio",
         "api_key = os.environ['API_KEY']; password=${DB_PASSWORD}",
         "the ratio was 3.14159 and 999.999.999.999 is not an address",
         "sort by std::vector and 12:30:45 in a log",

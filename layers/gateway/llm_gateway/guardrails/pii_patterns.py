@@ -46,6 +46,9 @@ _PHONE_NATIONAL = re.compile(r"(?<![\w.\-+/])(?:0\d{1,4}(?:[ \-]\d{2,8}){1,4}|0\
 # A bare run of digits (or a 3-4 split) counts only after a word like "phone" or "call me at".
 _PHONE_BARE = re.compile(r"(?<![\w.\-+/])(?:\d{7,15}|\d{3}[ \-]\d{4})(?![\w\-]|[.,/:]\d)")
 _DOUBLE_SEPARATOR = re.compile(r"[ .\-]{2}|\(\s*\)")
+# "4526 0181 5908 3013": the last three groups look like a national number, but they continue a longer
+# run of digit groups (an order or card number) and are not one.
+_AFTER_DIGIT_GROUP = re.compile(r"\d[ .\-]$")
 
 
 def _digit_count(value: str) -> int:
@@ -70,11 +73,13 @@ def find_phones(text: str) -> Iterator[Candidate]:
             continue
         yield Candidate("phone", match.start(), match.start() + len(value), "phone number (international)")
     for match in _PHONE_NANP.finditer(text):
-        if preceded_by(ID_CONTEXT, text, match.start()):
+        if preceded_by(ID_CONTEXT, text, match.start()) or preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
         yield Candidate("phone", match.start(), match.end(), "phone number (North American)")
     for match in _PHONE_NATIONAL.finditer(text):
         if not 9 <= _digit_count(match.group()) <= 12 or preceded_by(ID_CONTEXT, text, match.start()):
+            continue
+        if preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
         yield Candidate("phone", match.start(), match.end(), "phone number (national)")
     for match in _PHONE_BARE.finditer(text):
@@ -84,7 +89,9 @@ def find_phones(text: str) -> Iterator[Candidate]:
 
 # ----------------------------------------------------------------------------- payment cards
 
-_CARD = re.compile(r"(?<![\w\-.])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
+_CARD = re.compile(r"(?<![\w\-.+])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
+# "5342.1809.6792.9080": dots only in the four-by-four shape, where no decimal or address looks alike.
+_CARD_DOTTED = re.compile(r"(?<![\w.+])\d{4}\.\d{4}\.\d{4}\.\d{4}(?![\w.]|\.\d)")
 
 
 def _issuer(digits: str) -> str | None:
@@ -110,12 +117,12 @@ def _issuer(digits: str) -> str | None:
 
 
 def find_cards(text: str) -> Iterator[Candidate]:
-    for match in _CARD.finditer(text):
+    for match in (*_CARD.finditer(text), *_CARD_DOTTED.finditer(text)):
         value = match.group()
         separators = {char for char in value if not char.isdigit()}
         if len(separators) > 1:
             continue
-        if separators and not all(3 <= len(group) <= 6 for group in re.split(r"[ \-]", value)):
+        if separators and not all(3 <= len(group) <= 6 for group in re.split(r"[ \-.]", value)):
             continue
         digits = "".join(char for char in value if char.isdigit())
         issuer = _issuer(digits)
@@ -126,22 +133,23 @@ def find_cards(text: str) -> Iterator[Candidate]:
 
 # ----------------------------------------------------------------------------- IBAN
 
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})\d{2} ?[A-Z0-9]")
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{2})\d{2} ?[A-Za-z0-9]")
 
 
 def find_ibans(text: str) -> Iterator[Candidate]:
     """From each "CC12" start, collect exactly the country's length of characters (single spaces allowed
-    between groups), so a following word never joins the number."""
+    between groups), so a following word never joins the number. Either case: people type "de89 ...";
+    the country length and mod-97 keep words out."""
     for match in _IBAN_START.finditer(text):
-        length = IBAN_LENGTHS.get(match.group(1))
+        length = IBAN_LENGTHS.get(match.group(1).upper())
         if length is None:
             continue
         compact: list[str] = []
         position = match.start()
         while position < len(text) and len(compact) < length:
             char = text[position]
-            if char.isascii() and (char.isdigit() or char.isupper()):
-                compact.append(char)
+            if char.isascii() and char.isalnum():
+                compact.append(char.upper())
             elif not (char == " " and compact and position + 1 < len(text) and text[position + 1] != " "):
                 break
             position += 1

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from llm_gateway.guardrails.candidates import Candidate
 
 _AWS_ACCESS_KEY = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])")
-_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _AWS_SECRET_CONTEXT = re.compile(r"secret|aws_?sak|SecretAccessKey", re.IGNORECASE)
 
 # (pattern, what it is). Prefixed tokens; the look-behinds keep each start at a token boundary.
@@ -45,10 +45,17 @@ _ASSIGNMENT = re.compile(
 _PASSWORD_NAMES = frozenset({"password", "passwd", "pwd", "passphrase"})
 # Values that are references or placeholders, not secrets: $VAR, ${VAR}, {{var}}, <token>, ***, None.
 _NOT_A_SECRET = re.compile(
-    r"^(?:[$%{<*]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
+    r"^(?:[$%{<*\[]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
     r"|x{3,}|\.{3}|redacted|changeme$|example|your[_\-]|placeholder|required$|str$|string$|int$|optional)",
     re.IGNORECASE,
 )
+# "the temporary password is Welcome#2024": prose, so the value must look made up (a digit and a letter,
+# or a symbol), never a plain word ("the password is required").
+_PASSWORD_IS = re.compile(
+    r"\b(?:password|passcode|passphrase|pin)\s(?:is|was|will be)\s(?:now\s)?[\"'`]?(?P<value>[^\s\"'`,;]{6,64})",
+    re.IGNORECASE,
+)
+_MADE_UP = re.compile(r"(?=.*\d)(?=.*[A-Za-z])|[^\w\s]")
 # https://user:secret@host: the secret between the colon and the @.
 _URL_PASSWORD = re.compile(r"://[^\s:/@]{1,64}:(?P<value>[^\s@/]{1,128})@[A-Za-z0-9]")
 
@@ -115,5 +122,10 @@ def find_assignments(text: str) -> Iterator[Candidate]:
         kind = "password" if name in _PASSWORD_NAMES else "api_key"
         start = match.start("value")
         yield Candidate(kind, start, start + len(value), f"{kind.replace('_', ' ')} assigned to '{name}'")
+    for match in _PASSWORD_IS.finditer(text):
+        value = match.group("value").rstrip(".!?)")
+        if len(value) >= 6 and _MADE_UP.search(value) and not _NOT_A_SECRET.match(value):
+            start = match.start("value")
+            yield Candidate("password", start, start + len(value), "password given in a sentence")
     for match in _URL_PASSWORD.finditer(text):
         yield Candidate("password", match.start("value"), match.end("value"), "password in a URL")
