@@ -1,16 +1,14 @@
 """The deployment's guardrail pipeline from its settings (called by wiring when the gateway is built).
 
-Each local check is built when the default policy or a key may use it: all of them are cheap to build,
-so every deployment has the ones whose modules exist, and a request may turn them on. Bedrock
-Guardrails only with a configured guardrail id and a Bedrock region.
+Every deployment has the local checks (cheap to build; a key or a request may turn them on), the deny-list
+only when it has terms, and Bedrock Guardrails only with a configured guardrail id and a region. The check
+modules are imported here, on the first gateway build, never at import time of the core.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from llm_gateway.guardrails.findings import Check
 from llm_gateway.guardrails.pipeline import GuardrailPipeline
@@ -20,39 +18,37 @@ if TYPE_CHECKING:
     import httpx
 
     from llm_gateway.config import Settings
+    from llm_gateway.guardrails.bedrock import BedrockGuardrail
 
 
 def build_pipeline(config: Settings, client: Callable[[], httpx.AsyncClient]) -> GuardrailPipeline:
-    checks: dict[str, Check] = {}
-    for name, (module, cls, options) in _local_checks(config).items():
-        factory = getattr(importlib.import_module(module), cls)
-        checks[name] = factory(**options)
-    bedrock = None
-    if config.bedrock_guardrail_id and config.bedrock_region:
-        from llm_gateway.guardrails.bedrock import BedrockGuardrail
+    from llm_gateway.guardrails.denylist import DenyListCheck
+    from llm_gateway.guardrails.injection import InjectionCheck
+    from llm_gateway.guardrails.pii import PiiCheck
 
-        bedrock = BedrockGuardrail(
-            guardrail_id=config.bedrock_guardrail_id,
-            version=config.bedrock_guardrail_version,
-            region=config.bedrock_region,
-            base_url=config.bedrock_endpoint_url or f"https://bedrock-runtime.{config.bedrock_region}.amazonaws.com",
-            client=client,
-            timeout_s=config.bedrock_guardrail_timeout_s,
-            fail_open=config.bedrock_guardrail_fail_open,
-        )
-    return GuardrailPipeline(checks, default=parse(config.guardrails, param="GATEWAY_GUARDRAILS"), bedrock=bedrock)
+    checks: dict[str, Check] = {
+        "pii": PiiCheck(),
+        "injection": InjectionCheck(threshold=config.guardrail_injection_threshold),
+    }
+    terms = [term.strip() for term in config.guardrail_deny_terms.split(",") if term.strip()]
+    if terms:
+        checks["denylist"] = DenyListCheck(terms)
+    return GuardrailPipeline(
+        checks, default=parse(config.guardrails, param="GATEWAY_GUARDRAILS"), bedrock=_bedrock(config, client)
+    )
 
 
-def _local_checks(config: Settings) -> dict[str, tuple[str, str, dict[str, Any]]]:
-    """check name -> (module, class, constructor options)."""
-    found: dict[str, tuple[str, str, dict[str, Any]]] = {"pii": ("llm_gateway.guardrails.pii", "PiiCheck", {})}
-    if importlib.util.find_spec("llm_gateway.guardrails.injection") is not None:
-        found["injection"] = (
-            "llm_gateway.guardrails.injection",
-            "InjectionCheck",
-            {"threshold": config.guardrail_injection_threshold},
-        )
-    if importlib.util.find_spec("llm_gateway.guardrails.denylist") is not None:
-        terms = [term.strip() for term in config.guardrail_deny_terms.split(",") if term.strip()]
-        found["denylist"] = ("llm_gateway.guardrails.denylist", "DenyListCheck", {"terms": terms})
-    return found
+def _bedrock(config: Settings, client: Callable[[], httpx.AsyncClient]) -> BedrockGuardrail | None:
+    if not (config.bedrock_guardrail_id and config.bedrock_region):
+        return None
+    from llm_gateway.guardrails.bedrock import BedrockGuardrail
+
+    return BedrockGuardrail(
+        guardrail_id=config.bedrock_guardrail_id,
+        version=config.bedrock_guardrail_version,
+        region=config.bedrock_region,
+        base_url=config.bedrock_endpoint_url or f"https://bedrock-runtime.{config.bedrock_region}.amazonaws.com",
+        client=client,
+        timeout_s=config.bedrock_guardrail_timeout_s,
+        fail_open=config.bedrock_guardrail_fail_open,
+    )
