@@ -89,7 +89,20 @@ def native(api: httpx.Client, text: str, **body: Any) -> httpx.Response:
     return api.post(NATIVE, json=payload, headers=headers)
 
 
-def test_the_provider_never_receives_a_redacted_value(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+def verdicts(out: str) -> list[tuple[str, str]]:
+    """The (Check, Verdict) of every GuardrailVerdicts metric (EMF lines) in captured output."""
+    found = []
+    for line in out.splitlines():
+        if '"GuardrailVerdicts"' in line and line.startswith("{"):
+            metric = json.loads(line)
+            assert metric["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "LLMGateway"
+            found.append((metric["Check"], metric["Verdict"]))
+    return found
+
+
+def test_the_provider_never_receives_a_redacted_value(
+    client: openai.OpenAI, simulator: ProviderSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
     text = f"{ECHO} Refund card {CARD} and mail {EMAIL} ({uuid.uuid4().hex[:6]})"
     completion = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": text}], extra_headers={HEADER: "pii=redact"}
@@ -99,6 +112,9 @@ def test_the_provider_never_receives_a_redacted_value(client: openai.OpenAI, sim
     assert "[CREDIT_CARD_1]" in sent and "[EMAIL_1]" in sent
     answer = completion.choices[0].message.content or ""
     assert "[EMAIL_1]" in answer and EMAIL not in answer  # redact without restore: placeholders come back
+    # The echoed answer holds placeholders only: its own check passes; the deployment default (injection
+    # monitor) reads the input too.
+    assert {("pii", "redacted"), ("pii", "pass"), ("injection", "pass")} <= set(verdicts(capfd.readouterr().out))
 
 
 def test_restore_round_trips_an_email_through_the_model(api: httpx.Client, simulator: ProviderSimulator) -> None:

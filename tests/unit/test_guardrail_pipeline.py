@@ -329,3 +329,17 @@ def test_tool_call_arguments_are_released_whole_and_restored():
     [call] = [e for e in events if isinstance(e, ToolCallDelta)]
     assert (call.id, call.name, json.loads(call.arguments)) == ("c1", "send", {"to": "ana@example.com"})
     assert events[-1].result.tool_calls[0].function.arguments == call.arguments
+
+
+def test_a_monitored_stream_is_released_as_it_comes_and_counted_at_the_end():
+    seen = []
+    pipeline = GuardrailPipeline({"pii": PiiCheck()})
+    request = CompletionRequest(messages=[{"role": "user", "content": "x"}])
+    screening = Screening(pipeline, policy_from(parse("pii=monitor", param="h")), ctx(), request, Verdicts(
+        lambda check, stage, verdict: seen.append((check, stage, verdict))))  # fmt: skip
+    calls = [ToolCallDelta(0, "c1", "send", '{"to": '), ToolCallDelta(0, None, None, '"x"}')]
+    inner = FakeStream(["mail ", "eve@example.com", " now"], calls)
+    events = asyncio.run(collect(GuardedStream(inner, screening)))
+    assert [type(e).__name__ for e in events] == ["TextDelta"] * 3 + ["ToolCallDelta"] * 2 + ["StreamDone"]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "mail eve@example.com now"
+    assert seen == [("pii", "output", "monitored")]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from llm_gateway.errors import GuardrailBlockedError, OutputBlockedError
 from llm_gateway.guardrails import policy as policies
@@ -73,7 +73,9 @@ async def screen(gateway: Gateway, request: CompletionRequest, ctx: RequestConte
     if pipeline is None:
         return Screening(None, GuardrailPolicy(), ctx, request)
     found: GuardrailRequest | None = getattr(ctx, "guardrails", None)
-    screening = Screening(pipeline, pipeline.policy_for(ctx), ctx, request, found.verdicts if found else None)
+    # Verdicts are counted per call (a summary of ten chunks counts ten), into the request's sink.
+    verdicts = Verdicts(found.verdicts.observe if found is not None else None)
+    screening = Screening(pipeline, pipeline.policy_for(ctx), ctx, request, verdicts)
     try:
         await screening.check_input()
     except GuardrailBlockedError as err:
@@ -203,7 +205,7 @@ class Screening:
             self.verdicts.settle(check, stage, mode)
         if blocked:
             first = min(blocked, key=lambda f: policies.CHECKS.index(f.check) if f.check in policies.CHECKS else 9)
-            self._block(first.check, first.kind, stage, first.reason)
+            self.block(first.check, first.kind, stage, first.reason)
 
     async def _bedrock(self, texts: list[str], source: Source, mode: Mode, stage: Stage) -> dict[str, str]:
         """Bedrock's verdict on each text: blocks, or the replacements to make (redact), or nothing."""
@@ -219,13 +221,14 @@ class Screening:
                     replaced[text] = verdict.output
         self.verdicts.settle("bedrock", stage, mode)
         if mode == "block" and (hit := next((v for v in verdicts if v.findings), None)) is not None:
-            self._block("bedrock", hit.findings[0].kind, stage, hit.findings[0].reason)
+            self.block("bedrock", hit.findings[0].kind, stage, hit.findings[0].reason)
         return replaced
 
-    def _block(self, check: str, kind: str, stage: Stage, reason: str) -> None:
+    def block(self, check: str, kind: str, stage: Stage, reason: str) -> NoReturn:
+        """Raise the stage's ``guardrail_blocked`` error, naming the check and the kind, never the text."""
         details = {"check": check, "kind": kind, "stage": stage}
         log.info("guardrail blocked", extra={**details, "tenant": self.ctx.tenant})
         error = GuardrailBlockedError if stage == "input" else OutputBlockedError
         what = "request" if stage == "input" else "answer"
-        raise error(f"the {what} was blocked by the {check} guardrail ({kind}){': ' + reason if reason else ''}",
-                    details=details)  # fmt: skip
+        because = f": {reason}" if reason else ""
+        raise error(f"the {what} was blocked by the {check} guardrail ({kind}){because}", details=details)

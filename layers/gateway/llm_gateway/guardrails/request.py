@@ -1,7 +1,7 @@
 """What a request carries into the core about guardrails (``RequestContext.guardrails``): the policy the
 edge resolved for it, and where its verdicts go (the edge's metrics).
 
-A verdict is one per check, stage and request: ``pass`` (nothing found), ``monitored``, ``redacted`` or
+A verdict is one per check, stage and model call: ``pass`` (nothing found), ``monitored``, ``redacted`` or
 ``blocked``. Findings are logged by check, kind and count, never with the text they matched.
 """
 

@@ -1,17 +1,20 @@
 """Output guardrails on a streamed answer: checked in windows as it streams, the last ``HOLD`` characters
 held back until more text (or the end) shows they are clean.
 
-Why windows: the caller keeps the stream's point (text as it is generated) and pays at most ``HOLD``
-characters of delay; every local check's finding is shorter than ``HOLD`` (an email, a card, an IBAN, a
-key, a deny-listed term), so it is whole in the text scanned before any of its characters is released,
-and a cut never falls inside one. A ``block`` finding ends the stream with the edge's error event (a
-``guardrail_blocked`` error with ``stage: output``) before the text that held it is sent; ``redact``
-replaces it in the text sent. Placeholders the request's input got are restored in what is released,
-a placeholder split across two deltas included (the restorer holds an unfinished one back).
+Only ``block`` and ``redact`` checks hold text back (``monitor`` ones read the whole answer at the end,
+and restoring holds back at most an unfinished placeholder). Why windows: the caller keeps the stream's
+point (text as it is generated) and pays at most ``HOLD`` characters of delay; every local check's
+finding is shorter than ``HOLD`` (an email, a card, an IBAN, a key, a deny-listed term), so it is whole in
+the text scanned before any of its characters is released, and a cut never falls inside one. A ``block``
+finding ends the stream with the edge's error event (a ``guardrail_blocked`` error with ``stage:
+output``) before the text that held it is sent; ``redact`` replaces it in the text sent. Placeholders the
+request's input got are restored in what is released, a placeholder split across two deltas included
+(the restorer holds an unfinished one back).
 
 Two things wait for the end instead: Amazon Bedrock Guardrails on the output (one network call on the
-whole answer: with it on, the text is released when the answer is complete), and tool-call arguments
-(released whole, checked and restored, just before the final event: a call is usable only whole).
+whole answer: with it on, the text is released when the answer is complete), and, when a check may
+change or stop them or placeholders are restored, tool-call arguments (released whole, checked and
+restored, just before the final event: a call is usable only whole).
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ class GuardedStream:
         self._inner = inner
         self._screening = screening
         runs = screening.runs("output")
-        self._local = [(check, mode) for check, mode in runs if check != "bedrock"]
+        # Only checks that change or stop the text need a window; monitor ones read the whole answer at
+        # the end (through Screening.checked), so a monitored stream is released as it comes.
+        self._local = [(check, mode) for check, mode in runs if check != "bedrock" and mode != "monitor"]
         self._whole = any(check == "bedrock" for check, _ in runs)  # released at the end only
         self._restorer = StreamRestorer(screening.vault) if screening.policy.restore else None
         self._raw = ""  # the model's text so far
@@ -48,6 +53,7 @@ class GuardedStream:
         self._redacted: list[str] = []  # what was released, redacted, before restoring
         self._sent: list[str] = []  # what the caller got
         self._calls: dict[int, list[ToolCallDelta]] = {}
+        self._hold_calls = bool(self._local) or self._whole or self._restorer is not None
 
     def __aiter__(self) -> AsyncIterator[GatewayEvent]:
         return self._iterate()
@@ -63,6 +69,9 @@ class GuardedStream:
                     if piece := self._release(final=False):
                         yield TextDelta(piece)
                 elif isinstance(event, ToolCallDelta):
+                    if not self._hold_calls:
+                        yield event
+                        continue
                     self._calls.setdefault(event.index, []).append(event)
                 else:
                     async for last in self._finish(event):
@@ -82,7 +91,7 @@ class GuardedStream:
             redacted = done.result.model_copy(update={"content": "".join(self._redacted)})
             final = screening.restored(await screening.checked(redacted))
             final = final.model_copy(update={"content": "".join(self._sent)})
-        for index, call in enumerate(final.tool_calls or []):
+        for index, call in enumerate((final.tool_calls or []) if self._hold_calls else []):
             first = self._calls.get(index, [ToolCallDelta(index)])[0]
             yield ToolCallDelta(index, first.id or call.id, first.name or call.function.name, call.function.arguments)
         yield StreamDone(final, usage_estimated=done.usage_estimated)
@@ -90,13 +99,15 @@ class GuardedStream:
     def _release(self, *, final: bool) -> str:
         """The next clean piece of text (redacted, restored), or "" while it must wait."""
         text, start = self._raw, self._released
-        if self._whole or (not final and len(text) - start < HOLD + STEP):
+        if self._whole:
             return ""
+        findings: list[Finding] = []
         if not self._local:
             cut = len(text)
-            findings: list[Finding] = []
-        else:
+        elif final or len(text) - start >= HOLD + STEP:
             findings, cut = self._scan(text, start, final)
+        else:
+            return ""
         segment = redact(text[start:cut], findings, self._screening.vault, restorable=False)
         self._released = cut
         self._redacted.append(segment)
@@ -123,7 +134,7 @@ class GuardedStream:
                     screening.verdicts.found(check, "output", mode, [shifted])
                     for name, other in self._local:
                         screening.verdicts.settle(name, "output", other)
-                    screening._block(check, shifted.kind, "output", shifted.reason)
+                    screening.block(check, shifted.kind, "output", shifted.reason)
                 found.append((mode, shifted))
         for _, f in found:  # never cut inside a finding
             if f.start < cut < f.end:
