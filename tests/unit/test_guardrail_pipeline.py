@@ -343,3 +343,12 @@ def test_a_monitored_stream_is_released_as_it_comes_and_counted_at_the_end():
     assert [type(e).__name__ for e in events] == ["TextDelta"] * 3 + ["ToolCallDelta"] * 2 + ["StreamDone"]
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "mail eve@example.com now"
     assert seen == [("pii", "output", "monitored")]
+
+
+def test_a_stream_whose_output_may_change_does_not_fill_the_cache():
+    pipeline = GuardrailPipeline({"pii": PiiCheck()})
+    request = CompletionRequest(messages=[{"role": "user", "content": "x"}], cache={"ttl_seconds": 60})
+    watched = Screening(pipeline, policy_from(parse("pii.output=redact", param="h")), ctx(), request)
+    assert watched.stream_request().cache.no_store and watched.stream_request().cache.ttl_seconds == 60
+    monitored = Screening(pipeline, policy_from(parse("pii=monitor", param="h")), ctx(), request)
+    assert monitored.stream_request() is request

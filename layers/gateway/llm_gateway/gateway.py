@@ -127,7 +127,7 @@ class Gateway:
         from llm_gateway.streaming.routed import open_routed_stream
 
         screening = await screen(self, request, ctx)  # guardrails: the input before the cache, the output checked
-        return screening.stream(await open_routed_stream(self, screening.request, ctx))
+        return screening.stream(await open_routed_stream(self, screening.stream_request(), ctx))
 
     async def route(
         self,

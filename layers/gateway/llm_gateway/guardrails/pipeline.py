@@ -27,7 +27,7 @@ from llm_gateway.guardrails.policy import GuardrailPolicy, Stage
 from llm_gateway.guardrails.redaction import Vault, redact, restore
 from llm_gateway.guardrails.request import GuardrailRequest, Verdicts
 from llm_gateway.guardrails.texts import TextMap, map_message, map_result, message_texts
-from llm_gateway.models import Attempt, CompletionRequest, CompletionResult
+from llm_gateway.models import Attempt, CacheControl, CompletionRequest, CompletionResult
 
 if TYPE_CHECKING:
     from llm_gateway.gateway import Gateway
@@ -169,6 +169,15 @@ class Screening:
 
     async def answer(self, result: CompletionResult) -> CompletionResult:
         return self.restored(await self.checked(result))
+
+    def stream_request(self) -> CompletionRequest:
+        """The request a stream is opened with. A stream fills the cache as its provider ends it, before
+        this screening's output checks ran: with a check that may change or stop the answer, the stream
+        reads the cache but does not fill it (a buffered answer fills it after its checks)."""
+        if not any(mode != "monitor" for _, mode in self.runs("output")):
+            return self.request
+        control = self.request.cache.model_copy(update={"no_store": True}) if self.request.cache else None
+        return self.request.model_copy(update={"cache": control or CacheControl(no_store=True)})
 
     def stream(self, stream: CompletionStream) -> CompletionStream:
         if not self.runs("output") and not (self.policy.restore and self.vault):
