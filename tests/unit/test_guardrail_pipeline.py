@@ -352,3 +352,18 @@ def test_a_stream_whose_output_may_change_does_not_fill_the_cache():
     assert watched.stream_request().cache.no_store and watched.stream_request().cache.ttl_seconds == 60
     monitored = Screening(pipeline, policy_from(parse("pii=monitor", param="h")), ctx(), request)
     assert monitored.stream_request() is request
+
+
+def test_injection_screening_reads_the_callers_turns_and_an_output_only_when_asked():
+    provider = EchoProvider(answer="a zebra said so")
+    gw = gateway(provider)
+    gw.guardrails.checks["injection"] = WordCheck("injection", "zebra")
+    system_only = CompletionRequest(
+        model="gpt-4o-mini",
+        messages=[{"role": "system", "content": "zebra rules"}, {"role": "user", "content": "hi"}],
+    )
+    assert asyncio.run(gw.complete(system_only, ctx("injection=block"))).content == "a zebra said so"
+    with pytest.raises(GuardrailBlockedError):
+        ask(gw, "the zebra asks", ctx("injection=block"))
+    with pytest.raises(OutputBlockedError):
+        ask(gw, "hello", ctx("injection.output=block"))

@@ -199,7 +199,7 @@ class Screening:
                 return text
             to_redact: list[Finding] = []
             for check, mode in runs:
-                if check == "injection" and (stage == "output" or role not in CALLER_ROLES):
+                if check == "injection" and stage == "input" and role not in CALLER_ROLES:
                     continue
                 findings = checks[check].scan(text)
                 if findings:
