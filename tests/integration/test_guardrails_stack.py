@@ -338,3 +338,21 @@ def test_deny_listed_terms_are_redacted_and_never_restored(
 def test_a_deny_list_without_terms_is_not_available(api: httpx.Client) -> None:
     answer = native(api, "hello", headers={HEADER: "denylist=block"})
     assert answer.status_code == 400 and "denylist check is not available" in answer.json()["error"]["message"]
+
+
+def test_the_openai_client_gets_typed_guardrail_errors(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+    with pytest.raises(openai.BadRequestError) as blocked:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"card {CARD}"}],
+            extra_headers={HEADER: "pii=block"},
+        )
+    assert blocked.value.code == "guardrail_blocked" and "pii" in blocked.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as withheld:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"{ECHO} mail {EMAIL}"}],
+            extra_headers={HEADER: "pii.output=block"},
+        )
+    assert withheld.value.code == "guardrail_blocked" and EMAIL not in str(withheld.value.body)
+    assert len(simulator.calls("openai")) == 1
