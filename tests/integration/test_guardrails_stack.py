@@ -356,3 +356,14 @@ def test_the_openai_client_gets_typed_guardrail_errors(client: openai.OpenAI, si
         )
     assert withheld.value.code == "guardrail_blocked" and EMAIL not in str(withheld.value.body)
     assert len(simulator.calls("openai")) == 1
+
+
+def test_embedding_inputs_are_screened_too(client: openai.OpenAI, simulator: ProviderSimulator) -> None:
+    texts = [f"invoice for {EMAIL} {uuid.uuid4().hex[:6]}", "no personal data here"]
+    client.embeddings.create(model="text-embedding-3-small", input=texts, extra_headers={HEADER: "pii=redact"})
+    sent = sent_texts(simulator)
+    assert EMAIL not in sent and "invoice for [EMAIL_1]" in sent
+    with pytest.raises(openai.BadRequestError) as blocked:
+        client.embeddings.create(model="text-embedding-3-small", input=texts, extra_headers={HEADER: "pii=block"})
+    assert blocked.value.code == "guardrail_blocked"
+    assert len(simulator.calls("openai")) == 1

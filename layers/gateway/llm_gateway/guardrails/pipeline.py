@@ -27,7 +27,7 @@ from llm_gateway.guardrails.policy import GuardrailPolicy, Stage
 from llm_gateway.guardrails.redaction import Vault, redact, restore
 from llm_gateway.guardrails.request import GuardrailRequest, Verdicts
 from llm_gateway.guardrails.texts import TextMap, map_message, map_result, message_texts
-from llm_gateway.models import Attempt, CacheControl, CompletionRequest, CompletionResult
+from llm_gateway.models import Attempt, CacheControl, CompletionRequest, CompletionResult, Message
 
 if TYPE_CHECKING:
     from llm_gateway.gateway import Gateway
@@ -91,6 +91,15 @@ async def screen(gateway: Gateway, request: CompletionRequest, ctx: RequestConte
         err.attempts = [attempt]
         raise
     return screening
+
+
+async def screen_inputs(gateway: Gateway, texts: list[str], ctx: RequestContext) -> list[str]:
+    """Texts that are all input (embeddings): each screened as a user turn; the (redacted) texts back."""
+    if getattr(gateway, "guardrails", None) is None:
+        return texts
+    turns = [Message.model_construct(role="user", content=text, tool_calls=None, tool_call_id=None) for text in texts]
+    screening = await screen(gateway, CompletionRequest.model_construct(messages=turns), ctx)
+    return [message.content if isinstance(message.content, str) else "" for message in screening.request.messages]
 
 
 class Screening:
