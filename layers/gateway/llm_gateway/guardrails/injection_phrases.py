@@ -62,7 +62,8 @@ _THE_MODEL = (
     r"|the ai|the assistant|the model|llm)"
 )
 _LIMITS = (
-    r"(?:restrictions|limitations|limits|filters|guidelines|rules|constraints|censorship|boundaries|policies|ethics)"
+    r"(?:restrictions|limitations|limits|filters|filtering|guidelines|rules|constraints|censorship|boundaries"
+    r"|policies|ethics|safeguards)"
 )
 
 PHRASE_RULES: tuple[PhraseRule, ...] = (
@@ -212,7 +213,8 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     _rule(
         "indirect_injection",
         0.5,
-        r"\b(?:important|attention|urgent|note)\b ?[:!,-]? (?:to |for )?(?:the )?(?:ai|assistant|llm|model|chatbot)"
+        r"\b(?:important|attention|urgent|note)\b ?[:!,-]? (?:to |for )?(?:the |any |all )?(?:[\w\-]{1,20} )?"
+        r"(?:ai|assistants?|llms?|models?|chatbots?|agents?|bots?)"
         r"\b(?: [\w']{1,20}){0,3}?[,:]",
         "addresses an order to the AI",
     ),
@@ -241,6 +243,63 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         0.35,
         r"\b(?:answers? anything|never refuses?|never says? no|without refusing|no matter what)\b",
         "asks for answers without refusal",
+    ),
+    _rule(
+        "instruction_override",
+        0.75,
+        r"\b(?:ignore|disregard|forget|bypass|override)(?: all| any)?(?: of)? your (?:programming|instructions|rules"
+        r"|guidelines|training|restrictions|filters|safety \w+|system prompt|directives|policies)\b",
+        "asks to ignore its own rules",
+    ),
+    _rule(
+        "instruction_override",
+        0.7,
+        r"\b(?:ignore|disregard)(?: what)? the user'?s? (?:request|question|instructions?|message|query|prompt|task)\b",
+        "asks to ignore what the user asked",
+    ),
+    _rule(
+        "instruction_override",
+        0.6,
+        r"\b(?:everything|anything|whatever) you (?:were|are|have been)"
+        r" (?:told|instructed|programmed|trained) not to\b",
+        "inverts what it was told not to do",
+    ),
+    _rule(
+        "jailbreak",
+        0.6,
+        rf"\b(?:safety|content|your|system) (?:{_LIMITS}|protocols?|policy)"
+        r"(?: are| is| have been| has been| were| now)?"
+        r" (?:reversed|inverted|suspended|lifted|disabled|removed|off|void|gone|deactivated)\b",
+        "declares the rules switched off",
+    ),
+    _rule("jailbreak", 0.5, r"\bsystem override\b", "'system override'"),
+    _rule(
+        "indirect_injection",
+        0.4,
+        r"\bwhen (?:you(?: are)? )?(?:summari[sz]e|summari[sz]ing|process|processing|read|reading|analy[sz]e"
+        r"|analy[sz]ing|review|reviewing) this (?:document|page|email|e-mail|text|file|review|resume|cv|invite"
+        r"|message|website|article)\b",
+        "tells the model how to treat the document it is in",
+    ),
+    _rule(
+        "indirect_injection",
+        0.35,
+        r"\b(?:ai|llm|language model|assistant|agent|chatbot)s?(?: [\w\-]{1,20}){0,2}? ?:",
+        "addresses the AI by name",
+    ),
+    _rule(
+        "prompt_exfiltration",
+        0.7,
+        rf"\b(?:output|print|show|repeat|reveal|dump|list)\b{_WORDS % 6} (?:(?:in|from) your context(?: window)?"
+        r"|(?:system|developer) (?:messages|prompts?))\b",
+        "asks for the contents of its context",
+    ),
+    _rule(
+        "data_exfiltration",
+        0.4,
+        rf"\b(?:include|put|append|add|embed|encode|insert)\b{_WORDS % 8} (?:in|into|to) (?:the |a |your )?(?:next )?"
+        r"(?:image )?(?:url|link|query string|image url|markdown image)\b",
+        "asks to smuggle data into a URL",
     ),
     _rule(
         "role_injection",

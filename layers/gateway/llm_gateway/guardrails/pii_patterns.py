@@ -39,7 +39,7 @@ def find_emails(text: str) -> Iterator[Candidate]:
 # "+44 20 7946 0958", "+1 (415) 555-2671", "+33 1 23 45 67 89", "+4915112345678".
 _PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d[\d ().\-]{5,24}\d(?![\w\-]|[.,]\d)")
 # North American "(415) 555-2671", "415-555-2671", "415.555.2671", optionally "1-" in front.
-_PHONE_NANP = re.compile(r"(?<![\w.\-+/])(?:1[ \-.])?(?:\(\d{3}\) ?|\d{3}[ \-.])\d{3}[ \-.]\d{4}(?![\w\-]|[.,/]\d)")
+_PHONE_NANP = re.compile(r"(?<![\w.\-+/])(?:1[ \-.])?(?:\(\d{3}\) ?|\d{3}[ \-./])\d{3}[ \-.]\d{4}(?![\w\-]|[.,/]\d)")
 # National numbers with a trunk 0: "020 7946 0958", "07700 900123", "030 12345678", "06 12 34 56 78",
 # "06.12.34.56.78".
 _PHONE_NATIONAL = re.compile(r"(?<![\w.\-+/])(?:0\d{1,4}(?:[ \-]\d{2,8}){1,4}|0\d(?:\.\d{2}){4})(?![\w\-]|[.,/:]\d)")
@@ -94,6 +94,12 @@ _CARD = re.compile(r"(?<![\w\-.+])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
 _CARD_DOTTED = re.compile(r"(?<![\w.+])\d{4}\.\d{4}\.\d{4}\.\d{4}(?![\w.]|\.\d)")
 
 
+# Product and device numbers that can pass Luhn by chance (an IMEI always does).
+_BARCODE_CONTEXT = re.compile(
+    r"\b(?:ean|gtin|upc|isbn|issn|imei|barcode|sku|serial)\b[^\w\n]{0,4}(?:no|number|#)?[^\w\n]{0,4}$", re.IGNORECASE
+)
+
+
 def _issuer(digits: str) -> str | None:
     """The card network a number's prefix and length belong to (IIN ranges), or None."""
     length, two, four, six = len(digits), int(digits[:2]), int(digits[:4]), int(digits[:6])
@@ -123,6 +129,8 @@ def find_cards(text: str) -> Iterator[Candidate]:
         if len(separators) > 1:
             continue
         if separators and not all(3 <= len(group) <= 6 for group in re.split(r"[ \-.]", value)):
+            continue
+        if preceded_by(_BARCODE_CONTEXT, text, match.start()):
             continue
         digits = "".join(char for char in value if char.isdigit())
         issuer = _issuer(digits)
@@ -177,7 +185,8 @@ def find_ip_addresses(text: str) -> Iterator[Candidate]:
             yield Candidate("ip_address", match.start(), match.end(), "IPv4 address")
     for match in _IPV6.finditer(text):
         value = match.group()
-        if value.count(":") < 2 or sum(char not in ":." for char in value) < 4:
+        # Four hex digits keep "a::b" in code out; the loopback "::1" is the one short form worth its name.
+        if value.count(":") < 2 or (sum(char not in ":." for char in value) < 4 and value != "::1"):
             continue
         try:
             ipaddress.IPv6Address(value)
