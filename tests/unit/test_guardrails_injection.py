@@ -9,7 +9,8 @@ import pytest
 
 from llm_gateway.guardrails.folding import fold
 from llm_gateway.guardrails.injection import InjectionCheck, combine
-from llm_gateway.guardrails.injection_phrases import PHRASE_RULES, Signal, rule_matches
+from llm_gateway.guardrails.injection_phrases import PHRASE_RULES
+from llm_gateway.guardrails.injection_signals import Signal, rule_matches
 from tests.support.guardrails_eval import load_corpus
 
 CHECK = InjectionCheck()

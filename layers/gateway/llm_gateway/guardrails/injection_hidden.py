@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterator
 
 from llm_gateway.guardrails.folding import fold
-from llm_gateway.guardrails.injection_phrases import Signal, phrase_signals
+from llm_gateway.guardrails.injection_phrases import phrase_signals
+from llm_gateway.guardrails.injection_signals import Signal
 
 _HIDDEN_STYLE = re.compile(
     r"\bstyle\s{0,3}=\s{0,3}[\"'][^\"'<>]{0,300}?(?:display\s{0,3}:\s{0,3}none|visibility\s{0,3}:\s{0,3}hidden"
