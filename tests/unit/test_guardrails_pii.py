@@ -84,6 +84,7 @@ def test_finds_each_kind(text: str, kind: str, value: str) -> None:
         "api_key = os.environ['API_KEY']; password=${DB_PASSWORD}",
         "the ratio was 3.14159 and 999.999.999.999 is not an address",
         "sort by std::vector and 12:30:45 in a log",
+        "Authorization uses the Bearer token-based-authentication-scheme described below",
     ],
 )
 def test_leaves_hard_negatives_alone(text: str) -> None:
@@ -130,3 +131,22 @@ def test_pem_block_is_one_finding() -> None:
     assert found(text) == [("private_key", text[5 : text.index("\nbye")])]
     cut = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nthat was it"
     assert found(cut) == [("private_key", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n")]
+
+
+def test_scores_say_how_sure_each_detector_is() -> None:
+    text = "card 4111111111111111, +44 20 7946 0958, phone: 4155552671, host 10.1.2.3, the password is Sup3r#pw"
+    scores = {text[f.start : f.end]: f.score for f in CHECK.scan(text)}
+    assert scores["4111111111111111"] == 1.0
+    assert scores["+44 20 7946 0958"] > scores["4155552671"]
+    assert all(0.5 <= score <= 1.0 for score in scores.values())
+    assert scores["Sup3r#pw"] < 1.0
+
+
+def test_every_check_fits_the_protocol() -> None:
+    from llm_gateway.guardrails.denylist import DenyListCheck
+    from llm_gateway.guardrails.findings import Check
+    from llm_gateway.guardrails.injection import InjectionCheck
+
+    checks: list[Check] = [PiiCheck(), InjectionCheck(), DenyListCheck(["x"])]
+    assert [check.name for check in checks] == ["pii", "injection", "denylist"]
+    assert all(check.scan("") == [] for check in checks)

@@ -31,7 +31,7 @@ def find_emails(text: str) -> Iterator[Candidate]:
             continue
         if any(label.startswith("-") or label.endswith("-") for label in labels) or _RETINA_ASSET.search(value):
             continue
-        yield Candidate("email", match.start(), match.end(), "email address")
+        yield Candidate("email", match.start(), match.end(), "email address", 0.95)
 
 
 # ----------------------------------------------------------------------------- phone numbers
@@ -71,20 +71,20 @@ def find_phones(text: str) -> Iterator[Candidate]:
         digits = _digit_count(value)
         if not 8 <= digits <= 15 or _DOUBLE_SEPARATOR.search(value) or value.count("(") != value.count(")"):
             continue
-        yield Candidate("phone", match.start(), match.start() + len(value), "phone number (international)")
+        yield Candidate("phone", match.start(), match.start() + len(value), "phone number (international)", 0.95)
     for match in _PHONE_NANP.finditer(text):
         if preceded_by(ID_CONTEXT, text, match.start()) or preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
-        yield Candidate("phone", match.start(), match.end(), "phone number (North American)")
+        yield Candidate("phone", match.start(), match.end(), "phone number (North American)", 0.85)
     for match in _PHONE_NATIONAL.finditer(text):
         if not 9 <= _digit_count(match.group()) <= 12 or preceded_by(ID_CONTEXT, text, match.start()):
             continue
         if preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
-        yield Candidate("phone", match.start(), match.end(), "phone number (national)")
+        yield Candidate("phone", match.start(), match.end(), "phone number (national)", 0.8)
     for match in _PHONE_BARE.finditer(text):
         if preceded_by(PHONE_CONTEXT, text, match.start(), window=40):
-            yield Candidate("phone", match.start(), match.end(), "phone number (after a phone word)")
+            yield Candidate("phone", match.start(), match.end(), "phone number (after a phone word)", 0.7)
 
 
 # ----------------------------------------------------------------------------- payment cards
@@ -182,7 +182,7 @@ def _octets_valid(value: str) -> bool:
 def find_ip_addresses(text: str) -> Iterator[Candidate]:
     for match in _IPV4.finditer(text):
         if _octets_valid(match.group()) and not preceded_by(_VERSION_CONTEXT, text, match.start(), window=12):
-            yield Candidate("ip_address", match.start(), match.end(), "IPv4 address")
+            yield Candidate("ip_address", match.start(), match.end(), "IPv4 address", 0.9)
     for match in _IPV6.finditer(text):
         value = match.group()
         # Four hex digits keep "a::b" in code out; the loopback "::1" is the one short form worth its name.
