@@ -57,6 +57,8 @@ def found(text: str) -> list[tuple[str, str]]:
         ("slack xoxb-1234567890-0987654321-AbCdEfGhIjKl", "api_key", "xoxb-1234567890-0987654321-AbCdEfGhIjKl"),
         ("db_password = 'Tr0ub4dor&3x'", "password", "Tr0ub4dor"),
         ("Your new password is Spring#77 (expires soon).", "password", "Spring#77"),
+        ("login(user, password=s3cr3t99)", "password", "s3cr3t99"),
+        ("The wifi password: latte4life.", "password", "latte4life"),
         ("cc 4111.1111.1111.1111", "credit_card", "4111.1111.1111.1111"),
         ("iban de89 3704 0044 0532 0130 00 ok", "iban", "de89 3704 0044 0532 0130 00"),
         ("postgres://app:s3cr3t-pw@db.internal/app", "password", "s3cr3t-pw"),
@@ -85,6 +87,7 @@ def test_finds_each_kind(text: str, kind: str, value: str) -> None:
         "the ratio was 3.14159 and 999.999.999.999 is not an address",
         "sort by std::vector and 12:30:45 in a log",
         "Authorization uses the Bearer token-based-authentication-scheme described below",
+        "generate(max_token=4096, token: 1234)",
     ],
 )
 def test_leaves_hard_negatives_alone(text: str) -> None:

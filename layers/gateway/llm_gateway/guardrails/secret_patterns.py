@@ -113,9 +113,8 @@ def find_private_keys(text: str) -> Iterator[Candidate]:
 
 def find_assignments(text: str) -> Iterator[Candidate]:
     for match in _ASSIGNMENT.finditer(text):
-        value = match.group("value")
-        if match.group("quote"):
-            value = value.rstrip(")]}")
+        # A closing bracket ends a call or a list; unquoted, a trailing full stop ends the sentence.
+        value = match.group("value").rstrip(")]}" if match.group("quote") else ")]}.")
         if _NOT_A_SECRET.match(value) or "(" in value or (value.count(".") >= 2 and value.replace(".", "").isalpha()):
             continue
         # Prose ("password: must be long") rarely has a digit or a symbol in the next word; secrets do.
@@ -123,6 +122,8 @@ def find_assignments(text: str) -> Iterator[Candidate]:
             continue
         name = match.group("name").lower()
         kind = "password" if name in _PASSWORD_NAMES else "api_key"
+        if kind == "api_key" and value.isdigit() and len(value) < 16:
+            continue  # "max_token=4096", "token: 1234": counts and ids; a PIN stays a password
         start = match.start("value")
         yield Candidate(kind, start, start + len(value), f"{kind.replace('_', ' ')} assigned to '{name}'", 0.9)
     for match in _PASSWORD_IS.finditer(text):
