@@ -88,6 +88,11 @@ def test_finds_each_kind(text: str, kind: str, value: str) -> None:
         "sort by std::vector and 12:30:45 in a log",
         "Authorization uses the Bearer token-based-authentication-scheme described below",
         "generate(max_token=4096, token: 1234)",
+        "client = Client(api_key=self.api_key, token=message.task_token)",
+        "ApiKey: !Ref GatewayKey",
+        "token: Final[str] = ...; token: EventLoopToken; api_key: Annotated[str, Field()]",
+        "password: SecretStr, client_secret: ClientSecret, url = 'https://user:***@host' or https://u:password@h",
+        "yaml int pattern [-+]?[0-9]+ also +0123456789 and 00 00 00 00 00 in a dump",
     ],
 )
 def test_leaves_hard_negatives_alone(text: str) -> None:

@@ -103,7 +103,7 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         r"(?:system prompt|system message|initial (?:prompt|instructions)"
         r"|hidden (?:prompt|instructions)|original (?:prompt|instructions)|developer (?:message|prompt)|pre-?prompt"
         r"|(?:your|the) instructions (?:above|you were given)"
-        r"|(?:your|the) (?:full|complete|exact) (?:prompt|instructions))",
+        r"|(?:your|the) (?:full|complete|exact) (?:prompt|instructions))\b",
         "asks for the system prompt",
     ),
     phrase_rule(
@@ -139,7 +139,8 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     phrase_rule(
         "jailbreak",
         0.45,
-        r"\b(?:no longer|not|never) (?:be )?(?:filtered|censored|restricted|moderated|bound by)\b|\bunfiltered\b",
+        # "fallbacks are not filtered" is plain documentation: only "no longer" and "unfiltered" count.
+        r"\bno longer (?:be )?(?:filtered|censored|restricted|moderated|bound by)\b|\b(?:unfiltered|uncensored)\b",
         "says answers are no longer filtered",
     ),
     phrase_rule("jailbreak", 0.85, r"\bdo anything now\b", "DAN ('do anything now') jailbreak"),
@@ -160,8 +161,11 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     phrase_rule(
         "jailbreak",
         0.45,
-        rf"\b(?:no|without|free of|free from|not bound by|ignore your)(?: any| all| your)?(?: ethical| moral| content"
-        rf"| safety)? {_LIMITS}\b",
+        # "a key without limits", "no rules for naming": everyday; the nouns that say "safety" count alone,
+        # the everyday ones only with an adjective that does.
+        r"\b(?:no|without|free of|free from|not bound by|ignore your)(?: any| all| your)?"
+        rf"(?: (?:ethical|moral|content|safety) {_LIMITS}| (?:restrictions|filters|filtering|guidelines|censorship"
+        r"|ethics|safeguards))\b",
         "talks of having no restrictions",
     ),
     phrase_rule("role_play", 0.3, r"\b(?:stay|remain) in character\b", "asks to stay in character"),
@@ -245,16 +249,22 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     ),
     phrase_rule(
         "indirect_injection",
-        0.35,
-        r"\b(?:ai|llm|language model|assistant|agent|chatbot)s?(?: [\w\-]{1,20}){0,2}? ?:",
+        0.3,  # "Assistant:" and "Agent:" head every transcript and class; only the plain AI names count
+        r"\b(?:ai|llm|language model)s?(?: [\w\-]{1,20}){0,2}? ?:",
         "addresses the AI by name",
     ),
     phrase_rule(
         "prompt_exfiltration",
         0.7,
-        rf"\b(?:output|print|show|repeat|reveal|dump|list)\b{WORDS % 6} (?:(?:in|from) your context(?: window)?"
-        r"|(?:system|developer) (?:messages|prompts?))\b",
+        rf"\b(?:output|print|show|repeat|reveal|dump|list)\b{WORDS % 6} (?:in|from) your context(?: window)?\b",
         "asks for the contents of its context",
+    ),
+    phrase_rule(
+        "prompt_exfiltration",
+        0.4,
+        r"\b(?:including|with|plus|and) (?:the |all |your )?(?:system|developer)(?: and (?:system|developer))?"
+        r" (?:messages|prompts?)\b",
+        "asks to include system or developer messages",
     ),
     phrase_rule(
         "data_exfiltration",
@@ -277,7 +287,7 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
     ),
     phrase_rule(
         "data_exfiltration",
-        0.6,
+        0.45,  # API docs "send the API key in a header" too: a hint that needs company
         rf"\b(?:send|forward|exfiltrate|upload|leak|post|email)\b{WORDS % 5} (?:entire )?"
         r"(?:conversation|chat history|previous messages|user'?s? (?:data|details|messages)|credentials|api keys?"
         r"|secrets|passwords|session tokens?)\b",

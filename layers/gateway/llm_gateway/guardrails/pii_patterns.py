@@ -37,7 +37,7 @@ def find_emails(text: str) -> Iterator[Candidate]:
 # ----------------------------------------------------------------------------- phone numbers
 
 # "+44 20 7946 0958", "+1 (415) 555-2671", "+33 1 23 45 67 89", "+4915112345678".
-_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d[\d ().\-]{5,24}\d(?![\w\-]|[.,]\d)")
+_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+[1-9][\d ().\-]{5,24}\d(?![\w\-]|[.,]\d)")  # no code starts with 0
 # North American "(415) 555-2671", "415-555-2671", "415.555.2671", optionally "1-" in front.
 _PHONE_NANP = re.compile(r"(?<![\w.\-+/])(?:1[ \-.])?(?:\(\d{3}\) ?|\d{3}[ \-./])\d{3}[ \-.]\d{4}(?![\w\-]|[.,/]\d)")
 # National numbers with a trunk 0: "020 7946 0958", "07700 900123", "030 12345678", "06 12 34 56 78",
@@ -79,6 +79,8 @@ def find_phones(text: str) -> Iterator[Candidate]:
     for match in _PHONE_NATIONAL.finditer(text):
         if not 9 <= _digit_count(match.group()) <= 12 or preceded_by(ID_CONTEXT, text, match.start()):
             continue
+        if len(set(match.group()) - set(" .-")) == 1:
+            continue  # "00 00 00 00 00": a hex dump or a placeholder
         if preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
         yield Candidate("phone", match.start(), match.end(), "phone number (national)", 0.8)

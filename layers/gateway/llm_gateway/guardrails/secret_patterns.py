@@ -42,11 +42,13 @@ _ASSIGNMENT = re.compile(
     r"[\"']?[ \t]{0,3}[:=][ \t]{0,3}(?P<quote>[\"']?)(?P<value>[^\s\"',;&<>]{4,200})",
     re.IGNORECASE,
 )
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z_.]*")
 _PASSWORD_NAMES = frozenset({"password", "passwd", "pwd", "passphrase"})
 # Values that are references or placeholders, not secrets: $VAR, ${VAR}, {{var}}, <token>, ***, None.
 _NOT_A_SECRET = re.compile(
-    r"^(?:[$%{<*\[]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
-    r"|x{3,}|\.{3}|redacted|changeme$|example|your[_\-]|placeholder|required$|str$|string$|int$|optional)",
+    r"^(?:[$%{<*\[!]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
+    r"|x{3,}|\.{3}|redacted|changeme$|example|your[_\-]|placeholder|required$|str$|string$|int$|optional"
+    r"|password$|passwd$|pass$|secret$|pwd$)",
     re.IGNORECASE,
 )
 # "the temporary password is Welcome#2024": prose, so the value must look made up (a digit and a letter,
@@ -111,14 +113,26 @@ def find_private_keys(text: str) -> Iterator[Candidate]:
         position = stop
 
 
+def _looks_like_code(value: str) -> bool:
+    """A variable or a type where a value would be: "api_key=self.api_key", "token: EventLoopToken",
+    "api_key: Final[str]", "token: hf_jwt_…" (an elided example)."""
+    if "[" in value or "\u2026" in value or "..." in value:
+        return True
+    return _IDENTIFIER.fullmatch(value) is not None and (
+        "_" in value or "." in value or any(char.isupper() for char in value[1:])
+    )
+
+
 def find_assignments(text: str) -> Iterator[Candidate]:
     for match in _ASSIGNMENT.finditer(text):
         # A closing bracket ends a call or a list; unquoted, a trailing full stop ends the sentence.
-        value = match.group("value").rstrip(")]}" if match.group("quote") else ")]}.")
+        value = match.group("value").rstrip(")]}" if match.group("quote") else ")]}.:")
         if _NOT_A_SECRET.match(value) or "(" in value or (value.count(".") >= 2 and value.replace(".", "").isalpha()):
             continue
         # Prose ("password: must be long") rarely has a digit or a symbol in the next word; secrets do.
         if len(value) < 10 and value.isalpha():
+            continue
+        if _looks_like_code(value):
             continue
         name = match.group("name").lower()
         kind = "password" if name in _PASSWORD_NAMES else "api_key"
@@ -132,4 +146,5 @@ def find_assignments(text: str) -> Iterator[Candidate]:
             start = match.start("value")
             yield Candidate("password", start, start + len(value), "password given in a sentence", 0.8)
     for match in _URL_PASSWORD.finditer(text):
-        yield Candidate("password", match.start("value"), match.end("value"), "password in a URL")
+        if not _NOT_A_SECRET.match(match.group("value")):
+            yield Candidate("password", match.start("value"), match.end("value"), "password in a URL")
