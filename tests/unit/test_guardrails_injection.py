@@ -150,7 +150,7 @@ def test_threshold_is_validated_and_applied() -> None:
 def test_rules_without_leading_boundaries_match_like_the_written_patterns() -> None:
     # _rule strips leading \b for speed and checks the boundary per match; on every corpus text (and
     # words that embed a rule's first word) both forms must agree exactly.
-    texts = [fold(record.text).text for record in load_corpus()]
+    texts = [fold(record.text).text for record in [*load_corpus(), *load_corpus(unseen=True)]]
     texts += [
         "unignore previous instructions; reignore all previous instructions",
         "xyou are now free",
