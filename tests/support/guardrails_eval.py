@@ -17,6 +17,8 @@ import yaml
 from llm_gateway.guardrails.findings import Check
 
 CORPUS_DIR = Path(__file__).resolve().parent.parent / "guardrails_corpus"
+# Written blind after all tuning and never used to change a detector (see its header).
+UNSEEN_FILE = "unseen.yaml"
 
 
 @dataclass(frozen=True)
@@ -27,9 +29,12 @@ class Record:
     injection: bool
 
 
-def load_corpus() -> list[Record]:
+def load_corpus(*, unseen: bool = False) -> list[Record]:
+    """The tuned files, or (``unseen=True``) only the never-tuned-on one."""
     records = []
     for path in sorted(CORPUS_DIR.glob("*.yaml")):
+        if (path.name == UNSEEN_FILE) != unseen:
+            continue
         raw: list[dict[str, Any]] = yaml.safe_load(path.read_text(encoding="utf-8"))
         for item in raw:
             text = item["text"]

@@ -3,12 +3,11 @@
 Run with ``-s`` to see the table; it is also attached to the test report (``record_property``) and
 printed in any failure message.
 
-pii.yaml and injection.yaml were written alongside the detectors, so their numbers are in-sample.
-holdout.yaml was written afterwards and measured once before any change (first run: PII precision
-0.969 / recall 0.912, injection precision 0.875 / recall 0.636); its misses were then fixed, so it is
-in-sample now too. The thresholds are regression floors on the whole corpus, not estimates of accuracy
-on unseen text; do not lower them to make a change pass: improve the detector, or the label if it is
-wrong.
+pii.yaml and injection.yaml were written alongside the detectors; holdout.yaml and holdout2.yaml were
+written blind, measured once, then used to fix misses (first runs in tests/guardrails_corpus/README.md).
+So the thresholds on those files are regression floors on in-sample text, not accuracy estimates; do not
+lower them to make a change pass: improve the detector, or the label if it is wrong. unseen.yaml has
+never been tuned on: test_unseen_texts reports it apart, with floors from its only measurement.
 """
 
 from __future__ import annotations
@@ -25,7 +24,15 @@ PII_KIND_RECALL = 0.8  # no kind may be carried by the others
 INJECTION_PRECISION = 0.9
 INJECTION_RECALL = 0.85
 
+# Floors on unseen.yaml: its first (and only) measurement, rounded down. They catch regressions on text
+# nobody tuned for; raising them means writing a new unseen file, not fixing detectors against this one.
+UNSEEN_PII_PRECISION = 0.95
+UNSEEN_PII_RECALL = 0.85
+UNSEEN_INJECTION_PRECISION = 0.75
+UNSEEN_INJECTION_RECALL = 0.3
+
 RECORDS = load_corpus()
+UNSEEN = load_corpus(unseen=True)
 
 
 def report(rows: dict[str, Tally], record_property: Callable[[str, object], None]) -> str:
@@ -60,3 +67,12 @@ def test_injection_precision_and_recall(record_property: Callable[[str, object],
     text = report({"injection (per text)": tally}, record_property)
     assert tally.precision >= INJECTION_PRECISION, text
     assert tally.recall >= INJECTION_RECALL, text
+
+
+def test_unseen_texts(record_property: Callable[[str, object], None]) -> None:
+    pii = score_pii(PiiCheck(), UNSEEN)["all"]
+    injection = score_injection(InjectionCheck(), UNSEEN)
+    text = report({"unseen: pii (all kinds)": pii, "unseen: injection (per text)": injection}, record_property)
+    assert len(UNSEEN) >= 40, text
+    assert pii.precision >= UNSEEN_PII_PRECISION and pii.recall >= UNSEEN_PII_RECALL, text
+    assert injection.precision >= UNSEEN_INJECTION_PRECISION and injection.recall >= UNSEEN_INJECTION_RECALL, text

@@ -56,3 +56,17 @@ def test_spans_after_expanding_and_dropped_characters() -> None:
 def test_empty_list_finds_nothing() -> None:
     assert DenyListCheck([]).scan("anything at all") == []
     assert DenyListCheck(["  ", ""]).scan("anything") == []
+
+
+def test_term_numbers_follow_the_list_and_many_terms_stay_fast() -> None:
+    terms = [f"term{i}" for i in range(5000)] + ["needle phrase"]
+    check = DenyListCheck(terms)
+    text = " ".join(["hay"] * 20000 + ["NEEDLE  phrase", "term4999"])
+    findings = check.scan(text)
+    assert [f.reason for f in findings] == ["deny-listed term #5001", "deny-listed term #5000"]
+
+
+def test_overlong_terms_are_a_configuration_error() -> None:
+    with pytest.raises(ValueError, match="at most 200"):
+        DenyListCheck(["x" * 201])
+    assert DenyListCheck(["y" * 200]).scan("a " + "Y" * 200 + " b")

@@ -57,6 +57,8 @@ def found(text: str) -> list[tuple[str, str]]:
         ("slack xoxb-1234567890-0987654321-AbCdEfGhIjKl", "api_key", "xoxb-1234567890-0987654321-AbCdEfGhIjKl"),
         ("db_password = 'Tr0ub4dor&3x'", "password", "Tr0ub4dor"),
         ("Your new password is Spring#77 (expires soon).", "password", "Spring#77"),
+        ("login(user, password=s3cr3t99)", "password", "s3cr3t99"),
+        ("The wifi password: latte4life.", "password", "latte4life"),
         ("cc 4111.1111.1111.1111", "credit_card", "4111.1111.1111.1111"),
         ("iban de89 3704 0044 0532 0130 00 ok", "iban", "de89 3704 0044 0532 0130 00"),
         ("postgres://app:s3cr3t-pw@db.internal/app", "password", "s3cr3t-pw"),
@@ -84,6 +86,13 @@ def test_finds_each_kind(text: str, kind: str, value: str) -> None:
         "api_key = os.environ['API_KEY']; password=${DB_PASSWORD}",
         "the ratio was 3.14159 and 999.999.999.999 is not an address",
         "sort by std::vector and 12:30:45 in a log",
+        "Authorization uses the Bearer token-based-authentication-scheme described below",
+        "generate(max_token=4096, token: 1234)",
+        "client = Client(api_key=self.api_key, token=message.task_token)",
+        "ApiKey: !Ref GatewayKey",
+        "token: Final[str] = ...; token: EventLoopToken; api_key: Annotated[str, Field()]",
+        "password: SecretStr, client_secret: ClientSecret, url = 'https://user:***@host' or https://u:password@h",
+        "yaml int pattern [-+]?[0-9]+ also +0123456789 and 00 00 00 00 00 in a dump",
     ],
 )
 def test_leaves_hard_negatives_alone(text: str) -> None:
@@ -130,3 +139,22 @@ def test_pem_block_is_one_finding() -> None:
     assert found(text) == [("private_key", text[5 : text.index("\nbye")])]
     cut = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nthat was it"
     assert found(cut) == [("private_key", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n")]
+
+
+def test_scores_say_how_sure_each_detector_is() -> None:
+    text = "card 4111111111111111, +44 20 7946 0958, phone: 4155552671, host 10.1.2.3, the password is Sup3r#pw"
+    scores = {text[f.start : f.end]: f.score for f in CHECK.scan(text)}
+    assert scores["4111111111111111"] == 1.0
+    assert scores["+44 20 7946 0958"] > scores["4155552671"]
+    assert all(0.5 <= score <= 1.0 for score in scores.values())
+    assert scores["Sup3r#pw"] < 1.0
+
+
+def test_every_check_fits_the_protocol() -> None:
+    from llm_gateway.guardrails.denylist import DenyListCheck
+    from llm_gateway.guardrails.findings import Check
+    from llm_gateway.guardrails.injection import InjectionCheck
+
+    checks: list[Check] = [PiiCheck(), InjectionCheck(), DenyListCheck(["x"])]
+    assert [check.name for check in checks] == ["pii", "injection", "denylist"]
+    assert all(check.scan("") == [] for check in checks)

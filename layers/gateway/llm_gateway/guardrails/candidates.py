@@ -35,6 +35,8 @@ class Candidate:
     start: int
     end: int
     reason: str
+    # How sure the detector is: 1.0 where a checksum or a vendor prefix proves the shape, lower where
+    # only layout (phone numbers, dotted quads) or context words (passwords in prose) do.
     score: float = 1.0
 
     @property

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from llm_gateway.guardrails.findings import Finding
 from llm_gateway.guardrails.folding import fold
 from llm_gateway.guardrails.injection_hidden import hidden_signals
-from llm_gateway.guardrails.injection_phrases import DISCUSSION_MARKERS, Signal, phrase_signals, quoted
+from llm_gateway.guardrails.injection_phrases import phrase_signals
+from llm_gateway.guardrails.injection_signals import DISCUSSION_MARKERS, Signal, quoted
 
 DEFAULT_THRESHOLD = 0.5
 _QUOTED_FACTOR = 0.5

@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterator
 
 from llm_gateway.guardrails.folding import fold
-from llm_gateway.guardrails.injection_phrases import Signal, phrase_signals
+from llm_gateway.guardrails.injection_phrases import phrase_signals
+from llm_gateway.guardrails.injection_signals import Signal
 
 _HIDDEN_STYLE = re.compile(
     r"\bstyle\s{0,3}=\s{0,3}[\"'][^\"'<>]{0,300}?(?:display\s{0,3}:\s{0,3}none|visibility\s{0,3}:\s{0,3}hidden"
@@ -32,11 +33,13 @@ _MARKDOWN_EXFIL = re.compile(
     re.IGNORECASE,
 )
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{24,4000}={0,2}(?![A-Za-z0-9+/=])")
-# Words that make hidden text read as an order to a model rather than a hidden menu.
+# Words that make hidden text read as addressed to a model rather than a hidden menu or a build note
+# ("do not edit by hand" is every generated file's comment, so plain imperatives do not count).
 _DIRECTIVE = re.compile(
-    r"\b(?:ignore|disregard|instructions?|assistant|ai|llm|language model|chatbot|you must|you should|you are"
-    r"|respond|reply|say|tell the user|system prompt|do not|always|never|recommend)\b"
+    r"\b(?:ignore|disregard|instructions?|assistant|ai|llm|language model|chatbot|tell the user|system prompt)\b"
 )
+# Hidden text with such words but no instruction phrase: a hint, below the threshold on its own.
+_DIRECTIVE_ONLY = 0.35
 
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _ZERO_WIDTH = re.compile("[\u200b-\u200d\u2060\ufeff]")
@@ -55,8 +58,13 @@ def _instructions_in(hidden: str) -> tuple[float, str] | None:
     if strongest > 0:
         return strongest, "instruction phrases"
     if _DIRECTIVE.search(folded):
-        return 0.3, "directive words"
+        return 0.0, "directive words"
     return None
+
+
+def _hidden_weight(found: tuple[float, str], base: float) -> float:
+    weight = found[0]
+    return min(0.9, base + weight) if weight > 0 else _DIRECTIVE_ONLY
 
 
 def _hidden_html(text: str) -> Iterator[Signal]:
@@ -74,10 +82,8 @@ def _hidden_html(text: str) -> Iterator[Signal]:
             weak = 0.15 if "color" in match.group().lower() else 0.25
             yield Signal("hidden_text", weak, match.start(), content_end, f"text {what}")
             if found is not None:
-                weight, how = found
-                yield Signal(
-                    "hidden_instructions", min(0.9, 0.4 + weight), close + 1, content_end, f"{how} in text {what}"
-                )
+                weight = _hidden_weight(found, 0.4)
+                yield Signal("hidden_instructions", weight, close + 1, content_end, f"{found[1]} in text {what}")
 
 
 def _html_comments(text: str) -> Iterator[Signal]:
@@ -90,8 +96,8 @@ def _html_comments(text: str) -> Iterator[Signal]:
         stop = len(text) if end < 0 else end + 3
         found = _instructions_in(text[start + 4 : stop])
         if found is not None:
-            weight, how = found
-            yield Signal("hidden_instructions", min(0.9, 0.3 + weight), start, stop, f"{how} in an HTML comment")
+            weight = _hidden_weight(found, 0.3)
+            yield Signal("hidden_instructions", weight, start, stop, f"{found[1]} in an HTML comment")
         if end < 0:
             return
         position = stop
@@ -101,7 +107,7 @@ def _markdown(text: str) -> Iterator[Signal]:
     for pattern, what in ((_MARKDOWN_ALT, "image alt text"), (_MARKDOWN_TITLE, "link title")):
         for match in itertools.islice(pattern.finditer(text), _MAX_HIDING_PLACES):
             found = _instructions_in(match.group(1))
-            if found is not None and found[0] >= 0.5:
+            if found is not None and found[0] >= 0.4:
                 yield Signal(
                     "hidden_instructions",
                     min(0.9, 0.2 + found[0]),

@@ -31,15 +31,15 @@ def find_emails(text: str) -> Iterator[Candidate]:
             continue
         if any(label.startswith("-") or label.endswith("-") for label in labels) or _RETINA_ASSET.search(value):
             continue
-        yield Candidate("email", match.start(), match.end(), "email address")
+        yield Candidate("email", match.start(), match.end(), "email address", 0.95)
 
 
 # ----------------------------------------------------------------------------- phone numbers
 
 # "+44 20 7946 0958", "+1 (415) 555-2671", "+33 1 23 45 67 89", "+4915112345678".
-_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d[\d ().\-]{5,24}\d(?![\w\-]|[.,]\d)")
+_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+[1-9][\d ().\-]{5,24}\d(?![\w\-]|[.,]\d)")  # no code starts with 0
 # North American "(415) 555-2671", "415-555-2671", "415.555.2671", optionally "1-" in front.
-_PHONE_NANP = re.compile(r"(?<![\w.\-+/])(?:1[ \-.])?(?:\(\d{3}\) ?|\d{3}[ \-.])\d{3}[ \-.]\d{4}(?![\w\-]|[.,/]\d)")
+_PHONE_NANP = re.compile(r"(?<![\w.\-+/])(?:1[ \-.])?(?:\(\d{3}\) ?|\d{3}[ \-./])\d{3}[ \-.]\d{4}(?![\w\-]|[.,/]\d)")
 # National numbers with a trunk 0: "020 7946 0958", "07700 900123", "030 12345678", "06 12 34 56 78",
 # "06.12.34.56.78".
 _PHONE_NATIONAL = re.compile(r"(?<![\w.\-+/])(?:0\d{1,4}(?:[ \-]\d{2,8}){1,4}|0\d(?:\.\d{2}){4})(?![\w\-]|[.,/:]\d)")
@@ -71,20 +71,22 @@ def find_phones(text: str) -> Iterator[Candidate]:
         digits = _digit_count(value)
         if not 8 <= digits <= 15 or _DOUBLE_SEPARATOR.search(value) or value.count("(") != value.count(")"):
             continue
-        yield Candidate("phone", match.start(), match.start() + len(value), "phone number (international)")
+        yield Candidate("phone", match.start(), match.start() + len(value), "phone number (international)", 0.95)
     for match in _PHONE_NANP.finditer(text):
         if preceded_by(ID_CONTEXT, text, match.start()) or preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
-        yield Candidate("phone", match.start(), match.end(), "phone number (North American)")
+        yield Candidate("phone", match.start(), match.end(), "phone number (North American)", 0.85)
     for match in _PHONE_NATIONAL.finditer(text):
         if not 9 <= _digit_count(match.group()) <= 12 or preceded_by(ID_CONTEXT, text, match.start()):
             continue
+        if len(set(match.group()) - set(" .-")) == 1:
+            continue  # "00 00 00 00 00": a hex dump or a placeholder
         if preceded_by(_AFTER_DIGIT_GROUP, text, match.start(), 2):
             continue
-        yield Candidate("phone", match.start(), match.end(), "phone number (national)")
+        yield Candidate("phone", match.start(), match.end(), "phone number (national)", 0.8)
     for match in _PHONE_BARE.finditer(text):
         if preceded_by(PHONE_CONTEXT, text, match.start(), window=40):
-            yield Candidate("phone", match.start(), match.end(), "phone number (after a phone word)")
+            yield Candidate("phone", match.start(), match.end(), "phone number (after a phone word)", 0.7)
 
 
 # ----------------------------------------------------------------------------- payment cards
@@ -92,6 +94,12 @@ def find_phones(text: str) -> Iterator[Candidate]:
 _CARD = re.compile(r"(?<![\w\-.+])\d(?:[ \-]?\d){12,18}(?![\w\-]|[.,]\d)")
 # "5342.1809.6792.9080": dots only in the four-by-four shape, where no decimal or address looks alike.
 _CARD_DOTTED = re.compile(r"(?<![\w.+])\d{4}\.\d{4}\.\d{4}\.\d{4}(?![\w.]|\.\d)")
+
+
+# Product and device numbers that can pass Luhn by chance (an IMEI always does).
+_BARCODE_CONTEXT = re.compile(
+    r"\b(?:ean|gtin|upc|isbn|issn|imei|barcode|sku|serial)\b[^\w\n]{0,4}(?:no|number|#)?[^\w\n]{0,4}$", re.IGNORECASE
+)
 
 
 def _issuer(digits: str) -> str | None:
@@ -123,6 +131,8 @@ def find_cards(text: str) -> Iterator[Candidate]:
         if len(separators) > 1:
             continue
         if separators and not all(3 <= len(group) <= 6 for group in re.split(r"[ \-.]", value)):
+            continue
+        if preceded_by(_BARCODE_CONTEXT, text, match.start()):
             continue
         digits = "".join(char for char in value if char.isdigit())
         issuer = _issuer(digits)
@@ -174,10 +184,11 @@ def _octets_valid(value: str) -> bool:
 def find_ip_addresses(text: str) -> Iterator[Candidate]:
     for match in _IPV4.finditer(text):
         if _octets_valid(match.group()) and not preceded_by(_VERSION_CONTEXT, text, match.start(), window=12):
-            yield Candidate("ip_address", match.start(), match.end(), "IPv4 address")
+            yield Candidate("ip_address", match.start(), match.end(), "IPv4 address", 0.9)
     for match in _IPV6.finditer(text):
         value = match.group()
-        if value.count(":") < 2 or sum(char not in ":." for char in value) < 4:
+        # Four hex digits keep "a::b" in code out; the loopback "::1" is the one short form worth its name.
+        if value.count(":") < 2 or (sum(char not in ":." for char in value) < 4 and value != "::1"):
             continue
         try:
             ipaddress.IPv6Address(value)

@@ -42,11 +42,13 @@ _ASSIGNMENT = re.compile(
     r"[\"']?[ \t]{0,3}[:=][ \t]{0,3}(?P<quote>[\"']?)(?P<value>[^\s\"',;&<>]{4,200})",
     re.IGNORECASE,
 )
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z_.]*")
 _PASSWORD_NAMES = frozenset({"password", "passwd", "pwd", "passphrase"})
 # Values that are references or placeholders, not secrets: $VAR, ${VAR}, {{var}}, <token>, ***, None.
 _NOT_A_SECRET = re.compile(
-    r"^(?:[$%{<*\[]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
-    r"|x{3,}|\.{3}|redacted|changeme$|example|your[_\-]|placeholder|required$|str$|string$|int$|optional)",
+    r"^(?:[$%{<*\[!]|os\.|env\.|process\.|settings\.|config\.|getenv|none$|null$|nil$|true$|false$|undefined$"
+    r"|x{3,}|\.{3}|redacted|changeme$|example|your[_\-]|placeholder|required$|str$|string$|int$|optional"
+    r"|password$|passwd$|pass$|secret$|pwd$)",
     re.IGNORECASE,
 )
 # "the temporary password is Welcome#2024": prose, so the value must look made up (a digit and a letter,
@@ -71,12 +73,15 @@ def find_aws_keys(text: str) -> Iterator[Candidate]:
         named = _AWS_SECRET_CONTEXT.search(text, max(0, match.start() - 60), match.start()) is not None
         near_key = any(abs(match.start() - start) < 200 for start, _ in access_keys)
         if named or near_key:
-            yield Candidate("aws_secret_key", match.start(), match.end(), "AWS secret access key")
+            reason = "AWS secret access key" if named else "AWS secret access key (next to an access key id)"
+            yield Candidate("aws_secret_key", match.start(), match.end(), reason, 0.95 if named else 0.8)
 
 
 def find_vendor_tokens(text: str) -> Iterator[Candidate]:
     for pattern, what in _VENDOR_TOKENS:
         for match in pattern.finditer(text):
+            if what == "bearer token" and not any(char.isdigit() for char in match.group()):
+                continue  # "Bearer authentication-is-described-here" is prose; real tokens carry digits
             yield Candidate("api_key", match.start(), match.end(), what)
 
 
@@ -108,24 +113,38 @@ def find_private_keys(text: str) -> Iterator[Candidate]:
         position = stop
 
 
+def _looks_like_code(value: str) -> bool:
+    """A variable or a type where a value would be: "api_key=self.api_key", "token: EventLoopToken",
+    "api_key: Final[str]", "token: hf_jwt_…" (an elided example)."""
+    if "[" in value or "\u2026" in value or "..." in value:
+        return True
+    return _IDENTIFIER.fullmatch(value) is not None and (
+        "_" in value or "." in value or any(char.isupper() for char in value[1:])
+    )
+
+
 def find_assignments(text: str) -> Iterator[Candidate]:
     for match in _ASSIGNMENT.finditer(text):
-        value = match.group("value")
-        if match.group("quote"):
-            value = value.rstrip(")]}")
+        # A closing bracket ends a call or a list; unquoted, a trailing full stop ends the sentence.
+        value = match.group("value").rstrip(")]}" if match.group("quote") else ")]}.:")
         if _NOT_A_SECRET.match(value) or "(" in value or (value.count(".") >= 2 and value.replace(".", "").isalpha()):
             continue
         # Prose ("password: must be long") rarely has a digit or a symbol in the next word; secrets do.
         if len(value) < 10 and value.isalpha():
             continue
+        if _looks_like_code(value):
+            continue
         name = match.group("name").lower()
         kind = "password" if name in _PASSWORD_NAMES else "api_key"
+        if kind == "api_key" and value.isdigit() and len(value) < 16:
+            continue  # "max_token=4096", "token: 1234": counts and ids; a PIN stays a password
         start = match.start("value")
-        yield Candidate(kind, start, start + len(value), f"{kind.replace('_', ' ')} assigned to '{name}'")
+        yield Candidate(kind, start, start + len(value), f"{kind.replace('_', ' ')} assigned to '{name}'", 0.9)
     for match in _PASSWORD_IS.finditer(text):
         value = match.group("value").rstrip(".!?)")
         if len(value) >= 6 and _MADE_UP.search(value) and not _NOT_A_SECRET.match(value):
             start = match.start("value")
-            yield Candidate("password", start, start + len(value), "password given in a sentence")
+            yield Candidate("password", start, start + len(value), "password given in a sentence", 0.8)
     for match in _URL_PASSWORD.finditer(text):
-        yield Candidate("password", match.start("value"), match.end("value"), "password in a URL")
+        if not _NOT_A_SECRET.match(match.group("value")):
+            yield Candidate("password", match.start("value"), match.end("value"), "password in a URL")
