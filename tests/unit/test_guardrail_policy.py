@@ -104,3 +104,12 @@ def test_settings_refuse_a_bad_default():
 def test_checks_come_in_a_fixed_order():
     policy = policy_from(parse("bedrock=block,denylist=block,pii=block,injection=block", param="p"))
     assert [check for check, _ in policy.checks("input")] == list(policies.CHECKS)
+
+
+def test_available_checks_follow_the_settings():
+    from llm_gateway.guardrails.build import available_checks
+
+    assert available_checks(Settings()) == {"pii", "injection"}
+    configured = Settings(guardrail_deny_terms="alpha, beta", bedrock_guardrail_id="gr1", bedrock_region="eu-west-1")
+    assert available_checks(configured) == {"pii", "injection", "denylist", "bedrock"}
+    assert available_checks(Settings(bedrock_guardrail_id="gr1")) == {"pii", "injection"}  # no region known

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from llm_gateway.guardrails.bedrock import BedrockGuardrail
 
 
+def available_checks(config: Settings) -> frozenset[str]:
+    """The checks this deployment's settings give it (what a key or a request may turn on)."""
+    found = {"pii", "injection"}
+    if any(term.strip() for term in config.guardrail_deny_terms.split(",")):
+        found.add("denylist")
+    if config.bedrock_guardrail_id and config.bedrock_region:
+        found.add("bedrock")
+    return frozenset(found)
+
+
 def build_pipeline(config: Settings, client: Callable[[], httpx.AsyncClient]) -> GuardrailPipeline:
     from llm_gateway.guardrails.denylist import DenyListCheck
     from llm_gateway.guardrails.injection import InjectionCheck

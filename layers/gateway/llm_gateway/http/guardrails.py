@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from llm_gateway.guardrails import policy as policies
-from llm_gateway.guardrails.request import GuardrailRequest, Verdicts
+from llm_gateway.guardrails.request import GuardrailRequest, Observer, Verdicts
 from llm_gateway.http.framing import invalid
 from llm_gateway.wiring import Services
 
@@ -83,14 +83,16 @@ def _refuse_missing(requested: policies.Settings, current: Services, param: str)
     wanted = {check for (check, _), setting in requested.items() if setting != "off"}
     if not wanted:
         return
-    pipeline = current.gateway().guardrails
+    from llm_gateway.guardrails.build import available_checks
+
+    available = available_checks(current.settings)  # from the settings: no gateway is built for this
     for check in sorted(wanted):
-        if pipeline is None or not pipeline.has(check):
+        if check not in available:
             why = "no Bedrock guardrail is configured here" if check == "bedrock" else "not available here"
             raise invalid(param, f"the {check} check is {why}")
 
 
-def _observer(metrics: Metrics | None) -> Any:
+def _observer(metrics: Metrics | None) -> Observer | None:
     if metrics is None:
         return None
     namespace = metrics.namespace
