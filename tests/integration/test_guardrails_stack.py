@@ -27,6 +27,7 @@ from local.simulator import ProviderSimulator
 from local.stack import LocalStack
 from tests.support.accounting import api_key_for, ledger_items, unique
 from tests.support.clients import openai_client
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_aws")]
 
@@ -367,3 +368,20 @@ def test_embedding_inputs_are_screened_too(client: openai.OpenAI, simulator: Pro
         client.embeddings.create(model="text-embedding-3-small", input=texts, extra_headers={HEADER: "pii=block"})
     assert blocked.value.code == "guardrail_blocked"
     assert len(simulator.calls("openai")) == 1
+
+
+def test_a_job_keeps_the_guardrails_its_request_resolved(api: httpx.Client, simulator: ProviderSimulator) -> None:
+    text = f"{ECHO} Ticket from {EMAIL} ({uuid.uuid4().hex[:6]})"
+    headers = {HEADER: "pii=restore", "Prefer": "respond-async"}
+    accepted = native(api, text, headers=headers)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        view = api.get(f"/v1/jobs/{job_id}").json()
+        return view if view["status"] in ("succeeded", "failed") else None
+
+    done = wait_for(finished, timeout=60, what="the job")
+    assert done["status"] == "succeeded", done
+    assert done["result"]["content"] == text.replace(ECHO, "").strip()  # restored by the worker
+    assert EMAIL not in sent_texts(simulator) and "Ticket from [EMAIL_1]" in sent_texts(simulator)
