@@ -367,3 +367,15 @@ def test_injection_screening_reads_the_callers_turns_and_an_output_only_when_ask
         ask(gw, "the zebra asks", ctx("injection=block"))
     with pytest.raises(OutputBlockedError):
         ask(gw, "hello", ctx("injection.output=block"))
+
+
+def test_a_json_answer_stays_json_when_a_value_needing_escapes_is_restored():
+    vault = Vault()
+    key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----"
+    placeholder = vault.placeholder("private_key", key)
+    answer = json.dumps({"found": placeholder, "note": "see [OTHER_1]"})
+    from llm_gateway.guardrails.redaction import restore_json
+
+    assert json.loads(restore_json(answer, vault)) == {"found": key, "note": "see [OTHER_1]"}
+    assert restore_json('{"a": [1, 2]}', vault) == '{"a": [1, 2]}'  # nothing of ours: as written
+    assert restore_json(f"plain {placeholder}", vault) == f"plain {key}"

@@ -24,7 +24,7 @@ from llm_gateway.errors import GuardrailBlockedError, OutputBlockedError
 from llm_gateway.guardrails import policy as policies
 from llm_gateway.guardrails.findings import Check, Finding, Mode
 from llm_gateway.guardrails.policy import GuardrailPolicy, Stage
-from llm_gateway.guardrails.redaction import Vault, redact, restore
+from llm_gateway.guardrails.redaction import Vault, redact, restore_json
 from llm_gateway.guardrails.request import GuardrailRequest, Verdicts
 from llm_gateway.guardrails.texts import TextMap, map_message, map_result, message_texts
 from llm_gateway.models import Attempt, CacheControl, CompletionRequest, CompletionResult, Message
@@ -174,7 +174,8 @@ class Screening:
         """The request's own values back in the answer's placeholders (when the policy restores)."""
         if not self.policy.restore or not self.vault:
             return result
-        return map_result(result, lambda t, _: restore(t, self.vault), arguments=False, restore_args=self.vault)
+        # restore_json: a JSON answer (structured output, extraction) stays valid JSON once restored.
+        return map_result(result, lambda t, _: restore_json(t, self.vault), arguments=False, restore_args=self.vault)
 
     async def answer(self, result: CompletionResult) -> CompletionResult:
         return self.restored(await self.checked(result))

@@ -97,12 +97,13 @@ def restore(text: str, vault: Vault) -> str:
     return PLACEHOLDER.sub(lambda m: vault.originals.get(m.group(0), m.group(0)), text)
 
 
-def restore_json(arguments: str, vault: Vault) -> str:
-    """Tool-call arguments restored: inside the JSON's strings when it parses (a value may need escaping
-    there), else as text."""
-    if not vault or "[" not in arguments:
-        return arguments
-    return map_json_strings(arguments, lambda s: restore(s, vault)) or restore(arguments, vault)
+def restore_json(text: str, vault: Vault) -> str:
+    """Tool-call arguments (or a JSON answer) restored inside the JSON's strings when it parses, so a
+    value that needs escaping there (a quote, a PEM key's newlines) keeps it JSON; else as text. Text
+    with none of this request's placeholders is returned as written."""
+    if not vault or not any(m.group(0) in vault.originals for m in PLACEHOLDER.finditer(text)):
+        return text
+    return map_json_strings(text, lambda s: restore(s, vault)) or restore(text, vault)
 
 
 def map_json_strings(text: str, change: Callable[[str], str]) -> str | None:
