@@ -385,3 +385,18 @@ def test_a_job_keeps_the_guardrails_its_request_resolved(api: httpx.Client, simu
     assert done["status"] == "succeeded", done
     assert done["result"]["content"] == text.replace(ECHO, "").strip()  # restored by the worker
     assert EMAIL not in sent_texts(simulator) and "Ticket from [EMAIL_1]" in sent_texts(simulator)
+
+
+def test_an_extraction_gets_its_data_back_through_placeholders(api: httpx.Client, simulator: ProviderSimulator) -> None:
+    simulator.script("*", ['{"email": "[EMAIL_1]", "card": "[CREDIT_CARD_1]"}'])
+    schema = {
+        "type": "object",
+        "properties": {"email": {"type": "string"}, "card": {"type": "string"}},
+        "required": ["email", "card"],
+    }
+    text = f"Customer {uuid.uuid4().hex[:6]} wrote from {EMAIL} and paid with {CARD}."
+    answer = api.post("/v1/extractions", json={"text": text, "schema": schema, "guardrails": {"pii": "restore"}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == {"email": EMAIL, "card": CARD}
+    sent = sent_texts(simulator, provider=simulator.calls()[0]["provider"])
+    assert EMAIL not in sent and "4111" not in sent and "[EMAIL_1]" in sent
