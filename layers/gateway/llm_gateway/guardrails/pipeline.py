@@ -9,8 +9,8 @@ through ``Screening.checked`` (block: a 422 ``guardrail_blocked`` with ``stage: 
 before it is cached, then ``Screening.restored`` puts the request's own values back into the answer's
 placeholders when the policy restores them. Streams: ``Screening.stream`` (guardrails/stream.py).
 
-Checks never see roles except here: injection screening skips system and assistant turns (the
-deployment's own prompt and the model's earlier answers), every other check reads every turn.
+Checks never see roles except here: on the input, injection screening skips system and assistant turns
+(the deployment's own prompt and the model's earlier answers); every other check reads every turn.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from llm_gateway.guardrails import policy as policies
 from llm_gateway.guardrails.findings import Check, Finding, Mode
 from llm_gateway.guardrails.policy import GuardrailPolicy, Stage
 from llm_gateway.guardrails.redaction import Vault, redact, restore_json
-from llm_gateway.guardrails.request import GuardrailRequest, Verdicts
+from llm_gateway.guardrails.request import Verdicts
 from llm_gateway.guardrails.texts import TextMap, map_message, map_result, message_texts
 from llm_gateway.models import Attempt, CacheControl, CompletionRequest, CompletionResult, Message
 
@@ -56,7 +56,7 @@ class GuardrailPipeline:
     def policy_for(self, ctx: RequestContext) -> GuardrailPolicy:
         """The edge's resolution; for a job, the one its submission resolved (its ``guardrails`` tag);
         else the deployment's default."""
-        request: GuardrailRequest | None = getattr(ctx, "guardrails", None)
+        request = ctx.guardrails
         if request is not None:
             return request.policy
         if (resolved := ctx.tags.get(policies.JOB_TAG)) is not None:
@@ -72,7 +72,7 @@ async def screen(gateway: Gateway, request: CompletionRequest, ctx: RequestConte
     pipeline: GuardrailPipeline | None = getattr(gateway, "guardrails", None)
     if pipeline is None:
         return Screening(None, GuardrailPolicy(), ctx, request)
-    found: GuardrailRequest | None = getattr(ctx, "guardrails", None)
+    found = ctx.guardrails
     # Verdicts are counted per call (a summary of ten chunks counts ten), into the request's sink.
     verdicts = Verdicts(found.verdicts.observe if found is not None else None)
     screening = Screening(pipeline, pipeline.policy_for(ctx), ctx, request, verdicts)
