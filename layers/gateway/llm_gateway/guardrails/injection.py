@@ -30,6 +30,29 @@ class Assessment:
     signals: tuple[Signal, ...]  # spans in the original text, strongest first
 
 
+def one_per_region(signals: list[Signal]) -> list[Signal]:
+    """Two rules of one kind firing on the same words are one piece of evidence, not two: of signals
+    of a kind whose spans overlap, only the strongest stays. A sweep per kind keeps this O(n log n)."""
+    kept: list[Signal] = []
+    by_kind: dict[str, list[Signal]] = {}
+    for signal in signals:
+        by_kind.setdefault(signal.kind, []).append(signal)
+    for group in by_kind.values():
+        group.sort(key=lambda s: s.start)
+        cluster_end, best = -1, None
+        for signal in group:
+            if best is not None and signal.start < cluster_end:
+                cluster_end = max(cluster_end, signal.end)
+                best = max(best, signal, key=lambda s: s.weight)
+                continue
+            if best is not None:
+                kept.append(best)
+            cluster_end, best = signal.end, signal
+        if best is not None:
+            kept.append(best)
+    return kept
+
+
 def combine(signals: list[Signal]) -> float:
     strongest: dict[tuple[str, str], float] = {}
     for signal in signals:
@@ -66,6 +89,7 @@ class InjectionCheck:
             start, end = folded.span(signal.start, signal.end)
             signals.append(Signal(signal.kind, round(weight, 4), start, end, signal.reason))
         signals.extend(hidden_signals(text))
+        signals = one_per_region(signals)
         signals.sort(key=lambda s: (-s.weight, s.start))
         return Assessment(combine(signals), tuple(signals))
 

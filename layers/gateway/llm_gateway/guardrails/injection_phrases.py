@@ -8,6 +8,7 @@ repeats of one word each, so no pattern can backtrack more than a few dozen step
 from __future__ import annotations
 
 from llm_gateway.guardrails.injection_signals import WORDS, PhraseRule, Signal, phrase_rule, rule_matches
+from llm_gateway.guardrails.injection_takeover import TAKEOVER_RULES
 
 _OVERRIDE_VERBS = r"(?:ignore|disregard|forget|override|bypass|skip|discard|abandon|neglect|set aside)"
 _EARLIER = (
@@ -302,6 +303,7 @@ PHRASE_RULES: tuple[PhraseRule, ...] = (
         r"|\bnote to (?:the )?(?:ai|llm|assistant|model)\b",
         "addresses an AI reading the document",
     ),
+    *TAKEOVER_RULES,
 )
 
 
