@@ -400,3 +400,23 @@ def test_an_extraction_gets_its_data_back_through_placeholders(api: httpx.Client
     assert answer.json()["data"] == {"email": EMAIL, "card": CARD}
     sent = sent_texts(simulator, provider=simulator.calls()[0]["provider"])
     assert EMAIL not in sent and "4111" not in sent and "[EMAIL_1]" in sent
+
+
+def test_a_stream_checked_by_bedrock_is_released_at_the_end_or_blocked(
+    client: openai.OpenAI, bedrock_guardrail: ProviderSimulator
+) -> None:
+    def streamed(text: str) -> str:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": text}],
+            stream=True,
+            extra_headers={HEADER: "bedrock.output=block"},
+        )
+        return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+    clean = f"{ECHO} all is well {uuid.uuid4().hex[:6]}"
+    assert streamed(clean) == clean.replace(ECHO, "").strip()
+    assert [c["body"]["source"] for c in bedrock_guardrail.calls("bedrock_guardrail")] == ["OUTPUT"]
+    with pytest.raises(openai.APIError) as caught:
+        streamed(f"{ECHO} the forbidden plan {uuid.uuid4().hex[:6]}")
+    assert "bedrock" in str(caught.value.message)
