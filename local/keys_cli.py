@@ -75,6 +75,10 @@ def spec_from(args: argparse.Namespace) -> KeySpec:
         body["expires_at"] = args.expires_at
     if args.meta:
         body["metadata"] = dict(item.split("=", 1) for item in args.meta)
+    if args.guardrails:
+        body["guardrails"] = args.guardrails
+    if args.guardrails_override:
+        body["guardrails_override"] = args.guardrails_override
     from llm_gateway.http.framing import validate
 
     return validate(KeySpec, body)
@@ -110,6 +114,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in", type=int, help="seconds from now")
     create.add_argument("--expires-at", help="ISO 8601 with a zone, e.g. 2027-01-01T00:00:00Z")
     create.add_argument("--meta", action="append", help="metadata key=value (repeatable)")
+    create.add_argument("--guardrails", help="the key's guardrail settings, e.g. 'pii=redact,injection=block'")
+    create.add_argument("--guardrails-override", choices=("any", "tighten", "none"), help="what requests may change")
     listing = commands.add_parser("list", help="keys (never their secrets)")
     listing.add_argument("--tenant")
     for name, text in (("show", "one key"), ("revoke", "revoke every secret of a key")):

@@ -42,7 +42,7 @@ def create_job(body: JobRequest) -> Response[str]:
         tenant=tenant,
         source="api",
         request_id=request_id,
-        key_tags=edge.key().context_tags(),
+        key_tags=edge.job_tags(),
     )
     return edge.json(*prefer.accepted(edge.event, job))
 

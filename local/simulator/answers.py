@@ -19,6 +19,8 @@ from local.simulator.wire import (
 
 # --------------------------------------------------------------------------- answers
 
+ECHO = "[[sim:echo]]"  # in a prompt: the answer is that text, the marker left out
+
 _SUBJECTS = (
     "The quiet river",
     "A careful engineer",
@@ -109,6 +111,8 @@ def _compose(req: ChatRequest, reply: Reply | None) -> Answer:
         if req.tool_name is not None:
             tool_input = value if isinstance(value, dict) else {"value": value}
         text = json.dumps(value)
+    elif ECHO in req.joined:  # the last text said back as it arrived (what a redacting gateway sent)
+        text = next((t for t in reversed(req.texts) if ECHO in t), "").replace(ECHO, "").strip()
     else:
         text = f"[sim {req.provider}/{req.model}] {deterministic_sentences(req.joined)}"
 

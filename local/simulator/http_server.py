@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from local.simulator import embeddings
+from local.simulator import embeddings, guardrails
 from local.simulator.streams import write_stream
 from local.simulator.wire import Response, _json_response
 
@@ -87,7 +87,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             epoch = sim.epoch()
             embedding = self._embedding_route(method, path)
-            if embedding is not None:
+            guardrail = guardrails.ROUTE.match(path) if method == "POST" else None
+            if guardrail is not None:  # ApplyGuardrail (local/simulator/guardrails.py)
+                provider, model = "bedrock_guardrail", guardrail.group(1)
+                resp, body = guardrails.handle(sim.guardrail, headers, raw, guardrail)
+            elif embedding is not None:
                 provider, path_model = embedding
                 resp, body, model = embeddings.handle(sim, provider, headers, query, raw, path_model)
             else:

@@ -19,6 +19,7 @@ from local.simulator.choices import compose_choices
 from local.simulator.dialect import Dialect
 from local.simulator.faults import FAULTS, STREAM_FAULTS, Fault, FaultRule, _fault_from_marker
 from local.simulator.gemini_dialect import GeminiDialect
+from local.simulator.guardrails import GuardrailConfig
 from local.simulator.http_server import _Handler, _Server
 from local.simulator.openai_dialect import OpenAIDialect
 from local.simulator.quotas import Quotas, deployment_of, refusal, with_quota_headers
@@ -84,6 +85,7 @@ class ProviderSimulator:
             "bedrock": BedrockDialect(),
             "azure": AzureOpenAIDialect(self._azure_deployments),
         }
+        self.guardrail = GuardrailConfig()  # ApplyGuardrail's intervening terms (guardrails.py)
 
     # ---- lifecycle
 
@@ -236,6 +238,7 @@ class ProviderSimulator:
             self._epoch += 1
             self._azure_deployments.clear()
         self.quotas.clear()
+        self.guardrail.reset()
 
     # ---- request handling (called from handler threads)
 
@@ -373,6 +376,7 @@ class ProviderSimulator:
             ("DELETE", "/_sim/faults"): self.clear_faults,
             ("POST", "/_sim/script"): lambda: self.script(body["provider"], body["replies"]),
             ("POST", "/_sim/config"): lambda: self.configure(**body),
+            ("POST", "/_sim/guardrail"): lambda: self.guardrail.configure(**body),
             ("POST", "/_sim/reset"): self.reset,
             ("POST", "/_sim/quotas"): lambda: self.set_quota(**body),
             ("GET", "/_sim/quotas"): self.quota_stats,

@@ -651,18 +651,51 @@ def test_bedrock_invoke_is_scoped_to_the_model_arns_parameter(
     [(condition, granted, otherwise)] = [
         statement["Fn::If"]
         for statement in as_list(props(resources, "GatewayCorePolicy")["PolicyDocument"]["Statement"])
-        if set(statement) == {"Fn::If"}
+        if set(statement) == {"Fn::If"} and statement["Fn::If"][0] == "HasBedrockModels"
     ]
     assert condition == "HasBedrockModels" and otherwise == {"Ref": "AWS::NoValue"}
     assert granted["Effect"] == "Allow"
     assert sorted(granted["Action"]) == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
     assert granted["Resource"] == {"Ref": "BedrockModelArns"}
-    # No other statement anywhere grants a Bedrock action.
+    # No other statement anywhere grants a Bedrock action (ApplyGuardrail: its own test below).
     others = [
         (owner, s.get("Sid"))
         for owner, s in allow_statements(resources)
-        if s is not granted and any(str(a).startswith("bedrock:") for a in as_list(s["Action"]))
+        if s is not granted
+        and any(str(a).startswith("bedrock:") for a in as_list(s["Action"]))
+        and as_list(s["Action"]) != ["bedrock:ApplyGuardrail"]
     ]
     assert others == []
     for logical_id in FUNCTIONS:  # every function that calls providers carries the grant
         assert {"Ref": "GatewayCorePolicy"} in as_list(props(resources, logical_id)["Policies"]), logical_id
+
+
+def test_apply_guardrail_is_granted_on_the_configured_guardrail_only(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """The "bedrock" guardrail check calls ApplyGuardrail: granted only when a guardrail id is set, and
+    only on that guardrail's ARN; no other statement grants it."""
+    parameter = template["Parameters"]["BedrockGuardrailId"]
+    assert parameter["Default"] == "" and not re.fullmatch(parameter["AllowedPattern"], "*")
+    assert template["Conditions"]["HasBedrockGuardrail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "BedrockGuardrailId"}, ""]}]
+    }
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["GATEWAY_BEDROCK_GUARDRAIL_ID"] == {"Ref": "BedrockGuardrailId"}
+    assert env["GATEWAY_GUARDRAILS"] == {"Ref": "Guardrails"}
+    [(_, granted, otherwise)] = [
+        statement["Fn::If"]
+        for statement in as_list(props(resources, "GatewayCorePolicy")["PolicyDocument"]["Statement"])
+        if set(statement) == {"Fn::If"} and statement["Fn::If"][0] == "HasBedrockGuardrail"
+    ]
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert as_list(granted["Action"]) == ["bedrock:ApplyGuardrail"]
+    arn, names = granted["Resource"]["Fn::Sub"]
+    assert arn.endswith(":guardrail/${BedrockGuardrailId}") and "*" not in arn
+    assert names == {
+        "GuardrailRegion": {"Fn::If": ["HasBedrockRegion", {"Ref": "BedrockRegion"}, {"Ref": "AWS::Region"}]}
+    }
+    appliers = [
+        s.get("Sid") for _, s in allow_statements(resources) if "bedrock:ApplyGuardrail" in as_list(s["Action"])
+    ]
+    assert appliers == ["BedrockApplyGuardrail"]

@@ -193,6 +193,25 @@ class Settings(BaseModel):
         default=5 * 1024 * 1024, ge=1024, validation_alias="GATEWAY_EXTRACTION_MAX_DOCUMENT_BYTES"
     )
 
+    # Guardrails (issue 18, llm_gateway/guardrails): the default policy ("pii=redact,injection=monitor";
+    # README, Guardrails), whether a request may change it when its key's policy says nothing (any,
+    # tighten, none), the deny-list's terms (comma-separated) and the injection score that counts.
+    guardrails: str = Field(default="", max_length=512, validation_alias="GATEWAY_GUARDRAILS")
+    guardrails_override: Literal["any", "tighten", "none"] = Field(
+        default="tighten", validation_alias="GATEWAY_GUARDRAILS_OVERRIDE"
+    )
+    guardrail_deny_terms: str = Field(default="", max_length=16_384, validation_alias="GATEWAY_GUARDRAIL_DENY_TERMS")
+    guardrail_injection_threshold: float = Field(
+        default=0.5, gt=0, le=1, validation_alias="GATEWAY_GUARDRAIL_INJECTION_THRESHOLD"
+    )
+    # Amazon Bedrock Guardrails (ApplyGuardrail): used by the "bedrock" check when an id is set.
+    bedrock_guardrail_id: str | None = Field(default=None, validation_alias="GATEWAY_BEDROCK_GUARDRAIL_ID")
+    bedrock_guardrail_version: str = Field(default="DRAFT", validation_alias="GATEWAY_BEDROCK_GUARDRAIL_VERSION")
+    bedrock_guardrail_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, validation_alias="GATEWAY_BEDROCK_GUARDRAIL_TIMEOUT"
+    )
+    bedrock_guardrail_fail_open: bool = Field(default=False, validation_alias="GATEWAY_BEDROCK_GUARDRAIL_FAIL_OPEN")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``environ`` (default: the process environment); a bad value is a ValidationError."""
@@ -212,6 +231,17 @@ class Settings(BaseModel):
         if isinstance(value, str | list | tuple):
             return parse_thresholds(value)
         raise ValueError("thresholds are shares of the budget separated by commas, e.g. 0.8,1.0")
+    @field_validator("guardrails")
+    @classmethod
+    def _guardrails_spec(cls, value: str) -> str:
+        from llm_gateway.errors import InvalidRequestError
+        from llm_gateway.guardrails.policy import parse
+
+        try:
+            parse(value, param="GATEWAY_GUARDRAILS")
+        except InvalidRequestError as err:
+            raise ValueError(err.message) from None
+        return value
 
     @field_validator(
         "openai_base_url", "anthropic_base_url", "gemini_base_url", "openai_compatible_base_url", "bedrock_endpoint_url"

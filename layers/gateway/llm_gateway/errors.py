@@ -308,6 +308,44 @@ class ExtractionFailedError(GatewayError):
     http_status = 422
 
 
+# --- guardrails (llm_gateway/guardrails) ---------------------------------------------------------
+
+
+class GuardrailBlockedError(InvalidRequestError):
+    """A guardrail in ``block`` mode found something in the request's input; no provider was called.
+
+    ``details``: ``check`` (``pii``, ``injection``, ``denylist``, ``bedrock``), ``kind`` (what it
+    found, e.g. ``email``), ``stage`` (``input``), never the matched text.
+    """
+
+    code = "guardrail_blocked"
+    http_status = 400
+
+
+class OutputBlockedError(GuardrailBlockedError):
+    """A guardrail in ``block`` mode found something in the model's answer: the answer is withheld
+    (``details.stage`` is ``output``). On a stream, the stream's last event."""
+
+    http_status = 422
+
+
+class GuardrailOverrideRefusedError(GatewayError):
+    """The request asked for guardrail settings its key's policy does not let it choose (a key may
+    allow no override, or only tightening)."""
+
+    code = "guardrails_override_refused"
+    http_status = 403
+
+
+class GuardrailUnavailableError(GatewayError):
+    """A remote guardrail (Amazon Bedrock Guardrails) could not give a verdict and the policy fails
+    closed."""
+
+    code = "guardrail_unavailable"
+    http_status = 503
+    retryable = True
+
+
 # --- long-running work ---------------------------------------------------------------------------
 
 

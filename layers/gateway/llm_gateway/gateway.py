@@ -22,6 +22,7 @@ from llm_gateway.errors import (
     ProviderError,
     RateLimitedError,
 )
+from llm_gateway.guardrails.pipeline import screen
 from llm_gateway.interfaces import (
     BudgetGuard,
     CircuitBreaker,
@@ -52,6 +53,7 @@ from llm_gateway.routing.router import Candidate, Router
 from llm_gateway.routing.wire import canonical_models, native_structured, wire_request, worst_case_input
 
 if TYPE_CHECKING:
+    from llm_gateway.guardrails.pipeline import GuardrailPipeline
     from llm_gateway.streaming.protocol import CompletionStream
 
 log = logging.getLogger("llm_gateway")
@@ -59,6 +61,8 @@ T = TypeVar("T")
 
 
 class Gateway:
+    guardrails: GuardrailPipeline | None = None  # set by wiring when checks are configured (guardrails/)
+
     def __init__(
         self,
         *,
@@ -100,10 +104,13 @@ class Gateway:
     async def complete(self, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
         started = time.perf_counter()
         request = canonical_models(request, self.catalog)
+        # Guardrails on the input before the cache: a redacted request is looked up and stored redacted.
+        screening = await screen(self, request, ctx)
+        request = screening.request
         if self.cache is not None:
             hit = await self.cache.lookup(ctx, request)
             if hit is not None:
-                return hit.model_copy(update={"cached": True, "latency_ms": ms_since(started)})
+                return await screening.answer(hit.model_copy(update={"cached": True, "latency_ms": ms_since(started)}))
         attempts: list[Attempt] = []
 
         async def call(candidate: Candidate, share: RequestContext, required: bool) -> ProviderResponse | None:
@@ -124,16 +131,18 @@ class Gateway:
             logprobs=response.logprobs,
             alternatives=response.alternatives,
         )
+        result = await screening.checked(result)  # output guardrails before the cache keeps the answer
         if self.cache is not None:
             await self.cache.store(ctx, request, result)
-        return result
+        return screening.restored(result)
 
     async def open_stream(self, request: CompletionRequest, ctx: RequestContext) -> CompletionStream:
         """The answer as a stream, opened once its first event arrived (see streaming/protocol.py)."""
         # Imported here: functions that never stream do not load the streaming modules.
         from llm_gateway.streaming.routed import open_routed_stream
 
-        return await open_routed_stream(self, request, ctx)
+        screening = await screen(self, request, ctx)  # guardrails: the input before the cache, the output checked
+        return screening.stream(await open_routed_stream(self, screening.stream_request(), ctx))
 
     async def route(
         self,

@@ -16,6 +16,7 @@ from llm_gateway.routing.deadline import Deadline
 
 if TYPE_CHECKING:
     from llm_gateway.catalog import ModelSpec
+    from llm_gateway.guardrails.request import GuardrailRequest
 
 
 @dataclass
@@ -33,6 +34,9 @@ class RequestContext:
     defer: Deferral = RUN_NOW
     # The caller's key policy over catalog models: automatic fallbacks the key may not use are left out.
     allows_model: Callable[[ModelSpec], bool] | None = None
+    # The guardrail policy the edge resolved (key policy, header, body) and its verdicts' sink; None:
+    # the deployment's default (GATEWAY_GUARDRAILS).
+    guardrails: GuardrailRequest | None = None
 
 
 class ResponseCache(Protocol):

@@ -260,8 +260,9 @@ class ProviderResponse(BaseModel):
     rate_limits: RateLimitSnapshot | None = Field(default=None, exclude=True)
 
 
-# truncated: a stream the provider broke after its first event; cancelled: a stream the caller left.
-Outcome = Literal["success", "error", "skipped", "truncated", "cancelled"]
+# truncated: a stream the provider broke after its first event; cancelled: a stream the caller left;
+# blocked: a guardrail refused the request's input, no provider was called (guardrails/pipeline.py).
+Outcome = Literal["success", "error", "skipped", "truncated", "cancelled", "blocked"]
 
 
 class Attempt(BaseModel):

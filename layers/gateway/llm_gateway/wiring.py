@@ -79,6 +79,7 @@ def build_gateway(
     # Imported here: functions that never call a provider (the jobs API, key admin) skip them at cold start.
     from llm_gateway.accounting.build import build_accounting
     from llm_gateway.gateway import Gateway
+    from llm_gateway.guardrails.build import build_pipeline
     from llm_gateway.keys.budget import KeyBudgetGuard
     from llm_gateway.routing.retry import RetryPolicy
     from llm_gateway.routing.router import Router
@@ -102,7 +103,7 @@ def build_gateway(
     )
     # Cache, ledger, budgets, breaker: on when configured.
     accounting = accounting or build_accounting(config, catalog)
-    return Gateway(
+    gateway = Gateway(
         catalog=catalog,
         router=router,
         providers=providers,
@@ -119,6 +120,8 @@ def build_gateway(
         stream_first_byte_timeout_s=config.stream_first_byte_timeout_s,
         stream_idle_timeout_s=config.stream_idle_timeout_s,
     )
+    gateway.guardrails = build_pipeline(config, client or http_client)
+    return gateway
 
 
 class Services:

@@ -4,7 +4,8 @@ Item layout in the usage table (``pk`` + ``sk``):
 
 * ``USAGE#<tenant>#<YYYY-MM-DD>`` / ``<ISO time>#<record id>``: one attempt: tenant, request id,
   operation, provider, model, outcome (``success`` | ``error`` | ``cache_hit``, and for streams
-  ``truncated``: the provider broke it after it began, ``cancelled``: the caller left), error code,
+  ``truncated``: the provider broke it after it began, ``cancelled``: the caller left; ``blocked``: a
+  guardrail refused the input, provider ``guardrails`` and model ``<check>/<kind>``), error code,
   input/output/cached-input tokens, cost, latency, and (for hits) the cost the hit saved.
 * ``AGG#<tenant>`` / ``DAY#<date>``, ``AGG#<tenant>`` / ``MODEL#<date>#<provider>/<model>`` and, for
   requests made with a gateway key (``key_id`` in the context's tags), ``AGG#<tenant>`` /
@@ -90,7 +91,7 @@ class UsageRecord(BaseModel):
     timestamp: float
     provider: str
     model: str
-    outcome: Literal["success", "error", "cache_hit", "skipped", "truncated", "cancelled"]
+    outcome: Literal["success", "error", "cache_hit", "skipped", "truncated", "cancelled", "blocked"]
     error_code: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0

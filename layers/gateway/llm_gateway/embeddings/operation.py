@@ -30,6 +30,7 @@ from llm_gateway.errors import (
     ProviderAuthError,
     ProviderError,
 )
+from llm_gateway.guardrails.pipeline import screen_inputs
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import Attempt, CacheControl, Usage
 from llm_gateway.routing.attempts import failed_attempt, ms_since, spent
@@ -119,6 +120,8 @@ class Embedder:
 
     async def embed(self, request: EmbeddingRequest, ctx: RequestContext) -> EmbeddingResult:
         started = time.perf_counter()
+        # Guardrails on the inputs before the cache and the providers (blocked: a 400, no call made).
+        request = request.model_copy(update={"inputs": await screen_inputs(self.gateway, request.inputs, ctx)})
         chain, dimensions = self.plan(request)
         attempts: list[Attempt] = []
         last_error: ProviderError | None = None

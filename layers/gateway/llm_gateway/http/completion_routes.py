@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.event_handler import Response
 
 from llm_gateway.accounting.cache import cache_control_from_headers
+from llm_gateway.guardrails.logs import loggable_messages
 from llm_gateway.http import (
     anthropic_messages,
     events,
     framing,
+    guardrails,
     key_checks,
     models_list,
     observe,
@@ -40,7 +42,7 @@ NATIVE_SCHEMA_PARAM = "response_format.schema"
 
 def complete(edge: HttpEdge, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
     if ctx.log_prompts:
-        edge.logger.info("prompt", messages=[m.model_dump() for m in request.messages])
+        edge.logger.info("prompt", messages=loggable_messages(request.messages))
     result = run_sync(services().gateway().complete(request, ctx))
     cacheable = observe.looks_up_cache(request)
     observe.completion(edge.logger, edge.metrics, result, tenant=ctx.tenant, ctx=ctx, cacheable=cacheable)
@@ -123,4 +125,5 @@ def direct(edge: HttpEdge, event: dict[str, Any], context: LambdaContext) -> dic
         raise framing.invalid("stream", streamed.NOT_STREAMED_HERE)
     framing.check_response_format(body, param=NATIVE_SCHEMA_PARAM)
     ctx = events.direct_context("completion", tenant, context)
+    ctx.guardrails = guardrails.resolve(None, payload, NATIVE_PATH, None, services(), edge.metrics)
     return complete(edge, body.completion_request(), ctx).model_dump(mode="json")

@@ -44,6 +44,7 @@ from llm_gateway.wiring import services
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
+    from llm_gateway.guardrails.request import GuardrailRequest
     from llm_gateway.keys import Admission, VerifiedKey
 
 T = TypeVar("T")
@@ -182,7 +183,22 @@ class HttpEdge:
             tags=key.context_tags(),
         )
         ctx.allows_model = key.policy.allows_model  # automatic fallbacks stay within the key's models
+        ctx.guardrails = self.guardrails()
         return ctx
+
+    def job_tags(self) -> dict[str, str]:
+        """What a job submitted now carries to the worker: the key's tags and the guardrail policy
+        resolved now (the worker has neither the key's policy nor the request's headers)."""
+        return {**self.key().context_tags(), "guardrails": self.guardrails().policy.describe()}
+
+    def guardrails(self) -> GuardrailRequest:
+        """The request's guardrail policy: default, key, then ``x-gateway-guardrails`` / ``guardrails``."""
+        from llm_gateway.http import guardrails
+
+        route = self.event.get("resource") or self.app.current_event.path
+        body = self.app.context.get("gateway_json_body")
+        headers = self.app.current_event.headers
+        return guardrails.resolve(headers, body, route, self.key().policy, services(), self.metrics)
 
     # ------------------------------------------------------------------ the answer
 
@@ -254,7 +270,7 @@ class HttpEdge:
             operation,
             payload,
             tenant=self.tenant(),
-            key_tags=self.key().context_tags(),
+            key_tags=self.job_tags(),
             request_id=self.request_id(),
             deferred=preference == prefer.DEFER_ON_FAILURE,  # providers just failed: wait a backoff step
             defer=after_response.current(),

@@ -68,8 +68,10 @@ _ERROR = {"application/json": {"model": ErrorBody}}
 _ERROR_STATUSES = {
     400: "Invalid request (details.param names the parameter at fault)",
     401: "Missing or invalid API key",
+    403: "Model not allowed for this key, or guardrail settings it may not change (guardrails_override_refused)",
     404: "Unknown route, model, schema, document or job",
     413: "Body over the route's limit",
+    422: "An answer withheld: a guardrail blocked it (guardrail_blocked, stage output), or an extraction failed",
     429: "Rate limited or over budget",
     500: "Internal error",
     502: "A provider failed",

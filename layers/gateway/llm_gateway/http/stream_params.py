@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from llm_gateway.guardrails.policy import GuardrailsField
 from llm_gateway.http import framing as api
 from llm_gateway.models import CompletionRequest
 
@@ -33,11 +34,13 @@ class NativeCompletionBody(CompletionRequest):
     """``POST /v1/completions``: the gateway's request plus ``stream`` (Server-Sent Events when true)."""
 
     stream: bool = Field(default=False, description="Answer as Server-Sent Events (see the README, Streaming)")
+    guardrails: GuardrailsField = None
 
     def completion_request(self) -> CompletionRequest:
-        """The request without ``stream``, as the gateway, the cache and jobs take it (already validated)."""
+        """The request without ``stream`` and ``guardrails`` (the edge reads those), as the gateway, the
+        cache and jobs take it (already validated)."""
         fields = {name: getattr(self, name) for name in CompletionRequest.model_fields}
-        return CompletionRequest.model_construct(self.model_fields_set - {"stream"}, **fields)
+        return CompletionRequest.model_construct(self.model_fields_set - {"stream", "guardrails"}, **fields)
 
 
 def native_stream(body: NativeCompletionBody) -> StreamMode | None:

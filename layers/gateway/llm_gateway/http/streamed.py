@@ -23,6 +23,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from llm_gateway import after_response
 from llm_gateway.errors import GatewayError
+from llm_gateway.guardrails.logs import loggable_messages
 from llm_gateway.http import answers, framing, key_checks, observe, prefer
 from llm_gateway.http.sse import EventEncoder
 from llm_gateway.observability import metrics as operator_metrics
@@ -77,7 +78,7 @@ def serve(
     ctx = edge.context("completion", streaming=True)
     bookkeeping = ctx.defer = after_response.Deferral(ctx.request_id, later=True)
     if ctx.log_prompts:
-        edge.logger.info("prompt", messages=[m.model_dump() for m in request.messages])
+        edge.logger.info("prompt", messages=loggable_messages(request.messages))
     try:
         # Gateway.open_stream is the streaming contract (streaming/protocol.py); typed through it.
         gateway = cast(StreamingGateway, current.gateway())

@@ -60,11 +60,15 @@ class Job(BaseModel):
     # usage by key and the key's budget hold for async work too.
     key_id: str | None = None
     key_budget: str | None = None
+    # The guardrail policy the edge resolved for the submitted request (guardrails/policy.py grammar).
+    guardrails: str | None = None
 
     def key_tags(self) -> dict[str, str]:
         tags = {"key_id": self.key_id} if self.key_id else {}
         if self.key_budget:
             tags["key_budget"] = self.key_budget
+        if self.guardrails is not None:
+            tags["guardrails"] = self.guardrails
         return tags
 
     @property

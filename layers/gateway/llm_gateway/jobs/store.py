@@ -104,6 +104,7 @@ class JobStore:
             task_token=task_token,
             key_id=tags.get("key_id"),
             key_budget=tags.get("key_budget"),
+            guardrails=tags.get("guardrails"),
         )
 
     def create(self, job: Job, payload: Mapping[str, Any]) -> Job:

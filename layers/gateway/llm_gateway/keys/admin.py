@@ -50,6 +50,22 @@ class KeySpec(BaseModel):
     tokens_per_minute: int | None = Field(default=None, ge=1, le=1_000_000_000)
     budget: BudgetSpec | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=32)
+    # The key's guardrail settings (README, Guardrails) and what its requests may change.
+    guardrails: str | None = Field(default=None, max_length=512)
+    guardrails_override: Literal["any", "tighten", "none"] | None = None
+
+    @field_validator("guardrails")
+    @classmethod
+    def _guardrails(cls, value: str | None) -> str | None:
+        if value is not None:
+            from llm_gateway.errors import InvalidRequestError
+            from llm_gateway.guardrails.policy import parse
+
+            try:
+                parse(value, param="guardrails")
+            except InvalidRequestError as err:
+                raise ValueError(err.message.removeprefix("guardrails: ")) from None
+        return value
 
     @field_validator("tenant")
     @classmethod
@@ -120,6 +136,8 @@ class KeyAdmin:
             tokens_per_minute=spec.tokens_per_minute,
             budget=KeyBudget(Decimal(str(spec.budget.limit_usd)), spec.budget.window) if spec.budget else None,
             metadata=dict(spec.metadata),
+            guardrails=spec.guardrails,
+            guardrails_override=spec.guardrails_override,
         )
         key_id = new_key_id()
         if policy.budget is not None:
@@ -242,6 +260,8 @@ def key_view(record: KeyRecord, *, now: float | None = None) -> dict[str, Any]:
             {"limit_usd": float(policy.budget.limit_usd), "window": policy.budget.window} if policy.budget else None
         ),
         "metadata": dict(policy.metadata),
+        "guardrails": policy.guardrails,
+        "guardrails_override": policy.guardrails_override,
     }
 
 

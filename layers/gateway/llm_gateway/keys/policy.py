@@ -40,6 +40,11 @@ class KeyPolicy:
     tokens_per_minute: int | None = None
     budget: KeyBudget | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Guardrails (guardrails/policy.py): the key's settings over the deployment's default, e.g.
+    # "pii=redact,injection=block", and whether its requests may change them ("any", "tighten" or
+    # "none"; None: the deployment's GATEWAY_GUARDRAILS_OVERRIDE).
+    guardrails: str | None = None
+    guardrails_override: str | None = None
 
     def allows(self, model_or_tier: str) -> bool:
         return not self.allowed or any(fnmatch.fnmatchcase(model_or_tier, pattern) for pattern in self.allowed)

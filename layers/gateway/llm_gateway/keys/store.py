@@ -5,9 +5,9 @@ Items:
 * ``KEY#<sha256 of the secret>``: one per secret. ``key_hash`` (the same hash, compared in constant
   time after the read), ``key_id``, ``generation``, ``tenant``, ``name``, ``created_at``,
   ``key_expires_at``, ``disabled``, ``revoked_at``, ``allowed`` (patterns), ``rpm``, ``tpm``,
-  ``budget_usd`` + ``budget_window``, ``metadata``. The secret itself is never stored. The index
-  ``KeyIdIndex`` (partition key ``key_id``) finds a key's records for the admin operations; it holds
-  key records only (rate counters have no ``key_id``).
+  ``budget_usd`` + ``budget_window``, ``metadata``, ``guardrails`` + ``guardrails_override``. The secret
+  itself is never stored. The index ``KeyIdIndex`` (partition key ``key_id``) finds a key's records for
+  the admin operations; it holds key records only (rate counters have no ``key_id``).
 * ``RATE#<key_id>#<window start>``: the rate-limit counters of one fixed minute (see limits.py), with
   ``expires_at`` for DynamoDB's TTL. Keys use ``key_expires_at`` so that TTL never deletes a key record.
 """
@@ -126,6 +126,10 @@ def item_from_record(record: KeyRecord) -> dict[str, Any]:
     if policy.budget is not None:
         item["budget_usd"] = {"N": str(policy.budget.limit_usd)}
         item["budget_window"] = {"S": policy.budget.window}
+    if policy.guardrails:
+        item["guardrails"] = {"S": policy.guardrails}
+    if policy.guardrails_override:
+        item["guardrails_override"] = {"S": policy.guardrails_override}
     if policy.metadata:
         item["metadata"] = {"M": {k: {"S": v} for k, v in policy.metadata.items()}}
     return item
@@ -155,6 +159,8 @@ def record_from_item(item: dict[str, Any]) -> KeyRecord:
         tokens_per_minute=integer("tpm"),
         budget=budget,
         metadata={k: v["S"] for k, v in item.get("metadata", {}).get("M", {}).items()},
+        guardrails=item.get("guardrails", {}).get("S"),
+        guardrails_override=item.get("guardrails_override", {}).get("S"),
     )
     return KeyRecord(
         key_hash=item["key_hash"]["S"],

@@ -23,6 +23,7 @@ from llm_gateway.config import Settings
 from llm_gateway.documents.loading import Document, S3Object, read_s3_document
 from llm_gateway.errors import GatewayError, InvalidRequestError
 from llm_gateway.gateway import Gateway
+from llm_gateway.guardrails.policy import GuardrailsField
 from llm_gateway.http import framing as api
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import CacheControl, CompletionRequest, Message, Tier
@@ -75,6 +76,7 @@ class ExtractionRequest(BaseModel):
     token_budget: int | None = Field(default=None, ge=1_000, le=2_000_000)
     cache: CacheControl | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    guardrails: GuardrailsField = None  # read by the edge (http/guardrails.py)
 
     @model_validator(mode="after")
     def _one_source(self) -> ExtractionRequest:

@@ -29,6 +29,7 @@ from llm_gateway.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
+from llm_gateway.guardrails.logs import loggable_text
 from llm_gateway.models import JsonSchemaFormat, Message, ProviderRequest, ProviderResponse
 from llm_gateway.quotas.headers import rate_limits, retry_after_seconds
 from llm_gateway.quotas.model import RateLimitSnapshot
@@ -215,7 +216,7 @@ class Provider(ABC):
                 "model": model,
                 "status": status,
                 "error_type": error_type[:100],
-                **({"provider_message": message[:1000]} if self.log_prompts else {}),
+                **({"provider_message": loggable_text(message[:1000])} if self.log_prompts else {}),
             },
         )
         kwargs: dict[str, Any] = {"provider": self.name, "model": model, "status_code": status}

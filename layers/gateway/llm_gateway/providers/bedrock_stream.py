@@ -27,6 +27,7 @@ from llm_gateway.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
+from llm_gateway.guardrails.logs import loggable_text
 from llm_gateway.models import FinishReason, JsonSchemaFormat, ProviderRequest
 from llm_gateway.providers import bedrock_converse as converse
 from llm_gateway.providers.base import _SAFE_TYPE
@@ -161,7 +162,7 @@ class ConverseStreamReader:
                 "status": 200,
                 "error_type": exception_type[:100],
                 "in_stream": True,
-                **({"provider_message": message[:1000]} if self.log_prompts else {}),
+                **({"provider_message": loggable_text(message[:1000])} if self.log_prompts else {}),
             },
         )
         kind = exception_type if _SAFE_TYPE.fullmatch(exception_type) else "unknown"

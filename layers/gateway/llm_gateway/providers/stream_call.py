@@ -22,6 +22,7 @@ from llm_gateway.errors import (
     ProviderError,
     ProviderTimeoutError,
 )
+from llm_gateway.guardrails.logs import loggable_text
 from llm_gateway.providers.sse import SSEParser
 from llm_gateway.streaming.events import ProviderEvent, StreamEnd
 
@@ -233,7 +234,7 @@ def in_stream_error(provider: Provider, body: Any, model: str, status: int) -> P
             "provider": provider.name,
             "model": model,
             "error_type": error_type[:100],
-            **({"provider_message": message[:1000]} if provider.log_prompts else {}),
+            **({"provider_message": loggable_text(message[:1000])} if provider.log_prompts else {}),
         },
     )
     text = f"{provider.name} reported an error in the stream" + (f" ({kind})" if kind else "")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llm_gateway.documents.chunking import MIN_CHUNK_TOKENS
+from llm_gateway.guardrails.policy import GuardrailsField
 from llm_gateway.models import Attempt, CacheControl, Tier, Usage
 from llm_gateway.operations.extraction import DocumentRef
 
@@ -63,6 +64,7 @@ class SummaryRequest(BaseModel):
     allow_degraded: bool = False
     cache: CacheControl | None = None
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    guardrails: GuardrailsField = None  # read by the edge (http/guardrails.py)
 
     @model_validator(mode="after")
     def _consistent(self) -> SummaryRequest:
