@@ -231,6 +231,7 @@ class Settings(BaseModel):
         if isinstance(value, str | list | tuple):
             return parse_thresholds(value)
         raise ValueError("thresholds are shares of the budget separated by commas, e.g. 0.8,1.0")
+
     @field_validator("guardrails")
     @classmethod
     def _guardrails_spec(cls, value: str) -> str:

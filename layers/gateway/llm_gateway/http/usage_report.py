@@ -1,8 +1,8 @@
 """``GET /v1/usage`` answers: the usage summary as JSON (default), or as CSV with ``format=csv``.
 
 The CSV has one header row and one row per group of the JSON, in its order: ``total``, then each ``day``,
-each ``model``, each ``key`` and each ``deployment`` (all per day), with the same counters and amounts. The budget alerts
-(the JSON's ``alerts``) are not usage groups and stay in the JSON only.
+each ``model``, each ``key`` and each ``deployment`` (all per day), with the same counters and amounts. The
+budget alerts (the JSON's ``alerts``) are not usage groups and stay in the JSON only.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ NUMBER_COLUMNS = (
     "cost_usd",
     "saved_usd",
 )
-GROUPS = (("day", "days"), ("model", "models"), ("key", "keys"), ("deployment", "deployments"))  # (group, the JSON's list)
+# (group, the JSON's list)
+GROUPS = (("day", "days"), ("model", "models"), ("key", "keys"), ("deployment", "deployments"))
 
 
 def answer_format(value: str | None) -> Format:
