@@ -15,6 +15,7 @@ import pytest
 from llm_gateway import wiring as service
 from llm_gateway.accounting.counters import Counters, powertools_sink
 from llm_gateway.catalog import default_catalog
+from llm_gateway.quotas.metrics import QuotaMetrics
 from llm_gateway.routing.breaker import DynamoDBBreakerStore, SharedCircuitBreaker
 from local.simulator import ProviderSimulator
 from local.stack import LocalStack
@@ -59,6 +60,10 @@ def run_workload(api: httpx.Client, simulator: ProviderSimulator, local_stack: L
     assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
     assert answers[1].headers["x-gateway-cache"] == "hit"
     assert answers[2].json()["provider"] == "anthropic"  # openai failed (retried), anthropic answered
+    # A guardrail verdict: an address redacted on its way in (the request's header asks for it).
+    screened = {"messages": [{"role": "user", "content": f"Mail ada@example.com. {prompt()}"}], "model": "gpt-4o-mini"}
+    redacted = api.post("/v1/completions", json=screened, headers={"x-gateway-guardrails": "pii=redact"})
+    assert redacted.status_code == 200, redacted.text
     simulator.add_fault("bad_request")
     failed = api.post("/v1/completions", json={"messages": [{"role": "user", "content": prompt()}]})
     simulator.clear_faults()
@@ -76,6 +81,12 @@ def run_workload(api: httpx.Client, simulator: ProviderSimulator, local_stack: L
         await breaker.record("anthropic", "claude-3-5-haiku-latest", ok=False, auth_failure=True)
 
     asyncio.run(trip())
+
+    # Quotas (off in the session's stack): the metrics object the tracker counts through, emitting at once.
+    quota = QuotaMetrics(emit=True, flush_s=0)
+    quota.utilisation("openai", 0.5)
+    quota.skipped("openai")
+    quota.rate_limited("openai")
 
 
 @pytest.fixture
