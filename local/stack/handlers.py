@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from local.stack import powertools_threads
 from local.stack.settings import LAYER_DIRS, THREAD_CLEANUP_HOOK, Handler, log
 
 _invoking: contextvars.ContextVar[str | None] = contextvars.ContextVar("local_invoking_function", default=None)
@@ -64,6 +65,7 @@ class HandlersMixin:
         if module_path != "app":
             module_name += "_" + module_path.replace(".", "_")
         path = spec.code_uri / (module_path.replace(".", "/") + ".py")
+        powertools_threads.apply()  # concurrent invocations share this process: one request per thread
         with self._load_lock:
             module = sys.modules.get(module_name)
             if module is None or Path(getattr(module, "__file__", "") or "") != path:
