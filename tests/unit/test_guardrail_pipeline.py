@@ -79,7 +79,8 @@ class ListLedger:
 
 def gateway(provider, default="", cache=None, ledger=None):
     catalog = default_catalog()
-    gw = Gateway(
+    checks = {"pii": PiiCheck(), "denylist": WordCheck("denylist", "zebra")}
+    return Gateway(
         catalog=catalog,
         router=Router(catalog, ["openai"]),
         providers={"openai": provider},
@@ -87,10 +88,8 @@ def gateway(provider, default="", cache=None, ledger=None):
         retry=RetryPolicy(max_attempts=1),
         cache=cache,
         usage=ledger,
+        guardrails=GuardrailPipeline(checks, default=parse(default, param="GATEWAY_GUARDRAILS")),
     )
-    checks = {"pii": PiiCheck(), "denylist": WordCheck("denylist", "zebra")}
-    gw.guardrails = GuardrailPipeline(checks, default=parse(default, param="GATEWAY_GUARDRAILS"))
-    return gw
 
 
 def ctx(spec=None, seen=None):

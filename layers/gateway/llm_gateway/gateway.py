@@ -61,8 +61,6 @@ T = TypeVar("T")
 
 
 class Gateway:
-    guardrails: GuardrailPipeline | None = None  # set by wiring when checks are configured (guardrails/)
-
     def __init__(
         self,
         *,
@@ -80,6 +78,7 @@ class Gateway:
         stream_first_byte_timeout_s: float = 30.0,
         stream_idle_timeout_s: float = 30.0,
         quotas: QuotaTracker | None = None,
+        guardrails: GuardrailPipeline | None = None,
     ) -> None:
         self.catalog = catalog
         self.router = router
@@ -100,6 +99,8 @@ class Gateway:
         self.stream_idle_timeout_s = stream_idle_timeout_s
         # Per-deployment quota state (quotas/tracker.py): spread, skip the exhausted, count declared limits.
         self.quotas = quotas
+        # Checks on the input before the cache and on the output after the call (guardrails/); None: none.
+        self.guardrails = guardrails
 
     async def complete(self, request: CompletionRequest, ctx: RequestContext) -> CompletionResult:
         started = time.perf_counter()

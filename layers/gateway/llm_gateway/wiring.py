@@ -103,7 +103,7 @@ def build_gateway(
     )
     # Cache, ledger, budgets, breaker: on when configured.
     accounting = accounting or build_accounting(config, catalog)
-    gateway = Gateway(
+    return Gateway(
         catalog=catalog,
         router=router,
         providers=providers,
@@ -119,9 +119,8 @@ def build_gateway(
         quotas=accounting.quotas,
         stream_first_byte_timeout_s=config.stream_first_byte_timeout_s,
         stream_idle_timeout_s=config.stream_idle_timeout_s,
+        guardrails=build_pipeline(config, client or http_client),
     )
-    gateway.guardrails = build_pipeline(config, client or http_client)
-    return gateway
 
 
 class Services:
