@@ -263,9 +263,9 @@ class FakeStream:
         self.closed = True
 
 
-def guarded(spec, pieces, calls=(), vault_values=()):
+def guarded(spec, pieces, calls=(), vault_values=(), response_format=None):
     pipeline = GuardrailPipeline({"pii": PiiCheck(), "denylist": WordCheck("denylist", "zebra")})
-    request = CompletionRequest(messages=[{"role": "user", "content": "x"}])
+    request = CompletionRequest(messages=[{"role": "user", "content": "x"}], response_format=response_format)
     screening = Screening(pipeline, policy_from(parse(spec, param="h")), ctx(), request)
     for value in vault_values:
         screening.vault.placeholder("email", value)
@@ -366,6 +366,20 @@ def test_injection_screening_reads_the_callers_turns_and_an_output_only_when_ask
         ask(gw, "the zebra asks", ctx("injection=block"))
     with pytest.raises(OutputBlockedError):
         ask(gw, "hello", ctx("injection.output=block"))
+
+
+def test_a_streamed_json_answer_stays_json_when_a_value_needing_escapes_is_restored():
+    value = 'ana "the boss" \\ <ana@example.com>\nfloor 2'
+    text = json.dumps({"contact": "[EMAIL_1]", "again": "to [EMAIL_1]."})
+    stream, _ = guarded("pii=restore", chunks(text, 3), vault_values=[value], response_format={"type": "json_object"})
+    events = asyncio.run(collect(stream))
+    sent = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert json.loads(sent) == {"contact": value, "again": f"to {value}."}
+    assert json.loads(events[-1].result.content) == json.loads(sent)
+    # A text answer gets the value as written.
+    plain, _ = guarded("pii=restore", chunks("to [EMAIL_1].", 3), vault_values=[value])
+    events = asyncio.run(collect(plain))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == f"to {value}."
 
 
 def test_a_json_answer_stays_json_when_a_value_needing_escapes_is_restored():

@@ -90,11 +90,20 @@ def redact(text: str, findings: Sequence[Finding], vault: Vault, *, restorable: 
     return "".join(pieces)
 
 
-def restore(text: str, vault: Vault) -> str:
-    """The placeholders this request handed out, replaced by their values (others left as written)."""
+def restore(text: str, vault: Vault, *, json_string: bool = False) -> str:
+    """The placeholders this request handed out, replaced by their values (others left as written).
+    ``json_string``: the text is inside a JSON string (a streamed JSON answer), so each value goes in
+    escaped, as JSON needs a quote, a backslash or a newline written there."""
     if not vault or "[" not in text:
         return text
-    return PLACEHOLDER.sub(lambda m: vault.originals.get(m.group(0), m.group(0)), text)
+
+    def value(match: re.Match[str]) -> str:
+        found = vault.originals.get(match.group(0))
+        if found is None:
+            return match.group(0)
+        return json.dumps(found, ensure_ascii=False)[1:-1] if json_string else found
+
+    return PLACEHOLDER.sub(value, text)
 
 
 def restore_json(text: str, vault: Vault) -> str:
@@ -129,19 +138,22 @@ class StreamRestorer:
     """Restores placeholders in text that arrives in pieces: a piece that ends inside what may be a
     placeholder keeps that tail until the next piece (or the end) says what it is."""
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, *, json_answer: bool = False) -> None:
         self.vault = vault
+        # A JSON answer's placeholders stand inside its strings: their values go in escaped, so the text
+        # streamed stays the JSON the buffered answer would be (restore_json).
+        self.json_answer = json_answer
         self._held = ""
 
     def feed(self, piece: str) -> str:
         text = self._held + piece
         cut = _possible_start(text)
         text, self._held = text[:cut], text[cut:]
-        return restore(text, self.vault)
+        return restore(text, self.vault, json_string=self.json_answer)
 
     def flush(self) -> str:
         text, self._held = self._held, ""
-        return restore(text, self.vault)
+        return restore(text, self.vault, json_string=self.json_answer)
 
 
 def _possible_start(text: str) -> int:

@@ -47,7 +47,8 @@ class GuardedStream:
         # the end (through Screening.checked), so a monitored stream is released as it comes.
         self._local = [(check, mode) for check, mode in runs if check != "bedrock" and mode != "monitor"]
         self._whole = any(check == "bedrock" for check, _ in runs)  # released at the end only
-        self._restorer = StreamRestorer(screening.vault) if screening.policy.restore else None
+        json_answer = screening.request.response_format is not None
+        self._restorer = StreamRestorer(screening.vault, json_answer=json_answer) if screening.policy.restore else None
         self._raw = ""  # the model's text so far
         self._released = 0  # how much of it was released
         self._redacted: list[str] = []  # what was released, redacted, before restoring
