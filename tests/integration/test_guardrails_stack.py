@@ -370,10 +370,13 @@ def test_embedding_inputs_are_screened_too(client: openai.OpenAI, simulator: Pro
     assert len(simulator.calls("openai")) == 1
 
 
-def test_a_job_keeps_the_guardrails_its_request_resolved(api: httpx.Client, simulator: ProviderSimulator) -> None:
+def test_a_job_keeps_the_guardrails_its_request_resolved(
+    api: httpx.Client, simulator: ProviderSimulator, capfd: pytest.CaptureFixture[str]
+) -> None:
     text = f"{ECHO} Ticket from {EMAIL} ({uuid.uuid4().hex[:6]})"
     headers = {HEADER: "pii=restore", "Prefer": "respond-async"}
     accepted = native(api, text, headers=headers)
+    capfd.readouterr()  # what the worker counts from here on
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
 
@@ -385,6 +388,7 @@ def test_a_job_keeps_the_guardrails_its_request_resolved(api: httpx.Client, simu
     assert done["status"] == "succeeded", done
     assert done["result"]["content"] == text.replace(ECHO, "").strip()  # restored by the worker
     assert EMAIL not in sent_texts(simulator) and "Ticket from [EMAIL_1]" in sent_texts(simulator)
+    assert ("pii", "redacted") in verdicts(capfd.readouterr().out)  # the worker counts its verdicts too
 
 
 def test_an_extraction_gets_its_data_back_through_placeholders(api: httpx.Client, simulator: ProviderSimulator) -> None:

@@ -28,6 +28,7 @@ from llm_gateway.guardrails.redaction import Vault, redact, restore_json
 from llm_gateway.guardrails.request import Verdicts
 from llm_gateway.guardrails.texts import TextMap, map_message, map_result, message_texts
 from llm_gateway.models import Attempt, CacheControl, CompletionRequest, CompletionResult, Message
+from llm_gateway.observability import metrics as operator_metrics
 
 if TYPE_CHECKING:
     from llm_gateway.gateway import Gateway
@@ -73,8 +74,9 @@ async def screen(gateway: Gateway, request: CompletionRequest, ctx: RequestConte
     if pipeline is None:
         return Screening(None, GuardrailPolicy(), ctx, request)
     found = ctx.guardrails
-    # Verdicts are counted per call (a summary of ten chunks counts ten), into the request's sink.
-    verdicts = Verdicts(found.verdicts.observe if found is not None else None)
+    # Verdicts are counted per call (a summary of ten chunks counts ten): jobs and uploads, which have no
+    # edge resolution, count them as the edge's requests do.
+    verdicts = Verdicts(found.verdicts.observe if found is not None else operator_metrics.guardrail_verdict)
     screening = Screening(pipeline, pipeline.policy_for(ctx), ctx, request, verdicts)
     try:
         await screening.check_input()

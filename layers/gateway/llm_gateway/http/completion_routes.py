@@ -125,5 +125,5 @@ def direct(edge: HttpEdge, event: dict[str, Any], context: LambdaContext) -> dic
         raise framing.invalid("stream", streamed.NOT_STREAMED_HERE)
     framing.check_response_format(body, param=NATIVE_SCHEMA_PARAM)
     ctx = events.direct_context("completion", tenant, context)
-    ctx.guardrails = guardrails.resolve(None, payload, NATIVE_PATH, None, services(), edge.metrics)
+    ctx.guardrails = guardrails.resolve(None, payload, NATIVE_PATH, None, services())
     return complete(edge, body.completion_request(), ctx).model_dump(mode="json")

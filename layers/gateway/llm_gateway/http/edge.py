@@ -198,7 +198,7 @@ class HttpEdge:
         route = self.event.get("resource") or self.app.current_event.path
         body = self.app.context.get("gateway_json_body")
         headers = self.app.current_event.headers
-        return guardrails.resolve(headers, body, route, self.key().policy, services(), self.metrics)
+        return guardrails.resolve(headers, body, route, self.key().policy, services())
 
     # ------------------------------------------------------------------ the answer
 

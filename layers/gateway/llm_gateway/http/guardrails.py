@@ -1,8 +1,8 @@
 """The request's guardrail policy, as the edge resolves it: the deployment's default
 (``GATEWAY_GUARDRAILS``), the key's own settings over it, then the request's (``x-gateway-guardrails`` on
 every route, the ``guardrails`` body field on the native routes) as the key (or the deployment) lets a
-request change them. Verdicts are counted through the edge's metrics: ``GuardrailVerdicts`` with the
-dimensions ``Check`` and ``Verdict``.
+request change them. Verdicts are counted as operator metrics: ``GuardrailVerdicts`` with the dimensions
+``Check`` and ``Verdict`` (:mod:`llm_gateway.observability.metrics`).
 """
 
 from __future__ import annotations
@@ -10,23 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
 from llm_gateway.guardrails import policy as policies
-from llm_gateway.guardrails.request import GuardrailRequest, Observer, Verdicts
+from llm_gateway.guardrails.request import GuardrailRequest, Verdicts
 from llm_gateway.http.framing import invalid
+from llm_gateway.observability import metrics as operator_metrics
 from llm_gateway.wiring import Services
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools import Metrics
-
-    from llm_gateway.guardrails.policy import Stage
     from llm_gateway.keys import KeyPolicy
 
 # The native routes, whose bodies take a ``guardrails`` field (the others: the header only).
 BODY_ROUTES = frozenset({"/v1/completions", "/v1/extractions", "/v1/summaries"})
 JOBS_ROUTE = "/v1/jobs"  # a job's input may carry the field too (extractions, summaries)
-METRIC = "GuardrailVerdicts"
 
 
 def resolve(
@@ -35,7 +30,6 @@ def resolve(
     route: str,
     key_policy: KeyPolicy | None,
     current: Services,
-    metrics: Metrics | None = None,
 ) -> GuardrailRequest:
     config = current.settings
     base = policies.layered(
@@ -54,7 +48,7 @@ def resolve(
         param = policies.BODY_FIELD
     policy = policies.resolve(base, requested, override, param=param)
     _refuse_missing(requested, current, param)
-    return GuardrailRequest(policy, Verdicts(_observer(metrics)))
+    return GuardrailRequest(policy, Verdicts(operator_metrics.guardrail_verdict))
 
 
 def _body_spec(body: Mapping[str, Any] | None, route: str) -> Any:
@@ -90,17 +84,3 @@ def _refuse_missing(requested: policies.Settings, current: Services, param: str)
         if check not in available:
             why = "no Bedrock guardrail is configured here" if check == "bedrock" else "not available here"
             raise invalid(param, f"the {check} check is {why}")
-
-
-def _observer(metrics: Metrics | None) -> Observer | None:
-    if metrics is None:
-        return None
-    namespace = metrics.namespace
-
-    def observe(check: str, stage: Stage, verdict: str) -> None:
-        # One metric per verdict with its own dimensions (the function's other metrics have none).
-        with single_metric(name=METRIC, unit=MetricUnit.Count, value=1, namespace=namespace) as metric:
-            metric.add_dimension(name="Check", value=check)
-            metric.add_dimension(name="Verdict", value=verdict)
-
-    return observe

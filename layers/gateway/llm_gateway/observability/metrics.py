@@ -14,6 +14,8 @@ Dimension sets (what the dashboard and alarms in template.yaml name; tests/unit/
 * stream:   [service, Provider]: TimeToFirstToken
 * breaker:  [service, Provider] and [service]: BreakerOpened, BreakerOpenedAuth (core counters, see
   :mod:`llm_gateway.accounting.counters`; the others are [service] only)
+* guardrail: [service, Check, Verdict]: GuardrailVerdicts (one per check, stage and model call; the stage
+  is a property), from the edge's requests, jobs and uploads alike
 
 Tenant, key and request id are EMF properties (metadata), never dimensions: Logs Insights groups by them,
 CloudWatch does not bill a metric per tenant. Each document also carries ``record`` ("request",
@@ -43,6 +45,7 @@ ERROR_SETS = (("ErrorCode",),)
 ATTEMPT_SETS = (("Provider", "Model"), ("Provider",))
 STREAM_SETS = (("Provider",),)
 PROVIDER_COUNT_SETS = (("Provider",), ())
+VERDICT_SETS = (("Check", "Verdict"),)
 CALLED = frozenset({"success", "error", "truncated"})  # outcomes where a provider was actually called
 
 
@@ -103,6 +106,19 @@ def count(name: str, value: float, *, provider: str) -> None:
         doc.flush_metrics()
     except Exception:
         log.debug("provider counter failed", exc_info=True)
+
+
+def guardrail_verdict(check: str, stage: str, verdict: str) -> None:
+    """One guardrail verdict: a check on one stage (input, output) of one model call."""
+    if not enabled():
+        return
+    try:
+        doc = _document({"Check": check, "Verdict": verdict}, VERDICT_SETS)
+        _properties(doc, stage=stage)
+        doc.add_metric(name="GuardrailVerdicts", unit="Count", value=1)
+        doc.flush_metrics()
+    except Exception:
+        log.debug("guardrail metric failed", exc_info=True)
 
 
 def _request(outcome: RequestOutcome) -> None:
