@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from llm_gateway import aws
-from llm_gateway.accounting.usage import report_range
+from llm_gateway.accounting.usage_reports import report_range
 from llm_gateway.errors import InvalidRequestError
 from local import state
 from local.report_data import collect

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llm_gateway import aws
-from llm_gateway.accounting.usage import report_range, usage_summary
+from llm_gateway.accounting.usage_reports import report_range, usage_summary
 from llm_gateway.errors import InvalidRequestError
 from local import state
 

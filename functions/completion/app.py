@@ -13,7 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from llm_gateway import aws
-from llm_gateway.accounting.usage import report_range, usage_summary
+from llm_gateway.accounting.usage_reports import report_range, usage_summary
 from llm_gateway.errors import NotConfiguredError
 from llm_gateway.http import anthropic_messages, embeddings_route, events, models_list, openai_chat, usage_report
 from llm_gateway.http import completion_routes as completions

@@ -14,7 +14,7 @@ import pytest
 from llm_gateway import after_response, aws
 from llm_gateway.accounting.alerts import BudgetAlert, BudgetAlerts, alerts_sent
 from llm_gateway.accounting.budgets import DynamoDBBudgetGuard, period_of
-from llm_gateway.accounting.usage import report_range, usage_summary
+from llm_gateway.accounting.usage_reports import report_range, usage_summary
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.keys.budget import KeyBudgetGuard
 from llm_gateway.keys.policy import KeyBudget, KeyPolicy, VerifiedKey

@@ -9,7 +9,7 @@ import pytest
 
 from llm_gateway import aws
 from llm_gateway.accounting.budgets import DynamoDBBudgetGuard
-from llm_gateway.accounting.usage import report_range, usage_summary
+from llm_gateway.accounting.usage_reports import report_range, usage_summary
 from llm_gateway.errors import BudgetExceededError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.keys.budget import KeyBudgetGuard

@@ -15,7 +15,7 @@ import pytest
 
 from llm_gateway import aws
 from llm_gateway.accounting.money import to_pusd, to_usd
-from llm_gateway.accounting.usage import report_range
+from llm_gateway.accounting.usage_reports import report_range
 from local import report
 from local.report_data import collect
 from tests.support.accounting import api_key_for, ledger_items, unique

@@ -11,13 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from llm_gateway import aws
-from llm_gateway.accounting.usage import (
-    CONFLICT_RETRIES,
-    UsageLedger,
-    replay_usage_message,
-    report_range,
-    usage_summary,
-)
+from llm_gateway.accounting.usage import CONFLICT_RETRIES, UsageLedger, replay_usage_message
+from llm_gateway.accounting.usage_reports import report_range, usage_summary
 from llm_gateway.errors import InvalidRequestError
 from llm_gateway.interfaces import RequestContext
 from llm_gateway.models import Attempt, Usage
