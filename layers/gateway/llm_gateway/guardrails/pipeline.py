@@ -70,7 +70,7 @@ class GuardrailPipeline:
 
 async def screen(gateway: Gateway, request: CompletionRequest, ctx: RequestContext) -> Screening:
     """The request's input through the pipeline (a pass-through when the gateway has none)."""
-    pipeline: GuardrailPipeline | None = getattr(gateway, "guardrails", None)
+    pipeline = gateway.guardrails
     if pipeline is None:
         return Screening(None, GuardrailPolicy(), ctx, request)
     found = ctx.guardrails
@@ -97,7 +97,7 @@ async def screen(gateway: Gateway, request: CompletionRequest, ctx: RequestConte
 
 async def screen_inputs(gateway: Gateway, texts: list[str], ctx: RequestContext) -> list[str]:
     """Texts that are all input (embeddings): each screened as a user turn; the (redacted) texts back."""
-    if getattr(gateway, "guardrails", None) is None:
+    if gateway.guardrails is None:
         return texts
     turns = [Message.model_construct(role="user", content=text, tool_calls=None, tool_call_id=None) for text in texts]
     screening = await screen(gateway, CompletionRequest.model_construct(messages=turns), ctx)

@@ -85,40 +85,38 @@ def request(outcome: RequestOutcome) -> None:
 
 
 def first_token(provider: str, model: str, ms: float, *, tenant: str = "", request_id: str = "") -> None:
-    if not enabled():
-        return
-    try:
-        doc = _document({"Provider": provider}, STREAM_SETS)
-        _properties(doc, tenant=tenant, request_id=request_id, Model=model)
-        doc.add_metric(name="TimeToFirstToken", unit="Milliseconds", value=ms)
-        doc.flush_metrics()
-    except Exception:
-        log.debug("first-token metric failed", exc_info=True)
+    _single("TimeToFirstToken", "Milliseconds", ms, {"Provider": provider}, STREAM_SETS,
+            tenant=tenant, request_id=request_id, Model=model)  # fmt: skip
 
 
 def count(name: str, value: float, *, provider: str) -> None:
     """A core counter with a Provider dimension (breaker opens): [service, Provider] and [service]."""
-    if not enabled():
-        return
-    try:
-        doc = _document({"Provider": provider}, PROVIDER_COUNT_SETS)
-        doc.add_metric(name=name, unit="Count", value=value)
-        doc.flush_metrics()
-    except Exception:
-        log.debug("provider counter failed", exc_info=True)
+    _single(name, "Count", value, {"Provider": provider}, PROVIDER_COUNT_SETS)
 
 
 def guardrail_verdict(check: str, stage: str, verdict: str) -> None:
     """One guardrail verdict: a check on one stage (input, output) of one model call."""
+    _single("GuardrailVerdicts", "Count", 1, {"Check": check, "Verdict": verdict}, VERDICT_SETS, stage=stage)
+
+
+def _single(
+    name: str,
+    unit: str,
+    value: float,
+    dimensions: Mapping[str, str],
+    sets: Sequence[Sequence[str]],
+    **properties: Any,
+) -> None:
+    """One metric in a document of its own; never raises (a metric must not fail a request)."""
     if not enabled():
         return
     try:
-        doc = _document({"Check": check, "Verdict": verdict}, VERDICT_SETS)
-        _properties(doc, stage=stage)
-        doc.add_metric(name="GuardrailVerdicts", unit="Count", value=1)
+        doc = _document(dimensions, sets)
+        _properties(doc, **properties)
+        doc.add_metric(name=name, unit=unit, value=value)
         doc.flush_metrics()
     except Exception:
-        log.debug("guardrail metric failed", exc_info=True)
+        log.debug("metric %s failed", name, exc_info=True)
 
 
 def _request(outcome: RequestOutcome) -> None:
